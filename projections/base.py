@@ -1,0 +1,69 @@
+"""What a projector is, as both runtimes see it.
+
+A projector is a named read model. It declares the topics it reads, checks each
+decoded event (a rejected event goes to the dead-letter topic), writes its
+PostgreSQL rows for a batch inside the transaction the pipeline opens (the
+pipeline adds the checkpoint to that same transaction), and then brings its
+Redis/Qdrant side stores in line with the rows it just wrote. Side-store writes
+are derived from PostgreSQL state, so repeating them is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from core.events import Headers
+
+
+class RejectedEvent(Exception):
+    """The projector refuses this event: it is sent to the dead-letter topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    event_type: str
+    payload: dict[str, Any]
+    headers: Headers
+    event_id: str | None
+    occurred_at: datetime | None
+
+
+@dataclass(slots=True)
+class Stores:
+    """Connections a projector may use; any may be absent in a narrow test."""
+
+    pg: AsyncConnectionPool
+    redis: Any = None  # redis.asyncio.Redis
+    qdrant: Any = None  # qdrant_client.AsyncQdrantClient
+
+
+class Projector(Protocol):
+    name: str
+    topics: tuple[str, ...]
+    #: tables holding this read model (cleared by replay)
+    tables: tuple[str, ...]
+
+    def check(self, event: Envelope) -> None:
+        """Raise RejectedEvent when the event cannot be applied. Pure."""
+
+    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> None:
+        """Write the batch's rows; runs inside the pipeline's transaction."""
+
+    async def sync_side_stores(self, stores: Stores, batch: Sequence[Envelope]) -> None:
+        """Make Redis/Qdrant agree with PostgreSQL for the batch's keys. Idempotent."""
+
+    async def reset_side_stores(self, stores: Stores) -> None:
+        """Drop this projection's Redis/Qdrant state (replay)."""
+
+    async def prepare(self, stores: Stores) -> None:
+        """Create side-store structures (collections) if missing."""

@@ -1,0 +1,191 @@
+"""Playback read model: last position per user x content, and continue-watching.
+
+PostgreSQL ``playback_positions`` holds the truth (last writer wins on the
+event's ``occurred_at``, then log order, so a device syncing late cannot move a
+newer position back). Redis holds, per user, a sorted set of in-progress titles
+scored by last update (newest first) and a hash with their positions, derived
+from the rows after each batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from core.ids import from_millis, to_millis
+from domain.playback import ProgressState, check_position, classify, progress_ratio
+from projections.base import Envelope, RejectedEvent, Stores
+from streams.topics import PLAYBACK
+
+CW_KEY = "mgw:cw:{user}"  # sorted set: content_id -> updated_at (ms)
+CW_ITEMS_KEY = "mgw:cw:{user}:items"  # hash: content_id -> JSON position
+_PLAYBACK_TYPES = frozenset(PLAYBACK.event_types)
+
+
+class PlaybackProjector:
+    name = "playback"
+    topics = (PLAYBACK.name,)
+    tables = ("playback_positions",)
+
+    def check(self, event: Envelope) -> None:
+        if event.event_type not in _PLAYBACK_TYPES:
+            raise RejectedEvent(f"playback does not handle {event.event_type}")
+        p = event.payload
+        if not p["user_id"] or not p["content_id"]:
+            raise RejectedEvent("user_id and content_id must be non-empty")
+        violation = check_position(p["position_s"], p["duration_s"])
+        if violation:
+            raise RejectedEvent(f"{violation.field}: {violation.message}")
+
+    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> None:
+        # Fold the batch in memory first: one row per key reaches the database.
+        latest: dict[tuple[str, str], tuple[datetime, int, Envelope]] = {}
+        for e in batch:
+            p = e.payload
+            k = (p["user_id"], p["content_id"])
+            rank = (p["occurred_at"], e.offset)
+            cur = latest.get(k)
+            if cur is None or rank >= (cur[0], cur[1]):
+                latest[k] = (rank[0], rank[1], e)
+        cols: list[list[Any]] = [[], [], [], [], [], [], []]
+        for (user, content), (_, _, e) in latest.items():
+            p = e.payload
+            for col, v in zip(
+                cols,
+                (user, content, p["device_id"], p["position_s"], p["duration_s"],
+                 _state(e), p["occurred_at"]),
+                strict=True,
+            ):
+                col.append(v)
+        await conn.execute(
+            "INSERT INTO playback_positions AS t"
+            " (user_id, content_id, device_id, position_s, duration_s, state, updated_at)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[],"
+            " %s::float8[], %s::text[], %s::timestamptz[])"
+            " ON CONFLICT (user_id, content_id) DO UPDATE SET"
+            " device_id = EXCLUDED.device_id, position_s = EXCLUDED.position_s,"
+            " duration_s = COALESCE(EXCLUDED.duration_s, t.duration_s),"
+            " state = EXCLUDED.state, updated_at = EXCLUDED.updated_at"
+            " WHERE EXCLUDED.updated_at >= t.updated_at",
+            cols,
+        )
+
+    async def sync_side_stores(self, stores: Stores, batch: Sequence[Envelope]) -> None:
+        if stores.redis is None or not batch:
+            return
+        keys = {(e.payload["user_id"], e.payload["content_id"]) for e in batch}
+        users = [k[0] for k in keys]
+        contents = [k[1] for k in keys]
+        async with stores.pg.connection() as conn:
+            cur = await conn.execute(
+                "SELECT t.user_id, t.content_id, t.position_s, t.duration_s, t.updated_at"
+                " FROM playback_positions t"
+                " JOIN unnest(%s::text[], %s::text[]) AS u(user_id, content_id)"
+                " USING (user_id, content_id)",
+                (users, contents),
+            )
+            rows = await cur.fetchall()
+        pipe = stores.redis.pipeline(transaction=True)
+        for user, content, pos, dur, updated in rows:
+            zkey, hkey = CW_KEY.format(user=user), CW_ITEMS_KEY.format(user=user)
+            if classify(pos, dur) is ProgressState.IN_PROGRESS:
+                ms = to_millis(updated)
+                pipe.zadd(zkey, {content: ms})
+                pipe.hset(hkey, content, json.dumps([pos, dur, ms]))
+            else:
+                pipe.zrem(zkey, content)
+                pipe.hdel(hkey, content)
+        await pipe.execute()
+
+    async def reset_side_stores(self, stores: Stores) -> None:
+        if stores.redis is None:
+            return
+        async for key in stores.redis.scan_iter(match="mgw:cw:*", count=1000):
+            await stores.redis.unlink(key)
+
+    async def prepare(self, stores: Stores) -> None:
+        return None
+
+
+def _state(e: Envelope) -> str:
+    return classify(e.payload["position_s"], e.payload["duration_s"]).value
+
+
+# -- queries -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContinueWatchingItem:
+    content_id: str
+    title: str | None
+    position_s: float
+    duration_s: float | None
+    progress: float | None
+    updated_at: datetime
+
+
+async def continue_watching(
+    redis: Any, pg: AsyncConnectionPool, user_id: str, *, limit: int = 20,
+    before: tuple[int, str] | None = None,
+) -> tuple[list[ContinueWatchingItem], tuple[int, str] | None]:
+    """Newest first. ``before`` is the (updated_ms, content_id) cursor of the last item seen."""
+    zkey = CW_KEY.format(user=user_id)
+    if before is None:
+        ranked = await redis.zrevrange(zkey, 0, limit, withscores=True)
+    else:
+        # Scores can tie, so fetch from the cursor's score inclusive and skip past it.
+        ranked = await redis.zrevrangebyscore(
+            zkey, before[0], "-inf", start=0, num=limit + 64, withscores=True
+        )
+        ranked = [
+            (c, s) for c, s in ranked
+            if int(s) < before[0] or (int(s) == before[0] and _s(c) < before[1])
+        ]
+    page, more = ranked[:limit], len(ranked) > limit
+    if not page:
+        return [], None
+    ids = [_s(c) for c, _ in page]
+    raw = await redis.hmget(CW_ITEMS_KEY.format(user=user_id), ids)
+    titles: dict[str, str] = {}
+    async with pg.connection() as conn:
+        cur = await conn.execute(
+            "SELECT content_id, title FROM content WHERE content_id = ANY(%s)", (ids,)
+        )
+        titles = dict(await cur.fetchall())
+    items = []
+    for cid, blob in zip(ids, raw, strict=True):
+        if blob is None:
+            continue  # removed between the two reads
+        pos, dur, ms = json.loads(blob)
+        items.append(ContinueWatchingItem(
+            cid, titles.get(cid), pos, dur, progress_ratio(pos, dur), from_millis(ms)
+        ))
+    nxt = (to_millis(items[-1].updated_at), items[-1].content_id) if more and items else None
+    return items, nxt
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+async def position_of(pg: AsyncConnectionPool, user_id: str, content_id: str) -> (
+    dict[str, Any] | None
+):
+    async with pg.connection() as conn:
+        cur = await conn.execute(
+            "SELECT content_id, device_id, position_s, duration_s, state, updated_at"
+            " FROM playback_positions WHERE user_id = %s AND content_id = %s",
+            (user_id, content_id),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    cid, dev, pos, dur, state, updated = row
+    return {"content_id": cid, "device_id": dev, "position_s": pos, "duration_s": dur,
+            "state": state, "progress": progress_ratio(pos, dur), "updated_at": updated}

@@ -1,0 +1,21 @@
+"""The one list of projectors both runtimes read."""
+
+from __future__ import annotations
+
+from projections.base import Projector
+from projections.catalog import CatalogProjector
+from projections.playback import PlaybackProjector
+
+PROJECTORS: tuple[Projector, ...] = (CatalogProjector(), PlaybackProjector())
+
+
+def by_name(name: str) -> Projector:
+    for p in PROJECTORS:
+        if p.name == name:
+            return p
+    known = ", ".join(p.name for p in PROJECTORS)
+    raise KeyError(f"unknown projector {name!r} (known: {known})")
+
+
+def serving(topic: str) -> list[Projector]:
+    return [p for p in PROJECTORS if topic in p.topics]

@@ -1,0 +1,202 @@
+"""The embedded log backend: a partitioned append-only log in PostgreSQL.
+
+No broker needed; it shares the server with the projections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from streams.log import LogError, LogRecord, OutgoingRecord, Position, partition_for
+from streams.topics import ALL_TOPICS, TopicSpec
+
+CHANNEL = "mgw_log"
+log = logging.getLogger("mgw.log.embedded")
+
+
+class EmbeddedLog:
+    backend = "embedded"
+
+    def __init__(self, conninfo: str, *, pool_size: int = 4) -> None:
+        self._conninfo = conninfo
+        self._pool = AsyncConnectionPool(
+            conninfo, min_size=1, max_size=pool_size, open=False, name="mgw-log",
+            kwargs={"autocommit": True},
+        )
+        self._specs: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
+        self._heads: dict[tuple[str, int], int] = {}
+        self._changed = asyncio.Condition()
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    async def open(self) -> EmbeddedLog:
+        await self._pool.open(wait=True)
+        self._listener = asyncio.create_task(self._listen(), name="mgw-log-listener")
+        await asyncio.wait_for(self._listening.wait(), 10)
+        await self.ensure_topics(tuple(self._specs.values()))
+        return self
+
+    async def close(self) -> None:
+        if self._listener:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        await self._pool.close()
+
+    async def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            for s in specs:
+                row = await (
+                    await conn.execute(
+                        "INSERT INTO log_topics (topic, partitions, retention_ms) VALUES (%s,%s,%s)"
+                        " ON CONFLICT (topic) DO UPDATE SET topic = EXCLUDED.topic"
+                        " RETURNING partitions",
+                        (s.name, s.partitions, s.retention_ms),
+                    )
+                ).fetchone()
+                assert row is not None
+                if row[0] != s.partitions:
+                    # Changing the partition count would move keys; refuse like Kafka would.
+                    raise LogError(f"topic {s.name} exists with {row[0]} partitions")
+                await conn.execute(
+                    "INSERT INTO log_heads (topic, partition)"
+                    " SELECT %s, g FROM generate_series(0, %s - 1) g ON CONFLICT DO NOTHING",
+                    (s.name, s.partitions),
+                )
+                self._specs[s.name] = s
+
+    def partitions(self, topic: str) -> int:
+        try:
+            return self._specs[topic].partitions
+        except KeyError:
+            raise LogError(f"unknown topic {topic!r}: create it with ensure_topics") from None
+
+    async def append(self, topic: str, record: OutgoingRecord) -> Position:
+        return (await self.append_batch(topic, (record,)))[0]
+
+    async def append_batch(
+        self, topic: str, records: Sequence[OutgoingRecord]
+    ) -> list[Position]:
+        n = self.partitions(topic)
+        by_partition: dict[int, list[int]] = defaultdict(list)
+        for i, r in enumerate(records):
+            by_partition[partition_for(r.key, n)].append(i)
+        positions: list[Position | None] = [None] * len(records)
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                # Partitions in a fixed order, so two batch appenders never deadlock.
+                for p in sorted(by_partition):
+                    idx = by_partition[p]
+                    # The classic sequence-gap trap: if offsets came from a sequence,
+                    # writer A could take 7, writer B take 8 and commit first; a reader
+                    # at 7 sees 8, moves on, and never sees 7 when A commits. Taking the
+                    # offset from the head row *locks* that row until commit, so appends
+                    # to one partition are serialized and commit in offset order: a
+                    # reader can never observe a later offset before an earlier one.
+                    row = await (
+                        await conn.execute(
+                            "UPDATE log_heads SET next_offset = next_offset + %s"
+                            " WHERE topic = %s AND partition = %s RETURNING next_offset",
+                            (len(idx), topic, p),
+                        )
+                    ).fetchone()
+                    if row is None:
+                        raise LogError(f"topic {topic!r} partition {p} has no head row")
+                    base = row[0] - len(idx)
+                    async with conn.cursor().copy(
+                        "COPY log_records (topic, partition, \"offset\", key, value,"
+                        " header_keys, header_values) FROM STDIN"
+                    ) as copy:
+                        for j, i in enumerate(idx):
+                            r = records[i]
+                            await copy.write_row(
+                                (
+                                    topic, p, base + j, r.key, r.value,
+                                    [h[0] for h in r.headers], [h[1] for h in r.headers],
+                                )
+                            )
+                            positions[i] = Position(topic, p, base + j)
+                    # Delivered on commit, in commit order.
+                    await conn.execute(
+                        "SELECT pg_notify(%s, %s)", (CHANNEL, f"{p}:{row[0]}:{topic}")
+                    )
+        except psycopg.OperationalError as exc:
+            raise LogError(f"append to {topic} failed: {exc}") from exc
+        return positions  # type: ignore[return-value]
+
+    async def read(
+        self, topic: str, partition: int, offset: int, max_records: int
+    ) -> list[LogRecord]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT \"offset\", key, value, header_keys, header_values,"
+                " (extract(epoch FROM appended_at) * 1000)::bigint"
+                " FROM log_records WHERE topic = %s AND partition = %s AND \"offset\" >= %s"
+                " ORDER BY \"offset\" LIMIT %s",
+                (topic, partition, offset, max_records),
+                binary=True,
+            )
+            rows = await cur.fetchall()
+        return [
+            LogRecord(topic, partition, o, k, v, tuple(zip(hk, hv, strict=True)), ts)
+            for o, k, v, hk, hv, ts in rows
+        ]
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT partition, next_offset FROM log_heads WHERE topic = %s", (topic,)
+            )
+            return {p: o for p, o in await cur.fetchall()}
+
+    async def wait(self, topic: str, partition: int, offset: int, timeout: float) -> bool:
+        key = (topic, partition)
+        if self._heads.get(key, 0) > offset:
+            return True
+        # The listener is running, so any commit after this query is seen as a notify.
+        heads = await self.end_offsets(topic)
+        async with self._changed:
+            for p, o in heads.items():
+                self._heads[(topic, p)] = max(self._heads.get((topic, p), 0), o)
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._heads.get(key, 0) > offset), timeout
+                )
+            except TimeoutError:
+                return False
+        return True
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening.set()
+                    backoff = 0.1
+                    async for note in conn.notifies():
+                        p, head, topic = note.payload.split(":", 2)
+                        async with self._changed:
+                            k = (topic, int(p))
+                            if int(head) > self._heads.get(k, 0):
+                                self._heads[k] = int(head)
+                            self._changed.notify_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnect: a lost listener only delays wake-ups
+                log.warning("log listener lost its connection (%s); reconnecting", exc)
+                # Waiters re-read heads after a timeout, so nothing is lost meanwhile.
+                async with self._changed:
+                    self._heads.clear()
+                    self._changed.notify_all()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

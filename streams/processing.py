@@ -1,0 +1,205 @@
+"""The commit protocol both runtimes share, for one batch of one projector.
+
+1. decode and check every record; the ones that fail become dead letters;
+2. in one PostgreSQL transaction: lock the projector's checkpoints for the
+   batch's partitions, drop records at or below them (a redelivery), apply the
+   rest, send the new dead letters, advance the checkpoints;
+3. bring Redis/Qdrant in line with PostgreSQL for the batch's keys (idempotent,
+   so a crash before step 4 only repeats it);
+4. advance the watermark: everything below it is fully applied. Read-your-writes
+   waits on it and the embedded runner resumes from it. (Under Faust the
+   consumer offset is committed after this, by Faust.)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from core.codec import AvroCodec, CodecError, default_codec
+from core.events import header, occurred_at_of
+from core.metrics import BATCH_SECONDS, BATCH_SIZE, RECORDS_APPLIED, RECORDS_SKIPPED
+from projections.base import Envelope, Projector, RejectedEvent, Stores
+from streams.dead_letters import DeadLetter, send_dead_letters
+from streams.log import EventLog, LogRecord
+
+log = logging.getLogger("mgw.processing")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    applied: int
+    skipped: int
+    dead_letters: int
+    next_offsets: dict[tuple[str, int], int]
+
+
+class ProjectionPipeline:
+    def __init__(
+        self,
+        projector: Projector,
+        stores: Stores,
+        log_: EventLog,
+        codec: AvroCodec | None = None,
+    ) -> None:
+        self.projector = projector
+        self.stores = stores
+        self.log = log_
+        self.codec = codec or default_codec()
+        self.name = projector.name
+
+    def decode(self, records: Sequence[LogRecord]) -> tuple[list[Envelope], list[DeadLetter]]:
+        good: list[Envelope] = []
+        bad: list[DeadLetter] = []
+        decode = self.codec.decode
+        for r in records:
+            try:
+                event_type, payload = decode(r.value)
+            except CodecError as exc:
+                bad.append(DeadLetter(r, "decode", f"{type(exc).__name__}: {exc}"))
+                continue
+            env = Envelope(
+                r.topic, r.partition, r.offset,
+                (r.key or b"").decode("utf-8", "replace"),
+                event_type, payload, r.headers,
+                header(r.headers, "event_id"), occurred_at_of(r.headers),
+            )
+            try:
+                self.projector.check(env)
+            except RejectedEvent as exc:
+                bad.append(DeadLetter(r, "rejected", str(exc)))
+                continue
+            good.append(env)
+        return good, bad
+
+    async def process(self, records: Sequence[LogRecord]) -> BatchResult:
+        if not records:
+            return BatchResult(0, 0, 0, {})
+        started = time.perf_counter()
+        good, bad = self.decode(records)
+        by_offset = {(r.topic, r.partition, r.offset): r for r in records}
+        last: dict[tuple[str, int], int] = {}
+        for r in records:
+            k = (r.topic, r.partition)
+            if r.offset > last.get(k, -1):
+                last[k] = r.offset
+
+        async with self.stores.pg.connection() as conn, conn.transaction():
+            checkpoints = await self._lock_checkpoints(conn, list(last))
+            fresh = [e for e in good if e.offset > checkpoints[(e.topic, e.partition)]]
+            fresh_bad = [
+                d for d in bad if d.record.offset > checkpoints[(d.record.topic, d.record.partition)]
+            ]
+            if fresh:
+                fresh_bad += await self._apply(conn, fresh, by_offset)
+            if fresh_bad:
+                await send_dead_letters(self.log, self.name, fresh_bad)
+            await self._advance_checkpoints(conn, last, checkpoints)
+
+        await self.projector.sync_side_stores(self.stores, good)
+        next_offsets = {k: o + 1 for k, o in last.items()}
+        await self._advance_watermarks(next_offsets)
+
+        skipped = len(good) - len(fresh)
+        RECORDS_APPLIED.labels(self.name).inc(len(fresh))
+        if skipped:
+            RECORDS_SKIPPED.labels(self.name).inc(skipped)
+        BATCH_SIZE.labels(self.name).observe(len(records))
+        BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        return BatchResult(len(fresh), skipped, len(fresh_bad), next_offsets)
+
+    async def _apply(
+        self,
+        conn: AsyncConnection[Any],
+        batch: list[Envelope],
+        by_offset: dict[tuple[str, int, int], LogRecord],
+    ) -> list[DeadLetter]:
+        try:
+            async with conn.transaction():  # savepoint: a failing batch leaves no trace
+                await self.projector.apply(conn, batch)
+            return []
+        except Exception as exc:
+            if _is_transient(exc):
+                raise
+            log.warning("%s: batch of %d failed (%s); isolating the poison record",
+                        self.name, len(batch), exc)
+        letters: list[DeadLetter] = []
+        for env in batch:  # one savepoint each, so one bad record cannot sink the batch
+            try:
+                async with conn.transaction():
+                    await self.projector.apply(conn, [env])
+            except Exception as exc:
+                if _is_transient(exc):
+                    raise
+                rec = by_offset[(env.topic, env.partition, env.offset)]
+                letters.append(DeadLetter(rec, "apply", f"{type(exc).__name__}: {exc}"))
+        return letters
+
+    async def _lock_checkpoints(
+        self, conn: AsyncConnection[Any], parts: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
+        topics = [t for t, _ in parts]
+        partitions = [p for _, p in parts]
+        await conn.execute(
+            "INSERT INTO projection_checkpoints (projector, topic, partition, \"offset\")"
+            " SELECT %s, t, p, -1 FROM unnest(%s::text[], %s::int[]) AS u(t, p)"
+            " ON CONFLICT DO NOTHING",
+            (self.name, topics, partitions),
+        )
+        # FOR UPDATE: two workers that briefly share a partition (a rebalance) serialize here.
+        cur = await conn.execute(
+            "SELECT topic, partition, \"offset\" FROM projection_checkpoints"
+            " WHERE projector = %s AND (topic, partition) IN"
+            " (SELECT * FROM unnest(%s::text[], %s::int[])) ORDER BY topic, partition FOR UPDATE",
+            (self.name, topics, partitions),
+        )
+        return {(t, p): o for t, p, o in await cur.fetchall()}
+
+    async def _advance_checkpoints(
+        self,
+        conn: AsyncConnection[Any],
+        last: dict[tuple[str, int], int],
+        checkpoints: dict[tuple[str, int], int],
+    ) -> None:
+        moved = [(k, o) for k, o in last.items() if o > checkpoints[k]]
+        if not moved:
+            return
+        await conn.execute(
+            "UPDATE projection_checkpoints c SET \"offset\" = u.o"
+            " FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)"
+            " WHERE c.projector = %s AND c.topic = u.t AND c.partition = u.p",
+            ([k[0] for k, _ in moved], [k[1] for k, _ in moved], [o for _, o in moved], self.name),
+        )
+
+    async def _advance_watermarks(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        items = list(next_offsets.items())
+        async with self.stores.pg.connection() as conn:
+            await conn.execute(
+                "INSERT INTO projection_watermarks (projector, topic, partition, next_offset)"
+                " SELECT %s, t, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)"
+                " ON CONFLICT (projector, topic, partition) DO UPDATE"
+                " SET next_offset = GREATEST(projection_watermarks.next_offset,"
+                " EXCLUDED.next_offset), updated_at = now()",
+                (self.name, [k[0] for k, _ in items], [k[1] for k, _ in items],
+                 [o for _, o in items]),
+            )
+
+
+def _is_transient(exc: BaseException) -> bool:
+    import psycopg
+
+    return isinstance(exc, psycopg.OperationalError | ConnectionError | TimeoutError)
+
+
+async def load_watermarks(stores: Stores, projector: str) -> dict[tuple[str, int], int]:
+    async with stores.pg.connection() as conn:
+        cur = await conn.execute(
+            "SELECT topic, partition, next_offset FROM projection_watermarks WHERE projector = %s",
+            (projector,),
+        )
+        return {(t, p): o for t, p, o in await cur.fetchall()}

@@ -1,0 +1,40 @@
+"""Turning domain events into log records: encode, route, append."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from core.codec import AvroCodec, default_codec
+from core.events import Event
+from core.metrics import EVENTS_APPENDED
+from streams.log import EventLog, OutgoingRecord, Position
+from streams.topics import topic_for
+
+
+class Publisher:
+    def __init__(self, log: EventLog, codec: AvroCodec | None = None) -> None:
+        self.log = log
+        self.codec = codec or default_codec()
+
+    def to_record(self, event: Event) -> OutgoingRecord:
+        value = self.codec.encode(event.event_type, event.payload)
+        return OutgoingRecord(event.key.encode(), value, event.headers())
+
+    async def publish(self, event: Event) -> Position:
+        topic = topic_for(event.event_type).name
+        pos = await self.log.append(topic, self.to_record(event))
+        EVENTS_APPENDED.labels(topic, event.event_type).inc()
+        return pos
+
+    async def publish_many(self, events: Sequence[Event]) -> list[Position]:
+        """Append events of possibly several topics; order is kept per key."""
+        by_topic: dict[str, list[int]] = {}
+        for i, e in enumerate(events):
+            by_topic.setdefault(topic_for(e.event_type).name, []).append(i)
+        out: list[Position | None] = [None] * len(events)
+        for topic, idx in by_topic.items():
+            positions = await self.log.append_batch(topic, [self.to_record(events[i]) for i in idx])
+            for i, pos in zip(idx, positions, strict=True):
+                out[i] = pos
+                EVENTS_APPENDED.labels(topic, events[i].event_type).inc()
+        return out  # type: ignore[return-value]

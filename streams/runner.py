@@ -1,0 +1,160 @@
+"""The embedded runner: every projector in-process, one asyncio loop each.
+
+It reads the projector's topic-partitions through the log port (so it runs on
+the embedded log and on Kafka alike), hands batches of up to ``batch_size``
+records to the shared pipeline and resumes from the watermarks after a restart.
+When a batch comes back short it lingers ``batch_linger_ms`` for more, so a
+steady trickle still makes batches; when everything is caught up it sleeps
+until the log wakes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from core.metrics import PROJECTOR_LAG
+from projections.base import Projector, Stores
+from streams.log import EventLog, LogRecord, wait_any
+from streams.processing import BatchResult, ProjectionPipeline, load_watermarks
+
+log = logging.getLogger("mgw.runner")
+ProgressHook = Callable[[BatchResult], None]
+
+
+class ProjectorLoop:
+    def __init__(
+        self,
+        pipeline: ProjectionPipeline,
+        log_: EventLog,
+        *,
+        batch_size: int = 5000,
+        linger_ms: int = 10,
+    ) -> None:
+        self.pipeline = pipeline
+        self.log = log_
+        self.batch_size = batch_size
+        self.linger = linger_ms / 1000
+        self.positions: dict[tuple[str, int], int] = {}
+        self._rr = 0
+
+    @property
+    def name(self) -> str:
+        return self.pipeline.name
+
+    async def load_positions(self) -> None:
+        marks = await load_watermarks(self.pipeline.stores, self.name)
+        self.positions = {}
+        for topic in self.pipeline.projector.topics:
+            for p in range(self.log.partitions(topic)):
+                self.positions[(topic, p)] = marks.get((topic, p), 0)
+
+    async def _read(self, limit: int, positions: dict[tuple[str, int], int]) -> list[LogRecord]:
+        batch: list[LogRecord] = []
+        parts = list(positions)
+        self._rr = (self._rr + 1) % len(parts)
+        for tp in parts[self._rr :] + parts[: self._rr]:  # rotate: no partition starves
+            if len(batch) >= limit:
+                break
+            got = await self.log.read(tp[0], tp[1], positions[tp], limit - len(batch))
+            batch.extend(got)
+        return batch
+
+    async def step(self) -> BatchResult | None:
+        """Read and apply one batch; None when nothing was waiting."""
+        batch = await self._read(self.batch_size, self.positions)
+        if not batch:
+            return None
+        if len(batch) < self.batch_size and self.linger > 0:
+            await asyncio.sleep(self.linger)
+            after = dict(self.positions)
+            after.update({(r.topic, r.partition): r.offset + 1 for r in batch})
+            batch.extend(await self._read(self.batch_size - len(batch), after))
+        result = await self.pipeline.process(batch)
+        for tp, nxt in result.next_offsets.items():
+            self.positions[tp] = max(self.positions.get(tp, 0), nxt)
+        return result
+
+    async def lag(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for topic in self.pipeline.projector.topics:
+            ends = await self.log.end_offsets(topic)
+            out[topic] = sum(max(0, e - self.positions.get((topic, p), 0)) for p, e in ends.items())
+            PROJECTOR_LAG.labels(self.name, topic).set(out[topic])
+        return out
+
+    async def run(self, stop: asyncio.Event, *, idle_wait: float = 1.0) -> None:
+        await self.load_positions()
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                result = await self.step()
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A transient failure (database restart, broker away): retry the same
+                # positions; the checkpoint makes the retry harmless.
+                log.exception("projector %s: batch failed, retrying in %.1fs", self.name, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                await self.load_positions()
+                continue
+            if result is None:
+                waits = [(t, p, o) for (t, p), o in self.positions.items()]
+                waiter = asyncio.ensure_future(wait_any(self.log, waits, idle_wait))
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                for f in (waiter, stopper):
+                    f.cancel()
+
+    async def catch_up(self, on_batch: ProgressHook | None = None) -> int:
+        """Apply everything in the log now, then return the number of records applied."""
+        await self.load_positions()
+        applied = 0
+        while True:
+            result = await self.step()
+            if result is None:
+                return applied
+            applied += result.applied
+            if on_batch:
+                on_batch(result)
+
+
+class EmbeddedRunner:
+    """Runs a loop per projector until ``stop`` is set."""
+
+    def __init__(
+        self,
+        log_: EventLog,
+        stores: Stores,
+        projectors: Sequence[Projector],
+        *,
+        batch_size: int = 5000,
+        linger_ms: int = 10,
+    ) -> None:
+        self.loops = [
+            ProjectorLoop(ProjectionPipeline(p, stores, log_), log_, batch_size=batch_size,
+                          linger_ms=linger_ms)
+            for p in projectors
+        ]
+        self.stores = stores
+        self.projectors = projectors
+
+    async def prepare(self) -> None:
+        for p in self.projectors:
+            await p.prepare(self.stores)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.prepare()
+        started = time.monotonic()
+        tasks = [asyncio.create_task(loop.run(stop), name=f"projector-{loop.name}")
+                 for loop in self.loops]
+        log.info("runner started %d projectors in %.2fs", len(tasks), time.monotonic() - started)
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()

@@ -1,0 +1,46 @@
+"""Topic specs in code: the one place that says which events live where."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    #: -1 keeps events forever: the log is the source of truth, projections are derived
+    retention_ms: int = -1
+    event_types: tuple[str, ...] = ()
+
+    @property
+    def dead_letter(self) -> TopicSpec:
+        return TopicSpec(f"{self.name}.dlq", 1, -1, ())
+
+
+CATALOG = TopicSpec("catalog.content", 4, event_types=("ContentUpserted",))
+PLAYBACK = TopicSpec(
+    "playback.events",
+    8,
+    event_types=("PlaybackStarted", "PlaybackProgressed", "PlaybackStopped"),
+)
+
+EVENT_TOPICS: tuple[TopicSpec, ...] = (CATALOG, PLAYBACK)
+ALL_TOPICS: tuple[TopicSpec, ...] = EVENT_TOPICS + tuple(t.dead_letter for t in EVENT_TOPICS)
+
+_BY_EVENT = {et: t for t in EVENT_TOPICS for et in t.event_types}
+_BY_NAME = {t.name: t for t in ALL_TOPICS}
+
+
+def topic_for(event_type: str) -> TopicSpec:
+    try:
+        return _BY_EVENT[event_type]
+    except KeyError:
+        raise KeyError(f"no topic carries event type {event_type!r}") from None
+
+
+def spec(name: str) -> TopicSpec:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown topic {name!r}") from None
