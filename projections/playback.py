@@ -189,3 +189,20 @@ async def position_of(pg: AsyncConnectionPool, user_id: str, content_id: str) ->
     cid, dev, pos, dur, state, updated = row
     return {"content_id": cid, "device_id": dev, "position_s": pos, "duration_s": dur,
             "state": state, "progress": progress_ratio(pos, dur), "updated_at": updated}
+
+
+async def side_store_digest(redis: Any) -> str:
+    """A digest of every continue-watching key, to compare a replay with the original."""
+    import hashlib
+
+    h = hashlib.sha256()
+    keys = sorted([_s(k) async for k in redis.scan_iter(match="mgw:cw:*", count=1000)])
+    for key in keys:
+        h.update(key.encode())
+        if key.endswith(":items"):
+            for f, v in sorted((await redis.hgetall(key)).items()):
+                h.update(f + b"=" + v)
+        else:
+            for m, score in await redis.zrange(key, 0, -1, withscores=True):
+                h.update(m + f"@{score}".encode())
+    return h.hexdigest()

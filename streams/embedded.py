@@ -32,7 +32,9 @@ class EmbeddedLog:
         )
         self._specs: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
         self._heads: dict[tuple[str, int], int] = {}
-        self._changed = asyncio.Condition()
+        # Replaced on every notification; waiters hold the one current when they looked.
+        # (An Event, not a Condition: Condition.wait under wait_for is not cancel-safe in 3.11.)
+        self._changed = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 
@@ -161,17 +163,25 @@ class EmbeddedLog:
         if self._heads.get(key, 0) > offset:
             return True
         # The listener is running, so any commit after this query is seen as a notify.
+        changed = self._changed
         heads = await self.end_offsets(topic)
-        async with self._changed:
-            for p, o in heads.items():
-                self._heads[(topic, p)] = max(self._heads.get((topic, p), 0), o)
+        for p, o in heads.items():
+            self._heads[(topic, p)] = max(self._heads.get((topic, p), 0), o)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._heads.get(key, 0) <= offset:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
             try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._heads.get(key, 0) > offset), timeout
-                )
+                await asyncio.wait_for(changed.wait(), remaining)
             except TimeoutError:
                 return False
+            changed = self._changed
         return True
+
+    def _wake(self) -> None:
+        woken, self._changed = self._changed, asyncio.Event()
+        woken.set()
 
     async def _listen(self) -> None:
         backoff = 0.1
@@ -185,18 +195,16 @@ class EmbeddedLog:
                     backoff = 0.1
                     async for note in conn.notifies():
                         p, head, topic = note.payload.split(":", 2)
-                        async with self._changed:
-                            k = (topic, int(p))
-                            if int(head) > self._heads.get(k, 0):
-                                self._heads[k] = int(head)
-                            self._changed.notify_all()
+                        k = (topic, int(p))
+                        if int(head) > self._heads.get(k, 0):
+                            self._heads[k] = int(head)
+                        self._wake()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnect: a lost listener only delays wake-ups
                 log.warning("log listener lost its connection (%s); reconnecting", exc)
                 # Waiters re-read heads after a timeout, so nothing is lost meanwhile.
-                async with self._changed:
-                    self._heads.clear()
-                    self._changed.notify_all()
+                self._heads.clear()
+                self._wake()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

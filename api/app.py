@@ -1,0 +1,75 @@
+"""The Starlette application, composed, with its connections opened in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from api import content, health, playback
+from api.context import AppContext
+from api.errors import Problem, http_exception_handler, problem_handler, unhandled_handler
+from api.limits import BodySizeLimit
+from core.settings import Settings
+
+log = logging.getLogger("mgw.api")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    run_projectors: bool = True,
+    with_qdrant: bool = True,
+    on_ready: Any = None,
+) -> Starlette:
+    """``run_projectors`` runs the embedded runner inside this process (``mgw up``);
+    leave it off when ``mgw worker`` processes do the projecting."""
+    # Imported here: the composition root may import everything, the routes may not.
+    from mgw.platform import open_platform
+    from projections.registry import PROJECTORS
+    from streams.runner import EmbeddedRunner
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_platform(settings, with_qdrant=with_qdrant) as pf:
+            context = AppContext(settings, pf.log, pf.stores, pf.publisher, where=pf.where)
+            stop = asyncio.Event()
+            task = None
+            if run_projectors:
+                runner = EmbeddedRunner(pf.log, pf.stores, PROJECTORS,
+                                        batch_size=settings.batch_size,
+                                        linger_ms=settings.batch_linger_ms)
+                await runner.prepare()
+                context.runner = runner
+                task = asyncio.create_task(runner.run(stop), name="embedded-runner")
+            app.state.mgw = context
+            if on_ready is not None:
+                await on_ready(context)
+            try:
+                yield
+            finally:
+                stop.set()
+                if task is not None:
+                    try:
+                        await asyncio.wait_for(task, 10)
+                    except (TimeoutError, asyncio.CancelledError):
+                        task.cancel()
+
+    routes: list[Route] = [*health.routes, *content.routes, *playback.routes]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
+        exception_handlers={
+            Problem: problem_handler,
+            HTTPException: http_exception_handler,
+            Exception: unhandled_handler,
+        },
+        lifespan=lifespan,
+    )

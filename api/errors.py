@@ -1,0 +1,79 @@
+"""Errors as RFC 9457 problem details, each naming the field at fault."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+PROBLEM = "application/problem+json"
+
+
+class ProblemJSON(JSONResponse):
+    media_type = PROBLEM
+
+
+class Problem(Exception):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        field: str | None = None,
+        errors: Sequence[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        title: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.field = field
+        self.errors = list(errors or ([{"field": field, "message": detail}] if field else []))
+        self.headers = headers or {}
+        self.title = title or HTTPStatus(status).phrase
+
+    def response(self, request: Request | None = None) -> Response:
+        body: dict[str, Any] = {
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if request is not None:
+            body["instance"] = request.url.path
+        if self.field:
+            body["field"] = self.field
+        if self.errors:
+            body["errors"] = self.errors
+        return ProblemJSON(body, status_code=self.status, headers=self.headers)
+
+
+def from_validation(exc: ValidationError, prefix: str = "") -> Problem:
+    errors = []
+    for e in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in e["loc"] if p != "__root__")
+        errors.append({"field": f"{prefix}{loc}" or "body", "message": e["msg"]})
+    first = errors[0] if errors else {"field": "body", "message": "invalid"}
+    return Problem(422, f"{first['field']}: {first['message']}", field=first["field"],
+                   errors=errors)
+
+
+async def problem_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return exc.response(request)
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return Problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {})).response(
+        request
+    )
+
+
+async def unhandled_handler(request: Request, exc: Exception) -> Response:
+    return Problem(500, "internal error; the request was not applied").response(request)

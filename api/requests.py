@@ -1,0 +1,45 @@
+"""Reading request bodies and parameters into validated values."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from api.errors import Problem, from_validation
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    ctype = request.headers.get("content-type", "")
+    if ctype and "json" not in ctype:
+        raise Problem(415, "send the body as application/json", field="content-type")
+    raw = await request.body()
+    if not raw:
+        raise Problem(422, "a JSON body is required", field="body")
+    try:
+        data: Any = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Problem(400, f"body is not valid JSON: {exc}", field="body") from None
+    if not isinstance(data, dict):
+        raise Problem(422, "body must be a JSON object", field="body")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+
+
+def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Problem(422, f"{name} must be an integer", field=name) from None
+    if not lo <= value <= hi:
+        raise Problem(422, f"{name} must be between {lo} and {hi}", field=name)
+    return value

@@ -1,0 +1,97 @@
+"""Demo data for `mgw up --demo`: real titles and synthetic playback for a few users."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import random
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+from core.events import Event
+from core.ids import derived_id, utcnow
+
+DATA = Path(__file__).resolve().parent / "data" / "ml-latest-small-overviews.csv.gz"
+DEMO_USERS = ("demo-alice", "demo-bob", "demo-carol", "demo-dave", "demo-erin")
+_TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:[-–]\d{0,4})?\)\s*$")
+_ARTICLE = re.compile(r"^(?P<rest>.*), (?P<art>The|A|An|Les|La|Le|Il|El|Die|Der|Das)$")
+
+
+def content_id_for(movie_id: str) -> str:
+    return derived_id(f"movielens:{movie_id}")
+
+
+def split_title(raw: str) -> tuple[str, int | None]:
+    """'Matrix, The (1999)' -> ('The Matrix', 1999)."""
+    m = _TITLE_YEAR.match(raw.strip())
+    title, year = (m["title"], int(m["year"])) if m else (raw.strip(), None)
+    a = _ARTICLE.match(title)
+    if a:
+        title = f"{a['art']} {a['rest']}"
+    return title, year
+
+
+def content_events(path: Path = DATA, limit: int | None = None) -> Iterator[Event]:
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            if limit is not None and i >= limit:
+                return
+            title, year = split_title(row["title"])
+            genres = [g for g in row["genres"].split("|") if g and g != "(no genres listed)"]
+            cid = content_id_for(row["movieId"])
+            imdb = f"tt{row['imdbId']}" if row.get("imdbId") else None
+            tmdb = row.get("tmdbId") or None
+            payload = {
+                "content_id": cid, "kind": "movie", "title": title or row["title"],
+                "original_title": None, "year": year, "runtime_min": None, "genres": genres,
+                "overview": row.get("overview") or None,
+                "external_ids": {"imdb": imdb, "tmdb": tmdb.split(".")[0] if tmdb else None},
+                "series_id": None, "season": None, "episode": None,
+            }
+            yield Event("ContentUpserted", cid, payload, producer="mgw-demo")
+
+
+def playback_events(content_ids: list[str], seed: int = 7) -> list[Event]:
+    """A few sessions per demo user: some in progress, some finished, some barely started."""
+    rng = random.Random(seed)
+    now = utcnow()
+    events: list[Event] = []
+    for user in DEMO_USERS:
+        for _ in range(12):
+            cid = rng.choice(content_ids)
+            duration = float(rng.randint(80, 160) * 60)
+            device = rng.choice(("tv-living-room", "phone", "tablet", "web"))
+            start = now - timedelta(hours=rng.uniform(1, 24 * 14))
+            target = rng.choice((0.02, 0.2, 0.35, 0.5, 0.7, 0.85, 0.97))
+            beats = max(1, int(target * duration // 600))
+            for b in range(beats + 1):
+                position = min(target * duration, b * 600.0)
+                kind = ("PlaybackStarted" if b == 0 else
+                        "PlaybackStopped" if b == beats else "PlaybackProgressed")
+                at = start + timedelta(seconds=b * 600)
+                events.append(Event(kind, user, {
+                    "user_id": user, "content_id": cid, "device_id": device,
+                    "position_s": position, "duration_s": duration, "occurred_at": at,
+                }, occurred_at=at, producer="mgw-demo"))
+    events.sort(key=lambda e: e.occurred_at)
+    return events
+
+
+def example_requests(base: str, content_id: str) -> str:
+    u = DEMO_USERS[0]
+    return "\n".join([
+        "Try:",
+        f"  curl -s {base}/v1/content/{content_id}",
+        f"  curl -s -H 'X-User-Id: {u}' {base}/v1/me/continue-watching",
+        f"  curl -s -X POST {base}/v1/playback/events -H 'X-User-Id: {u}' "
+        "-H 'content-type: application/json' \\",
+        f"       -d '{{\"content_id\":\"{content_id}\",\"device_id\":\"phone\",\"kind\":\"progress\","
+        "\"position_s\":1800,\"duration_s\":4860}'",
+        "  # then read your write: pass the returned token back",
+        f"  curl -s -H 'X-User-Id: {u}' -H 'X-Consistency-Token: <position>' "
+        f"{base}/v1/me/continue-watching",
+        f"  curl -s {base}/ready ; curl -s {base}/metrics | grep mgw_",
+    ])
+

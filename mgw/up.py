@@ -1,0 +1,66 @@
+"""`mgw up`: the whole platform in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import uvicorn
+from tqdm import tqdm
+
+from api.app import create_app
+from api.context import AppContext
+from core.settings import Settings
+from streams.topics import CATALOG
+
+log = logging.getLogger("mgw.up")
+
+
+async def load_demo(c: AppContext, base_url: str, *, progress: bool = True) -> int:
+    """Publish the demo titles and playback once per log; returns events appended."""
+    from mgw import demo
+
+    ends = await c.log.end_offsets(CATALOG.name)
+    events = list(demo.content_events())
+    first_id = events[0].key
+    if sum(ends.values()) >= len(events):
+        log.info("demo data already in the log; not loading it again")
+        print(demo.example_requests(base_url, first_id), flush=True)
+        return 0
+    appended = 0
+    with tqdm(total=len(events), desc="demo titles", unit="ev", disable=not progress) as bar:
+        for i in range(0, len(events), 1000):
+            chunk = events[i : i + 1000]
+            await c.publisher.publish_many(chunk)
+            appended += len(chunk)
+            bar.update(len(chunk))
+    plays = demo.playback_events([e.key for e in events])
+    await c.publisher.publish_many(plays)
+    appended += len(plays)
+    log.info("demo: appended %d titles and %d playback events for %d users",
+             len(events), len(plays), len(demo.DEMO_USERS))
+    print(demo.example_requests(base_url, first_id), flush=True)
+    return appended
+
+
+def run_up(settings: Settings, *, demo: bool = False) -> int:
+    base = f"http://{settings.host}:{settings.port}"
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def on_ready(c: AppContext) -> None:
+        for part, where in c.where.items():
+            log.info("%-8s %s", part, where)
+        log.info("%-8s %d projectors in-process (%s)", "runner",
+                 len(c.runner.loops) if c.runner else 0,
+                 ", ".join(loop.name for loop in c.runner.loops) if c.runner else "-")
+        log.info("%-8s %s (docs: README.md; health %s/ready)", "api", base, base)
+        if demo:
+            tasks.append(asyncio.create_task(load_demo(c, base)))
+
+    app = create_app(settings, run_projectors=True, on_ready=on_ready)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    server.run()  # handles SIGINT/SIGTERM: stops serving, then the lifespan closes every part
+    return 0 if server.started else 1

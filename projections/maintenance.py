@@ -1,0 +1,38 @@
+"""Operator work on a read model: clear it for a replay, take its checksum."""
+
+from __future__ import annotations
+
+import hashlib
+
+from projections.base import Projector, Stores
+
+
+async def clear(stores: Stores, projector: Projector) -> None:
+    """Drop the read model's rows, checkpoints and watermarks, and its side stores."""
+    async with stores.pg.connection() as conn, conn.transaction():
+        for table in projector.tables:
+            await conn.execute(f"TRUNCATE {table}")  # names come from code, not input
+        await conn.execute("DELETE FROM projection_checkpoints WHERE projector = %s",
+                           (projector.name,))
+        await conn.execute("DELETE FROM projection_watermarks WHERE projector = %s",
+                           (projector.name,))
+    await projector.reset_side_stores(stores)
+    await projector.prepare(stores)
+
+
+async def checksum(stores: Stores, projector: Projector) -> str:
+    """Order-independent digest of the read model's tables (and Redis, for playback)."""
+    h = hashlib.sha256()
+    async with stores.pg.connection() as conn:
+        for table in projector.tables:
+            cur = await conn.execute(
+                f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
+                f" FROM {table} t"
+            )
+            row = await cur.fetchone()
+            h.update(f"{table}:{row}".encode())
+    if projector.name == "playback" and stores.redis is not None:
+        from projections.playback import side_store_digest
+
+        h.update((await side_store_digest(stores.redis)).encode())
+    return h.hexdigest()[:16]
