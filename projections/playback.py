@@ -46,33 +46,35 @@ class PlaybackProjector:
     async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> None:
         # Fold the batch in memory first: one row per key reaches the database.
         latest: dict[tuple[str, str], tuple[datetime, int, Envelope]] = {}
+        counts: dict[tuple[str, str], int] = {}
         for e in batch:
             p = e.payload
             k = (p["user_id"], p["content_id"])
-            rank = (p["occurred_at"], e.offset)
+            counts[k] = counts.get(k, 0) + 1
             cur = latest.get(k)
-            if cur is None or rank >= (cur[0], cur[1]):
-                latest[k] = (rank[0], rank[1], e)
-        cols: list[list[Any]] = [[], [], [], [], [], [], []]
-        for (user, content), (_, _, e) in latest.items():
+            if cur is None or (p["occurred_at"], e.offset) >= (cur[0], cur[1]):
+                latest[k] = (p["occurred_at"], e.offset, e)
+        cols: list[list[Any]] = [[] for _ in range(8)]
+        for k, (_, _, e) in latest.items():
             p = e.payload
-            for col, v in zip(
-                cols,
-                (user, content, p["device_id"], p["position_s"], p["duration_s"],
-                 _state(e), p["occurred_at"]),
-                strict=True,
-            ):
+            row = (k[0], k[1], p["device_id"], p["position_s"], p["duration_s"], _state(e),
+                   p["occurred_at"], counts[k])
+            for col, v in zip(cols, row, strict=True):
                 col.append(v)
+        newer = "EXCLUDED.updated_at >= t.updated_at"
         await conn.execute(
-            "INSERT INTO playback_positions AS t"
-            " (user_id, content_id, device_id, position_s, duration_s, state, updated_at)"
+            "INSERT INTO playback_positions AS t (user_id, content_id, device_id, position_s,"
+            " duration_s, state, updated_at, event_count)"
             " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[],"
-            " %s::float8[], %s::text[], %s::timestamptz[])"
+            " %s::float8[], %s::text[], %s::timestamptz[], %s::bigint[])"
             " ON CONFLICT (user_id, content_id) DO UPDATE SET"
-            " device_id = EXCLUDED.device_id, position_s = EXCLUDED.position_s,"
-            " duration_s = COALESCE(EXCLUDED.duration_s, t.duration_s),"
-            " state = EXCLUDED.state, updated_at = EXCLUDED.updated_at"
-            " WHERE EXCLUDED.updated_at >= t.updated_at",
+            f" device_id = CASE WHEN {newer} THEN EXCLUDED.device_id ELSE t.device_id END,"
+            f" position_s = CASE WHEN {newer} THEN EXCLUDED.position_s ELSE t.position_s END,"
+            f" duration_s = CASE WHEN {newer} THEN COALESCE(EXCLUDED.duration_s, t.duration_s)"
+            " ELSE t.duration_s END,"
+            f" state = CASE WHEN {newer} THEN EXCLUDED.state ELSE t.state END,"
+            " updated_at = GREATEST(EXCLUDED.updated_at, t.updated_at),"
+            " event_count = t.event_count + EXCLUDED.event_count",
             cols,
         )
 

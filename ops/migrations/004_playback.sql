@@ -7,6 +7,9 @@ CREATE TABLE IF NOT EXISTS playback_positions (
     duration_s  double precision,
     state       text             NOT NULL,
     updated_at  timestamptz      NOT NULL,
+    -- playback events folded into this row: counts every event once, so it also
+    -- proves that redelivered batches are not applied twice
+    event_count bigint           NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, content_id)
 );
 CREATE INDEX IF NOT EXISTS playback_positions_recent_idx

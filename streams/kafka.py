@@ -1,0 +1,247 @@
+"""The Kafka log backend (confluent-kafka / librdkafka).
+
+Appends go through one idempotent producer (``acks=all``) to an explicit
+partition, so both backends put a key in the same partition. Reads for the
+in-process runner and for tests use plain assigned consumers (no group); the
+scalable path is the Faust worker (streams/faust_app.py), whose consumer groups
+commit offsets in Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.log import (
+    LogError,
+    LogRecord,
+    OutgoingRecord,
+    Position,
+    TransientLogError,
+    partition_for,
+)
+from streams.topics import ALL_TOPICS, TopicSpec
+
+
+def producer_config(bootstrap: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,  # no duplicates or reordering on producer retries
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+        "compression.type": "lz4",
+        "client.id": "mgw-producer",
+    }
+
+
+class KafkaLog:
+    backend = "kafka"
+
+    def __init__(self, bootstrap: str, *, replication_factor: int = 1) -> None:
+        self.bootstrap = bootstrap
+        self.replication_factor = replication_factor
+        self._producer: Producer | None = None
+        self._admin: AdminClient | None = None
+        self._partitions: dict[str, int] = {}
+        self._readers: dict[tuple[str, int], tuple[Consumer, int]] = {}
+        self._reader_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._meta: Consumer | None = None
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mgw-kafka")
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    async def open(self) -> KafkaLog:
+        self._producer = Producer(producer_config(self.bootstrap))
+        self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        self._meta = Consumer(self._consumer_config())
+        # Delivery reports are served by poll(); a thread keeps polling so appends resolve.
+        self._poller = threading.Thread(target=self._poll_loop, name="mgw-kafka-poll",
+                                        daemon=True)
+        self._poller.start()
+        return self
+
+    def _poll_loop(self) -> None:
+        assert self._producer is not None
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def _consumer_config(self) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": f"mgw-reader-{uuid.uuid4().hex[:8]}",  # never commits: assign() only
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "fetch.wait.max.ms": 50,
+        }
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._producer is not None:
+            await loop.run_in_executor(self._pool, self._producer.flush, 10)
+        self._stop.set()
+        if self._poller:
+            self._poller.join(2)
+        for consumer, _ in self._readers.values():
+            with contextlib.suppress(Exception):
+                consumer.close()
+        if self._meta is not None:
+            with contextlib.suppress(Exception):
+                self._meta.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        assert self._admin is not None
+        existing = (await self._run(self._admin.list_topics, None, 10)).topics
+        new = [
+            NewTopic(s.name, num_partitions=s.partitions,
+                     replication_factor=self.replication_factor,
+                     config={"retention.ms": str(s.retention_ms)})
+            for s in specs if s.name not in existing
+        ]
+        if new:
+            for topic, fut in self._admin.create_topics(new, operation_timeout=10).items():
+                try:
+                    await asyncio.wrap_future(fut)  # type: ignore[arg-type]
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise LogError(f"cannot create topic {topic}: {exc}") from exc
+        meta = (await self._run(self._admin.list_topics, None, 10)).topics
+        for s in specs:
+            got = len(meta[s.name].partitions) if s.name in meta else 0
+            if got and got != s.partitions:
+                raise LogError(f"topic {s.name} exists with {got} partitions, spec says "
+                               f"{s.partitions}")
+            self._partitions[s.name] = got or s.partitions
+
+    def partitions(self, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            known = {t.name: t.partitions for t in ALL_TOPICS}
+            if topic not in known:
+                raise LogError(f"unknown topic {topic!r}: create it with ensure_topics")
+            n = self._partitions[topic] = known[topic]
+        return n
+
+    async def append(self, topic: str, record: OutgoingRecord) -> Position:
+        return (await self.append_batch(topic, (record,)))[0]
+
+    async def append_batch(
+        self, topic: str, records: Sequence[OutgoingRecord]
+    ) -> list[Position]:
+        assert self._producer is not None
+        loop = asyncio.get_running_loop()
+        n = self.partitions(topic)
+        futures: list[asyncio.Future[Position]] = []
+
+        def deliver(fut: asyncio.Future[Position]) -> Any:
+            def cb(err: KafkaError | None, msg: Any) -> None:
+                if err is not None:
+                    exc: Exception = (TransientLogError if err.retriable() else LogError)(
+                        f"append to {topic} failed: {err}")
+                    loop.call_soon_threadsafe(_set_exc, fut, exc)
+                else:
+                    pos = Position(msg.topic(), msg.partition(), msg.offset())
+                    loop.call_soon_threadsafe(_set_result, fut, pos)
+            return cb
+
+        for r in records:
+            fut: asyncio.Future[Position] = loop.create_future()
+            futures.append(fut)
+            while True:
+                try:
+                    self._producer.produce(
+                        topic, value=r.value, key=r.key, partition=partition_for(r.key, n),
+                        headers=list(r.headers), on_delivery=deliver(fut),
+                    )
+                    break
+                except BufferError:  # local queue full: let deliveries drain
+                    await asyncio.sleep(0.01)
+        return list(await asyncio.gather(*futures))
+
+    async def read(
+        self, topic: str, partition: int, offset: int, max_records: int
+    ) -> list[LogRecord]:
+        key = (topic, partition)
+        lock = self._reader_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            return await self._run(self._read_sync, topic, partition, offset, max_records)
+
+    def _read_sync(self, topic: str, partition: int, offset: int, max_records: int) -> (
+        list[LogRecord]
+    ):
+        key = (topic, partition)
+        entry = self._readers.get(key)
+        if entry is None:
+            consumer = Consumer(self._consumer_config())
+            consumer.assign([TopicPartition(topic, partition, offset)])
+            entry = (consumer, offset)
+        consumer, expected = entry
+        if expected != offset:
+            consumer.seek(TopicPartition(topic, partition, offset))
+        out: list[LogRecord] = []
+        msgs = consumer.consume(num_messages=max_records, timeout=0.1)
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise (TransientLogError if err.retriable() else LogError)(str(err))
+            if m.offset() < offset:
+                continue
+            _, ts = m.timestamp()
+            out.append(LogRecord(topic, partition, m.offset(), m.key(), m.value(),
+                                 tuple(m.headers() or ()), ts))
+        nxt = out[-1].offset + 1 if out else offset
+        self._readers[key] = (consumer, nxt)
+        return out
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        n = self.partitions(topic)
+        return dict(await self._run(self._end_offsets_sync, topic, n))
+
+    def _end_offsets_sync(self, topic: str, n: int) -> list[tuple[int, int]]:
+        assert self._meta is not None
+        return [
+            (p, self._meta.get_watermark_offsets(TopicPartition(topic, p), timeout=5,
+                                                 cached=False)[1])
+            for p in range(n)
+        ]
+
+    async def wait(self, topic: str, partition: int, offset: int, timeout: float) -> bool:
+        assert self._meta is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        delay = 0.01
+        while True:
+            _, high = await self._run(
+                self._meta.get_watermark_offsets, TopicPartition(topic, partition), 5, False
+            )
+            if high > offset:
+                return True
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.2)
+
+
+def _set_result(fut: asyncio.Future[Position], pos: Position) -> None:
+    if not fut.done():
+        fut.set_result(pos)
+
+
+def _set_exc(fut: asyncio.Future[Position], exc: Exception) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

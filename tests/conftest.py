@@ -1,0 +1,125 @@
+"""Real services for the tests: embedded PostgreSQL 18, Redis 6.2, Qdrant local mode,
+and one KRaft Kafka broker per session (ops/kafka/kafka.sh). Nothing is mocked.
+
+Each test gets its own database (cloned from a migrated template), its own Redis
+database number flushed before use, and its own Qdrant directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from core.db import migrate, open_pool
+from core.settings import Settings
+from projections.base import Stores
+
+ROOT = Path(__file__).resolve().parent.parent
+_TEMPLATE = "mgw_template"
+
+
+@dataclass
+class Services:
+    pg_admin_uri: str
+    redis_socket: str
+    kafka_bootstrap: str | None = None
+
+    def db_uri(self, name: str) -> str:
+        base, _, query = self.pg_admin_uri.partition("?")
+        head = base.rsplit("/", 1)[0]
+        return f"{head}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    from mgw import embedded
+
+    root = tmp_path_factory.mktemp("services")
+    pg = embedded.start_postgres(root)
+    rd = embedded.start_redis(root)
+    admin = pg.uri
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {_TEMPLATE}")
+        conn.execute(f"CREATE DATABASE {_TEMPLATE}")
+    svc = Services(admin, rd.server.socket_file)
+    migrate(svc.db_uri(_TEMPLATE))
+    try:
+        yield svc
+    finally:
+        rd.stop()
+        pg.stop()
+
+
+_db_counter = itertools.count()
+_redis_counter = itertools.count(1)
+
+
+@pytest.fixture
+def db_uri(services: Services) -> str:
+    name = f"t{os.getpid()}_{next(_db_counter)}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(services.pg_admin_uri, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE}")
+    return services.db_uri(name)
+
+
+@pytest.fixture
+def redis_url(services: Services) -> str:
+    n = next(_redis_counter) % 16
+    import redis
+
+    r = redis.Redis(unix_socket_path=services.redis_socket, db=n)
+    r.flushdb()
+    r.close()
+    return f"unix://{services.redis_socket}?db={n}"
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from tests.kafka_broker import start_broker
+
+    broker = start_broker(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def settings(db_uri: str, redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=db_uri, redis_url=redis_url,
+                    batch_linger_ms=0)
+
+
+@pytest.fixture
+async def stores(settings: Settings, tmp_path: Path) -> AsyncIterator[Stores]:
+    import redis.asyncio as aioredis
+    from qdrant_client import AsyncQdrantClient
+
+    assert settings.database_url and settings.redis_url
+    pool = open_pool(settings.database_url)
+    await pool.open(wait=True)
+    redis = aioredis.from_url(settings.redis_url)
+    qdrant = AsyncQdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        yield Stores(pg=pool, redis=redis, qdrant=qdrant)
+    finally:
+        await qdrant.close()
+        await redis.aclose()
+        await pool.close()
+
+
+def unique_topic(prefix: str = "t") -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:10]}"
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)

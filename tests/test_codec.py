@@ -1,0 +1,130 @@
+"""Avro single-object encoding: round trip, evolution, fingerprints, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from core.codec import (
+    MARKER,
+    SCHEMA_ROOT,
+    AvroCodec,
+    EncodeError,
+    MalformedEventError,
+    UnknownSchemaError,
+    fingerprint_of,
+)
+
+FINGERPRINTS = SCHEMA_ROOT.parent / "fingerprints.txt"
+
+PLAY = {
+    "user_id": "u1", "content_id": "c1", "device_id": "tv", "position_s": 61.5,
+    "duration_s": 5400.0, "occurred_at": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
+}
+
+
+def test_round_trip_every_event_type() -> None:
+    codec = AvroCodec()
+    content = {
+        "content_id": "c1", "kind": "episode", "title": "Pilot", "original_title": "Piloto",
+        "year": 2008, "runtime_min": 58, "genres": ["Drama"], "overview": "A teacher...",
+        "external_ids": {"imdb": "tt0959621", "tmdb": "62085"}, "series_id": "s1",
+        "season": 1, "episode": 1,
+    }
+    samples = {"ContentUpserted": content, "PlaybackStarted": PLAY,
+               "PlaybackProgressed": PLAY, "PlaybackStopped": PLAY}
+    assert set(samples) == set(codec.event_types)
+    for event_type, payload in samples.items():
+        data = codec.encode(event_type, payload)
+        assert data[:2] == MARKER
+        assert data[2:10] == codec.current(event_type).fingerprint
+        assert codec.decode(data) == (event_type, payload)
+
+
+def test_fingerprint_is_crc64_avro_in_wire_order() -> None:
+    # Avro specification test vector: "int" -> 0x7275d51a3f395c8f, little-endian on the wire.
+    assert fingerprint_of("int") == bytes.fromhex("8f5c393f1ad57572")
+
+
+def _evolved_root(tmp_path: Path) -> Path:
+    root = tmp_path / "avro"
+    shutil.copytree(SCHEMA_ROOT, root)
+    v1 = json.loads((root / "playback" / "PlaybackProgressed.v1.avsc").read_text())
+    v1["fields"].append({"name": "playback_rate", "type": "double", "default": 1.0})
+    (root / "playback" / "PlaybackProgressed.v2.avsc").write_text(json.dumps(v1))
+    return root
+
+
+def test_old_writer_read_by_new_reader_with_defaulted_field(tmp_path: Path) -> None:
+    old = AvroCodec()
+    new = AvroCodec(_evolved_root(tmp_path))
+    data = old.encode("PlaybackProgressed", PLAY)
+    event_type, payload = new.decode(data)
+    assert event_type == "PlaybackProgressed"
+    assert payload == {**PLAY, "playback_rate": 1.0}
+    # and the new writer's messages name the v2 schema
+    data2 = new.encode("PlaybackProgressed", {**PLAY, "playback_rate": 1.5})
+    assert data2[2:10] == new.current("PlaybackProgressed").fingerprint != data[2:10]
+    assert new.decode(data2)[1]["playback_rate"] == 1.5
+
+
+def test_unknown_fingerprint_raises_typed_error() -> None:
+    codec = AvroCodec()
+    data = bytearray(codec.encode("PlaybackStarted", PLAY))
+    data[2:10] = b"\x00" * 8
+    with pytest.raises(UnknownSchemaError) as info:
+        codec.decode(bytes(data))
+    assert info.value.fingerprint == b"\x00" * 8
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\xc3", b"hello world", b"\xc3\x02" + b"\x00" * 20])
+def test_garbage_is_malformed(garbage: bytes) -> None:
+    with pytest.raises(MalformedEventError):
+        AvroCodec().decode(garbage)
+
+
+def test_truncated_body_is_malformed() -> None:
+    codec = AvroCodec()
+    data = codec.encode("PlaybackStarted", PLAY)
+    with pytest.raises(MalformedEventError):
+        codec.decode(data[:-3])
+    with pytest.raises(MalformedEventError):
+        codec.decode(data + b"\x00")
+
+
+def test_encode_error_names_the_field() -> None:
+    with pytest.raises(EncodeError, match="content_id"):
+        AvroCodec().encode("PlaybackStarted", {**PLAY, "content_id": None})
+    with pytest.raises(UnknownSchemaError):
+        AvroCodec().encode("NoSuchEvent", {})
+
+
+def _released() -> list[tuple[bytes, str]]:
+    out = []
+    for line in FINGERPRINTS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            fp, name = line.split()
+            out.append((bytes.fromhex(fp), name))
+    return out
+
+
+def test_every_released_fingerprint_stays_readable() -> None:
+    codec = AvroCodec()
+    by_fp = {v.fingerprint: v for v in codec.versions}
+    released = _released()
+    assert released, "schemas/fingerprints.txt lists no schema"
+    for fp, name in released:
+        assert fp in by_fp, f"released schema {name} ({fp.hex()}) was removed or changed"
+        v = by_fp[fp]
+        assert f"{v.context}/{v.event_type}.v{v.version}" == name
+
+
+def test_every_schema_is_registered_as_released() -> None:
+    released = {fp for fp, _ in _released()}
+    missing = [f"{v.fingerprint.hex()} {v.context}/{v.event_type}.v{v.version}"
+               for v in AvroCodec().versions if v.fingerprint not in released]
+    assert not missing, f"append these lines to schemas/fingerprints.txt: {missing}"

@@ -1,0 +1,240 @@
+"""Projectors under the shared pipeline: idempotence, ordering, dead letters, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from core.codec import default_codec
+from core.events import headers_dict
+from projections import maintenance
+from projections.base import Stores
+from projections.catalog import COLLECTION, CatalogProjector, point_id
+from projections.playback import PlaybackProjector, continue_watching
+from streams.embedded import EmbeddedLog
+from streams.log import OutgoingRecord
+from streams.processing import ProjectionPipeline
+from streams.publisher import Publisher
+from streams.runner import ProjectorLoop
+from streams.topics import CATALOG, PLAYBACK
+from tests.helpers import content, play
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def elog(db_uri: str) -> AsyncIterator[EmbeddedLog]:
+    log = await EmbeddedLog(db_uri).open()
+    yield log
+    await log.close()
+
+
+async def _count(stores: Stores) -> tuple[int, int]:
+    async with stores.pg.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*), coalesce(sum(event_count), 0) FROM playback_positions")
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def _read_everything(log: EmbeddedLog, topic: str) -> list:
+    out = []
+    for p in range(log.partitions(topic)):
+        out += await log.read(topic, p, 0, 100000)
+    return out
+
+
+async def test_same_batch_twice_leaves_the_same_state(elog: EmbeddedLog, stores: Stores) -> None:
+    pub = Publisher(elog)
+    events = [play(f"u{i % 7}", f"c{i % 11}", 300 + i * 10, seconds=i) for i in range(200)]
+    await pub.publish_many(events)
+    records = await _read_everything(elog, PLAYBACK.name)
+    pipeline = ProjectionPipeline(PlaybackProjector(), stores, elog)
+
+    first = await pipeline.process(records)
+    sum1 = await maintenance.checksum(stores, pipeline.projector)
+    second = await pipeline.process(records)
+    sum2 = await maintenance.checksum(stores, pipeline.projector)
+
+    assert (first.applied, first.skipped) == (200, 0)
+    assert (second.applied, second.skipped) == (0, 200)
+    assert sum1 == sum2
+    assert await _count(stores) == (len({(e.key, e.payload["content_id"]) for e in events}), 200)
+
+
+async def test_late_event_from_another_device_does_not_move_position_back(
+    elog: EmbeddedLog, stores: Stores
+) -> None:
+    pub = Publisher(elog)
+    await pub.publish(play("u1", "c1", 3000, seconds=100, device="tv"))
+    await pub.publish(play("u1", "c1", 600, seconds=50, device="phone"))  # older, synced late
+    loop = ProjectorLoop(ProjectionPipeline(PlaybackProjector(), stores, elog), elog, linger_ms=0)
+    await loop.catch_up()
+    items, _ = await continue_watching(stores.redis, stores.pg, "u1")
+    assert [(i.content_id, i.position_s) for i in items] == [("c1", 3000.0)]
+    assert await _count(stores) == (1, 2)
+
+
+async def test_continue_watching_follows_thresholds_newest_first(
+    elog: EmbeddedLog, stores: Stores
+) -> None:
+    pub = Publisher(elog)
+    loop = ProjectorLoop(ProjectionPipeline(PlaybackProjector(), stores, elog), elog, linger_ms=0)
+    await pub.publish_many([
+        play("u1", "a", 1000, seconds=1),     # 16.7 %: in progress
+        play("u1", "b", 100, seconds=2),      # 1.7 %: not started
+        play("u1", "c", 3000, seconds=3),     # 50 %: in progress, newest
+        play("u1", "d", 3000, None, seconds=4),  # duration unknown: not offered
+        play("u2", "a", 3000, seconds=5),     # someone else
+    ])
+    await loop.catch_up()
+    items, nxt = await continue_watching(stores.redis, stores.pg, "u1")
+    assert [i.content_id for i in items] == ["c", "a"] and nxt is None
+    await pub.publish(play("u1", "c", 5900, seconds=10, kind="PlaybackStopped"))  # 98 %: watched
+    await loop.catch_up()
+    items, _ = await continue_watching(stores.redis, stores.pg, "u1")
+    assert [i.content_id for i in items] == ["a"]
+    # pagination walks every item once
+    await pub.publish_many([play("u3", f"m{i}", 1000, seconds=20 + i) for i in range(7)])
+    await loop.catch_up()
+    seen, cursor = [], None
+    while True:
+        page, cursor = await continue_watching(stores.redis, stores.pg, "u3", limit=3,
+                                               before=cursor)
+        seen += [i.content_id for i in page]
+        if cursor is None:
+            break
+    assert seen == [f"m{i}" for i in reversed(range(7))]
+
+
+async def test_poison_records_go_to_the_dead_letter_topic(elog: EmbeddedLog, stores: Stores) -> None:
+    codec = default_codec()
+    good = play("u1", "c1", 1200)
+    rejected = play("u1", "c2", 9000, 100)  # position far past duration
+    garbage = OutgoingRecord(b"u1", b"\x00garbage\xff", (("event_type", b"?"),))
+    unknown = OutgoingRecord(b"u1", b"\xc3\x01" + b"\x11" * 8 + b"body", ())
+    pub = Publisher(elog)
+    await elog.append(PLAYBACK.name, garbage)
+    await elog.append(PLAYBACK.name, unknown)
+    await elog.append(PLAYBACK.name, OutgoingRecord(b"u1", codec.encode(
+        rejected.event_type, rejected.payload), rejected.headers()))
+    await pub.publish(good)
+    loop = ProjectorLoop(ProjectionPipeline(PlaybackProjector(), stores, elog), elog, linger_ms=0)
+    await loop.catch_up()
+
+    assert await _count(stores) == (1, 1)
+    dlq = await _read_everything(elog, f"{PLAYBACK.name}.dlq")
+    reasons = sorted(headers_dict(r.headers)["dlq_reason"] for r in dlq)
+    assert reasons == ["decode", "decode", "rejected"]
+    for r in dlq:
+        h = headers_dict(r.headers)
+        assert h["dlq_projector"] == "playback" and h["dlq_topic"] == PLAYBACK.name
+        assert h["dlq_error"] and int(h["dlq_offset"]) >= 0
+    assert {bytes(r.value) for r in dlq} >= {garbage.value, unknown.value}
+    lag = await loop.lag()
+    assert lag == {PLAYBACK.name: 0}
+    # processing the same records again sends nothing twice
+    await loop.pipeline.process(await _read_everything(elog, PLAYBACK.name))
+    assert len(await _read_everything(elog, f"{PLAYBACK.name}.dlq")) == 3
+
+
+async def test_catalog_writes_rows_and_vectors(elog: EmbeddedLog, stores: Stores) -> None:
+    pub = Publisher(elog)
+    await pub.publish_many([
+        content("c1", "Toy Story", genres=["Animation", "Comedy", "animation"]),
+        content("c2", "Heat"),
+        content("c1", "Toy Story", year=1996, genres=["Animation"]),  # later upsert wins
+        content("c3", "  "),  # rejected: empty title
+    ])
+    proj = CatalogProjector()
+    await proj.prepare(stores)
+    loop = ProjectorLoop(ProjectionPipeline(proj, stores, elog), elog, linger_ms=0)
+    await loop.catch_up()
+    async with stores.pg.connection() as conn:
+        rows = await (await conn.execute(
+            "SELECT content_id, year, genres FROM content ORDER BY 1")).fetchall()
+    assert rows == [("c1", 1996, ["Animation"]), ("c2", 1995, ["Drama"])]
+    points = await stores.qdrant.retrieve(COLLECTION, [point_id("c1"), point_id("c2")],
+                                          with_vectors=True)
+    assert {p.payload["content_id"] for p in points} == {"c1", "c2"}
+    assert all(abs(sum(v * v for v in p.vector) - 1) < 1e-6 for p in points)
+    dlq = await _read_everything(elog, f"{CATALOG.name}.dlq")
+    assert [headers_dict(r.headers)["dlq_reason"] for r in dlq] == ["rejected"]
+
+
+def _spawn(db_uri: str, redis_url: str, log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.runner_process", db_uri, redis_url, "200", "playback"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+        )
+
+
+async def _applied_through(stores: Stores) -> int:
+    async with stores.pg.connection() as conn:
+        cur = await conn.execute(
+            "SELECT coalesce(sum(next_offset), 0) FROM projection_watermarks"
+            " WHERE projector = 'playback'")
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_killed_runner_loses_and_duplicates_nothing(
+    elog: EmbeddedLog, stores: Stores, db_uri: str, redis_url: str, tmp_path: Path
+) -> None:
+    errors = tmp_path / "runner.log"
+    rng = random.Random(3)
+    events = [play(f"u{rng.randrange(300)}", f"c{rng.randrange(40)}",
+                   float(rng.randrange(0, 6000)), seconds=i) for i in range(20000)]
+    pub = Publisher(elog)
+    for i in range(0, len(events), 5000):
+        await pub.publish_many(events[i : i + 5000])
+    total = len(events)
+
+    proc = _spawn(db_uri, redis_url, errors)
+    deadline = time.monotonic() + 120
+    while await _applied_through(stores) < total // 4:
+        assert proc.poll() is None, errors.read_text()
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-stream, no chance to clean up
+    proc.wait(10)
+    partial = await _applied_through(stores)
+    assert 0 < partial < total
+
+    proc = _spawn(db_uri, redis_url, errors)
+    while await _applied_through(stores) < total:
+        assert proc.poll() is None, errors.read_text()
+        assert time.monotonic() < deadline + 120
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+    keys = {(e.key, e.payload["content_id"]) for e in events}
+    assert await _count(stores) == (len(keys), total)  # every event once, no more
+    # the surviving state equals a straight, uninterrupted fold of the same events
+    expected: dict[tuple[str, str], float] = {}
+    for e in events:  # same key -> same partition -> log order == append order here
+        expected[(e.key, e.payload["content_id"])] = e.payload["position_s"]
+    async with stores.pg.connection() as conn:
+        rows = await (await conn.execute(
+            "SELECT user_id, content_id, position_s FROM playback_positions")).fetchall()
+    assert {(u, c): p for u, c, p in rows} == expected
+    # Redis agrees with PostgreSQL for every user
+    from domain.playback import ProgressState, classify
+
+    for user in {k[0] for k in keys}:
+        items, _ = await continue_watching(stores.redis, stores.pg, user, limit=100)
+        want = {c for (u, c), pos in expected.items()
+                if u == user and classify(pos, 6000.0) is ProgressState.IN_PROGRESS}
+        assert {i.content_id for i in items} == want
