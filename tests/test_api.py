@@ -1,0 +1,147 @@
+"""End to end through the HTTP API on the embedded log: command -> log -> projector -> query."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from core.settings import Settings
+
+ALICE = {"X-User-Id": "alice"}
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _movie(**over: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "title": "Toy Story", "year": 1995, "kind": "movie", "runtime_min": 81,
+        "genres": ["Animation", "Comedy"], "overview": "Woody and Buzz.",
+        "external_ids": {"imdb": "tt0114709", "tmdb": 862},
+    }
+    body.update(over)
+    return body
+
+
+def test_content_round_trip_with_read_your_writes(client: TestClient) -> None:
+    r = client.post("/v1/content", json=_movie())
+    assert r.status_code == 202
+    token = r.json()["position"]
+    assert r.headers["X-Consistency-Token"] == token
+    cid = r.json()["content_id"]
+    got = client.get(f"/v1/content/{cid}", headers={"X-Consistency-Token": token})
+    assert got.status_code == 200
+    doc = got.json()
+    assert doc["id"] == cid and doc["title"] == "Toy Story" and doc["kind"] == "movie"
+    assert doc["year"] == 1995 and doc["genres"] == ["Animation", "Comedy"]
+    assert doc["external_ids"] == {"imdb": "tt0114709", "tmdb": "862"}
+    # an upsert with the same id replaces the title's fields
+    r2 = client.post("/v1/content", json=_movie(content_id=cid, title="Toy Story (Director's)"))
+    doc2 = client.get(f"/v1/content/{cid}",
+                      headers={"X-Consistency-Token": r2.json()["position"]}).json()
+    assert doc2["title"] == "Toy Story (Director's)"
+
+
+def test_continue_watching_end_to_end(client: TestClient) -> None:
+    cid = client.post("/v1/content", json=_movie(content_id="toy-story")).json()["content_id"]
+    body = {"content_id": cid, "device_id": "tv", "kind": "start", "position_s": 0,
+            "duration_s": 4860}
+    assert client.post("/v1/playback/events", json=body, headers=ALICE).status_code == 202
+    r = client.post("/v1/playback/events", headers=ALICE,
+                    json={**body, "kind": "progress", "position_s": 1215})
+    token = r.json()["position"]
+    cw = client.get("/v1/me/continue-watching",
+                    headers={**ALICE, "X-Consistency-Token": token}).json()
+    assert cw["next_cursor"] is None
+    [item] = cw["items"]
+    assert item["content_id"] == cid and item["title"] == "Toy Story"
+    assert item["position_s"] == 1215 and item["duration_s"] == 4860
+    assert item["progress"] == 0.25 and item["updated_at"]
+    # another user sees nothing of alice's
+    bob = client.get("/v1/me/continue-watching",
+                     headers={"X-User-Id": "bob", "X-Consistency-Token": token})
+    assert bob.json()["items"] == []
+    # finishing the title removes it
+    r = client.post("/v1/playback/events", headers=ALICE,
+                    json={**body, "kind": "stop", "position_s": 4800})
+    cw = client.get("/v1/me/continue-watching",
+                    headers={**ALICE, "X-Consistency-Token": r.json()["position"]}).json()
+    assert cw["items"] == []
+
+
+def _problem(r, status: int, field: str) -> None:  # type: ignore[no-untyped-def]
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["status"] == status and body["field"] == field and body["detail"]
+
+
+def test_bad_input_is_named(client: TestClient) -> None:
+    _problem(client.post("/v1/content", json=_movie(year=1200)), 422, "year")
+    _problem(client.post("/v1/content", json=_movie(title="")), 422, "title")
+    _problem(client.post("/v1/content", json=_movie(kind="podcast")), 422, "kind")
+    _problem(client.post("/v1/content", json=_movie(external_ids={"imdb": "123"})), 422,
+             "external_ids.imdb")
+    _problem(client.post("/v1/content", json=_movie(colour="red")), 422, "colour")
+    _problem(client.post("/v1/content", json=_movie(kind="episode")), 422, "series_id")
+    _problem(client.post("/v1/content", content=b"{not json",
+                         headers={"content-type": "application/json"}), 400, "body")
+    _problem(client.post("/v1/content", content=b"x" * (1 << 20 + 1),
+                         headers={"content-type": "application/json"}), 413, "body")
+    play = {"content_id": "c", "device_id": "d", "kind": "progress", "position_s": 10}
+    _problem(client.post("/v1/playback/events", json=play), 401, "X-User-Id")
+    _problem(client.post("/v1/playback/events", json=play, headers={"X-User-Id": "a b"}), 401,
+             "X-User-Id")
+    _problem(client.post("/v1/playback/events", json={**play, "kind": "pause"}, headers=ALICE),
+             422, "kind")
+    _problem(client.post("/v1/playback/events", json={**play, "position_s": -3}, headers=ALICE),
+             422, "position_s")
+    _problem(client.post("/v1/playback/events",
+                         json={**play, "position_s": 500, "duration_s": 100}, headers=ALICE),
+             422, "position_s")
+    _problem(client.get("/v1/me/continue-watching"), 401, "X-User-Id")
+    _problem(client.get("/v1/me/continue-watching?limit=0", headers=ALICE), 422, "limit")
+    _problem(client.get("/v1/me/continue-watching?cursor=%%%", headers=ALICE), 422, "cursor")
+    _problem(client.get("/v1/content/nope"), 404, "content_id")
+    _problem(client.get("/v1/content/x", headers={"X-Consistency-Token": "garbage"}), 400,
+             "X-Consistency-Token")
+    _problem(client.get("/v1/content/x", headers={"X-Consistency-Token": "playback.events:0:1"}),
+             400, "X-Consistency-Token")
+
+
+def test_token_the_projection_cannot_reach_answers_503(settings: Settings) -> None:
+    fast = replace(settings, consistency_wait_s=0.3)
+    with TestClient(create_app(fast, run_projectors=False)) as c:
+        r = c.post("/v1/content", json=_movie())
+        assert r.status_code == 202
+        got = c.get(f"/v1/content/{r.json()['content_id']}",
+                    headers={"X-Consistency-Token": r.json()["position"]})
+        _problem(got, 503, "X-Consistency-Token")
+        assert got.headers["Retry-After"] == "1"
+        ready = c.get("/ready").json()
+        assert ready["projectors"]["catalog"]["lag"] == 1
+
+
+def test_health_ready_metrics(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    r = client.post("/v1/content", json=_movie())
+    client.get(f"/v1/content/{r.json()['content_id']}",
+               headers={"X-Consistency-Token": r.json()["position"]})
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready" and body["log_backend"] == "embedded"
+    assert {d["status"] for d in body["dependencies"].values()} == {"up"}
+    assert body["projectors"]["catalog"] == {"lag": 0}
+    text = client.get("/metrics").text
+    assert 'mgw_events_appended_total{event_type="ContentUpserted",topic="catalog.content"}' in text
+    assert 'mgw_records_applied_total{projector="catalog"}' in text
+    assert "mgw_projector_batch_seconds_bucket" in text
+    assert "mgw_projector_lag_records" in text
