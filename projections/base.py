@@ -52,6 +52,8 @@ class Projector(Protocol):
     topics: tuple[str, ...]
     #: tables holding this read model (cleared by replay)
     tables: tuple[str, ...]
+    #: side stores it writes besides PostgreSQL: "redis", "qdrant"
+    side_stores: tuple[str, ...]
 
     def check(self, event: Envelope) -> None:
         """Raise RejectedEvent when the event cannot be applied. Pure."""

@@ -37,6 +37,7 @@ class CatalogProjector:
     name = "catalog"
     topics = (CATALOG.name,)
     tables = ("content",)
+    side_stores = ("qdrant",)
 
     def check(self, event: Envelope) -> None:
         if event.event_type != "ContentUpserted":

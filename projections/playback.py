@@ -32,6 +32,7 @@ class PlaybackProjector:
     name = "playback"
     topics = (PLAYBACK.name,)
     tables = ("playback_positions",)
+    side_stores = ("redis",)
 
     def check(self, event: Envelope) -> None:
         if event.event_type not in _PLAYBACK_TYPES:

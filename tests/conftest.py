@@ -84,6 +84,9 @@ def redis_url(services: Services) -> str:
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):  # a broker someone else runs
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
     from tests.kafka_broker import start_broker
 
     broker = start_broker(tmp_path_factory.mktemp("kafka"))
