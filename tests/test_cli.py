@@ -1,0 +1,132 @@
+"""The `mgw` command as an operator uses it: `up --demo`, Ctrl-C, restart, `replay`."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from core.settings import Settings
+from mgw.demo import content_id_for
+from projections import maintenance
+from projections.base import Stores
+from projections.registry import by_name
+from streams.embedded import EmbeddedLog
+from streams.processing import ProjectionPipeline
+from streams.publisher import Publisher
+from streams.runner import ProjectorLoop
+from tests.helpers import content, play
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _mgw(*args: str, env: dict[str, str] | None = None, out: Path) -> subprocess.Popen[bytes]:
+    with open(out, "ab") as fh:
+        return subprocess.Popen([sys.executable, "-m", "mgw.cli", *args], cwd=ROOT,
+                                env={**os.environ, **(env or {})}, stdout=fh,
+                                stderr=subprocess.STDOUT)
+
+
+def _wait_for(fn, what: str, out: Path, proc: subprocess.Popen[bytes], timeout: float = 120):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"mgw exited early:\n{out.read_text()[-4000:]}"
+        try:
+            got = fn()
+            if got:
+                return got
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}:\n{out.read_text()[-4000:]}")
+
+
+def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
+    port, data, out = _free_port(), tmp_path / "data", tmp_path / "up.log"
+    base = f"http://127.0.0.1:{port}"
+    env = {"DATABASE_URL": "", "REDIS_URL": "", "KAFKA_BOOTSTRAP_SERVERS": "", "QDRANT_URL": ""}
+    toy = content_id_for("1")
+    proc = _mgw("up", "--demo", "--data-dir", str(data), "--port", str(port), env=env, out=out)
+    try:
+        _wait_for(lambda: httpx.get(f"{base}/ready").status_code == 200, "ready", out, proc)
+        doc = _wait_for(lambda: (r := httpx.get(f"{base}/v1/content/{toy}")).status_code == 200
+                        and r.json(), "demo title", out, proc)
+        assert doc["title"] == "Toy Story" and doc["year"] == 1995
+        assert doc["external_ids"] == {"imdb": "tt0114709", "tmdb": "862"}
+        alice = {"X-User-Id": "demo-alice"}
+        cw = _wait_for(lambda: httpx.get(f"{base}/v1/me/continue-watching", headers=alice)
+                       .json()["items"], "demo playback", out, proc)
+        assert all(0.05 <= i["progress"] <= 0.9 for i in cw)
+        r = httpx.post(f"{base}/v1/playback/events", headers=alice, json={
+            "content_id": toy, "device_id": "phone", "kind": "progress", "position_s": 1800,
+            "duration_s": 4860})
+        assert r.status_code == 202
+        cw = httpx.get(f"{base}/v1/me/continue-watching", headers={
+            **alice, "X-Consistency-Token": r.headers["X-Consistency-Token"]}).json()["items"]
+        assert cw[0]["content_id"] == toy and cw[0]["title"] == "Toy Story"
+        _wait_for(lambda: httpx.get(f"{base}/ready").json()["projectors"]["catalog"]["lag"] == 0,
+                  "catalog caught up", out, proc)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    assert code == 0, out.read_text()[-3000:]
+    assert "Try:" in out.read_text()
+
+    # a second start on the same data dir resumes: nothing loaded or applied again
+    out2 = tmp_path / "up2.log"
+    proc = _mgw("up", "--demo", "--data-dir", str(data), "--port", str(port), env=env, out=out2)
+    try:
+        _wait_for(lambda: httpx.get(f"{base}/ready").status_code == 200, "ready", out2, proc)
+        assert httpx.get(f"{base}/v1/content/{toy}").status_code == 200
+        time.sleep(1.0)
+        metrics = httpx.get(f"{base}/metrics").text
+        applied = re.findall(r'^mgw_records_applied_total\{projector="(\w+)"\} (\S+)$', metrics,
+                             re.M)
+        assert all(float(v) == 0 for _, v in applied), applied
+        assert "already in the log" in out2.read_text()
+        cw = httpx.get(f"{base}/v1/me/continue-watching", headers=alice).json()["items"]
+        assert cw[0]["content_id"] == toy
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("projector", ["playback", "catalog"])
+async def test_replay_rebuilds_an_identical_projection(
+    projector: str, settings: Settings, stores: Stores, tmp_path: Path
+) -> None:
+    log = await EmbeddedLog(settings.database_url or "").open()
+    pub = Publisher(log)
+    await pub.publish_many([content(f"c{i}", f"Title {i}") for i in range(50)])
+    await pub.publish_many([play(f"u{i % 13}", f"c{i % 50}", float(60 * (i % 90)), seconds=i)
+                            for i in range(3000)])
+    proj = by_name(projector)
+    no_qdrant = Stores(pg=stores.pg, redis=stores.redis)  # the CLI owns the Qdrant directory
+    await ProjectorLoop(ProjectionPipeline(proj, no_qdrant, log), log, linger_ms=0).catch_up()
+    await log.close()
+    before = await maintenance.checksum(stores, proj)
+
+    out = tmp_path / "replay.log"
+    env = {"DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "",
+           "MGW_DATA_DIR": str(settings.data_dir), "KAFKA_BOOTSTRAP_SERVERS": ""}
+    proc = _mgw("replay", projector, "--no-progress", env=env, out=out)
+    assert proc.wait(120) == 0, out.read_text()
+    text = out.read_text()
+    assert f"checksum before {before} after {before}: identical" in text, text
+    assert await maintenance.checksum(stores, proj) == before
+    m = re.search(r"replayed \w+: (\d+) records applied", text)
+    assert m and int(m.group(1)) == (50 if projector == "catalog" else 3000)
