@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -50,7 +50,7 @@ class EncodeError(CodecError):
     """A payload does not match its schema."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class SchemaVersion:
     event_type: str  # the record's short name, e.g. "PlaybackProgressed"
     full_name: str  # e.g. "mgw.playback.PlaybackProgressed"
@@ -164,6 +164,51 @@ class AvroCodec:
             )
         return writer.event_type, record  # type: ignore[return-value]
 
+    def decode_many(self, datas: Sequence[bytes]) -> list[tuple[str, dict[str, Any]] | CodecError]:
+        """Decode a batch; each item is (event_type, payload) or the CodecError for it.
+
+        Bodies that share a writer schema are decoded together as one block of an
+        in-memory Avro container, which fastavro reads from a buffer in C: about twice
+        as fast as one ``schemaless_reader`` call per message. A group that fails as a
+        block is decoded one by one, so a single bad body is pinned to its own record.
+        """
+        out: list[tuple[str, dict[str, Any]] | CodecError] = [None] * len(datas)  # type: ignore[list-item]
+        groups: dict[bytes, list[int]] = {}
+        for i, data in enumerate(datas):
+            try:
+                writer = self.writer_of(data)
+            except CodecError as exc:
+                out[i] = exc
+                continue
+            groups.setdefault(writer.fingerprint, []).append(i)
+        for fp, idx in groups.items():
+            writer = self._by_fp[fp]
+            if len(idx) >= _BLOCK_MIN:
+                decoded = self._decode_block(writer, [datas[i] for i in idx])
+                if decoded is not None:
+                    for i, record in zip(idx, decoded, strict=True):
+                        out[i] = (writer.event_type, record)
+                    continue
+            for i in idx:
+                try:
+                    out[i] = self.decode(datas[i])
+                except CodecError as exc:
+                    out[i] = exc
+        return out
+
+    def _decode_block(self, writer: SchemaVersion, datas: list[bytes]) -> list[Any] | None:
+        reader = self._current[writer.event_type]
+        body = b"".join(memoryview(d)[HEADER_LEN:] for d in datas)
+        blob = b"".join((_container_header(writer), _zigzag(len(datas)), _zigzag(len(body)),
+                         body, _SYNC))
+        try:
+            records = list(fastavro.reader(
+                io.BytesIO(blob), reader_schema=None if reader is writer else reader.parsed
+            ))
+        except Exception:
+            return None
+        return records if len(records) == len(datas) else None
+
     @staticmethod
     def _explain(schema: SchemaVersion, payload: Mapping[str, Any], exc: Exception) -> str:
         try:
@@ -171,6 +216,31 @@ class AvroCodec:
         except fastavro.validation.ValidationError as verr:
             return f"{schema.event_type}: {verr}"
         return f"{schema.event_type}: {exc}"
+
+
+_BLOCK_MIN = 8  # below this, per-message decoding is as fast
+_SYNC = b"mgw-block-sync!!"  # 16 bytes; any value works for an in-memory container
+
+
+def _zigzag(n: int) -> bytes:
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+@lru_cache(maxsize=256)
+def _container_header(writer: SchemaVersion) -> bytes:
+    schema = writer.path.read_bytes()
+    meta = [(b"avro.schema", schema), (b"avro.codec", b"null")]
+    parts = [b"Obj\x01", _zigzag(len(meta))]
+    for k, v in meta:
+        parts += [_zigzag(len(k)), k, _zigzag(len(v)), v]
+    parts += [_zigzag(0), _SYNC]
+    return b"".join(parts)
 
 
 @lru_cache(maxsize=1)

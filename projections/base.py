@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from core.events import Headers
+from core.events import Headers, header, occurred_at_of
 
 
 class RejectedEvent(Exception):
@@ -34,8 +34,15 @@ class Envelope:
     event_type: str
     payload: dict[str, Any]
     headers: Headers
-    event_id: str | None
-    occurred_at: datetime | None
+
+    # Parsed on demand: most projectors never look, and parsing costs on the hot path.
+    @property
+    def event_id(self) -> str | None:
+        return header(self.headers, "event_id")
+
+    @property
+    def occurred_at(self) -> datetime | None:
+        return occurred_at_of(self.headers)
 
 
 @dataclass(slots=True)
@@ -58,11 +65,15 @@ class Projector(Protocol):
     def check(self, event: Envelope) -> None:
         """Raise RejectedEvent when the event cannot be applied. Pure."""
 
-    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> None:
-        """Write the batch's rows; runs inside the pipeline's transaction."""
+    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> Any:
+        """Write the batch's rows; runs inside the pipeline's transaction. May return the
+        rows it wrote, which the pipeline hands to ``sync_side_stores``."""
 
-    async def sync_side_stores(self, stores: Stores, batch: Sequence[Envelope]) -> None:
-        """Make Redis/Qdrant agree with PostgreSQL for the batch's keys. Idempotent."""
+    async def sync_side_stores(
+        self, stores: Stores, batch: Sequence[Envelope], applied: Any = None
+    ) -> None:
+        """Make Redis/Qdrant agree with PostgreSQL for every key in ``batch`` (also keys
+        skipped as redelivered, whose state ``applied`` may not hold). Idempotent."""
 
     async def reset_side_stores(self, stores: Stores) -> None:
         """Drop this projection's Redis/Qdrant state (replay)."""

@@ -80,7 +80,9 @@ class CatalogProjector:
             cols,
         )
 
-    async def sync_side_stores(self, stores: Stores, batch: Sequence[Envelope]) -> None:
+    async def sync_side_stores(
+        self, stores: Stores, batch: Sequence[Envelope], applied: Any = None
+    ) -> None:
         if stores.qdrant is None or not batch:
             return
         from qdrant_client import models

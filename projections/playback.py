@@ -26,6 +26,26 @@ from streams.topics import PLAYBACK
 CW_KEY = "mgw:cw:{user}"  # sorted set: content_id -> updated_at (ms)
 CW_ITEMS_KEY = "mgw:cw:{user}:items"  # hash: content_id -> JSON position
 _PLAYBACK_TYPES = frozenset(PLAYBACK.event_types)
+Row = tuple[Any, ...]
+
+# ARGV[1]: JSON list of [user, content, score, item] per title; score -1 means "not in
+# progress: remove". One JSON argument instead of four per title keeps the client's
+# command packing (pure Python in redis-py) off the hot path; Redis decodes it in C.
+_SYNC_SCRIPT = """
+local rows = cjson.decode(ARGV[1])
+for _, r in ipairs(rows) do
+  local z = 'mgw:cw:' .. r[1]
+  local h = z .. ':items'
+  if r[3] == -1 then
+    redis.call('ZREM', z, r[2])
+    redis.call('HDEL', h, r[2])
+  else
+    redis.call('ZADD', z, r[3], r[2])
+    redis.call('HSET', h, r[2], r[4])
+  end
+end
+return #rows
+"""
 
 
 class PlaybackProjector:
@@ -44,30 +64,42 @@ class PlaybackProjector:
         if violation:
             raise RejectedEvent(f"{violation.field}: {violation.message}")
 
-    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> None:
+    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> list[Row]:
         # Fold the batch in memory first: one row per key reaches the database.
-        latest: dict[tuple[str, str], tuple[datetime, int, Envelope]] = {}
+        latest: dict[tuple[str, str], Envelope] = {}
         counts: dict[tuple[str, str], int] = {}
         for e in batch:
             p = e.payload
             k = (p["user_id"], p["content_id"])
             counts[k] = counts.get(k, 0) + 1
             cur = latest.get(k)
-            if cur is None or (p["occurred_at"], e.offset) >= (cur[0], cur[1]):
-                latest[k] = (p["occurred_at"], e.offset, e)
-        cols: list[list[Any]] = [[] for _ in range(8)]
-        for k, (_, _, e) in latest.items():
-            p = e.payload
-            row = (k[0], k[1], p["device_id"], p["position_s"], p["duration_s"], _state(e),
-                   p["occurred_at"], counts[k])
-            for col, v in zip(cols, row, strict=True):
-                col.append(v)
-        newer = "EXCLUDED.updated_at >= t.updated_at"
+            if cur is None or (p["occurred_at"], e.offset) >= (
+                cur.payload["occurred_at"], cur.offset
+            ):
+                latest[k] = e
+        # Binary COPY into a per-connection staging table, then one upsert from it: psycopg
+        # formats COPY rows in C, much cheaper than binding eight arrays.
         await conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS playback_batch"
+            " (LIKE playback_positions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        await conn.execute("DELETE FROM playback_batch")  # an isolation retry reuses it
+        async with conn.cursor().copy(
+            "COPY playback_batch (user_id, content_id, device_id, position_s, duration_s,"
+            " state, updated_at, event_count) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["text", "text", "text", "float8", "float8", "text", "timestamptz",
+                            "int8"])
+            for k, e in latest.items():
+                p = e.payload
+                await copy.write_row((k[0], k[1], p["device_id"], p["position_s"],
+                                      p["duration_s"], _state(e), p["occurred_at"], counts[k]))
+        newer = "EXCLUDED.updated_at >= t.updated_at"
+        cur = await conn.execute(
             "INSERT INTO playback_positions AS t (user_id, content_id, device_id, position_s,"
             " duration_s, state, updated_at, event_count)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[],"
-            " %s::float8[], %s::text[], %s::timestamptz[], %s::bigint[])"
+            " SELECT user_id, content_id, device_id, position_s, duration_s, state, updated_at,"
+            " event_count FROM playback_batch"
             " ON CONFLICT (user_id, content_id) DO UPDATE SET"
             f" device_id = CASE WHEN {newer} THEN EXCLUDED.device_id ELSE t.device_id END,"
             f" position_s = CASE WHEN {newer} THEN EXCLUDED.position_s ELSE t.position_s END,"
@@ -75,36 +107,42 @@ class PlaybackProjector:
             " ELSE t.duration_s END,"
             f" state = CASE WHEN {newer} THEN EXCLUDED.state ELSE t.state END,"
             " updated_at = GREATEST(EXCLUDED.updated_at, t.updated_at),"
-            " event_count = t.event_count + EXCLUDED.event_count",
-            cols,
+            " event_count = t.event_count + EXCLUDED.event_count"
+            # every key is updated (event_count), so this returns each key's final state
+            " RETURNING t.user_id, t.content_id, t.position_s, t.duration_s, t.updated_at"
         )
+        return list(await cur.fetchall())
 
-    async def sync_side_stores(self, stores: Stores, batch: Sequence[Envelope]) -> None:
+    async def sync_side_stores(
+        self, stores: Stores, batch: Sequence[Envelope], applied: Any = None
+    ) -> None:
         if stores.redis is None or not batch:
             return
-        keys = {(e.payload["user_id"], e.payload["content_id"]) for e in batch}
-        users = [k[0] for k in keys]
-        contents = [k[1] for k in keys]
-        async with stores.pg.connection() as conn:
-            cur = await conn.execute(
-                "SELECT t.user_id, t.content_id, t.position_s, t.duration_s, t.updated_at"
-                " FROM playback_positions t"
-                " JOIN unnest(%s::text[], %s::text[]) AS u(user_id, content_id)"
-                " USING (user_id, content_id)",
-                (users, contents),
-            )
-            rows = await cur.fetchall()
-        pipe = stores.redis.pipeline(transaction=True)
+        rows: list[Row] = list(applied or ())
+        known = {(r[0], r[1]) for r in rows}
+        # Keys applied in an earlier attempt (a redelivery) are read back from PostgreSQL.
+        missing = {(e.payload["user_id"], e.payload["content_id"]) for e in batch} - known
+        if missing:
+            async with stores.pg.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT t.user_id, t.content_id, t.position_s, t.duration_s, t.updated_at"
+                    " FROM playback_positions t"
+                    " JOIN unnest(%s::text[], %s::text[]) AS u(user_id, content_id)"
+                    " USING (user_id, content_id)",
+                    ([k[0] for k in missing], [k[1] for k in missing]),
+                )
+                rows += await cur.fetchall()
+        # One script call per batch: atomic like MULTI/EXEC, but one round trip and one
+        # reply instead of two commands (and two replies to parse) per title.
+        ops: list[list[Any]] = []
         for user, content, pos, dur, updated in rows:
-            zkey, hkey = CW_KEY.format(user=user), CW_ITEMS_KEY.format(user=user)
             if classify(pos, dur) is ProgressState.IN_PROGRESS:
                 ms = to_millis(updated)
-                pipe.zadd(zkey, {content: ms})
-                pipe.hset(hkey, content, json.dumps([pos, dur, ms]))
+                ops.append([user, content, ms, f"[{pos!r},{_num(dur)},{ms}]"])
             else:
-                pipe.zrem(zkey, content)
-                pipe.hdel(hkey, content)
-        await pipe.execute()
+                ops.append([user, content, -1, ""])
+        if ops:
+            await stores.redis.eval(_SYNC_SCRIPT, 0, json.dumps(ops))
 
     async def reset_side_stores(self, stores: Stores) -> None:
         if stores.redis is None:
@@ -114,6 +152,10 @@ class PlaybackProjector:
 
     async def prepare(self, stores: Stores) -> None:
         return None
+
+
+def _num(v: float | None) -> str:
+    return "null" if v is None else repr(v)
 
 
 def _state(e: Envelope) -> str:

@@ -22,13 +22,15 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from core.codec import AvroCodec, CodecError, default_codec
-from core.events import header, occurred_at_of
 from core.metrics import BATCH_SECONDS, BATCH_SIZE, RECORDS_APPLIED, RECORDS_SKIPPED
 from projections.base import Envelope, Projector, RejectedEvent, Stores
 from streams.dead_letters import DeadLetter, send_dead_letters
 from streams.log import EventLog, LogRecord
 
 log = logging.getLogger("mgw.processing")
+
+
+Decoded = tuple[list[Envelope], list[DeadLetter]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +55,19 @@ class ProjectionPipeline:
         self.codec = codec or default_codec()
         self.name = projector.name
 
-    def decode(self, records: Sequence[LogRecord]) -> tuple[list[Envelope], list[DeadLetter]]:
+    def decode(self, records: Sequence[LogRecord]) -> Decoded:
         good: list[Envelope] = []
         bad: list[DeadLetter] = []
-        decode = self.codec.decode
-        for r in records:
-            try:
-                event_type, payload = decode(r.value)
-            except CodecError as exc:
-                bad.append(DeadLetter(r, "decode", f"{type(exc).__name__}: {exc}"))
+        for r, item in zip(records, self.codec.decode_many([r.value for r in records]),
+                           strict=True):
+            if isinstance(item, CodecError):
+                bad.append(DeadLetter(r, "decode", f"{type(item).__name__}: {item}"))
                 continue
+            event_type, payload = item
             env = Envelope(
                 r.topic, r.partition, r.offset,
                 (r.key or b"").decode("utf-8", "replace"),
                 event_type, payload, r.headers,
-                header(r.headers, "event_id"), occurred_at_of(r.headers),
             )
             try:
                 self.projector.check(env)
@@ -77,11 +77,13 @@ class ProjectionPipeline:
             good.append(env)
         return good, bad
 
-    async def process(self, records: Sequence[LogRecord]) -> BatchResult:
+    async def process(
+        self, records: Sequence[LogRecord], decoded: Decoded | None = None
+    ) -> BatchResult:
         if not records:
             return BatchResult(0, 0, 0, {})
         started = time.perf_counter()
-        good, bad = self.decode(records)
+        good, bad = decoded if decoded is not None else self.decode(records)
         by_offset = {(r.topic, r.partition, r.offset): r for r in records}
         last: dict[tuple[str, int], int] = {}
         for r in records:
@@ -95,13 +97,15 @@ class ProjectionPipeline:
             fresh_bad = [
                 d for d in bad if d.record.offset > checkpoints[(d.record.topic, d.record.partition)]
             ]
+            applied = None
             if fresh:
-                fresh_bad += await self._apply(conn, fresh, by_offset)
+                applied, failed = await self._apply(conn, fresh, by_offset)
+                fresh_bad += failed
             if fresh_bad:
                 await send_dead_letters(self.log, self.name, fresh_bad)
             await self._advance_checkpoints(conn, last, checkpoints)
 
-        await self.projector.sync_side_stores(self.stores, good)
+        await self.projector.sync_side_stores(self.stores, good, applied)
         next_offsets = {k: o + 1 for k, o in last.items()}
         await self._advance_watermarks(next_offsets)
 
@@ -118,11 +122,10 @@ class ProjectionPipeline:
         conn: AsyncConnection[Any],
         batch: list[Envelope],
         by_offset: dict[tuple[str, int, int], LogRecord],
-    ) -> list[DeadLetter]:
+    ) -> tuple[Any, list[DeadLetter]]:
         try:
             async with conn.transaction():  # savepoint: a failing batch leaves no trace
-                await self.projector.apply(conn, batch)
-            return []
+                return await self.projector.apply(conn, batch), []
         except Exception as exc:
             if _is_transient(exc):
                 raise
@@ -138,7 +141,7 @@ class ProjectionPipeline:
                     raise
                 rec = by_offset[(env.topic, env.partition, env.offset)]
                 letters.append(DeadLetter(rec, "apply", f"{type(exc).__name__}: {exc}"))
-        return letters
+        return None, letters  # side stores re-read what survived
 
     async def _lock_checkpoints(
         self, conn: AsyncConnection[Any], parts: list[tuple[str, int]]

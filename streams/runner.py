@@ -14,14 +14,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from core.metrics import PROJECTOR_LAG
 from projections.base import Projector, Stores
 from streams.log import EventLog, LogRecord, wait_any
-from streams.processing import BatchResult, ProjectionPipeline, load_watermarks
+from streams.processing import BatchResult, Decoded, ProjectionPipeline, load_watermarks
 
 log = logging.getLogger("mgw.runner")
 ProgressHook = Callable[[BatchResult], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    positions: dict[tuple[str, int], int]  # where the read started
+    records: list[LogRecord]
+    decoded: Decoded | None
 
 
 class ProjectorLoop:
@@ -39,12 +47,14 @@ class ProjectorLoop:
         self.linger = linger_ms / 1000
         self.positions: dict[tuple[str, int], int] = {}
         self._rr = 0
+        self._prefetch: asyncio.Future[Fetched] | None = None
 
     @property
     def name(self) -> str:
         return self.pipeline.name
 
     async def load_positions(self) -> None:
+        self.cancel_prefetch()
         marks = await load_watermarks(self.pipeline.stores, self.name)
         self.positions = {}
         for topic in self.pipeline.projector.topics:
@@ -62,20 +72,46 @@ class ProjectorLoop:
             batch.extend(got)
         return batch
 
-    async def step(self) -> BatchResult | None:
-        """Read and apply one batch; None when nothing was waiting."""
-        batch = await self._read(self.batch_size, self.positions)
-        if not batch:
-            return None
-        if len(batch) < self.batch_size and self.linger > 0:
+    async def _fetch(self, positions: dict[tuple[str, int], int]) -> Fetched:
+        batch = await self._read(self.batch_size, positions)
+        if batch and len(batch) < self.batch_size and self.linger > 0:
             await asyncio.sleep(self.linger)
-            after = dict(self.positions)
+            after = dict(positions)
             after.update({(r.topic, r.partition): r.offset + 1 for r in batch})
             batch.extend(await self._read(self.batch_size - len(batch), after))
-        result = await self.pipeline.process(batch)
+        # Decoding is CPU work: done here, it overlaps the previous batch's database waits.
+        return Fetched(dict(positions), batch, self.pipeline.decode(batch) if batch else None)
+
+    async def step(self) -> BatchResult | None:
+        """Read and apply one batch; None when nothing was waiting.
+
+        While a batch is applied, the next one is already being read and decoded
+        (PostgreSQL and Redis work on the other core meanwhile), so a catching-up
+        projector keeps both busy.
+        """
+        prefetch, self._prefetch = self._prefetch, None
+        fetched = await prefetch if prefetch is not None else None
+        if fetched is None or fetched.positions != self.positions:
+            fetched = await self._fetch(self.positions)
+        if not fetched.records:
+            return None
+        after = dict(self.positions)
+        after.update({(r.topic, r.partition): r.offset + 1 for r in fetched.records})
+        if len(fetched.records) >= self.batch_size:  # more is likely waiting
+            self._prefetch = asyncio.ensure_future(self._fetch(after))
+        try:
+            result = await self.pipeline.process(fetched.records, fetched.decoded)
+        except BaseException:
+            self.cancel_prefetch()
+            raise
         for tp, nxt in result.next_offsets.items():
             self.positions[tp] = max(self.positions.get(tp, 0), nxt)
         return result
+
+    def cancel_prefetch(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.cancel()
+            self._prefetch = None
 
     async def lag(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -128,3 +128,21 @@ def test_every_schema_is_registered_as_released() -> None:
     missing = [f"{v.fingerprint.hex()} {v.context}/{v.event_type}.v{v.version}"
                for v in AvroCodec().versions if v.fingerprint not in released]
     assert not missing, f"append these lines to schemas/fingerprints.txt: {missing}"
+
+
+def test_decode_many_matches_decode_and_pins_bad_records(tmp_path: Path) -> None:
+    old, new = AvroCodec(), AvroCodec(_evolved_root(tmp_path))
+    datas = [old.encode("PlaybackProgressed", {**PLAY, "position_s": float(i)}) for i in range(30)]
+    datas.insert(5, b"garbage")
+    datas.insert(17, datas[16][:-2])  # truncated body among good ones of the same schema
+    datas.append(new.encode("PlaybackProgressed", {**PLAY, "playback_rate": 2.0}))
+    got = new.decode_many(datas)
+    for data, item in zip(datas, got, strict=True):
+        if isinstance(item, Exception):
+            with pytest.raises(type(item)):
+                new.decode(data)
+        else:
+            assert item == new.decode(data)
+    assert isinstance(got[5], MalformedEventError) and isinstance(got[17], MalformedEventError)
+    assert sum(isinstance(g, Exception) for g in got) == 2
+    assert got[0][1]["playback_rate"] == 1.0 and got[-1][1]["playback_rate"] == 2.0
