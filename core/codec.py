@@ -198,7 +198,7 @@ class AvroCodec:
 
     def _decode_block(self, writer: SchemaVersion, datas: list[bytes]) -> list[Any] | None:
         reader = self._current[writer.event_type]
-        body = b"".join(memoryview(d)[HEADER_LEN:] for d in datas)
+        body = b"".join([d[HEADER_LEN:] for d in datas])
         blob = b"".join((_container_header(writer), _zigzag(len(datas)), _zigzag(len(body)),
                          body, _SYNC))
         try:

@@ -7,14 +7,15 @@ producer, as UTF-8 bytes so Kafka and the embedded log store them alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import struct
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from core.ids import from_millis, new_id, to_millis, utcnow
 
-Headers = tuple[tuple[str, bytes], ...]
+Headers = Sequence[tuple[str, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,63 @@ class Event:
         if self.correlation_id:
             hs.append(("correlation_id", self.correlation_id.encode()))
         return tuple(hs)
+
+
+def pack_headers(headers: Sequence[tuple[str, bytes]]) -> bytes:
+    """Headers as one compact blob (u16 count, then u16-length key, u32-length value)."""
+    parts = [struct.pack("<H", len(headers))]
+    for k, v in headers:
+        kb = k.encode()
+        parts.append(struct.pack("<HI", len(kb), len(v)))
+        parts.append(kb)
+        parts.append(bytes(v))
+    return b"".join(parts)
+
+
+def unpack_headers(blob: bytes) -> Headers:
+    (n,) = struct.unpack_from("<H", blob, 0)
+    pos, out = 2, []
+    for _ in range(n):
+        klen, vlen = struct.unpack_from("<HI", blob, pos)
+        pos += 6
+        key = bytes(blob[pos : pos + klen]).decode()
+        pos += klen
+        out.append((key, bytes(blob[pos : pos + vlen])))
+        pos += vlen
+    return tuple(out)
+
+
+class LazyHeaders(Sequence[tuple[str, bytes]]):
+    """Headers unpacked on first use: most consumers never read them."""
+
+    __slots__ = ("_blob", "_items")
+
+    def __init__(self, blob: bytes) -> None:
+        self._blob = blob
+        self._items: Headers | None = None
+
+    def _get(self) -> Headers:
+        if self._items is None:
+            self._items = unpack_headers(self._blob)
+        return self._items
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def,override]
+        return self._get()[i]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        return iter(self._get())
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == tuple(other) if isinstance(other, Sequence) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._get())
+
+    def __repr__(self) -> str:
+        return repr(self._get())
 
 
 def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> str | None:

@@ -109,7 +109,8 @@ class PlaybackProjector:
             " updated_at = GREATEST(EXCLUDED.updated_at, t.updated_at),"
             " event_count = t.event_count + EXCLUDED.event_count"
             # every key is updated (event_count), so this returns each key's final state
-            " RETURNING t.user_id, t.content_id, t.position_s, t.duration_s, t.updated_at"
+            " RETURNING t.user_id, t.content_id, t.position_s, t.duration_s,"
+            " (extract(epoch FROM t.updated_at) * 1000)::bigint"
         )
         return list(await cur.fetchall())
 
@@ -125,7 +126,8 @@ class PlaybackProjector:
         if missing:
             async with stores.pg.connection() as conn:
                 cur = await conn.execute(
-                    "SELECT t.user_id, t.content_id, t.position_s, t.duration_s, t.updated_at"
+                    "SELECT t.user_id, t.content_id, t.position_s, t.duration_s,"
+                    " (extract(epoch FROM t.updated_at) * 1000)::bigint"
                     " FROM playback_positions t"
                     " JOIN unnest(%s::text[], %s::text[]) AS u(user_id, content_id)"
                     " USING (user_id, content_id)",
@@ -135,9 +137,8 @@ class PlaybackProjector:
         # One script call per batch: atomic like MULTI/EXEC, but one round trip and one
         # reply instead of two commands (and two replies to parse) per title.
         ops: list[list[Any]] = []
-        for user, content, pos, dur, updated in rows:
+        for user, content, pos, dur, ms in rows:
             if classify(pos, dur) is ProgressState.IN_PROGRESS:
-                ms = to_millis(updated)
                 ops.append([user, content, ms, f"[{pos!r},{_num(dur)},{ms}]"])
             else:
                 ops.append([user, content, -1, ""])

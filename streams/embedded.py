@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from core.events import LazyHeaders, pack_headers
+
 from streams.log import LogError, LogRecord, OutgoingRecord, Position, partition_for
 from streams.topics import ALL_TOPICS, TopicSpec
 
@@ -113,16 +115,13 @@ class EmbeddedLog:
                         raise LogError(f"topic {topic!r} partition {p} has no head row")
                     base = row[0] - len(idx)
                     async with conn.cursor().copy(
-                        "COPY log_records (topic, partition, \"offset\", key, value,"
-                        " header_keys, header_values) FROM STDIN"
+                        "COPY log_records (topic, partition, \"offset\", key, value, headers)"
+                        " FROM STDIN"
                     ) as copy:
                         for j, i in enumerate(idx):
                             r = records[i]
                             await copy.write_row(
-                                (
-                                    topic, p, base + j, r.key, r.value,
-                                    [h[0] for h in r.headers], [h[1] for h in r.headers],
-                                )
+                                (topic, p, base + j, r.key, r.value, pack_headers(r.headers))
                             )
                             positions[i] = Position(topic, p, base + j)
                     # Delivered on commit, in commit order.
@@ -138,7 +137,7 @@ class EmbeddedLog:
     ) -> list[LogRecord]:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT \"offset\", key, value, header_keys, header_values,"
+                "SELECT \"offset\", key, value, headers,"
                 " (extract(epoch FROM appended_at) * 1000)::bigint"
                 " FROM log_records WHERE topic = %s AND partition = %s AND \"offset\" >= %s"
                 " ORDER BY \"offset\" LIMIT %s",
@@ -147,8 +146,7 @@ class EmbeddedLog:
             )
             rows = await cur.fetchall()
         return [
-            LogRecord(topic, partition, o, k, v, tuple(zip(hk, hv, strict=True)), ts)
-            for o, k, v, hk, hv, ts in rows
+            LogRecord(topic, partition, o, k, v, LazyHeaders(h), ts) for o, k, v, h, ts in rows
         ]
 
     async def end_offsets(self, topic: str) -> dict[int, int]:

@@ -19,8 +19,7 @@ CREATE TABLE IF NOT EXISTS log_records (
     "offset"      bigint      NOT NULL,
     key           bytea,
     value         bytea       NOT NULL,
-    header_keys   text[]      NOT NULL DEFAULT '{}',
-    header_values bytea[]     NOT NULL DEFAULT '{}',
+    headers       bytea       NOT NULL,  -- core.events.pack_headers: read lazily
     appended_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (topic, partition, "offset")
 );
