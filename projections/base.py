@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -25,8 +25,9 @@ class RejectedEvent(Exception):
     """The projector refuses this event: it is sent to the dead-letter topic."""
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(NamedTuple):
+    """A decoded record (a NamedTuple: built per record, so it must be cheap)."""
+
     topic: str
     partition: int
     offset: int
@@ -70,10 +71,11 @@ class Projector(Protocol):
         rows it wrote, which the pipeline hands to ``sync_side_stores``."""
 
     async def sync_side_stores(
-        self, stores: Stores, batch: Sequence[Envelope], applied: Any = None
+        self, stores: Stores, applied: Any, redelivered: Sequence[Envelope]
     ) -> None:
-        """Make Redis/Qdrant agree with PostgreSQL for every key in ``batch`` (also keys
-        skipped as redelivered, whose state ``applied`` may not hold). Idempotent."""
+        """Make Redis/Qdrant agree with PostgreSQL: for what ``apply`` returned, and for
+        the keys of ``redelivered`` events (applied before, maybe not yet synced; read
+        them back from PostgreSQL). Idempotent."""
 
     async def reset_side_stores(self, stores: Stores) -> None:
         """Drop this projection's Redis/Qdrant state (replay)."""

@@ -48,7 +48,7 @@ class CatalogProjector:
         if event.key and event.key != event.payload["content_id"]:
             raise RejectedEvent("record key must equal content_id")
 
-    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> None:
+    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> list[str]:
         latest: dict[str, Envelope] = {}
         for e in batch:  # batch is in log order per partition; later wins
             latest[e.payload["content_id"]] = e
@@ -79,15 +79,16 @@ class CatalogProjector:
             + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[1:]),
             cols,
         )
+        return list(latest)  # the content ids whose vectors must follow
 
     async def sync_side_stores(
-        self, stores: Stores, batch: Sequence[Envelope], applied: Any = None
+        self, stores: Stores, applied: Any, redelivered: Sequence[Envelope]
     ) -> None:
-        if stores.qdrant is None or not batch:
+        ids = list(set(applied or ()) | {e.payload["content_id"] for e in redelivered})
+        if stores.qdrant is None or not ids:
             return
         from qdrant_client import models
 
-        ids = list({e.payload["content_id"] for e in batch})
         async with stores.pg.connection() as conn:
             cur = await conn.execute(
                 "SELECT content_id, kind, title, year, genres, overview FROM content"

@@ -115,14 +115,15 @@ class PlaybackProjector:
         return list(await cur.fetchall())
 
     async def sync_side_stores(
-        self, stores: Stores, batch: Sequence[Envelope], applied: Any = None
+        self, stores: Stores, applied: Any, redelivered: Sequence[Envelope]
     ) -> None:
-        if stores.redis is None or not batch:
+        if stores.redis is None:
             return
         rows: list[Row] = list(applied or ())
-        known = {(r[0], r[1]) for r in rows}
         # Keys applied in an earlier attempt (a redelivery) are read back from PostgreSQL.
-        missing = {(e.payload["user_id"], e.payload["content_id"]) for e in batch} - known
+        missing = {(e.payload["user_id"], e.payload["content_id"]) for e in redelivered}
+        if missing:
+            missing -= {(r[0], r[1]) for r in rows}
         if missing:
             async with stores.pg.connection() as conn:
                 cur = await conn.execute(

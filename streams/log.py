@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from aiokafka.partitioner import murmur2  # pure function, Java-compatible
 
@@ -69,8 +69,9 @@ class OutgoingRecord:
     headers: Headers = ()
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
+class LogRecord(NamedTuple):
+    """One record as read from the log (a NamedTuple: built per record, so it must be cheap)."""
+
     topic: str
     partition: int
     offset: int

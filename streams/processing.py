@@ -84,7 +84,6 @@ class ProjectionPipeline:
             return BatchResult(0, 0, 0, {})
         started = time.perf_counter()
         good, bad = decoded if decoded is not None else self.decode(records)
-        by_offset = {(r.topic, r.partition, r.offset): r for r in records}
         last: dict[tuple[str, int], int] = {}
         for r in records:
             k = (r.topic, r.partition)
@@ -99,13 +98,15 @@ class ProjectionPipeline:
             ]
             applied = None
             if fresh:
-                applied, failed = await self._apply(conn, fresh, by_offset)
+                applied, failed = await self._apply(conn, fresh, records)
                 fresh_bad += failed
             if fresh_bad:
                 await send_dead_letters(self.log, self.name, fresh_bad)
             await self._advance_checkpoints(conn, last, checkpoints)
 
-        await self.projector.sync_side_stores(self.stores, good, applied)
+        redelivered = good if applied is None else [
+            e for e in good if e.offset <= checkpoints[(e.topic, e.partition)]]
+        await self.projector.sync_side_stores(self.stores, applied, redelivered)
         next_offsets = {k: o + 1 for k, o in last.items()}
         await self._advance_watermarks(next_offsets)
 
@@ -121,7 +122,7 @@ class ProjectionPipeline:
         self,
         conn: AsyncConnection[Any],
         batch: list[Envelope],
-        by_offset: dict[tuple[str, int, int], LogRecord],
+        records: Sequence[LogRecord],
     ) -> tuple[Any, list[DeadLetter]]:
         try:
             async with conn.transaction():  # savepoint: a failing batch leaves no trace
@@ -132,16 +133,18 @@ class ProjectionPipeline:
             log.warning("%s: batch of %d failed (%s); isolating the poison record",
                         self.name, len(batch), exc)
         letters: list[DeadLetter] = []
+        by_offset = {(r.topic, r.partition, r.offset): r for r in records}
+        applied: list[Any] = []
         for env in batch:  # one savepoint each, so one bad record cannot sink the batch
             try:
                 async with conn.transaction():
-                    await self.projector.apply(conn, [env])
+                    applied.append(await self.projector.apply(conn, [env]))
             except Exception as exc:
                 if _is_transient(exc):
                     raise
                 rec = by_offset[(env.topic, env.partition, env.offset)]
                 letters.append(DeadLetter(rec, "apply", f"{type(exc).__name__}: {exc}"))
-        return None, letters  # side stores re-read what survived
+        return _merge(applied), letters
 
     async def _lock_checkpoints(
         self, conn: AsyncConnection[Any], parts: list[tuple[str, int]]
@@ -191,6 +194,16 @@ class ProjectionPipeline:
                 (self.name, [k[0] for k, _ in items], [k[1] for k, _ in items],
                  [o for _, o in items]),
             )
+
+
+def _merge(parts: list[Any]) -> Any:
+    """Join what per-record applies returned (lists of rows, or None)."""
+    rows: list[Any] = []
+    for p in parts:
+        if p is None:
+            return None  # unknown shape: let the projector read everything back
+        rows.extend(p)
+    return rows
 
 
 def _is_transient(exc: BaseException) -> bool:
