@@ -188,7 +188,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--users", type=int, default=10_000)
-    ap.add_argument("--batch-size", type=int, default=5000)
+    ap.add_argument("--batch-size", type=int, default=10000)
     ap.add_argument("--naive-sample", type=int, default=10_000)
     ap.add_argument("--kafka-workers", type=int, default=1,
                     help="Faust worker processes in the playback consumer group")

@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -199,15 +200,27 @@ class AvroCodec:
     def _decode_block(self, writer: SchemaVersion, datas: list[bytes]) -> list[Any] | None:
         reader = self._current[writer.event_type]
         body = b"".join([d[HEADER_LEN:] for d in datas])
-        blob = b"".join((_container_header(writer), _zigzag(len(datas)), _zigzag(len(body)),
-                         body, _SYNC))
+        # Same schema, so top-level timestamps can be read as plain longs and converted
+        # here: fastavro's own conversion costs about as much as decoding the rest.
+        stamps = _top_level_timestamps(writer) if reader is writer else None
+        header = _container_header(writer, plain_timestamps=bool(stamps))
+        blob = b"".join((header, _zigzag(len(datas)), _zigzag(len(body)), body, _SYNC))
         try:
             records = list(fastavro.reader(
                 io.BytesIO(blob), reader_schema=None if reader is writer else reader.parsed
             ))
         except Exception:
             return None
-        return records if len(records) == len(datas) else None
+        if len(records) != len(datas):
+            return None
+        if stamps:
+            from_ts, utc = datetime.fromtimestamp, UTC
+            for r in records:
+                for f in stamps:
+                    v = r[f]
+                    if v is not None:
+                        r[f] = from_ts(v / 1000, utc)
+        return records
 
     @staticmethod
     def _explain(schema: SchemaVersion, payload: Mapping[str, Any], exc: Exception) -> str:
@@ -232,9 +245,45 @@ def _zigzag(n: int) -> bytes:
     return bytes(out)
 
 
+def _is_ts_millis(t: Any) -> bool:
+    return isinstance(t, dict) and t.get("type") == "long" and (
+        t.get("logicalType") == "timestamp-millis")
+
+
 @lru_cache(maxsize=256)
-def _container_header(writer: SchemaVersion) -> bytes:
+def _top_level_timestamps(writer: SchemaVersion) -> tuple[str, ...] | None:
+    """Top-level timestamp-millis fields (plain or nullable), or None when the schema has
+    logical types elsewhere (then fastavro converts everything itself)."""
+    raw = json.loads(writer.path.read_text())
+    found: list[str] = []
+    for f in raw["fields"]:
+        t = f["type"]
+        branches = t if isinstance(t, list) else [t]
+        if any(_is_ts_millis(b) for b in branches):
+            found.append(f["name"])
+    stripped = json.dumps(_strip_ts(raw, set(found)))
+    return tuple(found) if "logicalType" not in stripped else None
+
+
+def _strip_ts(raw: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    out = dict(raw)
+    out["fields"] = []
+    for f in raw["fields"]:
+        f = dict(f)
+        if f["name"] in names:
+            t = f["type"]
+            f["type"] = ([("long" if _is_ts_millis(b) else b) for b in t]
+                         if isinstance(t, list) else "long")
+        out["fields"].append(f)
+    return out
+
+
+@lru_cache(maxsize=512)
+def _container_header(writer: SchemaVersion, plain_timestamps: bool = False) -> bytes:
     schema = writer.path.read_bytes()
+    if plain_timestamps:
+        stamps = _top_level_timestamps(writer) or ()
+        schema = json.dumps(_strip_ts(json.loads(schema), set(stamps))).encode()
     meta = [(b"avro.schema", schema), (b"avro.codec", b"null")]
     parts = [b"Obj\x01", _zigzag(len(meta))]
     for k, v in meta:

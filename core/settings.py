@@ -31,7 +31,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     #: records per projector batch, and how long a short batch waits for more
-    batch_size: int = 5000
+    batch_size: int = 10000
     batch_linger_ms: int = 10
     #: upper bound for a read-your-writes wait before answering 503
     consistency_wait_s: float = 2.0
@@ -54,7 +54,7 @@ class Settings:
             kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS") or None,
             host=e.get("MGW_HOST", "127.0.0.1"),
             port=_int(e, "MGW_PORT", 8080),
-            batch_size=_int(e, "MGW_BATCH_SIZE", 5000),
+            batch_size=_int(e, "MGW_BATCH_SIZE", 10000),
             batch_linger_ms=_int(e, "MGW_BATCH_LINGER_MS", 10),
             log_level=e.get("MGW_LOG_LEVEL", "INFO"),
         )

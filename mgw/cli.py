@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(worker)
     worker.add_argument("--projector", default=None, help="run only this projector")
     worker.add_argument("--batch-size", type=int, default=None,
-                        help="records per batch (default 5000)")
+                        help="records per batch (default 10000)")
     worker.set_defaults(func=cmd_worker)
 
     replay = sub.add_parser(
