@@ -37,6 +37,8 @@ class Settings:
     consistency_wait_s: float = 2.0
     max_body_bytes: int = 1 << 20
     log_level: str = "INFO"
+    #: `mgw up` runs every projector in-process unless workers do it (MGW_RUN_PROJECTORS=false)
+    run_projectors: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -57,6 +59,8 @@ class Settings:
             batch_size=_int(e, "MGW_BATCH_SIZE", 10000),
             batch_linger_ms=_int(e, "MGW_BATCH_LINGER_MS", 10),
             log_level=e.get("MGW_LOG_LEVEL", "INFO"),
+            run_projectors=e.get("MGW_RUN_PROJECTORS", "true").strip().lower()
+            not in ("0", "false", "no", "off"),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(s, **clean) if clean else s  # type: ignore[arg-type]

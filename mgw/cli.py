@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from core.settings import Settings
@@ -42,6 +43,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from mgw.up import run_up
 
     settings = _settings(args)
+    if args.no_projectors:
+        settings = replace(settings, run_projectors=False)
     _logging(settings.log_level)
     return run_up(settings, demo=args.demo)
 
@@ -104,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(up)
     up.add_argument("--host", default=None, help="API address (default 127.0.0.1)")
     up.add_argument("--port", type=int, default=None, help="API port (default 8080)")
+    up.add_argument("--no-projectors", action="store_true",
+                    help="serve the API only; `mgw worker` processes run the projectors "
+                         "(or MGW_RUN_PROJECTORS=false)")
     up.add_argument("--demo", action="store_true",
                     help="also load 9,742 MovieLens titles and playback for five demo users "
                          "(once per data dir), then print example requests")

@@ -59,7 +59,10 @@ def run_up(settings: Settings, *, demo: bool = False) -> int:
         if demo:
             tasks.append(asyncio.create_task(load_demo(c, base)))
 
-    app = create_app(settings, run_projectors=True, on_ready=on_ready)
+    # Qdrant local mode admits one process: with projectors in workers, leave it to them.
+    with_qdrant = settings.run_projectors or bool(settings.qdrant_url)
+    app = create_app(settings, run_projectors=settings.run_projectors, with_qdrant=with_qdrant,
+                     on_ready=on_ready)
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)

@@ -1,0 +1,41 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (see README).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: demo test install install-dev kafka-jars lint typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+
+kafka-jars:
+	PYTHON=$(abspath $(BIN)/python) ops/kafka/kafka.sh fetch
+
+demo: install
+	$(BIN)/mgw up --demo
+
+# Everything the tests need is installed and started by this target and the fixtures:
+# Python packages, Kafka's jars (Maven Central), then pytest starts embedded PostgreSQL,
+# Redis, Qdrant local mode and one KRaft Kafka node on loopback.
+test: install-dev kafka-jars
+	$(BIN)/python -m pytest -q
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+bench: install-dev kafka-jars
+	$(BIN)/python bench/projection_throughput.py
+
+clean:
+	rm -rf $(VENV) .mgw .pytest_cache .mypy_cache .ruff_cache
