@@ -43,9 +43,13 @@ def create_app(
             stop = asyncio.Event()
             task = None
             if run_projectors:
-                runner = EmbeddedRunner(pf.log, pf.stores, PROJECTORS,
-                                        batch_size=settings.batch_size,
-                                        linger_ms=settings.batch_linger_ms)
+                runner = EmbeddedRunner(
+                    pf.log,
+                    pf.stores,
+                    PROJECTORS,
+                    batch_size=settings.batch_size,
+                    linger_ms=settings.batch_linger_ms,
+                )
                 await runner.prepare()
                 context.runner = runner
                 task = asyncio.create_task(runner.run(stop), name="embedded-runner")

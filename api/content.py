@@ -33,8 +33,9 @@ class ExternalIds(BaseModel):
 
 class ContentIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    content_id: str | None = Field(default=None, min_length=1, max_length=128,
-                                   pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    content_id: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+    )
     kind: Literal["movie", "series", "episode"] = "movie"
     title: str = Field(min_length=1, max_length=500)
     original_title: str | None = Field(default=None, max_length=500)
@@ -55,8 +56,13 @@ async def upsert_content(request: Request) -> Response:
     violation = check_content(payload)
     if violation:
         raise Problem(422, f"{violation.field}: {violation.message}", field=violation.field)
-    event = Event("ContentUpserted", payload["content_id"], payload,
-                  correlation_id=request.headers.get("X-Request-Id"), producer="api")
+    event = Event(
+        "ContentUpserted",
+        payload["content_id"],
+        payload,
+        correlation_id=request.headers.get("X-Request-Id"),
+        producer="api",
+    )
     pos = await ctx(request).publisher.publish(event)
     return accepted(pos, content_id=payload["content_id"])
 

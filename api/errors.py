@@ -59,8 +59,9 @@ def from_validation(exc: ValidationError, prefix: str = "") -> Problem:
         loc = ".".join(str(p) for p in e["loc"] if p != "__root__")
         errors.append({"field": f"{prefix}{loc}" or "body", "message": e["msg"]})
     first = errors[0] if errors else {"field": "body", "message": "invalid"}
-    return Problem(422, f"{first['field']}: {first['message']}", field=first["field"],
-                   errors=errors)
+    return Problem(
+        422, f"{first['field']}: {first['message']}", field=first["field"], errors=errors
+    )
 
 
 async def problem_handler(request: Request, exc: Exception) -> Response:

@@ -45,8 +45,10 @@ async def projector_lag(c: Any) -> dict[str, Any]:
         for topic in proj.topics:
             if topic not in ends_by_topic:
                 ends_by_topic[topic] = await c.log.end_offsets(topic)
-            t_lag = sum(max(0, end - marks.get((proj.name, topic, p), 0))
-                        for p, end in ends_by_topic[topic].items())
+            t_lag = sum(
+                max(0, end - marks.get((proj.name, topic, p), 0))
+                for p, end in ends_by_topic[topic].items()
+            )
             PROJECTOR_LAG.labels(proj.name, topic).set(t_lag)
             lag += t_lag
         out[proj.name] = {"lag": lag}

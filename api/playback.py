@@ -47,11 +47,21 @@ async def post_playback_event(request: Request) -> Response:
         raise Problem(422, f"{violation.field}: {violation.message}", field=violation.field)
     now = utcnow()
     payload = {
-        "user_id": user, "content_id": body.content_id, "device_id": body.device_id,
-        "position_s": body.position_s, "duration_s": body.duration_s, "occurred_at": now,
+        "user_id": user,
+        "content_id": body.content_id,
+        "device_id": body.device_id,
+        "position_s": body.position_s,
+        "duration_s": body.duration_s,
+        "occurred_at": now,
     }
-    event = Event(EVENT_KINDS[body.kind], user, payload, occurred_at=now,
-                  correlation_id=request.headers.get("X-Request-Id"), producer="api")
+    event = Event(
+        EVENT_KINDS[body.kind],
+        user,
+        payload,
+        occurred_at=now,
+        correlation_id=request.headers.get("X-Request-Id"),
+        producer="api",
+    )
     return accepted(await ctx(request).publisher.publish(event))
 
 
@@ -74,19 +84,31 @@ async def get_continue_watching(request: Request) -> Response:
     limit = int_param(request, "limit", 20, 1, 100)
     raw_cursor = request.query_params.get("cursor")
     before = _decode_cursor(raw_cursor) if raw_cursor else None
-    await wait_for_token(request, c.stores.pg, [by_name("playback"), by_name("catalog")],
-                         c.settings.consistency_wait_s)
-    items, nxt = await continue_watching(c.stores.redis, c.stores.pg, user, limit=limit,
-                                         before=before)
-    return JSONResponse({
-        "items": [
-            {"content_id": i.content_id, "title": i.title, "position_s": i.position_s,
-             "duration_s": i.duration_s, "progress": round(i.progress, 4) if i.progress else None,
-             "updated_at": i.updated_at.isoformat()}
-            for i in items
-        ],
-        "next_cursor": _encode_cursor(nxt) if nxt else None,
-    })
+    await wait_for_token(
+        request,
+        c.stores.pg,
+        [by_name("playback"), by_name("catalog")],
+        c.settings.consistency_wait_s,
+    )
+    items, nxt = await continue_watching(
+        c.stores.redis, c.stores.pg, user, limit=limit, before=before
+    )
+    return JSONResponse(
+        {
+            "items": [
+                {
+                    "content_id": i.content_id,
+                    "title": i.title,
+                    "position_s": i.position_s,
+                    "duration_s": i.duration_s,
+                    "progress": round(i.progress, 4) if i.progress else None,
+                    "updated_at": i.updated_at.isoformat(),
+                }
+                for i in items
+            ],
+            "next_cursor": _encode_cursor(nxt) if nxt else None,
+        }
+    )
 
 
 routes = [

@@ -55,12 +55,23 @@ def make_records(n: int, users: int, seed: int = 11) -> list[OutgoingRecord]:
         u = i % users
         content = per_user[u][rng.randrange(5)]
         at = t0 + timedelta(seconds=i)
-        e = Event("PlaybackProgressed", f"user-{u}", {
-            "user_id": f"user-{u}", "content_id": content, "device_id": "tv",
-            "position_s": float(rng.randrange(0, 7200)), "duration_s": 7200.0,
-            "occurred_at": at}, occurred_at=at, producer="bench")
-        out.append(OutgoingRecord(e.key.encode(), codec.encode(e.event_type, e.payload),
-                                  e.headers()))
+        e = Event(
+            "PlaybackProgressed",
+            f"user-{u}",
+            {
+                "user_id": f"user-{u}",
+                "content_id": content,
+                "device_id": "tv",
+                "position_s": float(rng.randrange(0, 7200)),
+                "duration_s": 7200.0,
+                "occurred_at": at,
+            },
+            occurred_at=at,
+            producer="bench",
+        )
+        out.append(
+            OutgoingRecord(e.key.encode(), codec.encode(e.event_type, e.payload), e.headers())
+        )
     return out
 
 
@@ -76,13 +87,16 @@ def create_db(admin_uri: str, name: str) -> str:
 
 def applied_through(uri: str) -> int:
     with psycopg.connect(uri, autocommit=True) as conn:
-        row = conn.execute("SELECT coalesce(sum(next_offset), 0) FROM projection_watermarks"
-                           " WHERE projector = 'playback'").fetchone()
+        row = conn.execute(
+            "SELECT coalesce(sum(next_offset), 0) FROM projection_watermarks"
+            " WHERE projector = 'playback'"
+        ).fetchone()
     return int(row[0]) if row else 0
 
 
-async def bench_embedded(uri: str, redis_url: str, records: list[OutgoingRecord],
-                         batch_size: int) -> dict[str, float]:
+async def bench_embedded(
+    uri: str, redis_url: str, records: list[OutgoingRecord], batch_size: int
+) -> dict[str, float]:
     import redis.asyncio as aioredis
 
     from streams.embedded import EmbeddedLog
@@ -96,8 +110,12 @@ async def bench_embedded(uri: str, redis_url: str, records: list[OutgoingRecord]
     await pool.open(wait=True)
     redis = aioredis.from_url(redis_url)
     await redis.flushdb()
-    loop = ProjectorLoop(ProjectionPipeline(PlaybackProjector(), Stores(pg=pool, redis=redis),
-                                            log), log, batch_size=batch_size, linger_ms=0)
+    loop = ProjectorLoop(
+        ProjectionPipeline(PlaybackProjector(), Stores(pg=pool, redis=redis), log),
+        log,
+        batch_size=batch_size,
+        linger_ms=0,
+    )
     t = time.perf_counter()
     applied = await loop.catch_up()
     project_s = time.perf_counter() - t
@@ -105,8 +123,11 @@ async def bench_embedded(uri: str, redis_url: str, records: list[OutgoingRecord]
     await pool.close()
     await log.close()
     assert applied == len(records), (applied, len(records))
-    return {"append_eps": len(records) / append_s, "eps": len(records) / project_s,
-            "seconds": project_s}
+    return {
+        "append_eps": len(records) / append_s,
+        "eps": len(records) / project_s,
+        "seconds": project_s,
+    }
 
 
 async def kafka_append(bootstrap: str, records: list[OutgoingRecord]) -> float:
@@ -123,18 +144,31 @@ async def kafka_append(bootstrap: str, records: list[OutgoingRecord]) -> float:
     return len(records) / secs
 
 
-def bench_kafka(uri: str, redis_url: str, bootstrap: str, n: int, batch_size: int,
-                workers: int, logdir: Path) -> dict[str, float]:
-    env = {**os.environ, "DATABASE_URL": uri, "REDIS_URL": redis_url,
-           "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MGW_BATCH_SIZE": str(batch_size),
-           "MGW_LOG_LEVEL": "WARNING", "MGW_DATA_DIR": str(logdir / "data")}
+def bench_kafka(
+    uri: str, redis_url: str, bootstrap: str, n: int, batch_size: int, workers: int, logdir: Path
+) -> dict[str, float]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": uri,
+        "REDIS_URL": redis_url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "MGW_BATCH_SIZE": str(batch_size),
+        "MGW_LOG_LEVEL": "WARNING",
+        "MGW_DATA_DIR": str(logdir / "data"),
+    }
     procs = []
     started = time.perf_counter()
     for w in range(workers):
         with open(logdir / f"worker-{w}.log", "wb") as out:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "mgw.cli", "worker", "--projector", "playback"],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "mgw.cli", "worker", "--projector", "playback"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     try:
         first_at, first_n = None, 0
         deadline = time.perf_counter() + 600
@@ -157,8 +191,12 @@ def bench_kafka(uri: str, redis_url: str, bootstrap: str, n: int, batch_size: in
             p.wait(60)
     assert first_at is not None
     window = max(end - first_at, 1e-9)
-    return {"eps": (n - first_n) / window, "seconds": window,
-            "startup_s": first_at - started, "first_batch": first_n}
+    return {
+        "eps": (n - first_n) / window,
+        "seconds": window,
+        "startup_s": first_at - started,
+        "first_batch": first_n,
+    }
 
 
 def bench_naive(uri: str, records: list[OutgoingRecord], sample: int) -> dict[str, float]:
@@ -176,40 +214,56 @@ def bench_naive(uri: str, records: list[OutgoingRecord], sample: int) -> dict[st
                 " device_id = EXCLUDED.device_id, duration_s = EXCLUDED.duration_s,"
                 " state = EXCLUDED.state, updated_at = EXCLUDED.updated_at,"
                 " event_count = naive_positions.event_count + 1",
-                (p["user_id"], p["content_id"], p["device_id"], p["position_s"],
-                 p["duration_s"], "in_progress", p["occurred_at"]),
+                (
+                    p["user_id"],
+                    p["content_id"],
+                    p["device_id"],
+                    p["position_s"],
+                    p["duration_s"],
+                    "in_progress",
+                    p["occurred_at"],
+                ),
             )
         secs = time.perf_counter() - t
     return {"eps": len(sample_records) / secs, "seconds": secs}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--users", type=int, default=10_000)
     ap.add_argument("--batch-size", type=int, default=10000)
     ap.add_argument("--naive-sample", type=int, default=10_000)
-    ap.add_argument("--kafka-workers", type=int, default=1,
-                    help="Faust worker processes in the playback consumer group")
+    ap.add_argument(
+        "--kafka-workers",
+        type=int,
+        default=1,
+        help="Faust worker processes in the playback consumer group",
+    )
     ap.add_argument("--skip-kafka", action="store_true")
     args = ap.parse_args()
 
     from mgw import embedded
 
     work = Path(tempfile.mkdtemp(prefix="mgw-bench-"))
-    print(f"bench: {args.events} events over {args.users} users, data in {work}",
-          file=sys.stderr)
+    print(f"bench: {args.events} events over {args.users} users, data in {work}", file=sys.stderr)
     pg = embedded.start_postgres(work)
     rd = embedded.start_redis(work)
     broker = None
     try:
         records = make_records(args.events, args.users)
         sock = rd.server.socket_file
-        emb = asyncio.run(bench_embedded(create_db(pg.uri, "bench_embedded"),
-                                         f"unix://{sock}?db=1", records, args.batch_size))
-        print(f"embedded: {emb['eps']:,.0f} events/s (append {emb['append_eps']:,.0f}/s)",
-              file=sys.stderr)
+        emb = asyncio.run(
+            bench_embedded(
+                create_db(pg.uri, "bench_embedded"), f"unix://{sock}?db=1", records, args.batch_size
+            )
+        )
+        print(
+            f"embedded: {emb['eps']:,.0f} events/s (append {emb['append_eps']:,.0f}/s)",
+            file=sys.stderr,
+        )
         naive = bench_naive(create_db(pg.uri, "bench_naive"), records, args.naive_sample)
         print(f"naive:    {naive['eps']:,.0f} events/s", file=sys.stderr)
         kafka: dict[str, float] = {}
@@ -218,12 +272,21 @@ def main() -> None:
 
             broker = start_broker(work / "kafka")
             kafka_append_eps = asyncio.run(kafka_append(broker.bootstrap, records))
-            kafka = bench_kafka(create_db(pg.uri, "bench_kafka"), f"unix://{sock}?db=2",
-                                broker.bootstrap, args.events, args.batch_size,
-                                args.kafka_workers, work)
+            kafka = bench_kafka(
+                create_db(pg.uri, "bench_kafka"),
+                f"unix://{sock}?db=2",
+                broker.bootstrap,
+                args.events,
+                args.batch_size,
+                args.kafka_workers,
+                work,
+            )
             kafka["append_eps"] = kafka_append_eps
-            print(f"kafka:    {kafka['eps']:,.0f} events/s (append {kafka_append_eps:,.0f}/s, "
-                  f"worker start-up {kafka['startup_s']:.1f}s)", file=sys.stderr)
+            print(
+                f"kafka:    {kafka['eps']:,.0f} events/s (append {kafka_append_eps:,.0f}/s, "
+                f"worker start-up {kafka['startup_s']:.1f}s)",
+                file=sys.stderr,
+            )
     finally:
         if broker is not None:
             broker.stop()

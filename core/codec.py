@@ -206,9 +206,11 @@ class AvroCodec:
         header = _container_header(writer, plain_timestamps=bool(stamps))
         blob = b"".join((header, _zigzag(len(datas)), _zigzag(len(body)), body, _SYNC))
         try:
-            records = list(fastavro.reader(
-                io.BytesIO(blob), reader_schema=None if reader is writer else reader.parsed
-            ))
+            records: list[Any] = list(
+                fastavro.reader(
+                    io.BytesIO(blob), reader_schema=None if reader is writer else reader.parsed
+                )
+            )
         except Exception:
             return None
         if len(records) != len(datas):
@@ -246,8 +248,11 @@ def _zigzag(n: int) -> bytes:
 
 
 def _is_ts_millis(t: Any) -> bool:
-    return isinstance(t, dict) and t.get("type") == "long" and (
-        t.get("logicalType") == "timestamp-millis")
+    return (
+        isinstance(t, dict)
+        and t.get("type") == "long"
+        and (t.get("logicalType") == "timestamp-millis")
+    )
 
 
 @lru_cache(maxsize=256)
@@ -272,8 +277,9 @@ def _strip_ts(raw: dict[str, Any], names: set[str]) -> dict[str, Any]:
         f = dict(f)
         if f["name"] in names:
             t = f["type"]
-            f["type"] = ([("long" if _is_ts_millis(b) else b) for b in t]
-                         if isinstance(t, list) else "long")
+            f["type"] = (
+                [("long" if _is_ts_millis(b) else b) for b in t] if isinstance(t, list) else "long"
+            )
         out["fields"].append(f)
     return out
 

@@ -43,10 +43,14 @@ def migrate(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     return applied_now
 
 
-def open_pool(conninfo: str, *, min_size: int = 1, max_size: int = 8, name: str = "mgw") -> (
-    AsyncConnectionPool
-):
+def open_pool(
+    conninfo: str, *, min_size: int = 1, max_size: int = 8, name: str = "mgw"
+) -> AsyncConnectionPool:
     return AsyncConnectionPool(
-        conninfo, min_size=min_size, max_size=max_size, open=False, name=name,
+        conninfo,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        name=name,
         kwargs={"autocommit": True},
     )

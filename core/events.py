@@ -78,7 +78,7 @@ class LazyHeaders(Sequence[tuple[str, bytes]]):
             self._items = unpack_headers(self._blob)
         return self._items
 
-    def __getitem__(self, i):  # type: ignore[no-untyped-def,override]
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
         return self._get()[i]
 
     def __len__(self) -> int:

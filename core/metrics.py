@@ -22,16 +22,21 @@ BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 BATCH_SIZE = Histogram(
-    "mgw_projector_batch_records", "Records per applied batch", ["projector"],
+    "mgw_projector_batch_records",
+    "Records per applied batch",
+    ["projector"],
     buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000),
 )
 PROJECTOR_LAG = Gauge(
     "mgw_projector_lag_records", "Records in the log not yet applied", ["projector", "topic"]
 )
 DEAD_LETTERS = Counter(
-    "mgw_dead_letters_total", "Records sent to a dead-letter topic", ["projector", "topic", "reason"]
+    "mgw_dead_letters_total",
+    "Records sent to a dead-letter topic",
+    ["projector", "topic", "reason"],
 )
 CONSISTENCY_WAITS = Histogram(
-    "mgw_consistency_wait_seconds", "Time a query waited for its consistency token",
+    "mgw_consistency_wait_seconds",
+    "Time a query waited for its consistency token",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
 )

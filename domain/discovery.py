@@ -22,9 +22,9 @@ def _bucket(feature: str) -> tuple[int, float]:
     return h % DIMS, (1.0 if (h >> 32) & 1 else -1.0)
 
 
-def placeholder_embedding(title: str, genres: list[str] | None = None, overview: str | None = None) -> (
-    list[float]
-):
+def placeholder_embedding(
+    title: str, genres: list[str] | None = None, overview: str | None = None
+) -> list[float]:
     vec = [0.0] * DIMS
     weighted = ((title, 3.0), (" ".join(genres or ()), 2.0), (overview or "", 1.0))
     for text, weight in weighted:

@@ -19,7 +19,11 @@ POSITION_SLACK_S = 30.0
 #: nothing on any platform runs longer than this; longer durations are corrupt data
 MAX_DURATION_S = 48 * 3600.0
 
-EVENT_KINDS = {"start": "PlaybackStarted", "progress": "PlaybackProgressed", "stop": "PlaybackStopped"}
+EVENT_KINDS = {
+    "start": "PlaybackStarted",
+    "progress": "PlaybackProgressed",
+    "stop": "PlaybackStopped",
+}
 
 
 class ProgressState(StrEnum):

@@ -55,8 +55,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _logging(settings.log_level)
     if not settings.kafka_bootstrap_servers:
-        print("mgw worker runs projectors on Kafka: set KAFKA_BOOTSTRAP_SERVERS "
-              "(for one machine without Kafka, `mgw up` runs them in-process)", file=sys.stderr)
+        print(
+            "mgw worker runs projectors on Kafka: set KAFKA_BOOTSTRAP_SERVERS "
+            "(for one machine without Kafka, `mgw up` runs them in-process)",
+            file=sys.stderr,
+        )
         return 2
     return run_workers(settings, args.projector)
 
@@ -94,12 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def data_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", default=None,
-                       help="where embedded services keep their data (default ./.mgw, "
-                            "or MGW_DATA_DIR)")
+        p.add_argument(
+            "--data-dir",
+            default=None,
+            help="where embedded services keep their data (default ./.mgw, or MGW_DATA_DIR)",
+        )
 
     up = sub.add_parser(
-        "up", help="run everything on this machine: services, projectors and the API",
+        "up",
+        help="run everything on this machine: services, projectors and the API",
         description="Start embedded PostgreSQL, Redis and Qdrant (unless their URLs are set), "
         "apply migrations, run every projector in-process and serve the API. "
         "Ctrl-C stops all parts cleanly; a second start resumes from the checkpoints.",
@@ -107,28 +113,37 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(up)
     up.add_argument("--host", default=None, help="API address (default 127.0.0.1)")
     up.add_argument("--port", type=int, default=None, help="API port (default 8080)")
-    up.add_argument("--no-projectors", action="store_true",
-                    help="serve the API only; `mgw worker` processes run the projectors "
-                         "(or MGW_RUN_PROJECTORS=false)")
-    up.add_argument("--demo", action="store_true",
-                    help="also load 9,742 MovieLens titles and playback for five demo users "
-                         "(once per data dir), then print example requests")
+    up.add_argument(
+        "--no-projectors",
+        action="store_true",
+        help="serve the API only; `mgw worker` processes run the projectors "
+        "(or MGW_RUN_PROJECTORS=false)",
+    )
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="also load 9,742 MovieLens titles and playback for five demo users "
+        "(once per data dir), then print example requests",
+    )
     up.set_defaults(func=cmd_up)
 
     worker = sub.add_parser(
-        "worker", help="run projectors as Faust workers on Kafka",
+        "worker",
+        help="run projectors as Faust workers on Kafka",
         description="Run projector agents on Kafka (KAFKA_BOOTSTRAP_SERVERS). Each projector is "
         "its own Faust app and consumer group (mgw-<projector>), so it can be replayed or scaled "
         "alone. Without --projector, one worker process per projector is started.",
     )
     data_dir(worker)
     worker.add_argument("--projector", default=None, help="run only this projector")
-    worker.add_argument("--batch-size", type=int, default=None,
-                        help="records per batch (default 10000)")
+    worker.add_argument(
+        "--batch-size", type=int, default=None, help="records per batch (default 10000)"
+    )
     worker.set_defaults(func=cmd_worker)
 
     replay = sub.add_parser(
-        "replay", help="rebuild one projection from the log",
+        "replay",
+        help="rebuild one projection from the log",
         description="Clear PROJECTOR's tables, checkpoints and side stores, rebuild it from the "
         "whole log, print the checksum before and after, and exit. Stop processes running that "
         "projector first (`mgw up`, or its `mgw worker`).",

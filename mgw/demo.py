@@ -44,11 +44,18 @@ def content_events(path: Path = DATA, limit: int | None = None) -> Iterator[Even
             imdb = f"tt{row['imdbId']}" if row.get("imdbId") else None
             tmdb = row.get("tmdbId") or None
             payload = {
-                "content_id": cid, "kind": "movie", "title": title or row["title"],
-                "original_title": None, "year": year, "runtime_min": None, "genres": genres,
+                "content_id": cid,
+                "kind": "movie",
+                "title": title or row["title"],
+                "original_title": None,
+                "year": year,
+                "runtime_min": None,
+                "genres": genres,
                 "overview": row.get("overview") or None,
                 "external_ids": {"imdb": imdb, "tmdb": tmdb.split(".")[0] if tmdb else None},
-                "series_id": None, "season": None, "episode": None,
+                "series_id": None,
+                "season": None,
+                "episode": None,
             }
             yield Event("ContentUpserted", cid, payload, producer="mgw-demo")
 
@@ -68,30 +75,48 @@ def playback_events(content_ids: list[str], seed: int = 7) -> list[Event]:
             beats = max(1, int(target * duration // 600))
             for b in range(beats + 1):
                 position = min(target * duration, b * 600.0)
-                kind = ("PlaybackStarted" if b == 0 else
-                        "PlaybackStopped" if b == beats else "PlaybackProgressed")
+                kind = (
+                    "PlaybackStarted"
+                    if b == 0
+                    else "PlaybackStopped"
+                    if b == beats
+                    else "PlaybackProgressed"
+                )
                 at = start + timedelta(seconds=b * 600)
-                events.append(Event(kind, user, {
-                    "user_id": user, "content_id": cid, "device_id": device,
-                    "position_s": position, "duration_s": duration, "occurred_at": at,
-                }, occurred_at=at, producer="mgw-demo"))
+                events.append(
+                    Event(
+                        kind,
+                        user,
+                        {
+                            "user_id": user,
+                            "content_id": cid,
+                            "device_id": device,
+                            "position_s": position,
+                            "duration_s": duration,
+                            "occurred_at": at,
+                        },
+                        occurred_at=at,
+                        producer="mgw-demo",
+                    )
+                )
     events.sort(key=lambda e: e.occurred_at)
     return events
 
 
 def example_requests(base: str, content_id: str) -> str:
     u = DEMO_USERS[0]
-    return "\n".join([
-        "Try:",
-        f"  curl -s {base}/v1/content/{content_id}",
-        f"  curl -s -H 'X-User-Id: {u}' {base}/v1/me/continue-watching",
-        f"  curl -s -X POST {base}/v1/playback/events -H 'X-User-Id: {u}' "
-        "-H 'content-type: application/json' \\",
-        f"       -d '{{\"content_id\":\"{content_id}\",\"device_id\":\"phone\",\"kind\":\"progress\","
-        "\"position_s\":1800,\"duration_s\":4860}'",
-        "  # then read your write: pass the returned token back",
-        f"  curl -s -H 'X-User-Id: {u}' -H 'X-Consistency-Token: <position>' "
-        f"{base}/v1/me/continue-watching",
-        f"  curl -s {base}/ready ; curl -s {base}/metrics | grep mgw_",
-    ])
-
+    return "\n".join(
+        [
+            "Try:",
+            f"  curl -s {base}/v1/content/{content_id}",
+            f"  curl -s -H 'X-User-Id: {u}' {base}/v1/me/continue-watching",
+            f"  curl -s -X POST {base}/v1/playback/events -H 'X-User-Id: {u}' "
+            "-H 'content-type: application/json' \\",
+            f'       -d \'{{"content_id":"{content_id}","device_id":"phone","kind":"progress",'
+            '"position_s":1800,"duration_s":4860}\'',
+            "  # then read your write: pass the returned token back",
+            f"  curl -s -H 'X-User-Id: {u}' -H 'X-Consistency-Token: <position>' "
+            f"{base}/v1/me/continue-watching",
+            f"  curl -s {base}/ready ; curl -s {base}/metrics | grep mgw_",
+        ]
+    )

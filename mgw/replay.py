@@ -26,8 +26,12 @@ async def run_replay(settings: Settings, name: str, *, progress: bool = True) ->
         for topic in projector.topics:
             total += sum((await pf.log.end_offsets(topic)).values())
         await maintenance.clear(pf.stores, projector)
-        loop = ProjectorLoop(ProjectionPipeline(projector, pf.stores, pf.log), pf.log,
-                             batch_size=settings.batch_size, linger_ms=0)
+        loop = ProjectorLoop(
+            ProjectionPipeline(projector, pf.stores, pf.log),
+            pf.log,
+            batch_size=settings.batch_size,
+            linger_ms=0,
+        )
         started = time.perf_counter()
         with tqdm(total=total, desc=f"replay {name}", unit="rec", disable=not progress) as bar:
 
@@ -38,7 +42,9 @@ async def run_replay(settings: Settings, name: str, *, progress: bool = True) ->
         elapsed = time.perf_counter() - started
         after = await maintenance.checksum(pf.stores, projector)
         same = "identical" if before == after else "DIFFERENT (was the projection stale?)"
-        print(f"replayed {name}: {applied} records applied in {elapsed:.1f}s "
-              f"({applied / max(elapsed, 1e-9):,.0f}/s)")
+        print(
+            f"replayed {name}: {applied} records applied in {elapsed:.1f}s "
+            f"({applied / max(elapsed, 1e-9):,.0f}/s)"
+        )
         print(f"checksum before {before} after {after}: {same}")
     return 0

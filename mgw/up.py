@@ -39,8 +39,12 @@ async def load_demo(c: AppContext, base_url: str, *, progress: bool = True) -> i
     plays = demo.playback_events([e.key for e in events])
     await c.publisher.publish_many(plays)
     appended += len(plays)
-    log.info("demo: appended %d titles and %d playback events for %d users",
-             len(events), len(plays), len(demo.DEMO_USERS))
+    log.info(
+        "demo: appended %d titles and %d playback events for %d users",
+        len(events),
+        len(plays),
+        len(demo.DEMO_USERS),
+    )
     print(demo.example_requests(base_url, first_id), flush=True)
     return appended
 
@@ -52,19 +56,29 @@ def run_up(settings: Settings, *, demo: bool = False) -> int:
     async def on_ready(c: AppContext) -> None:
         for part, where in c.where.items():
             log.info("%-8s %s", part, where)
-        log.info("%-8s %d projectors in-process (%s)", "runner",
-                 len(c.runner.loops) if c.runner else 0,
-                 ", ".join(loop.name for loop in c.runner.loops) if c.runner else "-")
+        log.info(
+            "%-8s %d projectors in-process (%s)",
+            "runner",
+            len(c.runner.loops) if c.runner else 0,
+            ", ".join(loop.name for loop in c.runner.loops) if c.runner else "-",
+        )
         log.info("%-8s %s (docs: README.md; health %s/ready)", "api", base, base)
         if demo:
             tasks.append(asyncio.create_task(load_demo(c, base)))
 
     # Qdrant local mode admits one process: with projectors in workers, leave it to them.
     with_qdrant = settings.run_projectors or bool(settings.qdrant_url)
-    app = create_app(settings, run_projectors=settings.run_projectors, with_qdrant=with_qdrant,
-                     on_ready=on_ready)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    app = create_app(
+        settings, run_projectors=settings.run_projectors, with_qdrant=with_qdrant, on_ready=on_ready
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
     server = uvicorn.Server(config)
     # uvicorn handles SIGINT/SIGTERM (stop serving, then the lifespan closes every part) and
     # afterwards re-raises the signal into the handlers it found. Finding these no-ops, a

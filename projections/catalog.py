@@ -22,8 +22,20 @@ from streams.topics import CATALOG
 COLLECTION = "content"
 _POINT_NS = uuid.UUID("0f4c5a1e-3b8d-4f6a-9c2e-7d1b5e3a9f40")
 _COLUMNS = (
-    "content_id", "kind", "title", "original_title", "year", "runtime_min", "genres",
-    "overview", "imdb_id", "tmdb_id", "series_id", "season", "episode", "updated_at",
+    "content_id",
+    "kind",
+    "title",
+    "original_title",
+    "year",
+    "runtime_min",
+    "genres",
+    "overview",
+    "imdb_id",
+    "tmdb_id",
+    "series_id",
+    "season",
+    "episode",
+    "updated_at",
     "last_event_id",
 )
 
@@ -57,10 +69,21 @@ class CatalogProjector:
             p = e.payload
             ext = p.get("external_ids") or {}
             row = (
-                cid, p["kind"], p["title"].strip(), p.get("original_title"), p.get("year"),
-                p.get("runtime_min"), normalize_genres(p.get("genres") or []), p.get("overview"),
-                ext.get("imdb"), ext.get("tmdb"), p.get("series_id"), p.get("season"),
-                p.get("episode"), e.occurred_at, e.event_id,
+                cid,
+                p["kind"],
+                p["title"].strip(),
+                p.get("original_title"),
+                p.get("year"),
+                p.get("runtime_min"),
+                normalize_genres(p.get("genres") or []),
+                p.get("overview"),
+                ext.get("imdb"),
+                ext.get("tmdb"),
+                p.get("series_id"),
+                p.get("season"),
+                p.get("episode"),
+                e.occurred_at,
+                e.event_id,
             )
             for col, v in zip(cols, row, strict=True):
                 col.append(v)
@@ -100,8 +123,13 @@ class CatalogProjector:
             models.PointStruct(
                 id=point_id(cid),
                 vector=placeholder_embedding(title, genres, overview),
-                payload={"content_id": cid, "kind": kind, "title": title, "year": year,
-                         "genres": genres},
+                payload={
+                    "content_id": cid,
+                    "kind": kind,
+                    "title": title,
+                    "year": year,
+                    "genres": genres,
+                },
             )
             for cid, kind, title, year, genres, overview in rows
         ]
@@ -141,12 +169,33 @@ async def get_content(pg: AsyncConnectionPool, content_id: str) -> dict[str, Any
         row = await cur.fetchone()
     if row is None:
         return None
-    (cid, kind, title, orig, year, runtime, genres, overview, imdb, tmdb, series, season,
-     episode, updated) = row
+    (
+        cid,
+        kind,
+        title,
+        orig,
+        year,
+        runtime,
+        genres,
+        overview,
+        imdb,
+        tmdb,
+        series,
+        season,
+        episode,
+        updated,
+    ) = row
     doc: dict[str, Any] = {
-        "id": cid, "kind": kind, "title": title, "original_title": orig, "year": year,
-        "runtime_min": runtime, "genres": genres, "overview": overview,
-        "external_ids": {"imdb": imdb, "tmdb": tmdb}, "updated_at": updated,
+        "id": cid,
+        "kind": kind,
+        "title": title,
+        "original_title": orig,
+        "year": year,
+        "runtime_min": runtime,
+        "genres": genres,
+        "overview": overview,
+        "external_ids": {"imdb": imdb, "tmdb": tmdb},
+        "updated_at": updated,
     }
     if kind == "episode":
         doc.update(series_id=series, season=season, episode=episode)
@@ -160,5 +209,6 @@ async def similar_by_vector(qdrant: Any, content_id: str, limit: int = 10) -> li
     )
     return [
         {"id": p.payload["content_id"], "title": p.payload["title"], "score": p.score}
-        for p in res.points if p.payload and p.payload.get("content_id") != content_id
+        for p in res.points
+        if p.payload and p.payload.get("content_id") != content_id
     ][:limit]

@@ -12,10 +12,12 @@ async def clear(stores: Stores, projector: Projector) -> None:
     async with stores.pg.connection() as conn, conn.transaction():
         for table in projector.tables:
             await conn.execute(f"TRUNCATE {table}")  # names come from code, not input
-        await conn.execute("DELETE FROM projection_checkpoints WHERE projector = %s",
-                           (projector.name,))
-        await conn.execute("DELETE FROM projection_watermarks WHERE projector = %s",
-                           (projector.name,))
+        await conn.execute(
+            "DELETE FROM projection_checkpoints WHERE projector = %s", (projector.name,)
+        )
+        await conn.execute(
+            "DELETE FROM projection_watermarks WHERE projector = %s", (projector.name,)
+        )
     await projector.reset_side_stores(stores)
     await projector.prepare(stores)
 

@@ -74,7 +74,8 @@ class PlaybackProjector:
             counts[k] = counts.get(k, 0) + 1
             cur = latest.get(k)
             if cur is None or (p["occurred_at"], e.offset) >= (
-                cur.payload["occurred_at"], cur.offset
+                cur.payload["occurred_at"],
+                cur.offset,
             ):
                 latest[k] = e
         # Binary COPY into a per-connection staging table, then one upsert from it: psycopg
@@ -88,12 +89,23 @@ class PlaybackProjector:
             "COPY playback_batch (user_id, content_id, device_id, position_s, duration_s,"
             " state, updated_at, event_count) FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["text", "text", "text", "float8", "float8", "text", "timestamptz",
-                            "int8"])
+            copy.set_types(
+                ["text", "text", "text", "float8", "float8", "text", "timestamptz", "int8"]
+            )
             for k, e in latest.items():
                 p = e.payload
-                await copy.write_row((k[0], k[1], p["device_id"], p["position_s"],
-                                      p["duration_s"], _state(e), p["occurred_at"], counts[k]))
+                await copy.write_row(
+                    (
+                        k[0],
+                        k[1],
+                        p["device_id"],
+                        p["position_s"],
+                        p["duration_s"],
+                        _state(e),
+                        p["occurred_at"],
+                        counts[k],
+                    )
+                )
         newer = "EXCLUDED.updated_at >= t.updated_at"
         cur = await conn.execute(
             "INSERT INTO playback_positions AS t (user_id, content_id, device_id, position_s,"
@@ -178,7 +190,11 @@ class ContinueWatchingItem:
 
 
 async def continue_watching(
-    redis: Any, pg: AsyncConnectionPool, user_id: str, *, limit: int = 20,
+    redis: Any,
+    pg: AsyncConnectionPool,
+    user_id: str,
+    *,
+    limit: int = 20,
     before: tuple[int, str] | None = None,
 ) -> tuple[list[ContinueWatchingItem], tuple[int, str] | None]:
     """Newest first. ``before`` is the (updated_ms, content_id) cursor of the last item seen."""
@@ -191,7 +207,8 @@ async def continue_watching(
             zkey, before[0], "-inf", start=0, num=limit + 64, withscores=True
         )
         ranked = [
-            (c, s) for c, s in ranked
+            (c, s)
+            for c, s in ranked
             if int(s) < before[0] or (int(s) == before[0] and _s(c) < before[1])
         ]
     page, more = ranked[:limit], len(ranked) > limit
@@ -210,9 +227,11 @@ async def continue_watching(
         if blob is None:
             continue  # removed between the two reads
         pos, dur, ms = json.loads(blob)
-        items.append(ContinueWatchingItem(
-            cid, titles.get(cid), pos, dur, progress_ratio(pos, dur), from_millis(ms)
-        ))
+        items.append(
+            ContinueWatchingItem(
+                cid, titles.get(cid), pos, dur, progress_ratio(pos, dur), from_millis(ms)
+            )
+        )
     nxt = (to_millis(items[-1].updated_at), items[-1].content_id) if more and items else None
     return items, nxt
 
@@ -221,9 +240,9 @@ def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-async def position_of(pg: AsyncConnectionPool, user_id: str, content_id: str) -> (
-    dict[str, Any] | None
-):
+async def position_of(
+    pg: AsyncConnectionPool, user_id: str, content_id: str
+) -> dict[str, Any] | None:
     async with pg.connection() as conn:
         cur = await conn.execute(
             "SELECT content_id, device_id, position_s, duration_s, state, updated_at"
@@ -234,8 +253,15 @@ async def position_of(pg: AsyncConnectionPool, user_id: str, content_id: str) ->
     if row is None:
         return None
     cid, dev, pos, dur, state, updated = row
-    return {"content_id": cid, "device_id": dev, "position_s": pos, "duration_s": dur,
-            "state": state, "progress": progress_ratio(pos, dur), "updated_at": updated}
+    return {
+        "content_id": cid,
+        "device_id": dev,
+        "position_s": pos,
+        "duration_s": dur,
+        "state": state,
+        "progress": progress_ratio(pos, dur),
+        "updated_at": updated,
+    }
 
 
 async def side_store_digest(redis: Any) -> str:

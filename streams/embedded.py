@@ -15,7 +15,6 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from core.events import LazyHeaders, pack_headers
-
 from streams.log import LogError, LogRecord, OutgoingRecord, Position, partition_for
 from streams.topics import ALL_TOPICS, TopicSpec
 
@@ -29,7 +28,11 @@ class EmbeddedLog:
     def __init__(self, conninfo: str, *, pool_size: int = 4) -> None:
         self._conninfo = conninfo
         self._pool = AsyncConnectionPool(
-            conninfo, min_size=1, max_size=pool_size, open=False, name="mgw-log",
+            conninfo,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            name="mgw-log",
             kwargs={"autocommit": True},
         )
         self._specs: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
@@ -85,9 +88,7 @@ class EmbeddedLog:
     async def append(self, topic: str, record: OutgoingRecord) -> Position:
         return (await self.append_batch(topic, (record,)))[0]
 
-    async def append_batch(
-        self, topic: str, records: Sequence[OutgoingRecord]
-    ) -> list[Position]:
+    async def append_batch(self, topic: str, records: Sequence[OutgoingRecord]) -> list[Position]:
         n = self.partitions(topic)
         by_partition: dict[int, list[int]] = defaultdict(list)
         for i, r in enumerate(records):
@@ -115,7 +116,7 @@ class EmbeddedLog:
                         raise LogError(f"topic {topic!r} partition {p} has no head row")
                     base = row[0] - len(idx)
                     async with conn.cursor().copy(
-                        "COPY log_records (topic, partition, \"offset\", key, value, headers)"
+                        'COPY log_records (topic, partition, "offset", key, value, headers)'
                         " FROM STDIN"
                     ) as copy:
                         for j, i in enumerate(idx):
@@ -137,17 +138,15 @@ class EmbeddedLog:
     ) -> list[LogRecord]:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT \"offset\", key, value, headers,"
+                'SELECT "offset", key, value, headers,'
                 " (extract(epoch FROM appended_at) * 1000)::bigint"
-                " FROM log_records WHERE topic = %s AND partition = %s AND \"offset\" >= %s"
-                " ORDER BY \"offset\" LIMIT %s",
+                ' FROM log_records WHERE topic = %s AND partition = %s AND "offset" >= %s'
+                ' ORDER BY "offset" LIMIT %s',
                 (topic, partition, offset, max_records),
                 binary=True,
             )
             rows = await cur.fetchall()
-        return [
-            LogRecord(topic, partition, o, k, v, LazyHeaders(h), ts) for o, k, v, h, ts in rows
-        ]
+        return [LogRecord(topic, partition, o, k, v, LazyHeaders(h), ts) for o, k, v, h, ts in rows]
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         async with self._pool.connection() as conn:

@@ -40,8 +40,17 @@ def to_records(events: Sequence[Any]) -> list[LogRecord]:
         headers = m.headers or ()
         if isinstance(headers, dict):
             headers = tuple(headers.items())
-        out.append(LogRecord(m.topic, m.partition, m.offset, m.key, m.value,
-                             tuple(headers), int((m.timestamp or 0) * 1000)))
+        out.append(
+            LogRecord(
+                m.topic,
+                m.partition,
+                m.offset,
+                m.key,
+                m.value,
+                tuple(headers),
+                int((m.timestamp or 0) * 1000),
+            )
+        )
     return out
 
 
@@ -173,11 +182,15 @@ def run_workers(settings: Settings, projector_name: str | None) -> int:
     if projector_name:
         return run_worker(settings, projector_name)
     if not settings.qdrant_url:
-        log.warning("QDRANT_URL is not set: Qdrant local mode admits one process, so only "
-                    "the catalog worker writes vectors; set QDRANT_URL for a fleet")
+        log.warning(
+            "QDRANT_URL is not set: Qdrant local mode admits one process, so only "
+            "the catalog worker writes vectors; set QDRANT_URL for a fleet"
+        )
     children = [
-        subprocess.Popen([sys.executable, "-m", "mgw.cli", "worker", "--projector", p.name],
-                         env=os.environ.copy())
+        subprocess.Popen(
+            [sys.executable, "-m", "mgw.cli", "worker", "--projector", p.name],
+            env=os.environ.copy(),
+        )
         for p in PROJECTORS
     ]
 

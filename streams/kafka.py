@@ -64,8 +64,7 @@ class KafkaLog:
         self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
         self._meta = Consumer(self._consumer_config())
         # Delivery reports are served by poll(); a thread keeps polling so appends resolve.
-        self._poller = threading.Thread(target=self._poll_loop, name="mgw-kafka-poll",
-                                        daemon=True)
+        self._poller = threading.Thread(target=self._poll_loop, name="mgw-kafka-poll", daemon=True)
         self._poller.start()
         return self
 
@@ -106,10 +105,14 @@ class KafkaLog:
         assert self._admin is not None
         existing = (await self._run(self._admin.list_topics, None, 10)).topics
         new = [
-            NewTopic(s.name, num_partitions=s.partitions,
-                     replication_factor=self.replication_factor,
-                     config={"retention.ms": str(s.retention_ms)})
-            for s in specs if s.name not in existing
+            NewTopic(
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=self.replication_factor,
+                config={"retention.ms": str(s.retention_ms)},
+            )
+            for s in specs
+            if s.name not in existing
         ]
         if new:
             for topic, fut in self._admin.create_topics(new, operation_timeout=10).items():
@@ -122,8 +125,9 @@ class KafkaLog:
         for s in specs:
             got = len(meta[s.name].partitions) if s.name in meta else 0
             if got and got != s.partitions:
-                raise LogError(f"topic {s.name} exists with {got} partitions, spec says "
-                               f"{s.partitions}")
+                raise LogError(
+                    f"topic {s.name} exists with {got} partitions, spec says {s.partitions}"
+                )
             self._partitions[s.name] = got or s.partitions
 
     def partitions(self, topic: str) -> int:
@@ -138,9 +142,7 @@ class KafkaLog:
     async def append(self, topic: str, record: OutgoingRecord) -> Position:
         return (await self.append_batch(topic, (record,)))[0]
 
-    async def append_batch(
-        self, topic: str, records: Sequence[OutgoingRecord]
-    ) -> list[Position]:
+    async def append_batch(self, topic: str, records: Sequence[OutgoingRecord]) -> list[Position]:
         assert self._producer is not None
         loop = asyncio.get_running_loop()
         n = self.partitions(topic)
@@ -150,11 +152,13 @@ class KafkaLog:
             def cb(err: KafkaError | None, msg: Any) -> None:
                 if err is not None:
                     exc: Exception = (TransientLogError if err.retriable() else LogError)(
-                        f"append to {topic} failed: {err}")
+                        f"append to {topic} failed: {err}"
+                    )
                     loop.call_soon_threadsafe(_set_exc, fut, exc)
                 else:
                     pos = Position(msg.topic(), msg.partition(), msg.offset())
                     loop.call_soon_threadsafe(_set_result, fut, pos)
+
             return cb
 
         for r in records:
@@ -163,8 +167,12 @@ class KafkaLog:
             while True:
                 try:
                     self._producer.produce(
-                        topic, value=r.value, key=r.key, partition=partition_for(r.key, n),
-                        headers=list(r.headers), on_delivery=deliver(fut),
+                        topic,
+                        value=r.value,
+                        key=r.key,
+                        partition=partition_for(r.key, n),
+                        headers=list(r.headers),
+                        on_delivery=deliver(fut),
                     )
                     break
                 except BufferError:  # local queue full: let deliveries drain
@@ -179,9 +187,9 @@ class KafkaLog:
         async with lock:
             return await self._run(self._read_sync, topic, partition, offset, max_records)
 
-    def _read_sync(self, topic: str, partition: int, offset: int, max_records: int) -> (
-        list[LogRecord]
-    ):
+    def _read_sync(
+        self, topic: str, partition: int, offset: int, max_records: int
+    ) -> list[LogRecord]:
         key = (topic, partition)
         entry = self._readers.get(key)
         if entry is None:
@@ -202,8 +210,11 @@ class KafkaLog:
             if m.offset() < offset:
                 continue
             _, ts = m.timestamp()
-            out.append(LogRecord(topic, partition, m.offset(), m.key(), m.value(),
-                                 tuple(m.headers() or ()), ts))
+            out.append(
+                LogRecord(
+                    topic, partition, m.offset(), m.key(), m.value(), tuple(m.headers() or ()), ts
+                )
+            )
         nxt = out[-1].offset + 1 if out else offset
         self._readers[key] = (consumer, nxt)
         return out
@@ -215,8 +226,12 @@ class KafkaLog:
     def _end_offsets_sync(self, topic: str, n: int) -> list[tuple[int, int]]:
         assert self._meta is not None
         return [
-            (p, self._meta.get_watermark_offsets(TopicPartition(topic, p), timeout=5,
-                                                 cached=False)[1])
+            (
+                p,
+                self._meta.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[
+                    1
+                ],
+            )
             for p in range(n)
         ]
 

@@ -119,9 +119,7 @@ class EventLog(Protocol):
     async def close(self) -> None: ...
 
 
-async def wait_any(
-    log: EventLog, waits: Sequence[tuple[str, int, int]], timeout: float
-) -> bool:
+async def wait_any(log: EventLog, waits: Sequence[tuple[str, int, int]], timeout: float) -> bool:
     """Wait until any of several (topic, partition, offset) has a record."""
     if not waits:
         await asyncio.sleep(timeout)

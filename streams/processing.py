@@ -58,16 +58,21 @@ class ProjectionPipeline:
     def decode(self, records: Sequence[LogRecord]) -> Decoded:
         good: list[Envelope] = []
         bad: list[DeadLetter] = []
-        for r, item in zip(records, self.codec.decode_many([r.value for r in records]),
-                           strict=True):
+        for r, item in zip(
+            records, self.codec.decode_many([r.value for r in records]), strict=True
+        ):
             if isinstance(item, CodecError):
                 bad.append(DeadLetter(r, "decode", f"{type(item).__name__}: {item}"))
                 continue
             event_type, payload = item
             env = Envelope(
-                r.topic, r.partition, r.offset,
+                r.topic,
+                r.partition,
+                r.offset,
                 (r.key or b"").decode("utf-8", "replace"),
-                event_type, payload, r.headers,
+                event_type,
+                payload,
+                r.headers,
             )
             try:
                 self.projector.check(env)
@@ -94,7 +99,9 @@ class ProjectionPipeline:
             checkpoints = await self._lock_checkpoints(conn, list(last))
             fresh = [e for e in good if e.offset > checkpoints[(e.topic, e.partition)]]
             fresh_bad = [
-                d for d in bad if d.record.offset > checkpoints[(d.record.topic, d.record.partition)]
+                d
+                for d in bad
+                if d.record.offset > checkpoints[(d.record.topic, d.record.partition)]
             ]
             applied = None
             if fresh:
@@ -104,8 +111,11 @@ class ProjectionPipeline:
                 await send_dead_letters(self.log, self.name, fresh_bad)
             await self._advance_checkpoints(conn, last, checkpoints)
 
-        redelivered = good if applied is None else [
-            e for e in good if e.offset <= checkpoints[(e.topic, e.partition)]]
+        redelivered = (
+            good
+            if applied is None
+            else [e for e in good if e.offset <= checkpoints[(e.topic, e.partition)]]
+        )
         await self.projector.sync_side_stores(self.stores, applied, redelivered)
         next_offsets = {k: o + 1 for k, o in last.items()}
         await self._advance_watermarks(next_offsets)
@@ -130,8 +140,12 @@ class ProjectionPipeline:
         except Exception as exc:
             if _is_transient(exc):
                 raise
-            log.warning("%s: batch of %d failed (%s); isolating the poison record",
-                        self.name, len(batch), exc)
+            log.warning(
+                "%s: batch of %d failed (%s); isolating the poison record",
+                self.name,
+                len(batch),
+                exc,
+            )
         letters: list[DeadLetter] = []
         by_offset = {(r.topic, r.partition, r.offset): r for r in records}
         applied: list[Any] = []
@@ -152,14 +166,14 @@ class ProjectionPipeline:
         topics = [t for t, _ in parts]
         partitions = [p for _, p in parts]
         await conn.execute(
-            "INSERT INTO projection_checkpoints (projector, topic, partition, \"offset\")"
+            'INSERT INTO projection_checkpoints (projector, topic, partition, "offset")'
             " SELECT %s, t, p, -1 FROM unnest(%s::text[], %s::int[]) AS u(t, p)"
             " ON CONFLICT DO NOTHING",
             (self.name, topics, partitions),
         )
         # FOR UPDATE: two workers that briefly share a partition (a rebalance) serialize here.
         cur = await conn.execute(
-            "SELECT topic, partition, \"offset\" FROM projection_checkpoints"
+            'SELECT topic, partition, "offset" FROM projection_checkpoints'
             " WHERE projector = %s AND (topic, partition) IN"
             " (SELECT * FROM unnest(%s::text[], %s::int[])) ORDER BY topic, partition FOR UPDATE",
             (self.name, topics, partitions),
@@ -176,7 +190,7 @@ class ProjectionPipeline:
         if not moved:
             return
         await conn.execute(
-            "UPDATE projection_checkpoints c SET \"offset\" = u.o"
+            'UPDATE projection_checkpoints c SET "offset" = u.o'
             " FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)"
             " WHERE c.projector = %s AND c.topic = u.t AND c.partition = u.p",
             ([k[0] for k, _ in moved], [k[1] for k, _ in moved], [o for _, o in moved], self.name),
@@ -191,8 +205,12 @@ class ProjectionPipeline:
                 " ON CONFLICT (projector, topic, partition) DO UPDATE"
                 " SET next_offset = GREATEST(projection_watermarks.next_offset,"
                 " EXCLUDED.next_offset), updated_at = now()",
-                (self.name, [k[0] for k, _ in items], [k[1] for k, _ in items],
-                 [o for _, o in items]),
+                (
+                    self.name,
+                    [k[0] for k, _ in items],
+                    [k[1] for k, _ in items],
+                    [o for _, o in items],
+                ),
             )
 
 

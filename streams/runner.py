@@ -172,8 +172,12 @@ class EmbeddedRunner:
         linger_ms: int = 10,
     ) -> None:
         self.loops = [
-            ProjectorLoop(ProjectionPipeline(p, stores, log_), log_, batch_size=batch_size,
-                          linger_ms=linger_ms)
+            ProjectorLoop(
+                ProjectionPipeline(p, stores, log_),
+                log_,
+                batch_size=batch_size,
+                linger_ms=linger_ms,
+            )
             for p in projectors
         ]
         self.stores = stores
@@ -186,8 +190,10 @@ class EmbeddedRunner:
     async def run(self, stop: asyncio.Event) -> None:
         await self.prepare()
         started = time.monotonic()
-        tasks = [asyncio.create_task(loop.run(stop), name=f"projector-{loop.name}")
-                 for loop in self.loops]
+        tasks = [
+            asyncio.create_task(loop.run(stop), name=f"projector-{loop.name}")
+            for loop in self.loops
+        ]
         log.info("runner started %d projectors in %.2fs", len(tasks), time.monotonic() - started)
         try:
             await asyncio.gather(*tasks)

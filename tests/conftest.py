@@ -98,8 +98,9 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def settings(db_uri: str, redis_url: str, tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=db_uri, redis_url=redis_url,
-                    batch_linger_ms=0)
+    return Settings(
+        data_dir=tmp_path / "data", database_url=db_uri, redis_url=redis_url, batch_linger_ms=0
+    )
 
 
 @pytest.fixture

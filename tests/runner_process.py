@@ -25,8 +25,9 @@ async def main(db_uri: str, redis_url: str, batch_size: int, names: list[str]) -
     stores = Stores(pg=pool, redis=aioredis.from_url(redis_url))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    runner = EmbeddedRunner(log, stores, [by_name(n) for n in names], batch_size=batch_size,
-                            linger_ms=0)
+    runner = EmbeddedRunner(
+        log, stores, [by_name(n) for n in names], batch_size=batch_size, linger_ms=0
+    )
     print("running", flush=True)
     await runner.run(stop)
     await log.close()

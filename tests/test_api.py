@@ -22,8 +22,12 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 def _movie(**over: object) -> dict[str, object]:
     body: dict[str, object] = {
-        "title": "Toy Story", "year": 1995, "kind": "movie", "runtime_min": 81,
-        "genres": ["Animation", "Comedy"], "overview": "Woody and Buzz.",
+        "title": "Toy Story",
+        "year": 1995,
+        "kind": "movie",
+        "runtime_min": 81,
+        "genres": ["Animation", "Comedy"],
+        "overview": "Woody and Buzz.",
         "external_ids": {"imdb": "tt0114709", "tmdb": 862},
     }
     body.update(over)
@@ -44,35 +48,46 @@ def test_content_round_trip_with_read_your_writes(client: TestClient) -> None:
     assert doc["external_ids"] == {"imdb": "tt0114709", "tmdb": "862"}
     # an upsert with the same id replaces the title's fields
     r2 = client.post("/v1/content", json=_movie(content_id=cid, title="Toy Story (Director's)"))
-    doc2 = client.get(f"/v1/content/{cid}",
-                      headers={"X-Consistency-Token": r2.json()["position"]}).json()
+    doc2 = client.get(
+        f"/v1/content/{cid}", headers={"X-Consistency-Token": r2.json()["position"]}
+    ).json()
     assert doc2["title"] == "Toy Story (Director's)"
 
 
 def test_continue_watching_end_to_end(client: TestClient) -> None:
     cid = client.post("/v1/content", json=_movie(content_id="toy-story")).json()["content_id"]
-    body = {"content_id": cid, "device_id": "tv", "kind": "start", "position_s": 0,
-            "duration_s": 4860}
+    body = {
+        "content_id": cid,
+        "device_id": "tv",
+        "kind": "start",
+        "position_s": 0,
+        "duration_s": 4860,
+    }
     assert client.post("/v1/playback/events", json=body, headers=ALICE).status_code == 202
-    r = client.post("/v1/playback/events", headers=ALICE,
-                    json={**body, "kind": "progress", "position_s": 1215})
+    r = client.post(
+        "/v1/playback/events", headers=ALICE, json={**body, "kind": "progress", "position_s": 1215}
+    )
     token = r.json()["position"]
-    cw = client.get("/v1/me/continue-watching",
-                    headers={**ALICE, "X-Consistency-Token": token}).json()
+    cw = client.get(
+        "/v1/me/continue-watching", headers={**ALICE, "X-Consistency-Token": token}
+    ).json()
     assert cw["next_cursor"] is None
     [item] = cw["items"]
     assert item["content_id"] == cid and item["title"] == "Toy Story"
     assert item["position_s"] == 1215 and item["duration_s"] == 4860
     assert item["progress"] == 0.25 and item["updated_at"]
     # another user sees nothing of alice's
-    bob = client.get("/v1/me/continue-watching",
-                     headers={"X-User-Id": "bob", "X-Consistency-Token": token})
+    bob = client.get(
+        "/v1/me/continue-watching", headers={"X-User-Id": "bob", "X-Consistency-Token": token}
+    )
     assert bob.json()["items"] == []
     # finishing the title removes it
-    r = client.post("/v1/playback/events", headers=ALICE,
-                    json={**body, "kind": "stop", "position_s": 4800})
-    cw = client.get("/v1/me/continue-watching",
-                    headers={**ALICE, "X-Consistency-Token": r.json()["position"]}).json()
+    r = client.post(
+        "/v1/playback/events", headers=ALICE, json={**body, "kind": "stop", "position_s": 4800}
+    )
+    cw = client.get(
+        "/v1/me/continue-watching", headers={**ALICE, "X-Consistency-Token": r.json()["position"]}
+    ).json()
     assert cw["items"] == []
 
 
@@ -87,33 +102,69 @@ def test_bad_input_is_named(client: TestClient) -> None:
     _problem(client.post("/v1/content", json=_movie(year=1200)), 422, "year")
     _problem(client.post("/v1/content", json=_movie(title="")), 422, "title")
     _problem(client.post("/v1/content", json=_movie(kind="podcast")), 422, "kind")
-    _problem(client.post("/v1/content", json=_movie(external_ids={"imdb": "123"})), 422,
-             "external_ids.imdb")
+    _problem(
+        client.post("/v1/content", json=_movie(external_ids={"imdb": "123"})),
+        422,
+        "external_ids.imdb",
+    )
     _problem(client.post("/v1/content", json=_movie(colour="red")), 422, "colour")
     _problem(client.post("/v1/content", json=_movie(kind="episode")), 422, "series_id")
-    _problem(client.post("/v1/content", content=b"{not json",
-                         headers={"content-type": "application/json"}), 400, "body")
-    _problem(client.post("/v1/content", content=b"x" * (1 << 20 + 1),
-                         headers={"content-type": "application/json"}), 413, "body")
+    _problem(
+        client.post(
+            "/v1/content", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        400,
+        "body",
+    )
+    _problem(
+        client.post(
+            "/v1/content",
+            content=b"x" * (1 << 20 + 1),
+            headers={"content-type": "application/json"},
+        ),
+        413,
+        "body",
+    )
     play = {"content_id": "c", "device_id": "d", "kind": "progress", "position_s": 10}
     _problem(client.post("/v1/playback/events", json=play), 401, "X-User-Id")
-    _problem(client.post("/v1/playback/events", json=play, headers={"X-User-Id": "a b"}), 401,
-             "X-User-Id")
-    _problem(client.post("/v1/playback/events", json={**play, "kind": "pause"}, headers=ALICE),
-             422, "kind")
-    _problem(client.post("/v1/playback/events", json={**play, "position_s": -3}, headers=ALICE),
-             422, "position_s")
-    _problem(client.post("/v1/playback/events",
-                         json={**play, "position_s": 500, "duration_s": 100}, headers=ALICE),
-             422, "position_s")
+    _problem(
+        client.post("/v1/playback/events", json=play, headers={"X-User-Id": "a b"}),
+        401,
+        "X-User-Id",
+    )
+    _problem(
+        client.post("/v1/playback/events", json={**play, "kind": "pause"}, headers=ALICE),
+        422,
+        "kind",
+    )
+    _problem(
+        client.post("/v1/playback/events", json={**play, "position_s": -3}, headers=ALICE),
+        422,
+        "position_s",
+    )
+    _problem(
+        client.post(
+            "/v1/playback/events",
+            json={**play, "position_s": 500, "duration_s": 100},
+            headers=ALICE,
+        ),
+        422,
+        "position_s",
+    )
     _problem(client.get("/v1/me/continue-watching"), 401, "X-User-Id")
     _problem(client.get("/v1/me/continue-watching?limit=0", headers=ALICE), 422, "limit")
     _problem(client.get("/v1/me/continue-watching?cursor=%%%", headers=ALICE), 422, "cursor")
     _problem(client.get("/v1/content/nope"), 404, "content_id")
-    _problem(client.get("/v1/content/x", headers={"X-Consistency-Token": "garbage"}), 400,
-             "X-Consistency-Token")
-    _problem(client.get("/v1/content/x", headers={"X-Consistency-Token": "playback.events:0:1"}),
-             400, "X-Consistency-Token")
+    _problem(
+        client.get("/v1/content/x", headers={"X-Consistency-Token": "garbage"}),
+        400,
+        "X-Consistency-Token",
+    )
+    _problem(
+        client.get("/v1/content/x", headers={"X-Consistency-Token": "playback.events:0:1"}),
+        400,
+        "X-Consistency-Token",
+    )
 
 
 def test_token_the_projection_cannot_reach_answers_503(settings: Settings) -> None:
@@ -121,8 +172,10 @@ def test_token_the_projection_cannot_reach_answers_503(settings: Settings) -> No
     with TestClient(create_app(fast, run_projectors=False)) as c:
         r = c.post("/v1/content", json=_movie())
         assert r.status_code == 202
-        got = c.get(f"/v1/content/{r.json()['content_id']}",
-                    headers={"X-Consistency-Token": r.json()["position"]})
+        got = c.get(
+            f"/v1/content/{r.json()['content_id']}",
+            headers={"X-Consistency-Token": r.json()["position"]},
+        )
         _problem(got, 503, "X-Consistency-Token")
         assert got.headers["Retry-After"] == "1"
         ready = c.get("/ready").json()
@@ -132,8 +185,10 @@ def test_token_the_projection_cannot_reach_answers_503(settings: Settings) -> No
 def test_health_ready_metrics(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     r = client.post("/v1/content", json=_movie())
-    client.get(f"/v1/content/{r.json()['content_id']}",
-               headers={"X-Consistency-Token": r.json()["position"]})
+    client.get(
+        f"/v1/content/{r.json()['content_id']}",
+        headers={"X-Consistency-Token": r.json()["position"]},
+    )
     ready = client.get("/ready")
     assert ready.status_code == 200
     body = ready.json()

@@ -36,9 +36,13 @@ def _free_port() -> int:
 
 def _mgw(*args: str, env: dict[str, str] | None = None, out: Path) -> subprocess.Popen[bytes]:
     with open(out, "ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "mgw.cli", *args], cwd=ROOT,
-                                env={**os.environ, **(env or {})}, stdout=fh,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "mgw.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _wait_for(fn, what: str, out: Path, proc: subprocess.Popen[bytes], timeout: float = 120):  # type: ignore[no-untyped-def]
@@ -63,23 +67,45 @@ def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     proc = _mgw("up", "--demo", "--data-dir", str(data), "--port", str(port), env=env, out=out)
     try:
         _wait_for(lambda: httpx.get(f"{base}/ready").status_code == 200, "ready", out, proc)
-        doc = _wait_for(lambda: (r := httpx.get(f"{base}/v1/content/{toy}")).status_code == 200
-                        and r.json(), "demo title", out, proc)
+        doc = _wait_for(
+            lambda: (r := httpx.get(f"{base}/v1/content/{toy}")).status_code == 200 and r.json(),
+            "demo title",
+            out,
+            proc,
+        )
         assert doc["title"] == "Toy Story" and doc["year"] == 1995
         assert doc["external_ids"] == {"imdb": "tt0114709", "tmdb": "862"}
         alice = {"X-User-Id": "demo-alice"}
-        cw = _wait_for(lambda: httpx.get(f"{base}/v1/me/continue-watching", headers=alice)
-                       .json()["items"], "demo playback", out, proc)
+        cw = _wait_for(
+            lambda: httpx.get(f"{base}/v1/me/continue-watching", headers=alice).json()["items"],
+            "demo playback",
+            out,
+            proc,
+        )
         assert all(0.05 <= i["progress"] <= 0.9 for i in cw)
-        r = httpx.post(f"{base}/v1/playback/events", headers=alice, json={
-            "content_id": toy, "device_id": "phone", "kind": "progress", "position_s": 1800,
-            "duration_s": 4860})
+        r = httpx.post(
+            f"{base}/v1/playback/events",
+            headers=alice,
+            json={
+                "content_id": toy,
+                "device_id": "phone",
+                "kind": "progress",
+                "position_s": 1800,
+                "duration_s": 4860,
+            },
+        )
         assert r.status_code == 202
-        cw = httpx.get(f"{base}/v1/me/continue-watching", headers={
-            **alice, "X-Consistency-Token": r.headers["X-Consistency-Token"]}).json()["items"]
+        cw = httpx.get(
+            f"{base}/v1/me/continue-watching",
+            headers={**alice, "X-Consistency-Token": r.headers["X-Consistency-Token"]},
+        ).json()["items"]
         assert cw[0]["content_id"] == toy and cw[0]["title"] == "Toy Story"
-        _wait_for(lambda: httpx.get(f"{base}/ready").json()["projectors"]["catalog"]["lag"] == 0,
-                  "catalog caught up", out, proc)
+        _wait_for(
+            lambda: httpx.get(f"{base}/ready").json()["projectors"]["catalog"]["lag"] == 0,
+            "catalog caught up",
+            out,
+            proc,
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)
@@ -94,8 +120,9 @@ def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         assert httpx.get(f"{base}/v1/content/{toy}").status_code == 200
         time.sleep(1.0)
         metrics = httpx.get(f"{base}/metrics").text
-        applied = re.findall(r'^mgw_records_applied_total\{projector="(\w+)"\} (\S+)$', metrics,
-                             re.M)
+        applied = re.findall(
+            r'^mgw_records_applied_total\{projector="(\w+)"\} (\S+)$', metrics, re.M
+        )
         assert all(float(v) == 0 for _, v in applied), applied
         assert "already in the log" in out2.read_text()
         cw = httpx.get(f"{base}/v1/me/continue-watching", headers=alice).json()["items"]
@@ -112,8 +139,9 @@ async def test_replay_rebuilds_an_identical_projection(
     log = await EmbeddedLog(settings.database_url or "").open()
     pub = Publisher(log)
     await pub.publish_many([content(f"c{i}", f"Title {i}") for i in range(50)])
-    await pub.publish_many([play(f"u{i % 13}", f"c{i % 50}", float(60 * (i % 90)), seconds=i)
-                            for i in range(3000)])
+    await pub.publish_many(
+        [play(f"u{i % 13}", f"c{i % 50}", float(60 * (i % 90)), seconds=i) for i in range(3000)]
+    )
     proj = by_name(projector)
     no_qdrant = Stores(pg=stores.pg, redis=stores.redis)  # the CLI owns the Qdrant directory
     await ProjectorLoop(ProjectionPipeline(proj, no_qdrant, log), log, linger_ms=0).catch_up()
@@ -121,8 +149,12 @@ async def test_replay_rebuilds_an_identical_projection(
     before = await maintenance.checksum(stores, proj)
 
     out = tmp_path / "replay.log"
-    env = {"DATABASE_URL": settings.database_url or "", "REDIS_URL": settings.redis_url or "",
-           "MGW_DATA_DIR": str(settings.data_dir), "KAFKA_BOOTSTRAP_SERVERS": ""}
+    env = {
+        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
+        "MGW_DATA_DIR": str(settings.data_dir),
+        "KAFKA_BOOTSTRAP_SERVERS": "",
+    }
     proc = _mgw("replay", projector, "--no-progress", env=env, out=out)
     assert proc.wait(120) == 0, out.read_text()
     text = out.read_text()

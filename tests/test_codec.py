@@ -22,21 +22,37 @@ from core.codec import (
 FINGERPRINTS = SCHEMA_ROOT.parent / "fingerprints.txt"
 
 PLAY = {
-    "user_id": "u1", "content_id": "c1", "device_id": "tv", "position_s": 61.5,
-    "duration_s": 5400.0, "occurred_at": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
+    "user_id": "u1",
+    "content_id": "c1",
+    "device_id": "tv",
+    "position_s": 61.5,
+    "duration_s": 5400.0,
+    "occurred_at": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
 }
 
 
 def test_round_trip_every_event_type() -> None:
     codec = AvroCodec()
     content = {
-        "content_id": "c1", "kind": "episode", "title": "Pilot", "original_title": "Piloto",
-        "year": 2008, "runtime_min": 58, "genres": ["Drama"], "overview": "A teacher...",
-        "external_ids": {"imdb": "tt0959621", "tmdb": "62085"}, "series_id": "s1",
-        "season": 1, "episode": 1,
+        "content_id": "c1",
+        "kind": "episode",
+        "title": "Pilot",
+        "original_title": "Piloto",
+        "year": 2008,
+        "runtime_min": 58,
+        "genres": ["Drama"],
+        "overview": "A teacher...",
+        "external_ids": {"imdb": "tt0959621", "tmdb": "62085"},
+        "series_id": "s1",
+        "season": 1,
+        "episode": 1,
     }
-    samples = {"ContentUpserted": content, "PlaybackStarted": PLAY,
-               "PlaybackProgressed": PLAY, "PlaybackStopped": PLAY}
+    samples = {
+        "ContentUpserted": content,
+        "PlaybackStarted": PLAY,
+        "PlaybackProgressed": PLAY,
+        "PlaybackStopped": PLAY,
+    }
     assert set(samples) == set(codec.event_types)
     for event_type, payload in samples.items():
         data = codec.encode(event_type, payload)
@@ -125,8 +141,11 @@ def test_every_released_fingerprint_stays_readable() -> None:
 
 def test_every_schema_is_registered_as_released() -> None:
     released = {fp for fp, _ in _released()}
-    missing = [f"{v.fingerprint.hex()} {v.context}/{v.event_type}.v{v.version}"
-               for v in AvroCodec().versions if v.fingerprint not in released]
+    missing = [
+        f"{v.fingerprint.hex()} {v.context}/{v.event_type}.v{v.version}"
+        for v in AvroCodec().versions
+        if v.fingerprint not in released
+    ]
     assert not missing, f"append these lines to schemas/fingerprints.txt: {missing}"
 
 

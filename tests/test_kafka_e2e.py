@@ -25,23 +25,35 @@ ALICE = {"X-User-Id": "alice"}
 
 @pytest.fixture
 def kafka_settings(settings: Settings, kafka: str) -> Settings:
-    return replace(settings, kafka_bootstrap_servers=kafka, consistency_wait_s=2.0,
-                   batch_linger_ms=20)
+    return replace(
+        settings, kafka_bootstrap_servers=kafka, consistency_wait_s=2.0, batch_linger_ms=20
+    )
 
 
 @pytest.fixture
 def workers(kafka_settings: Settings, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     s = kafka_settings
-    env = {**os.environ, "DATABASE_URL": s.database_url or "", "REDIS_URL": s.redis_url or "",
-           "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers or "",
-           "MGW_DATA_DIR": str(s.data_dir), "MGW_BATCH_LINGER_MS": "20",
-           "MGW_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": s.database_url or "",
+        "REDIS_URL": s.redis_url or "",
+        "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers or "",
+        "MGW_DATA_DIR": str(s.data_dir),
+        "MGW_BATCH_LINGER_MS": "20",
+        "MGW_LOG_LEVEL": "WARNING",
+    }
     procs = []
     for name in ("catalog", "playback"):
         with open(tmp_path / f"worker-{name}.log", "wb") as out:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "mgw.cli", "worker", "--projector", name],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "mgw.cli", "worker", "--projector", name],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     yield procs
     for p in procs:
         if p.poll() is None:
@@ -54,8 +66,14 @@ def workers(kafka_settings: Settings, tmp_path: Path) -> Iterator[list[subproces
             p.wait()
 
 
-def _get_when_ready(client: TestClient, url: str, headers: dict[str, str], logs: Path,
-                    procs: list[subprocess.Popen[bytes]], deadline_s: float = 90) -> dict:  # type: ignore[type-arg]
+def _get_when_ready(
+    client: TestClient,
+    url: str,
+    headers: dict[str, str],
+    logs: Path,
+    procs: list[subprocess.Popen[bytes]],
+    deadline_s: float = 90,
+) -> dict:  # type: ignore[type-arg]
     """Workers need a few seconds to join their groups; until then the token times out (503)."""
     deadline = time.monotonic() + deadline_s
     while True:
@@ -65,30 +83,43 @@ def _get_when_ready(client: TestClient, url: str, headers: dict[str, str], logs:
         assert r.status_code == 503 and r.headers["Retry-After"] == "1", r.text
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
             raise AssertionError(
-                "projection never caught up:\n" + "\n".join(
-                    p.read_text()[-3000:] for p in logs.glob("worker-*.log")))
+                "projection never caught up:\n"
+                + "\n".join(p.read_text()[-3000:] for p in logs.glob("worker-*.log"))
+            )
 
 
 def test_post_project_get_on_kafka_with_faust_workers(
     kafka_settings: Settings, workers: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     with TestClient(create_app(kafka_settings, run_projectors=False, with_qdrant=False)) as c:
-        r = c.post("/v1/content", json={"content_id": "heat-1995", "title": "Heat",
-                                        "year": 1995, "genres": ["Crime"]})
+        r = c.post(
+            "/v1/content",
+            json={"content_id": "heat-1995", "title": "Heat", "year": 1995, "genres": ["Crime"]},
+        )
         assert r.status_code == 202
         token = r.json()["position"]
         assert token.startswith("catalog.content:")
-        doc = _get_when_ready(c, "/v1/content/heat-1995", {"X-Consistency-Token": token},
-                              tmp_path, workers)
+        doc = _get_when_ready(
+            c, "/v1/content/heat-1995", {"X-Consistency-Token": token}, tmp_path, workers
+        )
         assert doc["title"] == "Heat" and doc["genres"] == ["Crime"]
 
-        body = {"content_id": "heat-1995", "device_id": "tv", "kind": "progress",
-                "position_s": 2550, "duration_s": 10200}
+        body = {
+            "content_id": "heat-1995",
+            "device_id": "tv",
+            "kind": "progress",
+            "position_s": 2550,
+            "duration_s": 10200,
+        }
         r = c.post("/v1/playback/events", json=body, headers=ALICE)
         assert r.status_code == 202
-        cw = _get_when_ready(c, "/v1/me/continue-watching",
-                             {**ALICE, "X-Consistency-Token": r.json()["position"]}, tmp_path,
-                             workers)
+        cw = _get_when_ready(
+            c,
+            "/v1/me/continue-watching",
+            {**ALICE, "X-Consistency-Token": r.json()["position"]},
+            tmp_path,
+            workers,
+        )
         [item] = cw["items"]
         assert (item["content_id"], item["title"], item["progress"]) == ("heat-1995", "Heat", 0.25)
 

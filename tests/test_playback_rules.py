@@ -32,8 +32,14 @@ def test_resume_position() -> None:
 
 @pytest.mark.parametrize(
     ("position", "duration", "field"),
-    [(-1, 100, "position_s"), (float("nan"), 100, "position_s"), (10, 0, "duration_s"),
-     (10, -5, "duration_s"), (500, 100, "position_s"), (10, 10**7, "duration_s")],
+    [
+        (-1, 100, "position_s"),
+        (float("nan"), 100, "position_s"),
+        (10, 0, "duration_s"),
+        (10, -5, "duration_s"),
+        (500, 100, "position_s"),
+        (10, 10**7, "duration_s"),
+    ],
 )
 def test_implausible_positions_are_named(position: float, duration: float, field: str) -> None:
     v = check_position(position, duration)

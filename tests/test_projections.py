@@ -41,7 +41,8 @@ async def elog(db_uri: str) -> AsyncIterator[EmbeddedLog]:
 async def _count(stores: Stores) -> tuple[int, int]:
     async with stores.pg.connection() as conn:
         cur = await conn.execute(
-            "SELECT count(*), coalesce(sum(event_count), 0) FROM playback_positions")
+            "SELECT count(*), coalesce(sum(event_count), 0) FROM playback_positions"
+        )
         row = await cur.fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
@@ -90,13 +91,15 @@ async def test_continue_watching_follows_thresholds_newest_first(
 ) -> None:
     pub = Publisher(elog)
     loop = ProjectorLoop(ProjectionPipeline(PlaybackProjector(), stores, elog), elog, linger_ms=0)
-    await pub.publish_many([
-        play("u1", "a", 1000, seconds=1),     # 16.7 %: in progress
-        play("u1", "b", 100, seconds=2),      # 1.7 %: not started
-        play("u1", "c", 3000, seconds=3),     # 50 %: in progress, newest
-        play("u1", "d", 3000, None, seconds=4),  # duration unknown: not offered
-        play("u2", "a", 3000, seconds=5),     # someone else
-    ])
+    await pub.publish_many(
+        [
+            play("u1", "a", 1000, seconds=1),  # 16.7 %: in progress
+            play("u1", "b", 100, seconds=2),  # 1.7 %: not started
+            play("u1", "c", 3000, seconds=3),  # 50 %: in progress, newest
+            play("u1", "d", 3000, None, seconds=4),  # duration unknown: not offered
+            play("u2", "a", 3000, seconds=5),  # someone else
+        ]
+    )
     await loop.catch_up()
     items, nxt = await continue_watching(stores.redis, stores.pg, "u1")
     assert [i.content_id for i in items] == ["c", "a"] and nxt is None
@@ -109,15 +112,18 @@ async def test_continue_watching_follows_thresholds_newest_first(
     await loop.catch_up()
     seen, cursor = [], None
     while True:
-        page, cursor = await continue_watching(stores.redis, stores.pg, "u3", limit=3,
-                                               before=cursor)
+        page, cursor = await continue_watching(
+            stores.redis, stores.pg, "u3", limit=3, before=cursor
+        )
         seen += [i.content_id for i in page]
         if cursor is None:
             break
     assert seen == [f"m{i}" for i in reversed(range(7))]
 
 
-async def test_poison_records_go_to_the_dead_letter_topic(elog: EmbeddedLog, stores: Stores) -> None:
+async def test_poison_records_go_to_the_dead_letter_topic(
+    elog: EmbeddedLog, stores: Stores
+) -> None:
     codec = default_codec()
     good = play("u1", "c1", 1200)
     rejected = play("u1", "c2", 9000, 100)  # position far past duration
@@ -126,8 +132,12 @@ async def test_poison_records_go_to_the_dead_letter_topic(elog: EmbeddedLog, sto
     pub = Publisher(elog)
     await elog.append(PLAYBACK.name, garbage)
     await elog.append(PLAYBACK.name, unknown)
-    await elog.append(PLAYBACK.name, OutgoingRecord(b"u1", codec.encode(
-        rejected.event_type, rejected.payload), rejected.headers()))
+    await elog.append(
+        PLAYBACK.name,
+        OutgoingRecord(
+            b"u1", codec.encode(rejected.event_type, rejected.payload), rejected.headers()
+        ),
+    )
     await pub.publish(good)
     loop = ProjectorLoop(ProjectionPipeline(PlaybackProjector(), stores, elog), elog, linger_ms=0)
     await loop.catch_up()
@@ -150,22 +160,26 @@ async def test_poison_records_go_to_the_dead_letter_topic(elog: EmbeddedLog, sto
 
 async def test_catalog_writes_rows_and_vectors(elog: EmbeddedLog, stores: Stores) -> None:
     pub = Publisher(elog)
-    await pub.publish_many([
-        content("c1", "Toy Story", genres=["Animation", "Comedy", "animation"]),
-        content("c2", "Heat"),
-        content("c1", "Toy Story", year=1996, genres=["Animation"]),  # later upsert wins
-        content("c3", "  "),  # rejected: empty title
-    ])
+    await pub.publish_many(
+        [
+            content("c1", "Toy Story", genres=["Animation", "Comedy", "animation"]),
+            content("c2", "Heat"),
+            content("c1", "Toy Story", year=1996, genres=["Animation"]),  # later upsert wins
+            content("c3", "  "),  # rejected: empty title
+        ]
+    )
     proj = CatalogProjector()
     await proj.prepare(stores)
     loop = ProjectorLoop(ProjectionPipeline(proj, stores, elog), elog, linger_ms=0)
     await loop.catch_up()
     async with stores.pg.connection() as conn:
-        rows = await (await conn.execute(
-            "SELECT content_id, year, genres FROM content ORDER BY 1")).fetchall()
+        rows = await (
+            await conn.execute("SELECT content_id, year, genres FROM content ORDER BY 1")
+        ).fetchall()
     assert rows == [("c1", 1996, ["Animation"]), ("c2", 1995, ["Drama"])]
-    points = await stores.qdrant.retrieve(COLLECTION, [point_id("c1"), point_id("c2")],
-                                          with_vectors=True)
+    points = await stores.qdrant.retrieve(
+        COLLECTION, [point_id("c1"), point_id("c2")], with_vectors=True
+    )
     assert {p.payload["content_id"] for p in points} == {"c1", "c2"}
     assert all(abs(sum(v * v for v in p.vector) - 1) < 1e-6 for p in points)
     dlq = await _read_everything(elog, f"{CATALOG.name}.dlq")
@@ -176,7 +190,9 @@ def _spawn(db_uri: str, redis_url: str, log_path: Path) -> subprocess.Popen[byte
     with open(log_path, "ab") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "tests.runner_process", db_uri, redis_url, "200", "playback"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
 
 
@@ -184,7 +200,8 @@ async def _applied_through(stores: Stores) -> int:
     async with stores.pg.connection() as conn:
         cur = await conn.execute(
             "SELECT coalesce(sum(next_offset), 0) FROM projection_watermarks"
-            " WHERE projector = 'playback'")
+            " WHERE projector = 'playback'"
+        )
         row = await cur.fetchone()
     return int(row[0]) if row else 0
 
@@ -194,8 +211,15 @@ async def test_killed_runner_loses_and_duplicates_nothing(
 ) -> None:
     errors = tmp_path / "runner.log"
     rng = random.Random(3)
-    events = [play(f"u{rng.randrange(300)}", f"c{rng.randrange(40)}",
-                   float(rng.randrange(0, 6000)), seconds=i) for i in range(20000)]
+    events = [
+        play(
+            f"u{rng.randrange(300)}",
+            f"c{rng.randrange(40)}",
+            float(rng.randrange(0, 6000)),
+            seconds=i,
+        )
+        for i in range(20000)
+    ]
     pub = Publisher(elog)
     for i in range(0, len(events), 5000):
         await pub.publish_many(events[i : i + 5000])
@@ -227,14 +251,18 @@ async def test_killed_runner_loses_and_duplicates_nothing(
     for e in events:  # same key -> same partition -> log order == append order here
         expected[(e.key, e.payload["content_id"])] = e.payload["position_s"]
     async with stores.pg.connection() as conn:
-        rows = await (await conn.execute(
-            "SELECT user_id, content_id, position_s FROM playback_positions")).fetchall()
+        rows = await (
+            await conn.execute("SELECT user_id, content_id, position_s FROM playback_positions")
+        ).fetchall()
     assert {(u, c): p for u, c, p in rows} == expected
     # Redis agrees with PostgreSQL for every user
     from domain.playback import ProgressState, classify
 
     for user in {k[0] for k in keys}:
         items, _ = await continue_watching(stores.redis, stores.pg, user, limit=100)
-        want = {c for (u, c), pos in expected.items()
-                if u == user and classify(pos, 6000.0) is ProgressState.IN_PROGRESS}
+        want = {
+            c
+            for (u, c), pos in expected.items()
+            if u == user and classify(pos, 6000.0) is ProgressState.IN_PROGRESS
+        }
         assert {i.content_id for i in items} == want
