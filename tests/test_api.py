@@ -200,3 +200,16 @@ def test_health_ready_metrics(client: TestClient) -> None:
     assert 'mgw_records_applied_total{projector="catalog"}' in text
     assert "mgw_projector_batch_seconds_bucket" in text
     assert "mgw_projector_lag_records" in text
+
+
+def test_ready_is_503_when_a_dependency_is_down(settings: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    dead = replace(settings, redis_url=f"unix://{tmp_path}/no-redis-here.sock")
+    with TestClient(create_app(dead)) as c:
+        r = c.get("/ready")
+        assert r.status_code == 503
+        body = r.json()
+        assert body["status"] == "unavailable"
+        assert body["dependencies"]["redis"]["status"] == "down"
+        assert body["dependencies"]["redis"]["error"]
+        assert body["dependencies"]["postgres"]["status"] == "up"
+        assert c.get("/health").status_code == 200  # liveness does not depend on Redis
