@@ -71,6 +71,10 @@ def make_app(settings: Settings, projector_name: str) -> Any:
         broker_max_poll_records=settings.batch_size,
         stream_buffer_maxsize=settings.batch_size * 4,
         stream_wait_empty=False,
+        # A crashed worker's partitions move to the others once its session expires:
+        # 10 s instead of Faust's 60 s keeps that gap short.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
     )
     topic = app.topic(*projector.topics, value_serializer="raw", key_serializer="raw")
     state: dict[str, Any] = {}
@@ -90,6 +94,7 @@ def make_app(settings: Settings, projector_name: str) -> Any:
             # offsets. So the batch must be fully applied before the body is left: errors
             # are retried here, and a shutdown lets the batch in flight finish first.
             work = asyncio.ensure_future(_apply_until_done(pipeline, records, projector_name))
+            state["inflight"] = work
             try:
                 await asyncio.shield(work)
             except asyncio.CancelledError:
@@ -97,12 +102,15 @@ def make_app(settings: Settings, projector_name: str) -> Any:
                 raise
 
     @app.on_before_shutdown.connect
-    async def _close(app: Any, **kwargs: Any) -> None:
-        for closer in reversed(state.get("closers", [])):
-            try:
-                await closer()
-            except Exception:
-                pass
+    async def _drain(app: Any, **kwargs: Any) -> None:
+        # Faust stops the consumer (committing acked offsets) before this signal, but the
+        # agent may still be applying a batch: let it land. The stores are deliberately
+        # not closed here: the agent can pick up one more buffered batch after this point,
+        # and a closed pool would fail it (its offsets are no longer committed, so it is
+        # simply redelivered to the next worker). Process exit closes the connections.
+        inflight = state.get("inflight")
+        if inflight is not None and not inflight.done():
+            await asyncio.wait({inflight}, timeout=120)
 
     return app
 
@@ -144,7 +152,6 @@ async def _open_pipeline(settings: Settings, name: str, state: dict[str, Any]) -
     await klog.ensure_topics(ALL_TOPICS)
     stores = Stores(pg=pool, redis=redis, qdrant=qdrant)
     await projector.prepare(stores)
-    state["closers"] = [pool.close, redis.aclose, klog.close] + ([qdrant.close] if qdrant else [])
     return ProjectionPipeline(projector, stores, klog)
 
 
