@@ -7,6 +7,7 @@ per-event agent, in one run on this machine.
 (b) kafka:    `mgw worker --projector playback` processes (Faust, one consumer group)
               reading a local KRaft broker; timed from the first applied batch to the last,
               so worker start-up and group join are not counted (they are reported).
+              Then the same with `--runtime confluent` (librdkafka consumer group).
 (c) naive:    what a plain per-event agent does: decode one event, one autocommit UPSERT,
               next event. Timed on the first --naive-sample events (at ~2,500/s the whole
               set would take minutes; the rate is what is compared).
@@ -145,7 +146,14 @@ async def kafka_append(bootstrap: str, records: list[OutgoingRecord]) -> float:
 
 
 def bench_kafka(
-    uri: str, redis_url: str, bootstrap: str, n: int, batch_size: int, workers: int, logdir: Path
+    uri: str,
+    redis_url: str,
+    bootstrap: str,
+    n: int,
+    batch_size: int,
+    workers: int,
+    logdir: Path,
+    runtime: str = "faust",
 ) -> dict[str, float]:
     env = {
         **os.environ,
@@ -159,10 +167,19 @@ def bench_kafka(
     procs = []
     started = time.perf_counter()
     for w in range(workers):
-        with open(logdir / f"worker-{w}.log", "wb") as out:
+        with open(logdir / f"worker-{runtime}-{w}.log", "wb") as out:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "mgw.cli", "worker", "--projector", "playback"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "mgw.cli",
+                        "worker",
+                        "--projector",
+                        "playback",
+                        "--runtime",
+                        runtime,
+                    ],
                     cwd=ROOT,
                     env=env,
                     stdout=out,
@@ -197,6 +214,20 @@ def bench_kafka(
         "startup_s": first_at - started,
         "first_batch": first_n,
     }
+
+
+def forget_group(bootstrap: str, group: str) -> None:
+    """Drop a consumer group's committed offsets, so the next run starts from the top."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for _ in range(50):  # the group empties a moment after its workers exit
+        try:
+            admin.delete_consumer_groups([group])[group].result(timeout=10)
+            return
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError(f"could not delete consumer group {group}")
 
 
 def bench_naive(uri: str, records: list[OutgoingRecord], sample: int) -> dict[str, float]:
@@ -267,6 +298,7 @@ def main() -> None:
         naive = bench_naive(create_db(pg.uri, "bench_naive"), records, args.naive_sample)
         print(f"naive:    {naive['eps']:,.0f} events/s", file=sys.stderr)
         kafka: dict[str, float] = {}
+        confluent: dict[str, float] = {}
         if not args.skip_kafka:
             from tests.kafka_broker import start_broker
 
@@ -283,8 +315,25 @@ def main() -> None:
             )
             kafka["append_eps"] = kafka_append_eps
             print(
-                f"kafka:    {kafka['eps']:,.0f} events/s (append {kafka_append_eps:,.0f}/s, "
-                f"worker start-up {kafka['startup_s']:.1f}s)",
+                f"kafka:    {kafka['eps']:,.0f} events/s with Faust (append "
+                f"{kafka_append_eps:,.0f}/s, worker start-up {kafka['startup_s']:.1f}s)",
+                file=sys.stderr,
+            )
+            # the same events again, through the confluent-kafka consumer-group runtime
+            forget_group(broker.bootstrap, "mgw-playback")
+            confluent = bench_kafka(
+                create_db(pg.uri, "bench_confluent"),
+                f"unix://{sock}?db=3",
+                broker.bootstrap,
+                args.events,
+                args.batch_size,
+                args.kafka_workers,
+                work,
+                "confluent",
+            )
+            print(
+                f"kafka:    {confluent['eps']:,.0f} events/s with confluent-kafka "
+                f"(start-up {confluent['startup_s']:.1f}s)",
                 file=sys.stderr,
             )
     finally:
@@ -299,6 +348,10 @@ def main() -> None:
         "naive_eps": round(naive["eps"]),
         "embedded_vs_naive": round(emb["eps"] / naive["eps"], 1),
         "kafka_vs_naive": round(kafka["eps"] / naive["eps"], 1) if kafka else None,
+        "kafka_confluent_eps": round(confluent["eps"]) if confluent else None,
+        "kafka_confluent_vs_naive": round(confluent["eps"] / naive["eps"], 1)
+        if confluent
+        else None,
         "embedded_append_eps": round(emb["append_eps"]),
         "kafka_append_eps": round(kafka["append_eps"]) if kafka else None,
         "kafka_workers": args.kafka_workers,

@@ -50,7 +50,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from streams.faust_app import run_workers
+    from mgw.worker import run_workers
 
     settings = _settings(args)
     _logging(settings.log_level)
@@ -61,7 +61,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return run_workers(settings, args.projector)
+    return run_workers(settings, args.projector, args.runtime)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data_dir(worker)
     worker.add_argument("--projector", default=None, help="run only this projector")
+    worker.add_argument(
+        "--runtime",
+        choices=("faust", "confluent"),
+        default="faust",
+        help="faust: Faust agents (default); confluent: librdkafka consumer group, several "
+        "times faster for bulk catch-up (same groups, same commit protocol)",
+    )
     worker.add_argument(
         "--batch-size", type=int, default=None, help="records per batch (default 10000)"
     )

@@ -13,9 +13,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,6 +229,23 @@ def _is_transient(exc: BaseException) -> bool:
     import psycopg
 
     return isinstance(exc, psycopg.OperationalError | ConnectionError | TimeoutError)
+
+
+async def apply_until_done(
+    pipeline: Callable[[], Awaitable[ProjectionPipeline]], records: Sequence[LogRecord], name: str
+) -> None:
+    """Apply a batch, retrying until it lands: a runtime never drops a batch. The
+    checkpoint makes a partly applied retry harmless, and poison records never get here
+    (the pipeline dead-letters them)."""
+    delay = 0.2
+    while True:
+        try:
+            await (await pipeline()).process(records)
+            return
+        except Exception:
+            log.exception("%s: batch failed; retrying in %.1fs", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 async def load_watermarks(stores: Stores, projector: str) -> dict[tuple[str, int], int]:

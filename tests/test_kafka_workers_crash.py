@@ -1,5 +1,5 @@
-"""Faust workers killed mid-stream (SIGKILL) and stopped mid-stream (SIGTERM) lose and
-duplicate nothing: every event in the topic is folded exactly once."""
+"""Kafka workers (Faust and confluent-kafka runtimes) killed mid-stream (SIGKILL) and
+stopped mid-stream (SIGTERM) lose and duplicate nothing: every event is folded once."""
 
 from __future__ import annotations
 
@@ -51,8 +51,9 @@ def _applied(db_uri: str) -> int:
     return int(row[0]) if row else 0
 
 
-async def test_faust_worker_crash_and_stop_mid_stream(
-    settings: Settings, kafka: str, tmp_path: Path
+@pytest.mark.parametrize("runtime", ["faust", "confluent"])
+async def test_worker_crash_and_stop_mid_stream(
+    runtime: str, settings: Settings, kafka: str, tmp_path: Path
 ) -> None:
     s = replace(settings, kafka_bootstrap_servers=kafka)
     log = await KafkaLog(kafka).open()
@@ -89,7 +90,16 @@ async def test_faust_worker_crash_and_stop_mid_stream(
     def spawn() -> subprocess.Popen[bytes]:
         with open(out, "ab") as fh:
             return subprocess.Popen(
-                [sys.executable, "-m", "mgw.cli", "worker", "--projector", "playback"],
+                [
+                    sys.executable,
+                    "-m",
+                    "mgw.cli",
+                    "worker",
+                    "--projector",
+                    "playback",
+                    "--runtime",
+                    runtime,
+                ],
                 cwd=ROOT,
                 env=env,
                 stdout=fh,
