@@ -33,6 +33,7 @@ def create_app(
     leave it off when ``mgw worker`` processes do the projecting."""
     # Imported here: the composition root may import everything, the routes may not.
     from mgw.platform import open_platform
+    from mgw.worker import shardable, spawn_shard_workers, stop_processes
     from projections.registry import PROJECTORS
     from streams.runner import EmbeddedRunner
 
@@ -42,14 +43,21 @@ def create_app(
             context = AppContext(settings, pf.log, pf.stores, pf.publisher, where=pf.where)
             stop = asyncio.Event()
             task = None
+            children: list[Any] = []
             if run_projectors:
+                n = settings.projector_processes
+                sharded = shardable(settings, PROJECTORS) if n > 1 else []
                 runner = EmbeddedRunner(
                     pf.log,
                     pf.stores,
                     PROJECTORS,
                     batch_size=settings.batch_size,
                     linger_ms=settings.batch_linger_ms,
+                    shards={p.name: (0, n) for p in sharded},
                 )
+                if sharded:
+                    assert pf.resolved is not None
+                    children = spawn_shard_workers(pf.resolved, [p.name for p in sharded], n)
                 await runner.prepare()
                 context.runner = runner
                 task = asyncio.create_task(runner.run(stop), name="embedded-runner")
@@ -59,6 +67,7 @@ def create_app(
             try:
                 yield
             finally:
+                stop_processes(children)
                 stop.set()
                 if task is not None:
                     try:

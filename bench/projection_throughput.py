@@ -8,6 +8,9 @@ per-event agent, in one run on this machine.
               reading a local KRaft broker; timed from the first applied batch to the last,
               so worker start-up and group join are not counted (they are reported).
               Then the same with `--runtime confluent` (librdkafka consumer group).
+(a2) the same log shared by --embedded-processes `mgw worker --runtime embedded --shard I/N`
+     processes, each owning a share of the partitions (what `mgw up --projector-processes N`
+     runs), timed like (b).
 (c) naive:    what a plain per-event agent does: decode one event, one autocommit UPSERT,
               next event. Timed on the first --naive-sample events (at ~2,500/s the whole
               set would take minutes; the rate is what is compared).
@@ -131,6 +134,15 @@ async def bench_embedded(
     }
 
 
+async def embedded_append(uri: str, records: list[OutgoingRecord]) -> None:
+    from streams.embedded import EmbeddedLog
+
+    log = await EmbeddedLog(uri).open()
+    for i in range(0, len(records), 20000):
+        await log.append_batch(PLAYBACK.name, records[i : i + 20000])
+    await log.close()
+
+
 async def kafka_append(bootstrap: str, records: list[OutgoingRecord]) -> float:
     from streams.kafka import KafkaLog
     from streams.topics import ALL_TOPICS
@@ -145,10 +157,10 @@ async def kafka_append(bootstrap: str, records: list[OutgoingRecord]) -> float:
     return len(records) / secs
 
 
-def bench_kafka(
+def bench_workers(
     uri: str,
     redis_url: str,
-    bootstrap: str,
+    bootstrap: str | None,
     n: int,
     batch_size: int,
     workers: int,
@@ -159,7 +171,7 @@ def bench_kafka(
         **os.environ,
         "DATABASE_URL": uri,
         "REDIS_URL": redis_url,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap or "",
         "MGW_BATCH_SIZE": str(batch_size),
         "MGW_LOG_LEVEL": "WARNING",
         "MGW_DATA_DIR": str(logdir / "data"),
@@ -179,6 +191,7 @@ def bench_kafka(
                         "playback",
                         "--runtime",
                         runtime,
+                        *(["--shard", f"{w}/{workers}"] if runtime == "embedded" else []),
                     ],
                     cwd=ROOT,
                     env=env,
@@ -198,7 +211,7 @@ def bench_kafka(
                 break
             if now > deadline or any(p.poll() is not None for p in procs):
                 logs = "\n".join(p.read_text()[-2000:] for p in logdir.glob("worker-*.log"))
-                raise RuntimeError(f"Kafka workers stalled at {done}/{n}:\n{logs}")
+                raise RuntimeError(f"{runtime} workers stalled at {done}/{n}:\n{logs}")
             time.sleep(0.02)
         end = time.perf_counter()
     finally:
@@ -273,6 +286,12 @@ def main() -> None:
         default=1,
         help="Faust worker processes in the playback consumer group",
     )
+    ap.add_argument(
+        "--embedded-processes",
+        type=int,
+        default=2,
+        help="processes sharing the playback partitions in the sharded embedded run",
+    )
     ap.add_argument("--skip-kafka", action="store_true")
     args = ap.parse_args()
 
@@ -295,6 +314,23 @@ def main() -> None:
             f"embedded: {emb['eps']:,.0f} events/s (append {emb['append_eps']:,.0f}/s)",
             file=sys.stderr,
         )
+        sharded_uri = create_db(pg.uri, "bench_sharded")
+        asyncio.run(embedded_append(sharded_uri, records))
+        sharded = bench_workers(
+            sharded_uri,
+            f"unix://{sock}?db=4",
+            None,
+            args.events,
+            args.batch_size,
+            args.embedded_processes,
+            work,
+            "embedded",
+        )
+        print(
+            f"embedded: {sharded['eps']:,.0f} events/s with {args.embedded_processes} "
+            "processes sharing the partitions",
+            file=sys.stderr,
+        )
         naive = bench_naive(create_db(pg.uri, "bench_naive"), records, args.naive_sample)
         print(f"naive:    {naive['eps']:,.0f} events/s", file=sys.stderr)
         kafka: dict[str, float] = {}
@@ -304,7 +340,7 @@ def main() -> None:
 
             broker = start_broker(work / "kafka")
             kafka_append_eps = asyncio.run(kafka_append(broker.bootstrap, records))
-            kafka = bench_kafka(
+            kafka = bench_workers(
                 create_db(pg.uri, "bench_kafka"),
                 f"unix://{sock}?db=2",
                 broker.bootstrap,
@@ -321,7 +357,7 @@ def main() -> None:
             )
             # the same events again, through the confluent-kafka consumer-group runtime
             forget_group(broker.bootstrap, "mgw-playback")
-            confluent = bench_kafka(
+            confluent = bench_workers(
                 create_db(pg.uri, "bench_confluent"),
                 f"unix://{sock}?db=3",
                 broker.bootstrap,
@@ -347,6 +383,9 @@ def main() -> None:
         "kafka_eps": round(kafka["eps"]) if kafka else None,
         "naive_eps": round(naive["eps"]),
         "embedded_vs_naive": round(emb["eps"] / naive["eps"], 1),
+        "embedded_sharded_eps": round(sharded["eps"]),
+        "embedded_sharded_vs_naive": round(sharded["eps"] / naive["eps"], 1),
+        "embedded_processes": args.embedded_processes,
         "kafka_vs_naive": round(kafka["eps"] / naive["eps"], 1) if kafka else None,
         "kafka_confluent_eps": round(confluent["eps"]) if confluent else None,
         "kafka_confluent_vs_naive": round(confluent["eps"] / naive["eps"], 1)

@@ -39,6 +39,8 @@ class Settings:
     log_level: str = "INFO"
     #: `mgw up` runs every projector in-process unless workers do it (MGW_RUN_PROJECTORS=false)
     run_projectors: bool = True
+    #: processes sharing each shardable projector under `mgw up` (embedded log only)
+    projector_processes: int = 1
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -59,6 +61,7 @@ class Settings:
             batch_size=_int(e, "MGW_BATCH_SIZE", 10000),
             batch_linger_ms=_int(e, "MGW_BATCH_LINGER_MS", 10),
             log_level=e.get("MGW_LOG_LEVEL", "INFO"),
+            projector_processes=_int(e, "MGW_PROJECTOR_PROCESSES", 1),
             run_projectors=e.get("MGW_RUN_PROJECTORS", "true").strip().lower()
             not in ("0", "false", "no", "off"),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.db import migrate, open_pool
@@ -30,6 +30,9 @@ class Platform:
     publisher: Publisher
     where: dict[str, str] = field(default_factory=dict)
     embedded: list[Any] = field(default_factory=list)
+    #: the settings with every service URL filled in (embedded ones included), for
+    #: child processes that must reach the same servers
+    resolved: Settings | None = None
 
 
 def resolve_services(settings: Settings, started: list[Any]) -> tuple[str, str, dict[str, str]]:
@@ -110,7 +113,10 @@ async def open_platform(
         qdrant = await open_qdrant(settings, where) if with_qdrant else None
         event_log = await open_log(settings, db_url, where)
         stores = Stores(pg=pool, redis=redis, qdrant=qdrant)
-        platform = Platform(settings, event_log, stores, Publisher(event_log), where, started)
+        resolved = replace(settings, database_url=db_url, redis_url=redis_url)
+        platform = Platform(
+            settings, event_log, stores, Publisher(event_log), where, started, resolved
+        )
         try:
             yield platform
         finally:

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -21,11 +22,12 @@ import redis.asyncio as aioredis
 from core.db import migrate, open_pool
 from core.settings import Settings
 from mgw.platform import open_qdrant, resolve_services
-from projections.base import Stores
+from projections.base import Projector, Stores
 from projections.registry import PROJECTORS, by_name
 from streams.faust_app import make_app
 from streams.kafka import KafkaLog
 from streams.processing import ProjectionPipeline
+from streams.runner import EmbeddedRunner, Shard
 from streams.topics import ALL_TOPICS
 
 log = logging.getLogger("mgw.worker")
@@ -48,7 +50,9 @@ async def open_pipeline(settings: Settings, name: str) -> ProjectionPipeline:
     return ProjectionPipeline(projector, stores, klog)
 
 
-def run_worker(settings: Settings, projector_name: str, runtime: str = "faust") -> int:
+def run_worker(
+    settings: Settings, projector_name: str, runtime: str = "faust", shard: Shard = (0, 1)
+) -> int:
     """Run one projector's worker in this process until SIGINT/SIGTERM."""
     import faust
 
@@ -57,6 +61,12 @@ def run_worker(settings: Settings, projector_name: str, runtime: str = "faust") 
         # A worker on one machine may still use embedded PostgreSQL/Redis from the data dir.
         db, redis_url, _ = resolve_services(settings, started)
         settings = replace(settings, database_url=db, redis_url=redis_url)
+    if runtime == "embedded":
+        try:
+            return asyncio.run(_run_embedded_worker(settings, projector_name, shard))
+        finally:
+            for s in started:
+                s.stop()
     _ensure_topics(settings)
     if runtime == "confluent":
         try:
@@ -97,10 +107,12 @@ def _ensure_topics(settings: Settings) -> None:
     asyncio.run(go())
 
 
-def run_workers(settings: Settings, projector_name: str | None, runtime: str = "faust") -> int:
+def run_workers(
+    settings: Settings, projector_name: str | None, runtime: str = "faust", shard: Shard = (0, 1)
+) -> int:
     """``mgw worker``: one projector here, or one child process per projector."""
     if projector_name:
-        return run_worker(settings, projector_name, runtime)
+        return run_worker(settings, projector_name, runtime, shard)
     if not settings.qdrant_url:
         log.warning(
             "QDRANT_URL is not set: Qdrant local mode admits one process, so only "
@@ -148,3 +160,96 @@ def _run_group_worker(settings: Settings, projector_name: str) -> int:
 
     asyncio.run(main())
     return 0
+
+
+async def _run_embedded_worker(settings: Settings, projector_name: str, shard: Shard) -> None:
+    """One shard of a projector on the embedded (PostgreSQL) log, in its own process."""
+    from streams.embedded import EmbeddedLog
+
+    assert settings.database_url and settings.redis_url
+    projector = by_name(projector_name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    migrate(settings.database_url)
+    elog = await EmbeddedLog(settings.database_url).open()
+    pool = open_pool(settings.database_url, max_size=4)
+    await pool.open(wait=True)
+    redis = aioredis.from_url(settings.redis_url)
+    qdrant = await open_qdrant(settings, {}) if "qdrant" in projector.side_stores else None
+    stores = Stores(pg=pool, redis=redis, qdrant=qdrant)
+    runner = EmbeddedRunner(
+        elog,
+        stores,
+        [projector],
+        batch_size=settings.batch_size,
+        linger_ms=settings.batch_linger_ms,
+        shards={projector.name: shard},
+    )
+    log.info("%s: embedded worker, shard %d/%d", projector.name, *shard)
+    try:
+        await runner.run(stop)
+    finally:
+        await elog.close()
+        if qdrant is not None:
+            await qdrant.close()
+        await redis.aclose()
+        await pool.close()
+
+
+def shardable(settings: Settings, projectors: Sequence[Projector]) -> list[Projector]:
+    """Projectors that may run in several processes: on the embedded log, and not
+    holding Qdrant's local mode (one process only) unless a Qdrant server is set."""
+    if settings.kafka_bootstrap_servers:
+        return []  # on Kafka, scale with workers in the consumer group instead
+    return [p for p in projectors if "qdrant" not in p.side_stores or settings.qdrant_url]
+
+
+def spawn_shard_workers(
+    resolved: Settings, names: Sequence[str], processes: int
+) -> list[subprocess.Popen[bytes]]:
+    """Shards 1..N-1 of each projector as `mgw worker` children (this process runs 0/N)."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": resolved.database_url or "",
+        "REDIS_URL": resolved.redis_url or "",
+        "KAFKA_BOOTSTRAP_SERVERS": "",
+        "MGW_DATA_DIR": str(resolved.data_dir),
+        "MGW_BATCH_SIZE": str(resolved.batch_size),
+        "MGW_LOG_LEVEL": resolved.log_level,
+    }
+    children = []
+    for name in names:
+        for i in range(1, processes):
+            children.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "mgw.cli",
+                        "worker",
+                        "--runtime",
+                        "embedded",
+                        "--projector",
+                        name,
+                        "--shard",
+                        f"{i}/{processes}",
+                    ],
+                    env=env,
+                )
+            )
+            log.info("projector %s shard %d/%d in process %d", name, i, processes, children[-1].pid)
+    return children
+
+
+def stop_processes(children: Sequence[subprocess.Popen[bytes]], timeout: float = 15) -> None:
+    for c in children:
+        if c.poll() is None:
+            c.send_signal(signal.SIGTERM)
+    for c in children:
+        try:
+            c.wait(timeout)
+        except subprocess.TimeoutExpired:
+            c.kill()
+            c.wait()

@@ -23,6 +23,21 @@ from streams.processing import BatchResult, Decoded, ProjectionPipeline, load_wa
 
 log = logging.getLogger("mgw.runner")
 ProgressHook = Callable[[BatchResult], None]
+#: (index, count): a loop owns the partitions p with p % count == index. Shards of one
+#: projector run in separate processes to use more cores; each partition has one owner,
+#: and the checkpoint lock keeps even a misconfigured overlap from applying twice.
+Shard = tuple[int, int]
+
+
+def parse_shard(text: str) -> Shard:
+    """'1/4' -> (1, 4)."""
+    try:
+        i, n = (int(x) for x in text.split("/", 1))
+    except ValueError:
+        raise ValueError(f"shard must look like I/N, e.g. 0/2 (got {text!r})") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard index must be in 0..N-1 (got {text!r})")
+    return i, n
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +55,11 @@ class ProjectorLoop:
         *,
         batch_size: int = 5000,
         linger_ms: int = 10,
+        shard: Shard = (0, 1),
     ) -> None:
         self.pipeline = pipeline
         self.log = log_
+        self.shard = shard
         self.batch_size = batch_size
         self.linger = linger_ms / 1000
         self.positions: dict[tuple[str, int], int] = {}
@@ -59,7 +76,8 @@ class ProjectorLoop:
         self.positions = {}
         for topic in self.pipeline.projector.topics:
             for p in range(self.log.partitions(topic)):
-                self.positions[(topic, p)] = marks.get((topic, p), 0)
+                if p % self.shard[1] == self.shard[0]:
+                    self.positions[(topic, p)] = marks.get((topic, p), 0)
 
     async def _read(self, limit: int, positions: dict[tuple[str, int], int]) -> list[LogRecord]:
         batch: list[LogRecord] = []
@@ -170,6 +188,7 @@ class EmbeddedRunner:
         *,
         batch_size: int = 5000,
         linger_ms: int = 10,
+        shards: dict[str, Shard] | None = None,
     ) -> None:
         self.loops = [
             ProjectorLoop(
@@ -177,6 +196,7 @@ class EmbeddedRunner:
                 log_,
                 batch_size=batch_size,
                 linger_ms=linger_ms,
+                shard=(shards or {}).get(p.name, (0, 1)),
             )
             for p in projectors
         ]

@@ -162,3 +162,55 @@ async def test_replay_rebuilds_an_identical_projection(
     assert await maintenance.checksum(stores, proj) == before
     m = re.search(r"replayed \w+: (\d+) records applied", text)
     assert m and int(m.group(1)) == (50 if projector == "catalog" else 3000)
+
+
+def test_up_shares_a_projector_between_processes(tmp_path: Path) -> None:
+    port, data, out = _free_port(), tmp_path / "data", tmp_path / "up.log"
+    base = f"http://127.0.0.1:{port}"
+    env = {"DATABASE_URL": "", "REDIS_URL": "", "KAFKA_BOOTSTRAP_SERVERS": "", "QDRANT_URL": ""}
+    proc = _mgw(
+        "up",
+        "--projector-processes",
+        "2",
+        "--data-dir",
+        str(data),
+        "--port",
+        str(port),
+        env=env,
+        out=out,
+    )
+    try:
+        _wait_for(lambda: httpx.get(f"{base}/ready").status_code == 200, "ready", out, proc)
+        listing = subprocess.run(
+            ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(proc.pid)],
+            capture_output=True,
+            text=True,
+        ).stdout
+        shard_pids = [int(ln.split()[0]) for ln in listing.splitlines() if "--shard 1/2" in ln]
+        assert len(shard_pids) == 1, listing
+        # users spread over every partition; each reads its own write through the token
+        for i in range(24):
+            user = {"X-User-Id": f"user-{i}"}
+            r = httpx.post(
+                f"{base}/v1/playback/events",
+                headers=user,
+                json={
+                    "content_id": f"c{i}",
+                    "device_id": "tv",
+                    "kind": "progress",
+                    "position_s": 600,
+                    "duration_s": 6000,
+                },
+            )
+            assert r.status_code == 202
+            items = httpx.get(
+                f"{base}/v1/me/continue-watching",
+                headers={**user, "X-Consistency-Token": r.headers["X-Consistency-Token"]},
+            ).json()["items"]
+            assert [it["content_id"] for it in items] == [f"c{i}"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0, out.read_text()[-3000:]
+    with pytest.raises(ProcessLookupError):  # the shard process was stopped and reaped
+        os.kill(shard_pids[0], 0)

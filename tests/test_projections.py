@@ -266,3 +266,28 @@ async def test_killed_runner_loses_and_duplicates_nothing(
             if u == user and classify(pos, 6000.0) is ProgressState.IN_PROGRESS
         }
         assert {i.content_id for i in items} == want
+
+
+async def test_shards_split_the_partitions_and_apply_everything_once(
+    elog: EmbeddedLog, stores: Stores
+) -> None:
+    from streams.runner import parse_shard
+
+    assert parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "-1/2", "x", "1/0"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+    events = [play(f"u{i}", f"c{i % 5}", 600.0 + i, seconds=i) for i in range(400)]
+    await Publisher(elog).publish_many(events)
+    loops = [
+        ProjectorLoop(
+            ProjectionPipeline(PlaybackProjector(), stores, elog), elog, linger_ms=0, shard=(i, 3)
+        )
+        for i in range(3)
+    ]
+    applied = [await loop.catch_up() for loop in loops]
+    owned = [set(loop.positions) for loop in loops]
+    assert all(applied) and sum(applied) == 400
+    assert set().union(*owned) == {(PLAYBACK.name, p) for p in range(PLAYBACK.partitions)}
+    assert sum(len(o) for o in owned) == PLAYBACK.partitions  # disjoint
+    assert await _count(stores) == (400, 400)
