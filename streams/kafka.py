@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -121,7 +122,7 @@ class KafkaLog:
                 except KafkaException as exc:
                     if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise LogError(f"cannot create topic {topic}: {exc}") from exc
-        meta = (await self._run(self._admin.list_topics, None, 10)).topics
+        meta = await self._run(self._wait_for_leaders, [s.name for s in specs])
         for s in specs:
             got = len(meta[s.name].partitions) if s.name in meta else 0
             if got and got != s.partitions:
@@ -129,6 +130,23 @@ class KafkaLog:
                     f"topic {s.name} exists with {got} partitions, spec says {s.partitions}"
                 )
             self._partitions[s.name] = got or s.partitions
+
+    def _wait_for_leaders(self, names: list[str], timeout: float = 15.0) -> Any:
+        """Metadata once every partition of ``names`` has a leader: a topic just created
+        answers NOT_LEADER_FOR_PARTITION for a moment otherwise."""
+        assert self._admin is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            topics = self._admin.list_topics(None, 10).topics
+            ready = all(
+                n in topics
+                and topics[n].error is None
+                and all(p.leader >= 0 for p in topics[n].partitions.values())
+                for n in names
+            )
+            if ready or time.monotonic() > deadline:
+                return topics
+            time.sleep(0.05)
 
     def partitions(self, topic: str) -> int:
         n = self._partitions.get(topic)
@@ -204,9 +222,9 @@ class KafkaLog:
         for m in msgs:
             err = m.error()
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise (TransientLogError if err.retriable() else LogError)(str(err))
+                if err.code() == KafkaError._PARTITION_EOF or err.retriable():
+                    continue  # librdkafka recovers by itself; the caller reads again
+                raise LogError(str(err))
             if m.offset() < offset:
                 continue
             _, ts = m.timestamp()
@@ -224,25 +242,29 @@ class KafkaLog:
         return dict(await self._run(self._end_offsets_sync, topic, n))
 
     def _end_offsets_sync(self, topic: str, n: int) -> list[tuple[int, int]]:
+        return [(p, self._high_watermark(topic, p)) for p in range(n)]
+
+    def _high_watermark(self, topic: str, partition: int) -> int:
         assert self._meta is not None
-        return [
-            (
-                p,
-                self._meta.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[
-                    1
-                ],
-            )
-            for p in range(n)
-        ]
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                tp = TopicPartition(topic, partition)
+                return int(self._meta.get_watermark_offsets(tp, timeout=5, cached=False)[1])
+            except KafkaException as exc:
+                # leadership moving (a new topic, a restarted broker): ask again shortly
+                if not exc.args[0].retriable() and exc.args[0].code() not in _LEADER_MOVING:
+                    raise LogError(f"offsets of {topic}[{partition}]: {exc}") from exc
+                if time.monotonic() > deadline:
+                    raise TransientLogError(f"offsets of {topic}[{partition}]: {exc}") from exc
+                time.sleep(0.05)
 
     async def wait(self, topic: str, partition: int, offset: int, timeout: float) -> bool:
         assert self._meta is not None
         deadline = asyncio.get_running_loop().time() + timeout
         delay = 0.01
         while True:
-            _, high = await self._run(
-                self._meta.get_watermark_offsets, TopicPartition(topic, partition), 5, False
-            )
+            high = await self._run(self._high_watermark, topic, partition)
             if high > offset:
                 return True
             remaining = deadline - asyncio.get_running_loop().time()
@@ -250,6 +272,13 @@ class KafkaLog:
                 return False
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.2)
+
+
+_LEADER_MOVING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
 
 
 def _set_result(fut: asyncio.Future[Position], pos: Position) -> None:
