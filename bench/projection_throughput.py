@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from core.codec import default_codec  # noqa: E402
 from core.db import migrate, open_pool  # noqa: E402
 from core.events import Event  # noqa: E402
+from mgw.worker import worker_argv  # noqa: E402
 from projections.base import Stores  # noqa: E402
 from projections.playback import PlaybackProjector  # noqa: E402
 from streams.log import OutgoingRecord  # noqa: E402
@@ -182,17 +183,9 @@ def bench_workers(
         with open(logdir / f"worker-{runtime}-{w}.log", "wb") as out:
             procs.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "mgw.cli",
-                        "worker",
-                        "--projector",
-                        "playback",
-                        "--runtime",
-                        runtime,
-                        *(["--shard", f"{w}/{workers}"] if runtime == "embedded" else []),
-                    ],
+                    worker_argv(
+                        "playback", runtime, (w, workers) if runtime == "embedded" else (0, 1)
+                    ),
                     cwd=ROOT,
                     env=env,
                     stdout=out,

@@ -50,6 +50,21 @@ async def open_pipeline(settings: Settings, name: str) -> ProjectionPipeline:
     return ProjectionPipeline(projector, stores, klog)
 
 
+def worker_argv(projector: str, runtime: str, shard: Shard = (0, 1)) -> list[str]:
+    """The command line of one `mgw worker` process (used by `mgw up`, benches, tests)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "mgw.cli",
+        "worker",
+        "--projector",
+        projector,
+        "--runtime",
+        runtime,
+    ]
+    return argv + (["--shard", f"{shard[0]}/{shard[1]}"] if shard != (0, 1) else [])
+
+
 def run_worker(
     settings: Settings, projector_name: str, runtime: str = "faust", shard: Shard = (0, 1)
 ) -> int:
@@ -120,16 +135,7 @@ def run_workers(
         )
     children = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mgw.cli",
-                "worker",
-                "--projector",
-                p.name,
-                "--runtime",
-                runtime,
-            ],
+            worker_argv(p.name, runtime, shard),
             env=os.environ.copy(),
         )
         for p in PROJECTORS
@@ -224,18 +230,7 @@ def spawn_shard_workers(
         for i in range(1, processes):
             children.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "mgw.cli",
-                        "worker",
-                        "--runtime",
-                        "embedded",
-                        "--projector",
-                        name,
-                        "--shard",
-                        f"{i}/{processes}",
-                    ],
+                    worker_argv(name, "embedded", (i, processes)),
                     env=env,
                 )
             )

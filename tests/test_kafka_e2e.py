@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,6 +16,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from core.settings import Settings
+from mgw.worker import worker_argv
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,16 +49,7 @@ def workers(
         with open(tmp_path / f"worker-{name}.log", "wb") as out:
             procs.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "mgw.cli",
-                        "worker",
-                        "--projector",
-                        name,
-                        "--runtime",
-                        request.param,
-                    ],
+                    worker_argv(name, request.param),
                     cwd=ROOT,
                     env=env,
                     stdout=out,

@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from core.settings import Settings
+from mgw.worker import worker_argv
 from streams.faust_app import app_id
 from streams.kafka import KafkaLog
 from streams.publisher import Publisher
@@ -90,16 +90,7 @@ async def test_worker_crash_and_stop_mid_stream(
     def spawn() -> subprocess.Popen[bytes]:
         with open(out, "ab") as fh:
             return subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mgw.cli",
-                    "worker",
-                    "--projector",
-                    "playback",
-                    "--runtime",
-                    runtime,
-                ],
+                worker_argv("playback", runtime),
                 cwd=ROOT,
                 env=env,
                 stdout=fh,
