@@ -53,4 +53,7 @@ def open_pool(
         open=False,
         name=name,
         kwargs={"autocommit": True},
+        # Check a connection before handing it out: after a database restart the pool
+        # would otherwise give out dead ones, once each, and every caller would fail once.
+        check=AsyncConnectionPool.check_connection,
     )

@@ -34,6 +34,7 @@ class EmbeddedLog:
             open=False,
             name="mgw-log",
             kwargs={"autocommit": True},
+            check=AsyncConnectionPool.check_connection,  # see core/db.py
         )
         self._specs: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
         self._heads: dict[tuple[str, int], int] = {}

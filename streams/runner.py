@@ -11,6 +11,7 @@ until the log wakes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -140,21 +141,30 @@ class ProjectorLoop:
         return out
 
     async def run(self, stop: asyncio.Event, *, idle_wait: float = 1.0) -> None:
-        await self.load_positions()
         backoff = 0.2
+        loaded = False
+        lag_at = 0.0
         while not stop.is_set():
             try:
+                if not loaded:
+                    await self.load_positions()
+                    loaded = True
                 result = await self.step()
                 backoff = 0.2
+                if result is None or time.monotonic() - lag_at >= 1.0:
+                    await self.lag()  # keeps the lag gauge current for /metrics
+                    lag_at = time.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # A transient failure (database restart, broker away): retry the same
-                # positions; the checkpoint makes the retry harmless.
+                # A transient failure (database restart, broker away): retry from the
+                # watermarks; the checkpoint makes the retry harmless. Never give up: a
+                # projector that stopped for good would leave its read model stale.
                 log.exception("projector %s: batch failed, retrying in %.1fs", self.name, backoff)
-                await asyncio.sleep(backoff)
+                loaded = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 10.0)
-                await self.load_positions()
                 continue
             if result is None:
                 waits = [(t, p, o) for (t, p), o in self.positions.items()]

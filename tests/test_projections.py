@@ -291,3 +291,48 @@ async def test_shards_split_the_partitions_and_apply_everything_once(
     assert set().union(*owned) == {(PLAYBACK.name, p) for p in range(PLAYBACK.partitions)}
     assert sum(len(o) for o in owned) == PLAYBACK.partitions  # disjoint
     assert await _count(stores) == (400, 400)
+
+
+async def test_runner_survives_lost_database_connections(
+    elog: EmbeddedLog, stores: Stores, db_uri: str
+) -> None:
+    import psycopg
+
+    from streams.runner import EmbeddedRunner
+
+    runner = EmbeddedRunner(elog, stores, [PlaybackProjector()], linger_ms=0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    pub = Publisher(elog)
+
+    async def applied_events() -> int:
+        return (await _count(stores))[1]
+
+    async def until(n: int) -> None:
+        for _ in range(300):
+            if await applied_events() >= n:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"stuck at {await applied_events()} of {n}")
+
+    await pub.publish_many([play(f"u{i}", "c1", 600.0, seconds=i) for i in range(50)])
+    await until(50)
+    # every other session of this database dies: pools, the LISTEN connection, all of it
+    async with await psycopg.AsyncConnection.connect(db_uri, autocommit=True) as admin:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    for _attempt in range(50):  # the publisher's pool also lost its connections
+        try:
+            await pub.publish_many([play(f"v{i}", "c1", 600.0, seconds=i) for i in range(50)])
+            break
+        except Exception:
+            await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("could not publish after the connections were killed")
+    await until(100)
+    assert not task.done()
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert await _count(stores) == (100, 100)
