@@ -213,3 +213,12 @@ def test_ready_is_503_when_a_dependency_is_down(settings: Settings, tmp_path) ->
         assert body["dependencies"]["redis"]["error"]
         assert body["dependencies"]["postgres"]["status"] == "up"
         assert c.get("/health").status_code == 200  # liveness does not depend on Redis
+
+
+def test_streamed_body_over_the_limit_is_413(client: TestClient) -> None:
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(20):
+            yield b"x" * 65536  # 1.25 MiB in all, no Content-Length
+
+    r = client.post("/v1/content", content=chunks(), headers={"content-type": "application/json"})
+    _problem(r, 413, "body")
