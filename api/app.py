@@ -15,8 +15,15 @@ from starlette.routing import Route
 
 from api import content, health, playback
 from api.context import AppContext
-from api.errors import Problem, http_exception_handler, problem_handler, unhandled_handler
+from api.errors import (
+    Problem,
+    encode_error_handler,
+    http_exception_handler,
+    problem_handler,
+    unhandled_handler,
+)
 from api.limits import BodySizeLimit
+from core.codec import EncodeError
 from core.settings import Settings
 
 log = logging.getLogger("mgw.api")
@@ -81,6 +88,7 @@ def create_app(
         middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
         exception_handlers={
             Problem: problem_handler,
+            EncodeError: encode_error_handler,
             HTTPException: http_exception_handler,
             Exception: unhandled_handler,
         },

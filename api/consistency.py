@@ -19,6 +19,7 @@ from api.errors import Problem
 from core.metrics import CONSISTENCY_WAITS
 from projections.base import Projector
 from streams.log import InvalidToken, Position
+from streams.topics import spec
 
 HEADER = "X-Consistency-Token"
 
@@ -47,6 +48,9 @@ async def wait_for_token(
     names = [p.name for p in reads if pos.topic in p.topics]
     if not names:
         raise Problem(400, f"this resource does not read topic {pos.topic!r}", field=HEADER)
+    if pos.partition >= spec(pos.topic).partitions:
+        # no such partition: waiting could never succeed, so do not ask to retry
+        raise Problem(400, f"topic {pos.topic!r} has no partition {pos.partition}", field=HEADER)
     started = time.monotonic()
     delay = 0.002
     while True:

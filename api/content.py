@@ -12,7 +12,7 @@ from starlette.routing import Route
 from api.consistency import wait_for_token
 from api.context import accepted, ctx
 from api.errors import Problem
-from api.requests import read_json
+from api.requests import INT32_MAX, read_json, reject_nul
 from core.events import Event
 from core.ids import new_id
 from domain.catalog import IMDB_ID, MAX_YEAR, MIN_YEAR, TMDB_ID, check_content
@@ -45,8 +45,13 @@ class ContentIn(BaseModel):
     overview: str | None = Field(default=None, max_length=20000)
     external_ids: ExternalIds = Field(default_factory=ExternalIds)
     series_id: str | None = Field(default=None, max_length=128)
-    season: int | None = Field(default=None, ge=0)
-    episode: int | None = Field(default=None, ge=0)
+    season: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    episode: int | None = Field(default=None, ge=0, le=INT32_MAX)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, v: Any) -> Any:
+        return reject_nul(v)
 
 
 async def upsert_content(request: Request) -> Response:

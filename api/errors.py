@@ -78,3 +78,8 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
 
 async def unhandled_handler(request: Request, exc: Exception) -> Response:
     return Problem(500, "internal error; the request was not applied").response(request)
+
+
+async def encode_error_handler(request: Request, exc: Exception) -> Response:
+    # Validation should catch everything first; this keeps a miss from becoming a 500.
+    return Problem(422, f"the event does not fit its schema: {exc}", field="body").response(request)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
@@ -15,7 +15,7 @@ from api.consistency import wait_for_token
 from api.context import accepted, ctx
 from api.errors import Problem
 from api.identity import current_user
-from api.requests import int_param, read_json
+from api.requests import int_param, read_json, reject_nul
 from core.events import Event
 from core.ids import utcnow
 from domain.playback import EVENT_KINDS, check_position
@@ -30,6 +30,11 @@ class PlaybackIn(BaseModel):
     kind: Literal["start", "progress", "stop"]
     position_s: float = Field(ge=0)
     duration_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, v: Any) -> Any:
+        return reject_nul(v)
 
     @field_validator("position_s", "duration_s")
     @classmethod

@@ -11,6 +11,15 @@ from starlette.requests import Request
 from api.errors import Problem, from_validation
 
 M = TypeVar("M", bound=BaseModel)
+INT32_MAX = 2**31 - 1  # Avro "int"
+
+
+def reject_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL: refuse it here rather than dead-letter it later."""
+    for v in value if isinstance(value, list) else (value,):
+        if isinstance(v, str) and "\x00" in v:
+            raise ValueError("must not contain NUL characters")
+    return value
 
 
 async def read_json(request: Request, model: type[M]) -> M:

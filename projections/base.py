@@ -71,11 +71,15 @@ class Projector(Protocol):
         rows it wrote, which the pipeline hands to ``sync_side_stores``."""
 
     async def sync_side_stores(
-        self, stores: Stores, applied: Any, redelivered: Sequence[Envelope]
+        self,
+        stores: Stores,
+        conn: AsyncConnection[Any],
+        applied: Any,
+        redelivered: Sequence[Envelope],
     ) -> None:
         """Make Redis/Qdrant agree with PostgreSQL: for what ``apply`` returned, and for
         the keys of ``redelivered`` events (applied before, maybe not yet synced; read
-        them back from PostgreSQL). Idempotent."""
+        them back through ``conn``, the batch's transaction). Idempotent."""
 
     async def reset_side_stores(self, stores: Stores) -> None:
         """Drop this projection's Redis/Qdrant state (replay)."""

@@ -105,20 +105,23 @@ class CatalogProjector:
         return list(latest)  # the content ids whose vectors must follow
 
     async def sync_side_stores(
-        self, stores: Stores, applied: Any, redelivered: Sequence[Envelope]
+        self,
+        stores: Stores,
+        conn: AsyncConnection[Any],
+        applied: Any,
+        redelivered: Sequence[Envelope],
     ) -> None:
         ids = list(set(applied or ()) | {e.payload["content_id"] for e in redelivered})
         if stores.qdrant is None or not ids:
             return
         from qdrant_client import models
 
-        async with stores.pg.connection() as conn:
-            cur = await conn.execute(
-                "SELECT content_id, kind, title, year, genres, overview FROM content"
-                " WHERE content_id = ANY(%s)",
-                (ids,),
-            )
-            rows = await cur.fetchall()
+        cur = await conn.execute(  # the batch's transaction: it sees the rows just written
+            "SELECT content_id, kind, title, year, genres, overview FROM content"
+            " WHERE content_id = ANY(%s)",
+            (ids,),
+        )
+        rows = await cur.fetchall()
         points = [
             models.PointStruct(
                 id=point_id(cid),

@@ -23,8 +23,10 @@ from domain.playback import ProgressState, check_position, classify, progress_ra
 from projections.base import Envelope, RejectedEvent, Stores
 from streams.topics import PLAYBACK
 
-CW_KEY = "mgw:cw:{user}"  # sorted set: content_id -> updated_at (ms)
-CW_ITEMS_KEY = "mgw:cw:{user}:items"  # hash: content_id -> JSON position
+# The kind of key comes before the user id, so no user id (they may contain ':') can make
+# one user's key equal to another user's key of the other kind.
+CW_KEY = "mgw:cw:z:{user}"  # sorted set: content_id -> updated_at (ms)
+CW_ITEMS_KEY = "mgw:cw:h:{user}"  # hash: content_id -> JSON position
 _PLAYBACK_TYPES = frozenset(PLAYBACK.event_types)
 Row = tuple[Any, ...]
 
@@ -34,8 +36,8 @@ Row = tuple[Any, ...]
 _SYNC_SCRIPT = """
 local rows = cjson.decode(ARGV[1])
 for _, r in ipairs(rows) do
-  local z = 'mgw:cw:' .. r[1]
-  local h = z .. ':items'
+  local z = 'mgw:cw:z:' .. r[1]
+  local h = 'mgw:cw:h:' .. r[1]
   if r[3] == -1 then
     redis.call('ZREM', z, r[2])
     redis.call('HDEL', h, r[2])
@@ -127,7 +129,11 @@ class PlaybackProjector:
         return list(await cur.fetchall())
 
     async def sync_side_stores(
-        self, stores: Stores, applied: Any, redelivered: Sequence[Envelope]
+        self,
+        stores: Stores,
+        conn: AsyncConnection[Any],
+        applied: Any,
+        redelivered: Sequence[Envelope],
     ) -> None:
         if stores.redis is None:
             return
@@ -137,16 +143,15 @@ class PlaybackProjector:
         if missing:
             missing -= {(r[0], r[1]) for r in rows}
         if missing:
-            async with stores.pg.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT t.user_id, t.content_id, t.position_s, t.duration_s,"
-                    " (extract(epoch FROM t.updated_at) * 1000)::bigint"
-                    " FROM playback_positions t"
-                    " JOIN unnest(%s::text[], %s::text[]) AS u(user_id, content_id)"
-                    " USING (user_id, content_id)",
-                    ([k[0] for k in missing], [k[1] for k in missing]),
-                )
-                rows += await cur.fetchall()
+            cur = await conn.execute(
+                "SELECT t.user_id, t.content_id, t.position_s, t.duration_s,"
+                " (extract(epoch FROM t.updated_at) * 1000)::bigint"
+                " FROM playback_positions t"
+                " JOIN unnest(%s::text[], %s::text[]) AS u(user_id, content_id)"
+                " USING (user_id, content_id)",
+                ([k[0] for k in missing], [k[1] for k in missing]),
+            )
+            rows += await cur.fetchall()
         # One script call per batch: atomic like MULTI/EXEC, but one round trip and one
         # reply instead of two commands (and two replies to parse) per title.
         ops: list[list[Any]] = []
@@ -272,7 +277,7 @@ async def side_store_digest(redis: Any) -> str:
     keys = sorted([_s(k) async for k in redis.scan_iter(match="mgw:cw:*", count=1000)])
     for key in keys:
         h.update(key.encode())
-        if key.endswith(":items"):
+        if key.startswith("mgw:cw:h:"):
             for f, v in sorted((await redis.hgetall(key)).items()):
                 h.update(f + b"=" + v)
         else:

@@ -1,14 +1,15 @@
 """The commit protocol both runtimes share, for one batch of one projector.
 
 1. decode and check every record; the ones that fail become dead letters;
-2. in one PostgreSQL transaction: lock the projector's checkpoints for the
-   batch's partitions, drop records at or below them (a redelivery), apply the
-   rest, send the new dead letters, advance the checkpoints;
-3. bring Redis/Qdrant in line with PostgreSQL for the batch's keys (idempotent,
-   so a crash before step 4 only repeats it);
-4. advance the watermark: everything below it is fully applied. Read-your-writes
-   waits on it and the embedded runner resumes from it. (Under Faust the
-   consumer offset is committed after this, by Faust.)
+2. one PostgreSQL transaction: lock the projector's checkpoints for the batch's
+   partitions, drop records at or below them (a redelivery), apply the rest, send
+   the new dead letters, advance the checkpoints, bring Redis/Qdrant in line with
+   the rows (idempotent writes, made while the locks are held, so owners of a
+   partition write side stores in the same order as rows), and advance the
+   watermark: everything below it is fully applied;
+3. commit. (Under Faust or the confluent runtime the Kafka offset is committed after
+   this.) Read-your-writes waits on the watermark and the embedded runner resumes
+   from it.
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ class ProjectionPipeline:
         stores: Stores,
         log_: EventLog,
         codec: AvroCodec | None = None,
+        *,
+        dead_letters: bool = True,
     ) -> None:
+        """``dead_letters=False`` (replay) skips poison records without sending them
+        again: they reached the dead-letter topic the first time round."""
+        self.dead_letters = dead_letters
         self.projector = projector
         self.stores = stores
         self.log = log_
@@ -80,6 +86,9 @@ class ProjectionPipeline:
             except RejectedEvent as exc:
                 bad.append(DeadLetter(r, "rejected", str(exc)))
                 continue
+            except Exception as exc:  # a check that trips over odd data rejects it too
+                bad.append(DeadLetter(r, "rejected", f"{type(exc).__name__}: {exc}"))
+                continue
             good.append(env)
         return good, bad
 
@@ -96,8 +105,10 @@ class ProjectionPipeline:
             if r.offset > last.get(k, -1):
                 last[k] = r.offset
 
+        next_offsets = {k: o + 1 for k, o in last.items()}
         async with self.stores.pg.connection() as conn, conn.transaction():
-            checkpoints = await self._lock_checkpoints(conn, list(last))
+            # Sorted, so two owners of overlapping partitions lock in the same order.
+            checkpoints = await self._lock_checkpoints(conn, sorted(last))
             fresh = [e for e in good if e.offset > checkpoints[(e.topic, e.partition)]]
             fresh_bad = [
                 d
@@ -108,18 +119,20 @@ class ProjectionPipeline:
             if fresh:
                 applied, failed = await self._apply(conn, fresh, records)
                 fresh_bad += failed
-            if fresh_bad:
+            if fresh_bad and self.dead_letters:
                 await send_dead_letters(self.log, self.name, fresh_bad)
             await self._advance_checkpoints(conn, last, checkpoints)
-
-        redelivered = (
-            good
-            if applied is None
-            else [e for e in good if e.offset <= checkpoints[(e.topic, e.partition)]]
-        )
-        await self.projector.sync_side_stores(self.stores, applied, redelivered)
-        next_offsets = {k: o + 1 for k, o in last.items()}
-        await self._advance_watermarks(next_offsets)
+            redelivered = (
+                good
+                if applied is None
+                else [e for e in good if e.offset <= checkpoints[(e.topic, e.partition)]]
+            )
+            # Still holding the checkpoint locks: side stores are written in the same order
+            # as the rows, so an owner that lost its partitions mid-batch can never overwrite
+            # newer Redis/Qdrant state afterwards. Their writes are idempotent, so the redo
+            # after a failed commit is harmless.
+            await self.projector.sync_side_stores(self.stores, conn, applied, redelivered)
+            await self._advance_watermarks(conn, next_offsets)
 
         skipped = len(good) - len(fresh)
         RECORDS_APPLIED.labels(self.name).inc(len(fresh))
@@ -197,22 +210,23 @@ class ProjectionPipeline:
             ([k[0] for k, _ in moved], [k[1] for k, _ in moved], [o for _, o in moved], self.name),
         )
 
-    async def _advance_watermarks(self, next_offsets: dict[tuple[str, int], int]) -> None:
+    async def _advance_watermarks(
+        self, conn: AsyncConnection[Any], next_offsets: dict[tuple[str, int], int]
+    ) -> None:
         items = list(next_offsets.items())
-        async with self.stores.pg.connection() as conn:
-            await conn.execute(
-                "INSERT INTO projection_watermarks (projector, topic, partition, next_offset)"
-                " SELECT %s, t, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)"
-                " ON CONFLICT (projector, topic, partition) DO UPDATE"
-                " SET next_offset = GREATEST(projection_watermarks.next_offset,"
-                " EXCLUDED.next_offset), updated_at = now()",
-                (
-                    self.name,
-                    [k[0] for k, _ in items],
-                    [k[1] for k, _ in items],
-                    [o for _, o in items],
-                ),
-            )
+        await conn.execute(
+            "INSERT INTO projection_watermarks (projector, topic, partition, next_offset)"
+            " SELECT %s, t, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)"
+            " ON CONFLICT (projector, topic, partition) DO UPDATE"
+            " SET next_offset = GREATEST(projection_watermarks.next_offset,"
+            " EXCLUDED.next_offset), updated_at = now()",
+            (
+                self.name,
+                [k[0] for k, _ in items],
+                [k[1] for k, _ in items],
+                [o for _, o in items],
+            ),
+        )
 
 
 def _merge(parts: list[Any]) -> Any:

@@ -83,6 +83,8 @@ class ProjectorLoop:
     async def _read(self, limit: int, positions: dict[tuple[str, int], int]) -> list[LogRecord]:
         batch: list[LogRecord] = []
         parts = list(positions)
+        if not parts:  # a shard with more processes than partitions owns nothing
+            return batch
         self._rr = (self._rr + 1) % len(parts)
         for tp in parts[self._rr :] + parts[: self._rr]:  # rotate: no partition starves
             if len(batch) >= limit:
@@ -173,6 +175,7 @@ class ProjectorLoop:
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 for f in (waiter, stopper):
                     f.cancel()
+        self.cancel_prefetch()
 
     async def catch_up(self, on_batch: ProgressHook | None = None) -> int:
         """Apply everything in the log now, then return the number of records applied."""
@@ -230,3 +233,4 @@ class EmbeddedRunner:
         finally:
             for t in tasks:
                 t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -222,3 +222,43 @@ def test_streamed_body_over_the_limit_is_413(client: TestClient) -> None:
 
     r = client.post("/v1/content", content=chunks(), headers={"content-type": "application/json"})
     _problem(r, 413, "body")
+
+
+def test_review_findings_stay_fixed(client: TestClient) -> None:
+    # NUL characters cannot be stored: refused up front, naming the field
+    _problem(client.post("/v1/content", json=_movie(title="Bad\x00Title")), 422, "title")
+    _problem(client.post("/v1/content", json=_movie(genres=["Drama", "x\x00"])), 422, "genres")
+    play = {"content_id": "c\x00", "device_id": "d", "kind": "progress", "position_s": 10}
+    _problem(client.post("/v1/playback/events", json=play, headers=ALICE), 422, "content_id")
+    # Avro ints are 32-bit
+    big = _movie(kind="episode", series_id="s1", season=2**31)
+    _problem(client.post("/v1/content", json=big), 422, "season")
+    # a token naming a partition that does not exist can never be satisfied: 400, not 503
+    _problem(
+        client.get("/v1/content/x", headers={"X-Consistency-Token": "catalog.content:999:0"}),
+        400,
+        "X-Consistency-Token",
+    )
+    # user ids that once shared Redis keys ("bob" and "bob:items") stay apart
+    tokens = {}
+    for user, content in (("bob", "c-bob"), ("bob:items", "c-items")):
+        r = client.post(
+            "/v1/playback/events",
+            headers={"X-User-Id": user},
+            json={
+                "content_id": content,
+                "device_id": "tv",
+                "kind": "progress",
+                "position_s": 600,
+                "duration_s": 6000,
+            },
+        )
+        assert r.status_code == 202
+        tokens[user] = r.headers["X-Consistency-Token"]
+    for user, content in (("bob", "c-bob"), ("bob:items", "c-items")):
+        r = client.get(
+            "/v1/me/continue-watching",
+            headers={"X-User-Id": user, "X-Consistency-Token": tokens[user]},
+        )
+        assert r.status_code == 200, r.text
+        assert [i["content_id"] for i in r.json()["items"]] == [content]

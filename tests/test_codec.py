@@ -165,3 +165,18 @@ def test_decode_many_matches_decode_and_pins_bad_records(tmp_path: Path) -> None
     assert isinstance(got[5], MalformedEventError) and isinstance(got[17], MalformedEventError)
     assert sum(isinstance(g, Exception) for g in got) == 2
     assert got[0][1]["playback_rate"] == 1.0 and got[-1][1]["playback_rate"] == 2.0
+
+
+def test_decode_many_never_shifts_a_payload_onto_another_record() -> None:
+    codec = AvroCodec()
+    good = codec.encode("PlaybackStarted", PLAY)
+    header_only = good[:10]
+    datas = [good] * 5 + [good + b"\x02\x00", header_only] + [good] * 5
+    got = codec.decode_many(datas)
+    assert isinstance(got[5], MalformedEventError) and isinstance(got[6], MalformedEventError)
+    assert [g for i, g in enumerate(got) if i not in (5, 6)] == [("PlaybackStarted", PLAY)] * 10
+
+
+def test_decode_many_names_a_null_value_malformed() -> None:
+    got = AvroCodec().decode_many([None, b""])  # type: ignore[list-item]
+    assert all(isinstance(g, MalformedEventError) for g in got)
