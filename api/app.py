@@ -35,12 +35,13 @@ def create_app(
     run_projectors: bool = True,
     with_qdrant: bool = True,
     on_ready: Any = None,
+    on_stop: Any = None,
 ) -> Starlette:
     """``run_projectors`` runs the embedded runner inside this process (``mgw up``);
     leave it off when ``mgw worker`` processes do the projecting."""
     # Imported here: the composition root may import everything, the routes may not.
     from mgw.platform import open_platform
-    from mgw.worker import shardable, spawn_shard_workers, stop_processes
+    from mgw.worker import ShardSupervisor, shardable
     from projections.registry import PROJECTORS
     from streams.runner import EmbeddedRunner
 
@@ -50,31 +51,35 @@ def create_app(
             context = AppContext(settings, pf.log, pf.stores, pf.publisher, where=pf.where)
             stop = asyncio.Event()
             task = None
-            children: list[Any] = []
-            if run_projectors:
-                n = settings.projector_processes
-                sharded = shardable(settings, PROJECTORS) if n > 1 else []
-                runner = EmbeddedRunner(
-                    pf.log,
-                    pf.stores,
-                    PROJECTORS,
-                    batch_size=settings.batch_size,
-                    linger_ms=settings.batch_linger_ms,
-                    shards={p.name: (0, n) for p in sharded},
-                )
-                if sharded:
-                    assert pf.resolved is not None
-                    children = spawn_shard_workers(pf.resolved, [p.name for p in sharded], n)
-                await runner.prepare()
-                context.runner = runner
-                task = asyncio.create_task(runner.run(stop), name="embedded-runner")
-            app.state.mgw = context
-            if on_ready is not None:
-                await on_ready(context)
+            shards = None
             try:
+                if run_projectors:
+                    n = settings.projector_processes
+                    sharded = shardable(settings, PROJECTORS) if n > 1 else []
+                    runner = EmbeddedRunner(
+                        pf.log,
+                        pf.stores,
+                        PROJECTORS,
+                        batch_size=settings.batch_size,
+                        linger_ms=settings.batch_linger_ms,
+                        shards={p.name: (0, n) for p in sharded},
+                    )
+                    await runner.prepare()
+                    if sharded:
+                        assert pf.resolved is not None
+                        shards = ShardSupervisor(pf.resolved, [p.name for p in sharded], n)
+                        shards.start()
+                    context.runner = runner
+                    task = asyncio.create_task(runner.run(stop), name="embedded-runner")
+                app.state.mgw = context
+                if on_ready is not None:
+                    await on_ready(context)
                 yield
             finally:
-                stop_processes(children)
+                if on_stop is not None:
+                    await on_stop()
+                if shards is not None:
+                    await shards.stop()
                 stop.set()
                 if task is not None:
                     try:

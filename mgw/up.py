@@ -66,10 +66,19 @@ def run_up(settings: Settings, *, demo: bool = False) -> int:
         if demo:
             tasks.append(asyncio.create_task(load_demo(c, base)))
 
+    async def on_stop() -> None:
+        for t in tasks:  # a demo load still running must not publish into a closed log
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     # Qdrant local mode admits one process: with projectors in workers, leave it to them.
     with_qdrant = settings.run_projectors or bool(settings.qdrant_url)
     app = create_app(
-        settings, run_projectors=settings.run_projectors, with_qdrant=with_qdrant, on_ready=on_ready
+        settings,
+        run_projectors=settings.run_projectors,
+        with_qdrant=with_qdrant,
+        on_ready=on_ready,
+        on_stop=on_stop,
     )
     config = uvicorn.Config(
         app,

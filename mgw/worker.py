@@ -8,6 +8,7 @@ group (streams/kafka_group.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -34,19 +35,31 @@ log = logging.getLogger("mgw.worker")
 
 
 async def open_pipeline(settings: Settings, name: str) -> ProjectionPipeline:
-    """Stores and log for one projector in a worker process."""
+    """Stores and log for one projector in a worker process (migrations already ran)."""
     assert settings.database_url and settings.redis_url and settings.kafka_bootstrap_servers
-    migrate(settings.database_url)
-    pool = open_pool(settings.database_url, max_size=4)
-    await pool.open(wait=True)
     projector = by_name(name)
-    redis = aioredis.from_url(settings.redis_url)
-    # Qdrant local mode admits one process: open it only where the projector writes vectors.
-    qdrant = await open_qdrant(settings, {}) if "qdrant" in projector.side_stores else None
-    klog = await KafkaLog(settings.kafka_bootstrap_servers).open()  # for dead letters
-    await klog.ensure_topics(ALL_TOPICS)
-    stores = Stores(pg=pool, redis=redis, qdrant=qdrant)
-    await projector.prepare(stores)
+    opened: list[Any] = []  # closers, so a failed start leaks nothing when it is retried
+    try:
+        pool = open_pool(settings.database_url, max_size=4)
+        await pool.open(wait=True)
+        opened.append(pool.close)
+        redis = aioredis.from_url(settings.redis_url)
+        opened.append(redis.aclose)
+        # Qdrant local mode admits one process: open it only where the projector needs it.
+        qdrant = None
+        if "qdrant" in projector.side_stores:
+            qdrant = await open_qdrant(settings, {})
+            opened.append(qdrant.close)
+        klog = await KafkaLog(settings.kafka_bootstrap_servers).open()  # for dead letters
+        opened.append(klog.close)
+        await klog.ensure_topics(ALL_TOPICS)
+        stores = Stores(pg=pool, redis=redis, qdrant=qdrant)
+        await projector.prepare(stores)
+    except BaseException:
+        for close in reversed(opened):
+            with contextlib.suppress(Exception):
+                await close()
+        raise
     return ProjectionPipeline(projector, stores, klog)
 
 
@@ -76,6 +89,8 @@ def run_worker(
         # A worker on one machine may still use embedded PostgreSQL/Redis from the data dir.
         db, redis_url, _ = resolve_services(settings, started)
         settings = replace(settings, database_url=db, redis_url=redis_url)
+    assert settings.database_url
+    migrate(settings.database_url)  # before any event loop runs: it blocks
     if runtime == "embedded":
         try:
             return asyncio.run(_run_embedded_worker(settings, projector_name, shard))
@@ -178,7 +193,6 @@ async def _run_embedded_worker(settings: Settings, projector_name: str, shard: S
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    migrate(settings.database_url)
     elog = await EmbeddedLog(settings.database_url).open()
     pool = open_pool(settings.database_url, max_size=4)
     await pool.open(wait=True)
@@ -212,30 +226,56 @@ def shardable(settings: Settings, projectors: Sequence[Projector]) -> list[Proje
     return [p for p in projectors if "qdrant" not in p.side_stores or settings.qdrant_url]
 
 
-def spawn_shard_workers(
-    resolved: Settings, names: Sequence[str], processes: int
-) -> list[subprocess.Popen[bytes]]:
-    """Shards 1..N-1 of each projector as `mgw worker` children (this process runs 0/N)."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": resolved.database_url or "",
-        "REDIS_URL": resolved.redis_url or "",
-        "KAFKA_BOOTSTRAP_SERVERS": "",
-        "MGW_DATA_DIR": str(resolved.data_dir),
-        "MGW_BATCH_SIZE": str(resolved.batch_size),
-        "MGW_LOG_LEVEL": resolved.log_level,
-    }
-    children = []
-    for name in names:
-        for i in range(1, processes):
-            children.append(
-                subprocess.Popen(
-                    worker_argv(name, "embedded", (i, processes)),
-                    env=env,
-                )
-            )
-            log.info("projector %s shard %d/%d in process %d", name, i, processes, children[-1].pid)
-    return children
+class ShardSupervisor:
+    """Shards 1..N-1 of each shardable projector as `mgw worker` children of `mgw up`
+    (the parent runs shard 0/N). A child that dies is started again: its partitions
+    would otherwise stop and reads waiting on them would time out."""
+
+    def __init__(self, resolved: Settings, names: Sequence[str], processes: int) -> None:
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": resolved.database_url or "",
+            "REDIS_URL": resolved.redis_url or "",
+            "KAFKA_BOOTSTRAP_SERVERS": "",
+            "MGW_DATA_DIR": str(resolved.data_dir),
+            "MGW_BATCH_SIZE": str(resolved.batch_size),
+            "MGW_LOG_LEVEL": resolved.log_level,
+        }
+        self.argvs = [
+            worker_argv(name, "embedded", (i, processes))
+            for name in names
+            for i in range(1, processes)
+        ]
+        self.children: list[subprocess.Popen[bytes]] = []
+        self._watch: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.children = [self._spawn(argv) for argv in self.argvs]
+        self._watch = asyncio.create_task(self._supervise(), name="shard-supervisor")
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(argv, env=self.env)
+        log.info("%s in process %d", " ".join(argv[-4:]), child.pid)
+        return child
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(2)
+            for i, child in enumerate(self.children):
+                if child.poll() is not None:
+                    log.warning(
+                        "shard process %d exited with %s; starting it again",
+                        child.pid,
+                        child.returncode,
+                    )
+                    self.children[i] = self._spawn(self.argvs[i])
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await asyncio.to_thread(stop_processes, self.children)
 
 
 def stop_processes(children: Sequence[subprocess.Popen[bytes]], timeout: float = 15) -> None:
