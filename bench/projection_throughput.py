@@ -249,10 +249,10 @@ def bench_naive(uri: str, records: list[OutgoingRecord], sample: int) -> dict[st
             _, p = codec.decode(r.value)
             conn.execute(
                 "INSERT INTO naive_positions (user_id, content_id, device_id, position_s,"
-                " duration_s, state, updated_at, event_count) VALUES (%s,%s,%s,%s,%s,%s,%s,1)"
+                " duration_s, updated_at, event_count) VALUES (%s,%s,%s,%s,%s,%s,1)"
                 " ON CONFLICT (user_id, content_id) DO UPDATE SET position_s = EXCLUDED.position_s,"
                 " device_id = EXCLUDED.device_id, duration_s = EXCLUDED.duration_s,"
-                " state = EXCLUDED.state, updated_at = EXCLUDED.updated_at,"
+                " updated_at = EXCLUDED.updated_at,"
                 " event_count = naive_positions.event_count + 1",
                 (
                     p["user_id"],
@@ -260,7 +260,6 @@ def bench_naive(uri: str, records: list[OutgoingRecord], sample: int) -> dict[st
                     p["device_id"],
                     p["position_s"],
                     p["duration_s"],
-                    "in_progress",
                     p["occurred_at"],
                 ),
             )

@@ -89,11 +89,9 @@ class PlaybackProjector:
         await conn.execute("DELETE FROM playback_batch")  # an isolation retry reuses it
         async with conn.cursor().copy(
             "COPY playback_batch (user_id, content_id, device_id, position_s, duration_s,"
-            " state, updated_at, event_count) FROM STDIN (FORMAT BINARY)"
+            " updated_at, event_count) FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(
-                ["text", "text", "text", "float8", "float8", "text", "timestamptz", "int8"]
-            )
+            copy.set_types(["text", "text", "text", "float8", "float8", "timestamptz", "int8"])
             for k, e in latest.items():
                 p = e.payload
                 await copy.write_row(
@@ -103,7 +101,6 @@ class PlaybackProjector:
                         p["device_id"],
                         p["position_s"],
                         p["duration_s"],
-                        _state(e),
                         p["occurred_at"],
                         counts[k],
                     )
@@ -111,15 +108,14 @@ class PlaybackProjector:
         newer = "EXCLUDED.updated_at >= t.updated_at"
         cur = await conn.execute(
             "INSERT INTO playback_positions AS t (user_id, content_id, device_id, position_s,"
-            " duration_s, state, updated_at, event_count)"
-            " SELECT user_id, content_id, device_id, position_s, duration_s, state, updated_at,"
+            " duration_s, updated_at, event_count)"
+            " SELECT user_id, content_id, device_id, position_s, duration_s, updated_at,"
             " event_count FROM playback_batch"
             " ON CONFLICT (user_id, content_id) DO UPDATE SET"
             f" device_id = CASE WHEN {newer} THEN EXCLUDED.device_id ELSE t.device_id END,"
             f" position_s = CASE WHEN {newer} THEN EXCLUDED.position_s ELSE t.position_s END,"
             f" duration_s = CASE WHEN {newer} THEN COALESCE(EXCLUDED.duration_s, t.duration_s)"
             " ELSE t.duration_s END,"
-            f" state = CASE WHEN {newer} THEN EXCLUDED.state ELSE t.state END,"
             " updated_at = GREATEST(EXCLUDED.updated_at, t.updated_at),"
             " event_count = t.event_count + EXCLUDED.event_count"
             # every key is updated (event_count), so this returns each key's final state
@@ -175,10 +171,6 @@ class PlaybackProjector:
 
 def _num(v: float | None) -> str:
     return "null" if v is None else repr(v)
-
-
-def _state(e: Envelope) -> str:
-    return classify(e.payload["position_s"], e.payload["duration_s"]).value
 
 
 # -- queries -----------------------------------------------------------------
@@ -250,20 +242,20 @@ async def position_of(
 ) -> dict[str, Any] | None:
     async with pg.connection() as conn:
         cur = await conn.execute(
-            "SELECT content_id, device_id, position_s, duration_s, state, updated_at"
+            "SELECT content_id, device_id, position_s, duration_s, updated_at"
             " FROM playback_positions WHERE user_id = %s AND content_id = %s",
             (user_id, content_id),
         )
         row = await cur.fetchone()
     if row is None:
         return None
-    cid, dev, pos, dur, state, updated = row
+    cid, dev, pos, dur, updated = row
     return {
         "content_id": cid,
         "device_id": dev,
         "position_s": pos,
         "duration_s": dur,
-        "state": state,
+        "state": classify(pos, dur).value,
         "progress": progress_ratio(pos, dur),
         "updated_at": updated,
     }

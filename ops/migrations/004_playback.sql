@@ -1,11 +1,11 @@
 -- Last known position per user x content (last writer wins on occurred_at, then log order).
+-- In progress / watched is derived from position and duration (domain/playback.py), not stored.
 CREATE TABLE IF NOT EXISTS playback_positions (
     user_id     text             NOT NULL,
     content_id  text             NOT NULL,
     device_id   text             NOT NULL,
     position_s  double precision NOT NULL,
     duration_s  double precision,
-    state       text             NOT NULL,
     updated_at  timestamptz      NOT NULL,
     -- playback events folded into this row: counts every event once, so it also
     -- proves that redelivered batches are not applied twice
