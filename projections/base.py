@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 from psycopg import AsyncConnection
@@ -35,6 +35,7 @@ class Envelope(NamedTuple):
     event_type: str
     payload: dict[str, Any]
     headers: Headers
+    timestamp_ms: int = 0  # when the log stored the record
 
     # Parsed on demand: most projectors never look, and parsing costs on the hot path.
     @property
@@ -44,6 +45,12 @@ class Envelope(NamedTuple):
     @property
     def occurred_at(self) -> datetime | None:
         return occurred_at_of(self.headers)
+
+    @property
+    def happened_at(self) -> datetime:
+        """occurred_at, or when the log stored the record if a producer left it out:
+        either way a replay computes the same value."""
+        return self.occurred_at or datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
 
 
 @dataclass(slots=True)

@@ -82,7 +82,7 @@ class CatalogProjector:
                 p.get("series_id"),
                 p.get("season"),
                 p.get("episode"),
-                e.occurred_at,
+                e.happened_at,
                 e.event_id,
             )
             for col, v in zip(cols, row, strict=True):
@@ -93,7 +93,7 @@ class CatalogProjector:
             "INSERT INTO content (" + ", ".join(_COLUMNS) + ")"
             " SELECT u.content_id, u.kind, u.title, u.original_title, u.year, u.runtime_min,"
             " ARRAY(SELECT jsonb_array_elements_text(u.genres::jsonb)), u.overview, u.imdb_id,"
-            " u.tmdb_id, u.series_id, u.season, u.episode, COALESCE(u.updated_at, now()),"
+            " u.tmdb_id, u.series_id, u.season, u.episode, u.updated_at,"
             " u.last_event_id"
             " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::int[],"
             " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::int[],"

@@ -80,6 +80,7 @@ class ProjectionPipeline:
                 event_type,
                 payload,
                 r.headers,
+                r.timestamp_ms,
             )
             try:
                 self.projector.check(env)
