@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
+import sys
 from typing import Any
 
 import uvicorn
@@ -49,8 +51,26 @@ async def load_demo(c: AppContext, base_url: str, *, progress: bool = True) -> i
     return appended
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def run_up(settings: Settings, *, demo: bool = False) -> int:
     base = f"http://{settings.host}:{settings.port}"
+    if not _port_free(settings.host, settings.port):
+        # before any service starts, so nothing has to be torn down again
+        print(
+            f"mgw up: {settings.host}:{settings.port} is already in use; stop the process "
+            "holding it or pass --port (or MGW_PORT)",
+            file=sys.stderr,
+        )
+        return 2
     tasks: list[asyncio.Task[Any]] = []
 
     async def on_ready(c: AppContext) -> None:

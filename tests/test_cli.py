@@ -214,3 +214,16 @@ def test_up_shares_a_projector_between_processes(tmp_path: Path) -> None:
     assert code == 0, out.read_text()[-3000:]
     with pytest.raises(ProcessLookupError):  # the shard process was stopped and reaped
         os.kill(shard_pids[0], 0)
+
+
+def test_up_on_a_busy_port_says_what_to_do(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = tmp_path / "up.log"
+        proc = _mgw("up", "--data-dir", str(tmp_path / "d"), "--port", str(port), out=out)
+        assert proc.wait(60) == 2
+    text = out.read_text()
+    assert "already in use" in text and "--port" in text
+    assert not (tmp_path / "d" / "postgres").exists()  # nothing was started
