@@ -78,7 +78,11 @@ class GroupWorker:
         log.info(
             "%s: assigned %s",
             self.group,
-            ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions),
+            ", ".join(
+                f"{tp.topic}[{tp.partition}]@"
+                + ("committed" if tp.offset == OFFSET_STORED else f"watermark {tp.offset}")
+                for tp in partitions
+            ),
         )
         consumer.assign(partitions)
 
