@@ -7,7 +7,7 @@ Every service URL is optional: a missing one means "use the embedded part"
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -41,7 +41,6 @@ class Settings:
     run_projectors: bool = True
     #: processes sharing each shardable projector under `mgw up` (embedded log only)
     projector_processes: int = 1
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def log_backend(self) -> str:

@@ -29,7 +29,6 @@ class Platform:
     stores: Stores
     publisher: Publisher
     where: dict[str, str] = field(default_factory=dict)
-    embedded: list[Any] = field(default_factory=list)
     #: the settings with every service URL filled in (embedded ones included), for
     #: child processes that must reach the same servers
     resolved: Settings | None = None
@@ -114,9 +113,7 @@ async def open_platform(
         event_log = await open_log(settings, db_url, where)
         stores = Stores(pg=pool, redis=redis, qdrant=qdrant)
         resolved = replace(settings, database_url=db_url, redis_url=redis_url)
-        platform = Platform(
-            settings, event_log, stores, Publisher(event_log), where, started, resolved
-        )
+        platform = Platform(settings, event_log, stores, Publisher(event_log), where, resolved)
         try:
             yield platform
         finally:

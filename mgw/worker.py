@@ -185,37 +185,25 @@ def _run_group_worker(settings: Settings, projector_name: str) -> int:
 
 async def _run_embedded_worker(settings: Settings, projector_name: str, shard: Shard) -> None:
     """One shard of a projector on the embedded (PostgreSQL) log, in its own process."""
-    from streams.embedded import EmbeddedLog
+    from mgw.platform import open_platform
 
-    assert settings.database_url and settings.redis_url
     projector = by_name(projector_name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    elog = await EmbeddedLog(settings.database_url).open()
-    pool = open_pool(settings.database_url, max_size=4)
-    await pool.open(wait=True)
-    redis = aioredis.from_url(settings.redis_url)
-    qdrant = await open_qdrant(settings, {}) if "qdrant" in projector.side_stores else None
-    stores = Stores(pg=pool, redis=redis, qdrant=qdrant)
-    runner = EmbeddedRunner(
-        elog,
-        stores,
-        [projector],
-        batch_size=settings.batch_size,
-        linger_ms=settings.batch_linger_ms,
-        shards={projector.name: shard},
-    )
-    log.info("%s: embedded worker, shard %d/%d", projector.name, *shard)
-    try:
+    with_qdrant = "qdrant" in projector.side_stores
+    async with open_platform(settings, with_qdrant=with_qdrant, pool_size=4) as pf:
+        runner = EmbeddedRunner(
+            pf.log,
+            pf.stores,
+            [projector],
+            batch_size=settings.batch_size,
+            linger_ms=settings.batch_linger_ms,
+            shards={projector.name: shard},
+        )
+        log.info("%s: embedded worker, shard %d/%d", projector.name, *shard)
         await runner.run(stop)
-    finally:
-        await elog.close()
-        if qdrant is not None:
-            await qdrant.close()
-        await redis.aclose()
-        await pool.close()
 
 
 def shardable(settings: Settings, projectors: Sequence[Projector]) -> list[Projector]:

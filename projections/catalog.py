@@ -203,15 +203,3 @@ async def get_content(pg: AsyncConnectionPool, content_id: str) -> dict[str, Any
     if kind == "episode":
         doc.update(series_id=series, season=season, episode=episode)
     return doc
-
-
-async def similar_by_vector(qdrant: Any, content_id: str, limit: int = 10) -> list[dict[str, Any]]:
-    """Nearest titles in the placeholder vector space (a smoke test of the Qdrant path)."""
-    res = await qdrant.query_points(
-        COLLECTION, query=point_id(content_id), limit=limit + 1, with_payload=True
-    )
-    return [
-        {"id": p.payload["content_id"], "title": p.payload["title"], "score": p.score}
-        for p in res.points
-        if p.payload and p.payload.get("content_id") != content_id
-    ][:limit]

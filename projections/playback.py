@@ -237,30 +237,6 @@ def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-async def position_of(
-    pg: AsyncConnectionPool, user_id: str, content_id: str
-) -> dict[str, Any] | None:
-    async with pg.connection() as conn:
-        cur = await conn.execute(
-            "SELECT content_id, device_id, position_s, duration_s, updated_at"
-            " FROM playback_positions WHERE user_id = %s AND content_id = %s",
-            (user_id, content_id),
-        )
-        row = await cur.fetchone()
-    if row is None:
-        return None
-    cid, dev, pos, dur, updated = row
-    return {
-        "content_id": cid,
-        "device_id": dev,
-        "position_s": pos,
-        "duration_s": dur,
-        "state": classify(pos, dur).value,
-        "progress": progress_ratio(pos, dur),
-        "updated_at": updated,
-    }
-
-
 async def side_store_digest(redis: Any) -> str:
     """A digest of every continue-watching key, to compare a replay with the original."""
     import hashlib
