@@ -27,7 +27,7 @@ async def run_replay(settings: Settings, name: str, *, progress: bool = True) ->
             total += sum((await pf.log.end_offsets(topic)).values())
         await maintenance.clear(pf.stores, projector)
         loop = ProjectorLoop(
-            ProjectionPipeline(projector, pf.stores, pf.log, dead_letters=False),
+            ProjectionPipeline(projector, pf.stores, pf.log, dead_letters=False, emit=False),
             pf.log,
             batch_size=settings.batch_size,
             linger_ms=0,

@@ -211,7 +211,12 @@ def shardable(settings: Settings, projectors: Sequence[Projector]) -> list[Proje
     holding Qdrant's local mode (one process only) unless a Qdrant server is set."""
     if settings.kafka_bootstrap_servers:
         return []  # on Kafka, scale with workers in the consumer group instead
-    return [p for p in projectors if "qdrant" not in p.side_stores or settings.qdrant_url]
+    return [
+        p
+        for p in projectors
+        if getattr(p, "shardable", True)
+        and ("qdrant" not in p.side_stores or settings.qdrant_url)
+    ]
 
 
 class ShardSupervisor:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from core.events import Headers, header, occurred_at_of
+from core.events import Event, Headers, header, occurred_at_of
 
 
 class RejectedEvent(Exception):
@@ -51,6 +51,16 @@ class Envelope(NamedTuple):
         """occurred_at, or when the log stored the record if a producer left it out:
         either way a replay computes the same value."""
         return self.occurred_at or datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+
+
+class Output(NamedTuple):
+    """What a projector that derives events returns from ``apply``: the rows for
+    ``sync_side_stores`` and the events to append. The pipeline appends them before the
+    batch commits, so a crash can repeat an emission but never lose one; their ids are
+    derived from the source record, so a repeat is recognisable and harmless."""
+
+    rows: Any
+    events: list[Event]
 
 
 @dataclass(slots=True)

@@ -1,7 +1,13 @@
-"""Catalog read model: the ``content`` table and the Qdrant ``content`` collection.
+"""The canonical catalog: ``platform_titles`` (every source record), ``content`` (one
+merged row per entity), ``content_merges`` (ids that now read as another), and the
+Qdrant ``content`` collection.
 
-Content events are keyed by content id, so all upserts of one title sit in one
-partition in order: the last one in log order wins.
+Sources are editorial upserts (ContentUpserted, from the API) and platform records as
+entity resolution placed them (ContentResolved). Resolution compares records only
+within a blocking key; evidence that crosses blocks joins entities here: the same
+IMDb or TMDB id on two entities, or one platform record seen in two. Joining is
+union-find whose survivor depends only on the set joined (domain rule below), so the
+same log always leaves the same ids. Each join is emitted as ContentMerged.
 """
 
 from __future__ import annotations
@@ -9,19 +15,73 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from core.events import Event
+from core.ids import derived_id
 from domain.catalog import check_content, normalize_genres
+from domain.catalog.canonical import SourceRecord, merge
+from domain.catalog.quality import DEFAULT_HALF_LIFE_DAYS, quality_score
 from domain.discovery import DIMS, placeholder_embedding
-from projections.base import Envelope, RejectedEvent, Stores
-from streams.topics import CATALOG
+from projections.availability import offers_for
+from projections.base import Envelope, Output, RejectedEvent, Stores
+from streams.topics import CATALOG, RESOLUTION
 
 COLLECTION = "content"
 _POINT_NS = uuid.UUID("0f4c5a1e-3b8d-4f6a-9c2e-7d1b5e3a9f40")
-_COLUMNS = (
+_SOURCE_COLS = (
+    "platform",
+    "platform_id",
+    "cluster_id",
+    "content_id",
+    "raw_hash",
+    "kind",
+    "title",
+    "original_title",
+    "year",
+    "runtime_min",
+    "genres",
+    "overview",
+    "language",
+    "imdb_id",
+    "tmdb_id",
+    "series_id",
+    "season",
+    "episode",
+    "web_url",
+    "app_url",
+    "first_seen",
+    "updated_at",
+)
+_SOURCE_TYPES = [
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int",
+    "int",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int",
+    "int",
+    "text",
+    "text",
+    "timestamptz",
+    "timestamptz",
+]
+_CONTENT_COLS = (
     "content_id",
     "kind",
     "title",
@@ -36,8 +96,34 @@ _COLUMNS = (
     "season",
     "episode",
     "updated_at",
-    "last_event_id",
+    "platforms",
+    "source_count",
+    "completeness",
+    "agreement",
+    "first_seen",
 )
+_CONTENT_TYPES = [
+    "text",
+    "text",
+    "text",
+    "text",
+    "int",
+    "int",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int",
+    "int",
+    "timestamptz",
+    "text",
+    "int",
+    "real",
+    "real",
+    "timestamptz",
+]
+EDITORIAL = "editorial"
 
 
 def point_id(content_id: str) -> str:
@@ -45,64 +131,303 @@ def point_id(content_id: str) -> str:
     return str(uuid.uuid5(_POINT_NS, content_id))
 
 
+class _Components:
+    """Union-find over content ids. The survivor of a component is its least id in
+    (editorial first, then id) order: a function of the component alone, so the ids
+    that survive do not depend on the order evidence arrives in."""
+
+    def __init__(self, editorial: set[str]) -> None:
+        self.parent: dict[str, str] = {}
+        self.editorial = editorial
+        #: loser -> (the evidence, when it arrived)
+        self.reasons: dict[str, tuple[str, datetime]] = {}
+
+    def _rank(self, cid: str) -> tuple[int, str]:
+        return (0 if cid in self.editorial else 1, cid)
+
+    def find(self, x: str) -> str:
+        root = x
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while x != root:
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: str, b: str, reason: str, at: datetime) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        keep, lose = sorted((ra, rb), key=self._rank)
+        self.parent[lose] = keep
+        self.reasons[lose] = (reason, at)
+
+
+def _source_row(e: Envelope) -> tuple[tuple[str, str], str, dict[str, Any]]:
+    """(platform, platform_id), cluster id and fields of a source event."""
+    p = e.payload
+    if e.event_type == "ContentUpserted":
+        ext = p.get("external_ids") or {}
+        fields = {
+            **{k: p.get(k) for k in ("kind", "original_title", "year", "runtime_min")},
+            "title": p["title"].strip(),
+            "genres": normalize_genres(p.get("genres") or []),
+            "overview": p.get("overview"),
+            "language": None,
+            "imdb_id": ext.get("imdb"),
+            "tmdb_id": ext.get("tmdb"),
+            "series_id": p.get("series_id"),
+            "season": p.get("season"),
+            "episode": p.get("episode"),
+            "web_url": None,
+            "app_url": None,
+            "raw_hash": None,
+        }
+        return (EDITORIAL, p["content_id"]), p["content_id"], fields
+    fields = {
+        k: p.get(k)
+        for k in (
+            "raw_hash", "kind", "original_title", "year", "runtime_min", "overview", "language",
+            "imdb_id", "tmdb_id", "series_id", "season", "episode", "web_url", "app_url",
+        )
+    }  # fmt: skip
+    fields["title"] = p["title"].strip()
+    fields["genres"] = normalize_genres(p.get("genres") or [])
+    return (p["platform"], p["platform_id"]), p["content_id"], fields
+
+
+async def _fetch(conn: AsyncConnection[Any], sql: str, params: Any) -> list[tuple[Any, ...]]:
+    cur = await conn.execute(sql, params)
+    return await cur.fetchall()
+
+
+def _ext(fields: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(s, fields[f"{s}_id"]) for s in ("imdb", "tmdb") if fields.get(f"{s}_id")]
+
+
+def _reason(
+    loser: str, survivor: str, reasons: dict[str, tuple[str, datetime]], default: datetime
+) -> tuple[str, datetime]:
+    return reasons.get(loser, (f"joined with {survivor}", default))
+
+
 class CatalogProjector:
+    """The canonical catalog: every source record (editorial upserts from the API,
+    platform records as entity resolution placed them) folded into one content row
+    per entity, with entities joined when later evidence links them."""
+
     name = "catalog"
-    topics = (CATALOG.name,)
-    tables = ("content",)
+    topics = (CATALOG.name, RESOLUTION.name)
+    tables = ("content", "platform_titles", "content_merges")
     side_stores = ("qdrant",)
+    #: merges need every entity in view: one owner at a time
+    shardable = False
 
     def check(self, event: Envelope) -> None:
-        if event.event_type != "ContentUpserted":
+        if event.event_type == "ContentUpserted":
+            violation = check_content(event.payload)
+            if violation:
+                raise RejectedEvent(f"{violation.field}: {violation.message}")
+            if event.key and event.key != event.payload["content_id"]:
+                raise RejectedEvent("record key must equal content_id")
+        elif event.event_type == "ContentResolved":
+            if not event.payload["title"].strip():
+                raise RejectedEvent("title: must not be empty")
+        elif event.event_type != "ContentMerged":
             raise RejectedEvent(f"catalog does not handle {event.event_type}")
-        violation = check_content(event.payload)
-        if violation:
-            raise RejectedEvent(f"{violation.field}: {violation.message}")
-        if event.key and event.key != event.payload["content_id"]:
-            raise RejectedEvent("record key must equal content_id")
 
-    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> list[str]:
-        latest: dict[str, Envelope] = {}
-        for e in batch:  # batch is in log order per partition; later wins
-            latest[e.payload["content_id"]] = e
-        cols: list[list[Any]] = [[] for _ in _COLUMNS]
-        for cid, e in latest.items():
-            p = e.payload
-            ext = p.get("external_ids") or {}
-            row = (
-                cid,
-                p["kind"],
-                p["title"].strip(),
-                p.get("original_title"),
-                p.get("year"),
-                p.get("runtime_min"),
-                normalize_genres(p.get("genres") or []),
-                p.get("overview"),
-                ext.get("imdb"),
-                ext.get("tmdb"),
-                p.get("series_id"),
-                p.get("season"),
-                p.get("episode"),
-                e.happened_at,
-                e.event_id,
+    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> Output:
+        latest: dict[tuple[str, str], tuple[str, dict[str, Any], Envelope]] = {}
+        first: dict[tuple[str, str], datetime] = {}
+        for e in batch:  # log order per partition; later wins
+            if e.event_type == "ContentMerged":
+                continue  # this projector emitted it, and applied it then
+            ref, cluster, fields = _source_row(e)
+            latest[ref] = (cluster, fields, e)
+            first.setdefault(ref, e.happened_at)  # first_seen must not depend on batching
+        if not latest:
+            return Output([], [])
+        refs = list(latest)
+        clusters = sorted({c for c, _, _ in latest.values()})
+        existing = await _fetch(
+            conn,
+            "SELECT platform, platform_id, cluster_id, content_id, first_seen FROM platform_titles"
+            " WHERE (platform, platform_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            ([r[0] for r in refs], [r[1] for r in refs]),
+        )
+        old = {(r[0], r[1]): r for r in existing}
+        canon = dict(
+            await _fetch(
+                conn,
+                "SELECT DISTINCT cluster_id, content_id FROM platform_titles"
+                " WHERE cluster_id = ANY(%s)",
+                (clusters,),
             )
-            for col, v in zip(cols, row, strict=True):
-                col.append(v)
-        # genres is an array column: pass it as JSON and expand, unnest cannot take text[][]
-        cols[6] = [json.dumps(g) for g in cols[6]]
+        )
+        ids = {(s, v, f["kind"]) for _, f, _ in latest.values() for s, v in _ext(f)}
+        linked = await _fetch(
+            conn,
+            "SELECT DISTINCT u.s, u.v, u.k, t.content_id"
+            " FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(s, v, k)"
+            " JOIN platform_titles t ON t.kind = u.k AND"
+            " ((u.s = 'imdb' AND t.imdb_id = u.v) OR (u.s = 'tmdb' AND t.tmdb_id = u.v))",
+            ([i[0] for i in ids], [i[1] for i in ids], [i[2] for i in ids]),
+        )
+        nodes = {canon.get(c, c) for c, _, _ in latest.values()}
+        nodes |= {r[3] for r in existing} | {r[3] for r in linked}
+        editorial = {r[1] for r in latest if r[0] == EDITORIAL}
+        editorial |= {
+            r[0]
+            for r in await _fetch(
+                conn,
+                "SELECT platform_id FROM platform_titles WHERE platform = %s"
+                " AND platform_id = ANY(%s)",
+                (EDITORIAL, sorted(nodes)),
+            )
+        }
+        comp = _Components(editorial)
+        by_id: dict[tuple[str, str, str], str] = {}
+        for s, v, k, cid in sorted(linked):
+            by_id.setdefault((s, v, k), cid)
+            comp.union(by_id[(s, v, k)], cid, f"{s} {v}", batch[-1].happened_at)
+        for ref, (cluster, fields, env) in sorted(latest.items()):
+            node = canon.get(cluster, cluster)
+            prev = old.get(ref)
+            if prev is not None and prev[2] != cluster:
+                comp.union(node, prev[3], f"record {ref[0]}:{ref[1]}", env.happened_at)
+            for s, v in _ext(fields):
+                key = (s, v, fields["kind"])
+                comp.union(by_id.setdefault(key, node), node, f"{s} {v}", env.happened_at)
+        merged = {n: comp.find(n) for n in sorted(nodes) if comp.find(n) != n}
+        events = await self._merge(conn, merged, comp.reasons, batch)
+        await self._write_sources(conn, latest, first, old, comp, canon)
+        touched = sorted({comp.find(canon.get(c, c)) for c, _, _ in latest.values()})
+        await self._write_content(conn, touched)
+        # rows for the side stores: (content id, gone?)
+        return Output([(c, False) for c in touched] + [(m, True) for m in sorted(merged)], events)
+
+    async def _merge(
+        self,
+        conn: AsyncConnection[Any],
+        merged: dict[str, str],
+        reasons: dict[str, tuple[str, datetime]],
+        batch: Sequence[Envelope],
+    ) -> list[Event]:
+        if not merged:
+            return []
+        losers, survivors = list(merged), [merged[m] for m in merged]
+        last = max(e.happened_at for e in batch)
         await conn.execute(
-            "INSERT INTO content (" + ", ".join(_COLUMNS) + ")"
-            " SELECT u.content_id, u.kind, u.title, u.original_title, u.year, u.runtime_min,"
-            " ARRAY(SELECT jsonb_array_elements_text(u.genres::jsonb)), u.overview, u.imdb_id,"
-            " u.tmdb_id, u.series_id, u.season, u.episode, u.updated_at,"
-            " u.last_event_id"
-            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::int[],"
-            " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::int[],"
-            " %s::timestamptz[], %s::text[]) AS u(" + ", ".join(_COLUMNS) + ")"
-            " ON CONFLICT (content_id) DO UPDATE SET "
-            + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[1:]),
+            "UPDATE platform_titles t SET content_id = u.s"
+            " FROM unnest(%s::text[], %s::text[]) AS u(l, s) WHERE t.content_id = u.l",
+            (losers, survivors),
+        )
+        await conn.execute(  # keep content_merges flat: earlier losers follow on
+            "UPDATE content_merges m SET into_id = u.s"
+            " FROM unnest(%s::text[], %s::text[]) AS u(l, s) WHERE m.into_id = u.l",
+            (losers, survivors),
+        )
+        events = []
+        rows = []
+        for loser, survivor in merged.items():
+            reason, at = _reason(loser, survivor, reasons, last)
+            rows.append((loser, survivor, reason, at))
+            events.append(
+                Event(
+                    "ContentMerged",
+                    loser,
+                    {"merged_id": loser, "into_id": survivor, "reason": reason},
+                    event_id=derived_id(f"merged:{loser}:{survivor}"),
+                    occurred_at=at,
+                    producer="catalog",
+                )
+            )
+        await conn.execute(
+            "INSERT INTO content_merges (merged_id, into_id, reason, merged_at)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[])"
+            " ON CONFLICT (merged_id) DO UPDATE SET into_id = EXCLUDED.into_id,"
+            " reason = EXCLUDED.reason, merged_at = EXCLUDED.merged_at",
+            [list(col) for col in zip(*rows, strict=True)],
+        )
+        await conn.execute("DELETE FROM content WHERE content_id = ANY(%s)", (losers,))
+        return events
+
+    async def _write_sources(
+        self,
+        conn: AsyncConnection[Any],
+        latest: dict[tuple[str, str], tuple[str, dict[str, Any], Envelope]],
+        first: dict[tuple[str, str], datetime],
+        old: dict[tuple[str, str], tuple[Any, ...]],
+        comp: _Components,
+        canon: dict[str, str],
+    ) -> None:
+        cols: list[list[Any]] = [[] for _ in _SOURCE_COLS]
+        for ref, (cluster, f, e) in latest.items():
+            prev = old.get(ref)
+            row = {
+                **f,
+                "platform": ref[0],
+                "platform_id": ref[1],
+                "cluster_id": cluster,
+                "content_id": comp.find(canon.get(cluster, cluster)),
+                "genres": json.dumps(f["genres"]),
+                "first_seen": prev[4] if prev is not None else first[ref],
+                "updated_at": e.happened_at,
+            }
+            for col, name in zip(cols, _SOURCE_COLS, strict=True):
+                col.append(row[name])
+        await conn.execute(
+            f"INSERT INTO platform_titles ({', '.join(_SOURCE_COLS)}) SELECT "
+            + ", ".join(
+                "ARRAY(SELECT jsonb_array_elements_text(u.genres::jsonb))"
+                if c == "genres"
+                else f"u.{c}"
+                for c in _SOURCE_COLS
+            )
+            + " FROM unnest("
+            + ", ".join(f"%s::{t}[]" for t in _SOURCE_TYPES)
+            + f") AS u({', '.join(_SOURCE_COLS)})"
+            " ON CONFLICT (platform, platform_id) DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in _SOURCE_COLS[2:]),
             cols,
         )
-        return list(latest)  # the content ids whose vectors must follow
+
+    async def _write_content(self, conn: AsyncConnection[Any], touched: list[str]) -> None:
+        rows = await _fetch(
+            conn,
+            "SELECT content_id, platform, platform_id, kind, title, original_title, year,"
+            " runtime_min, genres, overview, language, imdb_id, tmdb_id, series_id, season,"
+            " episode, first_seen, updated_at FROM platform_titles WHERE content_id = ANY(%s)",
+            (touched,),
+        )
+        groups: dict[str, list[SourceRecord]] = {}
+        for r in rows:
+            groups.setdefault(r[0], []).append(SourceRecord(*r[1:8], tuple(r[8]), *r[9:]))
+        cols: list[list[Any]] = [[] for _ in _CONTENT_COLS]
+        for cid in sorted(groups):
+            c = merge(groups[cid])
+            row = (
+                cid, c.kind, c.title, c.original_title, c.year, c.runtime_min,
+                json.dumps(list(c.genres)), c.overview, c.imdb_id, c.tmdb_id, c.series_id,
+                c.season, c.episode, c.updated_at, json.dumps(list(c.platforms)),
+                c.source_count, c.completeness, c.agreement, c.first_seen,
+            )  # fmt: skip
+            for col, v in zip(cols, row, strict=True):
+                col.append(v)
+        await conn.execute(
+            f"INSERT INTO content ({', '.join(_CONTENT_COLS)}) SELECT "
+            + ", ".join(
+                f"ARRAY(SELECT jsonb_array_elements_text(u.{c}::jsonb))"
+                if c in ("genres", "platforms")
+                else f"u.{c}"
+                for c in _CONTENT_COLS
+            )
+            + " FROM unnest("
+            + ", ".join(f"%s::{t}[]" for t in _CONTENT_TYPES)
+            + f") AS u({', '.join(_CONTENT_COLS)})"
+            " ON CONFLICT (content_id) DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in _CONTENT_COLS[1:]),
+            cols,
+        )
 
     async def sync_side_stores(
         self,
@@ -111,15 +436,33 @@ class CatalogProjector:
         applied: Any,
         redelivered: Sequence[Envelope],
     ) -> None:
-        ids = list(set(applied or ()) | {e.payload["content_id"] for e in redelivered})
-        if stores.qdrant is None or not ids:
+        if stores.qdrant is None:
             return
         from qdrant_client import models
 
+        rows = applied or []
+        touched = [c for c, g in rows if not g]
+        gone = [c for c, g in rows if g]
+        ids = set(touched) | {
+            e.payload["content_id"] for e in redelivered if e.event_type != "ContentMerged"
+        }
+        gone += [
+            e.payload["merged_id"] for e in redelivered if e.event_type == "ContentMerged"
+        ]
+        if gone:
+            await stores.qdrant.delete(
+                COLLECTION,
+                points_selector=models.PointIdsList(points=[point_id(g) for g in gone]),
+                wait=True,
+            )
+        if not ids:
+            return
+
         cur = await conn.execute(  # the batch's transaction: it sees the rows just written
             "SELECT content_id, kind, title, year, genres, overview FROM content"
-            " WHERE content_id = ANY(%s)",
-            (ids,),
+            " WHERE content_id = ANY(%s) OR content_id IN"
+            " (SELECT content_id FROM platform_titles WHERE cluster_id = ANY(%s))",
+            (sorted(ids), sorted(ids)),
         )
         rows = await cur.fetchall()
         points = [
@@ -161,33 +504,75 @@ class CatalogProjector:
 # -- queries -----------------------------------------------------------------
 
 
-async def get_content(pg: AsyncConnectionPool, content_id: str) -> dict[str, Any] | None:
+async def canonical_id(conn: AsyncConnection[Any], content_id: str) -> str:
+    """The id a (possibly merged) content id reads as now."""
+    cur = await conn.execute(
+        "SELECT into_id FROM content_merges WHERE merged_id = %s", (content_id,)
+    )
+    row = await cur.fetchone()
+    return content_id if row is None else str(row[0])
+
+
+async def get_content(
+    pg: AsyncConnectionPool,
+    content_id: str,
+    *,
+    now: datetime,
+    region: str | None = None,
+    half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
+) -> dict[str, Any] | None:
+    """The canonical title, following merges, with its sources, availability (in one
+    region, or all) and quality score."""
     async with pg.connection() as conn:
+        cid = await canonical_id(conn, content_id)
         cur = await conn.execute(
             "SELECT content_id, kind, title, original_title, year, runtime_min, genres, overview,"
-            " imdb_id, tmdb_id, series_id, season, episode, updated_at"
-            " FROM content WHERE content_id = %s",
-            (content_id,),
+            " imdb_id, tmdb_id, series_id, season, episode, updated_at, platforms, source_count,"
+            " completeness, agreement, first_seen FROM content WHERE content_id = %s",
+            (cid,),
         )
         row = await cur.fetchone()
-    if row is None:
-        return None
+        if row is None:
+            return None
+        sources = await _fetch(
+            conn,
+            "SELECT platform, platform_id FROM platform_titles WHERE content_id = %s"
+            " ORDER BY platform, platform_id",
+            (cid,),
+        )
+        merged_from = [
+            r[0]
+            for r in await _fetch(
+                conn,
+                "SELECT merged_id FROM content_merges WHERE into_id = %s ORDER BY merged_id",
+                (cid,),
+            )
+        ]
+        plays_row = await (
+            await conn.execute(
+                "SELECT count(*) FROM playback_positions WHERE content_id = ANY(%s)",
+                ([cid, *merged_from],),
+            )
+        ).fetchone()
+        offers = await offers_for(conn, cid, region)
+        series = await canonical_id(conn, row[10]) if row[10] else None
     (
-        cid,
-        kind,
-        title,
-        orig,
-        year,
-        runtime,
-        genres,
-        overview,
-        imdb,
-        tmdb,
-        series,
-        season,
-        episode,
-        updated,
-    ) = row
+        _, kind, title, orig, year, runtime, genres, overview, imdb, tmdb, _, season,
+        episode, updated, platforms, source_count, completeness, agreement, first_seen,
+    ) = row  # fmt: skip
+    platform_ids: dict[str, list[str]] = {}
+    for plat, pid in sources:
+        if plat != EDITORIAL:
+            platform_ids.setdefault(plat, []).append(pid)
+    quality = quality_score(
+        completeness=completeness,
+        agreement=agreement,
+        source_count=source_count,
+        plays=int(plays_row[0]) if plays_row else 0,
+        first_seen=first_seen or updated,
+        now=now,
+        half_life_days=half_life_days,
+    )
     doc: dict[str, Any] = {
         "id": cid,
         "kind": kind,
@@ -198,7 +583,13 @@ async def get_content(pg: AsyncConnectionPool, content_id: str) -> dict[str, Any
         "genres": genres,
         "overview": overview,
         "external_ids": {"imdb": imdb, "tmdb": tmdb},
-        "updated_at": updated,
+        "platforms": platforms,
+        "platform_ids": platform_ids,
+        "merged_ids": merged_from,
+        "quality": quality.as_dict(),
+        "availability": [o.as_dict(now) for o in offers],
+        "first_seen": (first_seen or updated).isoformat(),
+        "updated_at": updated.isoformat(),
     }
     if kind == "episode":
         doc.update(series_id=series, season=season, episode=episode)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from projections.availability import AvailabilityProjector
 from projections.base import Projector
 from projections.catalog import CatalogProjector
 from projections.playback import PlaybackProjector
+from projections.resolution import ResolutionProjector
 
-PROJECTORS: tuple[Projector, ...] = (CatalogProjector(), PlaybackProjector())
+PROJECTORS: tuple[Projector, ...] = (
+    CatalogProjector(),
+    ResolutionProjector(),
+    AvailabilityProjector(),
+    PlaybackProjector(),
+)
 
 
 def by_name(name: str) -> Projector:

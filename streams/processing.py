@@ -25,9 +25,10 @@ from psycopg import AsyncConnection
 
 from core.codec import AvroCodec, CodecError, default_codec
 from core.metrics import BATCH_SECONDS, BATCH_SIZE, RECORDS_APPLIED, RECORDS_SKIPPED
-from projections.base import Envelope, Projector, RejectedEvent, Stores
+from projections.base import Envelope, Output, Projector, RejectedEvent, Stores
 from streams.dead_letters import DeadLetter, send_dead_letters
 from streams.log import EventLog, LogRecord
+from streams.publisher import Publisher
 
 log = logging.getLogger("mgw.processing")
 
@@ -52,14 +53,19 @@ class ProjectionPipeline:
         codec: AvroCodec | None = None,
         *,
         dead_letters: bool = True,
+        emit: bool = True,
     ) -> None:
         """``dead_letters=False`` (replay) skips poison records without sending them
-        again: they reached the dead-letter topic the first time round."""
+        again: they reached the dead-letter topic the first time round. ``emit=False``
+        (replay) likewise keeps the events a projector derives off the log: the first
+        run appended them, and the same log derives the same events."""
         self.dead_letters = dead_letters
+        self.emit = emit
         self.projector = projector
         self.stores = stores
         self.log = log_
         self.codec = codec or default_codec()
+        self.publisher = Publisher(log_, self.codec)
         self.name = projector.name
 
     def decode(self, records: Sequence[LogRecord]) -> Decoded:
@@ -117,9 +123,14 @@ class ProjectionPipeline:
                 if d.record.offset > checkpoints[(d.record.topic, d.record.partition)]
             ]
             applied = None
+            emitted: list[Any] = []
             if fresh:
                 applied, failed = await self._apply(conn, fresh, records)
                 fresh_bad += failed
+                if isinstance(applied, Output):
+                    applied, emitted = applied.rows, applied.events
+            if emitted and self.emit:
+                await self.publisher.publish_many(emitted)
             if fresh_bad and self.dead_letters:
                 await send_dead_letters(self.log, self.name, fresh_bad)
             await self._advance_checkpoints(conn, last, checkpoints)
@@ -231,7 +242,10 @@ class ProjectionPipeline:
 
 
 def _merge(parts: list[Any]) -> Any:
-    """Join what per-record applies returned (lists of rows, or None)."""
+    """Join what per-record applies returned (lists of rows or Outputs, or None)."""
+    if parts and all(isinstance(p, Output) for p in parts):
+        rows = _merge([p.rows for p in parts])
+        return Output(rows, [e for p in parts for e in p.events])
     rows: list[Any] = []
     for p in parts:
         if p is None:

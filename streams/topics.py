@@ -19,13 +19,21 @@ class TopicSpec:
 
 
 CATALOG = TopicSpec("catalog.content", 4, event_types=("ContentUpserted",))
+#: platform records as ingested, keyed by the resolution blocking key
+OBSERVATIONS = TopicSpec("catalog.observations", 4, event_types=("PlatformTitleObserved",))
+#: offers per platform record and region, keyed by platform:platform_id
+AVAILABILITY = TopicSpec(
+    "catalog.availability", 4, event_types=("AvailabilityChanged", "AvailabilityEnded")
+)
+#: entity resolution's output, keyed by content id
+RESOLUTION = TopicSpec("catalog.resolution", 4, event_types=("ContentResolved", "ContentMerged"))
 PLAYBACK = TopicSpec(
     "playback.events",
     8,
     event_types=("PlaybackStarted", "PlaybackProgressed", "PlaybackStopped"),
 )
 
-EVENT_TOPICS: tuple[TopicSpec, ...] = (CATALOG, PLAYBACK)
+EVENT_TOPICS: tuple[TopicSpec, ...] = (CATALOG, OBSERVATIONS, AVAILABILITY, RESOLUTION, PLAYBACK)
 ALL_TOPICS: tuple[TopicSpec, ...] = EVENT_TOPICS + tuple(t.dead_letter for t in EVENT_TOPICS)
 
 _BY_EVENT = {et: t for t in EVENT_TOPICS for et in t.event_types}

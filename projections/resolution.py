@@ -1,0 +1,280 @@
+"""Entity resolution as a stream processor: PlatformTitleObserved in, ContentResolved out.
+
+Its read model is its memory, ``resolution_members``: every platform record it has
+placed, under its blocking key. A batch loads the members of the blocks it touches,
+resolves its records in log order (domain/catalog/resolution.py decides), writes the
+members back and emits one ContentResolved per record. Memory and checkpoint commit
+together, so a redelivered batch resolves the same way; the emitted events carry ids
+derived from the source record's position, so a repeated emission is recognisable.
+
+Rules beyond the domain's:
+- a record seen before keeps its content id (sticky), so a corrected title never
+  moves a record that users may already have in a watchlist;
+- an episode belongs to its series' entity: its id is derived from the series' id,
+  season and episode, so episodes of one show on two platforms meet without fuzzing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from core.events import Event
+from core.ids import derived_id
+from domain.catalog import KINDS
+from domain.catalog.resolution import Member, block_key, match, title_variants
+from projections.base import Envelope, Output, RejectedEvent, Stores
+from streams.topics import OBSERVATIONS
+
+_MEMBER_COLS = (
+    "platform, platform_id, block_key, cluster_id, kind, titles, year, runtime_min,"
+    " imdb_id, tmdb_id, raw_hash"
+)
+#: fields copied from the observation onto ContentResolved
+_CARRIED = (
+    "platform",
+    "platform_id",
+    "raw_hash",
+    "kind",
+    "title",
+    "original_title",
+    "year",
+    "runtime_min",
+    "genres",
+    "overview",
+    "language",
+    "imdb_id",
+    "tmdb_id",
+    "season",
+    "episode",
+    "web_url",
+    "app_url",
+)
+
+
+def observation_key(payload: dict[str, Any]) -> str:
+    """The log key of a PlatformTitleObserved: the blocking key of its title (of its
+    series' title, for an episode, so it is resolved next to its series)."""
+    if payload["kind"] == "episode" and payload.get("series_title"):
+        return block_key(payload["series_title"])
+    return block_key(payload["title"])
+
+
+def new_cluster_id(platform: str, platform_id: str) -> str:
+    """A new entity is named after the record that founded it: deterministic."""
+    return derived_id(f"content:{platform}:{platform_id}")
+
+
+def episode_cluster_id(series_id: str, season: int, episode: int) -> str:
+    return derived_id(f"episode:{series_id}:{season}:{episode}")
+
+
+class ResolutionProjector:
+    name = "resolution"
+    topics = (OBSERVATIONS.name,)
+    tables = ("resolution_members",)
+    side_stores: tuple[str, ...] = ()
+
+    def check(self, event: Envelope) -> None:
+        if event.event_type != "PlatformTitleObserved":
+            raise RejectedEvent(f"resolution does not handle {event.event_type}")
+        p = event.payload
+        if not p["title"].strip():
+            raise RejectedEvent("title: must not be empty")
+        if p["kind"] not in KINDS:
+            raise RejectedEvent(f"kind: must be one of {', '.join(KINDS)}")
+        if p["kind"] == "episode" and not p.get("series_platform_id"):
+            raise RejectedEvent("series_platform_id: an episode needs its series")
+        if event.key != observation_key(p):
+            # Keyed elsewhere it would miss its candidates in another partition.
+            raise RejectedEvent(f"record key must be the blocking key {observation_key(p)!r}")
+
+    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> Output:
+        blocks, by_ref = await self._load(conn, batch)
+        touched: dict[tuple[str, str], tuple[str, Member, str]] = {}
+        events: list[Event] = []
+        for env in batch:
+            p = env.payload
+            ref = (p["platform"], p["platform_id"])
+            key = env.key
+            titles = title_variants(p["title"])
+            if p.get("original_title"):
+                titles += tuple(t for t in title_variants(p["original_title"]) if t not in titles)
+            member = Member(
+                p["platform"],
+                p["platform_id"],
+                "",
+                p["kind"],
+                titles or (p["title"].strip().casefold(),),
+                p.get("year"),
+                p.get("runtime_min"),
+                p.get("imdb_id"),
+                p.get("tmdb_id"),
+            )
+            known = by_ref.get(ref)
+            method, score, matched, series_id = "new", None, None, None
+            if p["kind"] == "episode":
+                series_ref = (p["platform"], p["series_platform_id"])
+                series = by_ref.get(series_ref)
+                series_id = series[0].cluster_id if series else new_cluster_id(*series_ref)
+                if p.get("season") is not None and p.get("episode") is not None:
+                    member.cluster_id = episode_cluster_id(series_id, p["season"], p["episode"])
+                    method = "series"
+                elif known:
+                    member.cluster_id, method = known[0].cluster_id, "known_record"
+                else:
+                    member.cluster_id = new_cluster_id(*ref)
+            elif known:
+                member.cluster_id, method = known[0].cluster_id, "known_record"
+            else:
+                found = match(member, blocks.get(key, ()))
+                if found is None:
+                    member.cluster_id = new_cluster_id(*ref)
+                else:
+                    member.cluster_id, method, score = found.cluster_id, found.method, found.score
+                    matched = found.member
+            if known:
+                old_block = blocks.get(known[1], [])
+                if known[0] in old_block:
+                    old_block.remove(known[0])
+            blocks.setdefault(key, []).append(member)
+            by_ref[ref] = (member, key)
+            touched[ref] = (key, member, p["raw_hash"])
+            events.append(self._resolved(env, member, method, score, matched, series_id))
+        await self._store(conn, touched)
+        return Output(None, events)
+
+    @staticmethod
+    def _resolved(
+        env: Envelope,
+        member: Member,
+        method: str,
+        score: float | None,
+        matched: Member | None,
+        series_id: str | None,
+    ) -> Event:
+        p = env.payload
+        payload = {f: p.get(f) for f in _CARRIED}
+        payload.update(
+            content_id=member.cluster_id,
+            method=method,
+            score=score,
+            matched_platform=matched.platform if matched else None,
+            matched_platform_id=matched.platform_id if matched else None,
+            series_id=series_id,
+        )
+        return Event(
+            "ContentResolved",
+            member.cluster_id,
+            payload,
+            event_id=derived_id(f"resolved:{env.topic}:{env.partition}:{env.offset}"),
+            occurred_at=env.happened_at,
+            producer="resolution",
+        )
+
+    async def _load(
+        self, conn: AsyncConnection[Any], batch: Sequence[Envelope]
+    ) -> tuple[dict[str, list[Member]], dict[tuple[str, str], tuple[Member, str]]]:
+        keys = sorted({e.key for e in batch})
+        refs = {(e.payload["platform"], e.payload["platform_id"]) for e in batch}
+        refs |= {
+            (e.payload["platform"], e.payload["series_platform_id"])
+            for e in batch
+            if e.payload.get("series_platform_id")
+        }
+        cur = await conn.execute(
+            f"SELECT {_MEMBER_COLS} FROM resolution_members WHERE block_key = ANY(%s)"
+            f" UNION SELECT {_MEMBER_COLS} FROM resolution_members"
+            " WHERE (platform, platform_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " ORDER BY cluster_id, platform, platform_id",  # a stable order: ties are stable
+            (keys, [r[0] for r in refs], [r[1] for r in refs]),
+        )
+        blocks: dict[str, list[Member]] = {}
+        by_ref: dict[tuple[str, str], tuple[Member, str]] = {}
+        for (
+            plat,
+            pid,
+            bkey,
+            cid,
+            kind,
+            titles,
+            year,
+            runtime,
+            imdb,
+            tmdb,
+            _,
+        ) in await cur.fetchall():
+            m = Member(plat, pid, cid, kind, tuple(titles), year, runtime, imdb, tmdb)
+            blocks.setdefault(bkey, []).append(m)
+            by_ref[(plat, pid)] = (m, bkey)
+        return blocks, by_ref
+
+    async def _store(
+        self, conn: AsyncConnection[Any], touched: dict[tuple[str, str], tuple[str, Member, str]]
+    ) -> None:
+        if not touched:
+            return
+        cols: list[list[Any]] = [[] for _ in range(11)]
+        for key, m, raw_hash in touched.values():
+            row = (
+                m.platform,
+                m.platform_id,
+                key,
+                m.cluster_id,
+                m.kind,
+                json.dumps(list(m.titles)),
+                m.year,
+                m.runtime_min,
+                m.imdb_id,
+                m.tmdb_id,
+                raw_hash,
+            )
+            for col, v in zip(cols, row, strict=True):
+                col.append(v)
+        await conn.execute(
+            f"INSERT INTO resolution_members ({_MEMBER_COLS})"
+            " SELECT u.platform, u.platform_id, u.block_key, u.cluster_id, u.kind,"
+            " ARRAY(SELECT jsonb_array_elements_text(u.titles::jsonb)), u.year, u.runtime_min,"
+            " u.imdb_id, u.tmdb_id, u.raw_hash"
+            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+            " %s::int[], %s::int[], %s::text[], %s::text[], %s::text[])"
+            f" AS u({_MEMBER_COLS})"
+            " ON CONFLICT (platform, platform_id) DO UPDATE SET block_key = EXCLUDED.block_key,"
+            " cluster_id = EXCLUDED.cluster_id, kind = EXCLUDED.kind, titles = EXCLUDED.titles,"
+            " year = EXCLUDED.year, runtime_min = EXCLUDED.runtime_min,"
+            " imdb_id = EXCLUDED.imdb_id, tmdb_id = EXCLUDED.tmdb_id,"
+            " raw_hash = EXCLUDED.raw_hash",
+            cols,
+        )
+
+    async def sync_side_stores(
+        self,
+        stores: Stores,
+        conn: AsyncConnection[Any],
+        applied: Any,
+        redelivered: Sequence[Envelope],
+    ) -> None:
+        return None
+
+    async def reset_side_stores(self, stores: Stores) -> None:
+        return None
+
+    async def prepare(self, stores: Stores) -> None:
+        return None
+
+
+# -- queries -----------------------------------------------------------------
+
+
+async def known_hashes(pg: AsyncConnectionPool, platform: str) -> dict[str, str]:
+    """platform_id -> raw_hash of every record of one platform resolution has seen."""
+    async with pg.connection() as conn:
+        cur = await conn.execute(
+            "SELECT platform_id, raw_hash FROM resolution_members WHERE platform = %s",
+            (platform,),
+        )
+        return dict(await cur.fetchall())
