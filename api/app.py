@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from api import content, health, playback
+from api import catalog, content, health, playback, webhooks
 from api.context import AppContext
 from api.errors import (
     Problem,
@@ -87,7 +87,13 @@ def create_app(
                     except (TimeoutError, asyncio.CancelledError):
                         task.cancel()
 
-    routes: list[Route] = [*health.routes, *content.routes, *playback.routes]
+    routes: list[Route] = [
+        *health.routes,
+        *content.routes,
+        *catalog.routes,
+        *webhooks.routes,
+        *playback.routes,
+    ]
     return Starlette(
         routes=routes,
         middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],

@@ -9,14 +9,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api.catalog import region_param
 from api.consistency import wait_for_token
 from api.context import accepted, ctx
 from api.errors import Problem
-from api.requests import INT32_MAX, read_json, reject_nul
+from api.pagination import decode_cursor, encode_cursor
+from api.requests import INT32_MAX, int_param, read_json, reject_nul
 from core.events import Event
-from core.ids import new_id
+from core.ids import new_id, utcnow
 from domain.catalog import IMDB_ID, MAX_YEAR, MIN_YEAR, TMDB_ID, check_content
-from projections.catalog import get_content
+from projections.availability import offers_for
+from projections.base import Projector
+from projections.catalog import canonical_id, get_content
 from projections.registry import by_name
 
 
@@ -72,18 +76,66 @@ async def upsert_content(request: Request) -> Response:
     return accepted(pos, content_id=payload["content_id"])
 
 
+def _reads() -> list[Projector]:
+    return [by_name("catalog"), by_name("availability")]
+
+
 async def read_content(request: Request) -> Response:
     c = ctx(request)
-    await wait_for_token(request, c.stores.pg, [by_name("catalog")], c.settings.consistency_wait_s)
+    region = region_param(request, default=None)
+    await wait_for_token(request, c.stores.pg, _reads(), c.settings.consistency_wait_s)
     content_id = request.path_params["content_id"]
-    doc = await get_content(c.stores.pg, content_id)
+    doc = await get_content(
+        c.stores.pg,
+        content_id,
+        now=utcnow(),
+        region=region,
+        half_life_days=c.settings.freshness_half_life_days,
+    )
     if doc is None:
         raise Problem(404, f"no content with id {content_id!r}", field="content_id")
-    doc["updated_at"] = doc["updated_at"].isoformat()
-    return JSONResponse(doc)
+    headers = {}
+    if doc["id"] != content_id:  # merged: this id now reads as the survivor
+        headers["Content-Location"] = f"/v1/content/{doc['id']}"
+    return JSONResponse(doc, headers=headers)
+
+
+async def read_availability(request: Request) -> Response:
+    """One entity's offers, keyset-paged on (region, platform, platform id, offer type)."""
+    c = ctx(request)
+    region = region_param(request, default=None)
+    limit = int_param(request, "limit", 50, 1, 500)
+    raw = request.query_params.get("cursor")
+    after = decode_cursor(raw, (str, str, str, str)) if raw else None
+    await wait_for_token(request, c.stores.pg, _reads(), c.settings.consistency_wait_s)
+    content_id = request.path_params["content_id"]
+    now = utcnow()
+    async with c.stores.pg.connection() as conn:
+        cid = await canonical_id(conn, content_id)
+        exists = await (
+            await conn.execute("SELECT 1 FROM content WHERE content_id = %s", (cid,))
+        ).fetchone()
+        if exists is None:
+            raise Problem(404, f"no content with id {content_id!r}", field="content_id")
+        offers = await offers_for(conn, cid, region, after=after, limit=limit + 1)  # type: ignore[arg-type]
+    page, more = offers[:limit], len(offers) > limit
+    last = page[-1] if page else None
+    return JSONResponse(
+        {
+            "content_id": cid,
+            "region": region,
+            "items": [o.as_dict(now) for o in page],
+            "next_cursor": encode_cursor(
+                (last.region, last.platform, last.platform_id, last.offer_type)
+            )
+            if more and last
+            else None,
+        }
+    )
 
 
 routes = [
     Route("/v1/content", upsert_content, methods=["POST"]),
     Route("/v1/content/{content_id}", read_content, methods=["GET"]),
+    Route("/v1/content/{content_id}/availability", read_availability, methods=["GET"]),
 ]

@@ -41,6 +41,14 @@ class Settings:
     run_projectors: bool = True
     #: processes sharing each shardable projector under `mgw up` (embedded log only)
     projector_processes: int = 1
+    #: days for a new title's freshness boost in its quality score to halve
+    freshness_half_life_days: float = 14.0
+    #: platform -> HMAC-SHA256 secret for POST /v1/webhooks/{platform}
+    #: (MGW_WEBHOOK_SECRET for every platform, MGW_WEBHOOK_SECRET_<PLATFORM> for one)
+    webhook_secrets: tuple[tuple[str, str], ...] = ()
+
+    def webhook_secret(self, platform: str) -> str | None:
+        return dict(self.webhook_secrets).get(platform)
 
     @property
     def log_backend(self) -> str:
@@ -64,5 +72,18 @@ class Settings:
             run_projectors=e.get("MGW_RUN_PROJECTORS", "true").strip().lower()
             not in ("0", "false", "no", "off"),
         )
+        from domain.catalog import PLATFORMS
+
+        shared = e.get("MGW_WEBHOOK_SECRET") or None
+        secrets = tuple(
+            (p, sec)
+            for p in PLATFORMS
+            if (sec := e.get(f"MGW_WEBHOOK_SECRET_{p.upper()}") or shared)
+        )
+        half_life = e.get("MGW_FRESHNESS_HALF_LIFE_DAYS") or "14"
+        try:
+            s = replace(s, webhook_secrets=secrets, freshness_half_life_days=float(half_life))
+        except ValueError as exc:
+            raise ValueError(f"MGW_FRESHNESS_HALF_LIFE_DAYS must be a number: {exc}") from None
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(s, **clean) if clean else s  # type: ignore[arg-type]

@@ -284,13 +284,16 @@ async def arrivals_or_departures(
     return out
 
 
-async def known_regions(pg: AsyncConnectionPool, platform: str) -> dict[str, set[str]]:
-    """platform_id -> the regions it is offered in now, for one platform (ingest diffs a
-    new feed against it to find what the platform dropped)."""
+async def known_regions(
+    pg: AsyncConnectionPool, platform: str, ids: Sequence[str] | None = None
+) -> dict[str, set[str]]:
+    """platform_id -> the regions it is offered in now, for one platform's records (all,
+    or ``ids``): ingest diffs a feed against it to find what the platform dropped."""
     async with pg.connection() as conn:
         cur = await conn.execute(
             "SELECT platform_id, array_agg(DISTINCT region) FROM availability"
-            " WHERE platform = %s GROUP BY platform_id",
-            (platform,),
+            " WHERE platform = %s AND (%s::text[] IS NULL OR platform_id = ANY(%s::text[]))"
+            " GROUP BY platform_id",
+            (platform, ids, ids),
         )
         return {pid: set(regions) for pid, regions in await cur.fetchall()}

@@ -446,9 +446,7 @@ class CatalogProjector:
         ids = set(touched) | {
             e.payload["content_id"] for e in redelivered if e.event_type != "ContentMerged"
         }
-        gone += [
-            e.payload["merged_id"] for e in redelivered if e.event_type == "ContentMerged"
-        ]
+        gone += [e.payload["merged_id"] for e in redelivered if e.event_type == "ContentMerged"]
         if gone:
             await stores.qdrant.delete(
                 COLLECTION,

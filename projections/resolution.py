@@ -270,11 +270,15 @@ class ResolutionProjector:
 # -- queries -----------------------------------------------------------------
 
 
-async def known_hashes(pg: AsyncConnectionPool, platform: str) -> dict[str, str]:
-    """platform_id -> raw_hash of every record of one platform resolution has seen."""
+async def known_hashes(
+    pg: AsyncConnectionPool, platform: str, ids: Sequence[str] | None = None
+) -> dict[str, str]:
+    """platform_id -> raw_hash of the records of one platform (all, or ``ids``)
+    resolution has seen."""
     async with pg.connection() as conn:
         cur = await conn.execute(
-            "SELECT platform_id, raw_hash FROM resolution_members WHERE platform = %s",
-            (platform,),
+            "SELECT platform_id, raw_hash FROM resolution_members WHERE platform = %s"
+            " AND (%s::text[] IS NULL OR platform_id = ANY(%s::text[]))",
+            (platform, ids, ids),
         )
         return dict(await cur.fetchall())

@@ -151,9 +151,10 @@ class FeedIngest:
         self.hashes: dict[str, str] = {}
         self.regions: dict[str, set[str]] = {}
 
-    async def load_state(self) -> None:
-        self.hashes = await known_hashes(self.stores.pg, self.platform)
-        self.regions = await known_regions(self.stores.pg, self.platform)
+    async def load_state(self, ids: Sequence[str] | None = None) -> None:
+        """What the log says of this platform's records: all of them, or ``ids``."""
+        self.hashes = await known_hashes(self.stores.pg, self.platform, ids)
+        self.regions = await known_regions(self.stores.pg, self.platform, ids)
 
     def parse(self, stream: BinaryIO, source: str, summary: IngestSummary) -> list[PlatformRecord]:
         """Normalized records of one document, in feed order; rejects go to the summary."""

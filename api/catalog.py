@@ -1,0 +1,106 @@
+"""Catalog lists: new arrivals and titles leaving soon, per region (and platform)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api.consistency import wait_for_token
+from api.context import ctx
+from api.errors import Problem
+from api.pagination import decode_cursor, encode_cursor
+from api.requests import int_param
+from core.ids import utcnow
+from domain.catalog import PLATFORMS
+from projections.availability import WindowItem, arrivals_or_departures
+from projections.registry import by_name
+
+_REGION = re.compile(r"^[A-Za-z]{2}$")
+
+
+def region_param(request: Request, default: str | None = "US") -> str | None:
+    raw = request.query_params.get("region")
+    if raw is None or raw == "":
+        return default
+    if not _REGION.match(raw):
+        raise Problem(422, "region must be an ISO 3166-1 alpha-2 code such as US", field="region")
+    return raw.upper()
+
+
+def platform_param(request: Request) -> str | None:
+    raw = request.query_params.get("platform") or None
+    if raw is not None and raw not in PLATFORMS:
+        raise Problem(422, f"platform must be one of {', '.join(PLATFORMS)}", field="platform")
+    return raw
+
+
+def _item(i: WindowItem, field: str) -> dict[str, object]:
+    return {
+        "content_id": i.content_id,
+        "title": i.title,
+        "year": i.year,
+        "kind": i.kind,
+        "platform": i.platform,
+        field: i.at.isoformat(),
+        "offer_types": i.offer_types,
+        "deep_links": {"web": i.web_url, "app": i.app_url},
+    }
+
+
+async def _window(request: Request, *, leaving: bool) -> Response:
+    c = ctx(request)
+    region = region_param(request)
+    assert region is not None
+    platform = platform_param(request)
+    days = int_param(request, "days", 14 if leaving else 7, 1, 365)
+    limit = int_param(request, "limit", 20, 1, 100)
+    raw = request.query_params.get("cursor")
+    cursor = decode_cursor(raw, (datetime, str, str)) if raw else None
+    await wait_for_token(
+        request,
+        c.stores.pg,
+        [by_name("availability"), by_name("catalog")],
+        c.settings.consistency_wait_s,
+    )
+    items = await arrivals_or_departures(
+        c.stores.pg,
+        leaving=leaving,
+        region=region,
+        days=days,
+        now=utcnow(),
+        platform=platform,
+        limit=limit + 1,
+        cursor=cursor,  # type: ignore[arg-type]
+    )
+    page, more = items[:limit], len(items) > limit
+    last = page[-1] if page else None
+    field = "available_until" if leaving else "available_from"
+    return JSONResponse(
+        {
+            "region": region,
+            "platform": platform,
+            "days": days,
+            "items": [_item(i, field) for i in page],
+            "next_cursor": encode_cursor((last.at, last.content_id, last.platform))
+            if more and last
+            else None,
+        }
+    )
+
+
+async def new_arrivals(request: Request) -> Response:
+    return await _window(request, leaving=False)
+
+
+async def leaving_soon(request: Request) -> Response:
+    return await _window(request, leaving=True)
+
+
+routes = [
+    Route("/v1/catalog/new", new_arrivals, methods=["GET"]),
+    Route("/v1/catalog/leaving", leaving_soon, methods=["GET"]),
+]
