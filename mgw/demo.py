@@ -108,7 +108,9 @@ def example_requests(base: str, content_id: str) -> str:
     return "\n".join(
         [
             "Try:",
-            f"  curl -s {base}/v1/content/{content_id}",
+            f"  curl -s '{base}/v1/content/{content_id}?region=US'",
+            f"  curl -s '{base}/v1/catalog/new?region=US&days=14'",
+            f"  curl -s '{base}/v1/catalog/leaving?region=GB&platform=netflix'",
             f"  curl -s -H 'X-User-Id: {u}' {base}/v1/me/continue-watching",
             f"  curl -s -X POST {base}/v1/playback/events -H 'X-User-Id: {u}' "
             "-H 'content-type: application/json' \\",

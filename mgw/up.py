@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import socket
@@ -28,9 +29,10 @@ async def load_demo(c: AppContext, base_url: str, *, progress: bool = True) -> i
     events = list(demo.content_events())
     first_id = events[0].key
     if sum(ends.values()) >= len(events):
-        log.info("demo data already in the log; not loading it again")
+        log.info("demo titles already in the log; not loading them again")
+        appended = await load_demo_feeds(c)  # unchanged feeds append nothing
         print(demo.example_requests(base_url, first_id), flush=True)
-        return 0
+        return appended
     appended = 0
     with tqdm(total=len(events), desc="demo titles", unit="ev", disable=not progress) as bar:
         for i in range(0, len(events), 1000):
@@ -47,7 +49,35 @@ async def load_demo(c: AppContext, base_url: str, *, progress: bool = True) -> i
         len(plays),
         len(demo.DEMO_USERS),
     )
+    appended += await load_demo_feeds(c)
     print(demo.example_requests(base_url, first_id), flush=True)
+    return appended
+
+
+async def load_demo_feeds(c: AppContext, *, progress: bool = True) -> int:
+    """Generate the eight platform feeds (once per data dir) and ingest them, so the
+    demo catalog has availability on every platform. The running projectors resolve
+    them; `mgw ingest` works the same way from the command line."""
+    from mgw.feedgen import generate
+    from streams.feeds import ingest_files
+
+    out = c.settings.data_dir / "demo-feeds"
+    if not (out / "manifest.json").exists():
+        await asyncio.to_thread(generate, out, scale=1, seed=7, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    appended = 0
+    for platform, name in manifest["feeds"].items():
+        summary = await ingest_files(c.stores, c.publisher, platform, [out / name])
+        appended += summary.appended
+        if progress:
+            log.info(
+                "demo feed %s: %d records, %d events appended, %d unchanged, %d rejected",
+                platform,
+                summary.read,
+                summary.appended,
+                summary.unchanged,
+                len(summary.rejected),
+            )
     return appended
 
 
