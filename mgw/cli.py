@@ -133,9 +133,7 @@ def cmd_eval_resolution(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _logging("WARNING")
     return asyncio.run(
-        run_eval_resolution(
-            settings, Path(args.feeds), show=args.show, fresh=args.data_dir is None
-        )
+        run_eval_resolution(settings, Path(args.feeds), show=args.show, fresh=args.data_dir is None)
     )
 
 
@@ -241,9 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         "projector first (`mgw up`, or its `mgw worker`).",
     )
     data_dir(replay)
-    replay.add_argument(
-        "projector", help="catalog, resolution, availability or playback"
-    )
+    replay.add_argument("projector", help="catalog, resolution, availability or playback")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.set_defaults(func=cmd_replay)
 

@@ -57,6 +57,7 @@ async def catch_up(
     applied: dict[str, int] = {}
     for name in names:
         projector = by_name(name)
+        await projector.prepare(stores)
         loop = ProjectorLoop(
             ProjectionPipeline(projector, stores, pf.log),
             pf.log,

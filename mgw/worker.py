@@ -214,8 +214,7 @@ def shardable(settings: Settings, projectors: Sequence[Projector]) -> list[Proje
     return [
         p
         for p in projectors
-        if getattr(p, "shardable", True)
-        and ("qdrant" not in p.side_stores or settings.qdrant_url)
+        if getattr(p, "shardable", True) and ("qdrant" not in p.side_stores or settings.qdrant_url)
     ]
 
 

@@ -236,6 +236,8 @@ def _parse_file(feed: FeedIngest, path: Path, summary: IngestSummary) -> list[Pl
             return feed.parse(stream, path.name, summary)
     except OSError as exc:
         raise FeedError("file", f"cannot read {path}: {exc.strerror or exc}") from None
+    except FeedError as exc:
+        raise FeedError("file", f"{path}: {exc.message}") from None
 
 
 async def ingest_files(
