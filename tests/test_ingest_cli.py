@@ -104,5 +104,5 @@ def test_ingest_refuses_unknown_platforms_and_unreadable_files(
     broken = tmp_path / "broken.json"
     broken.write_text('{"titles": [')
     bad = mgw(settings, "ingest", "netflix", str(broken), "--no-progress")
-    assert bad.returncode == 2 and "file" in bad.stderr.lower()
+    assert bad.returncode == 2 and "broken.json" in bad.stderr and "JSON" in bad.stderr
     assert rows(settings, "SELECT count(*) FROM log_records") == [(0,)]  # nothing appended
