@@ -50,9 +50,8 @@ def create_db(admin_uri: str, name: str) -> str:
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.execute(f"CREATE DATABASE {name}")
-    return admin_uri.rsplit("/", 1)[0] + f"/{name}" + (
-        "?" + admin_uri.split("?", 1)[1] if "?" in admin_uri else ""
-    )
+    base, _, query = admin_uri.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
 def time_parse_normalize(feeds: dict[str, Path]) -> dict[str, Any]:

@@ -73,11 +73,11 @@ class AvailabilityProjector:
         p = event.payload
         if p["platform"] not in PLATFORMS:
             raise RejectedEvent(f"platform: unknown platform {p['platform']!r}")
-        if not _REGION.match(p["region"]):
-            raise RejectedEvent("region: must be an ISO 3166-1 alpha-2 code like US")
         if event.key != availability_key(p["platform"], p["platform_id"]):
             raise RejectedEvent("record key must be platform:platform_id")
         for i, o in enumerate(p.get("offers") or ()):
+            if not _REGION.match(o["region"]):
+                raise RejectedEvent(f"offers[{i}].region: must be ISO 3166-1 alpha-2 like US")
             if o["price"] is not None:
                 try:
                     price = Decimal(o["price"])
@@ -92,25 +92,25 @@ class AvailabilityProjector:
                 raise RejectedEvent(f"offers[{i}].available_until: before available_from")
 
     async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> None:
-        latest: dict[tuple[str, str, str], Envelope] = {}
-        for e in batch:
-            p = e.payload
-            latest[(p["platform"], p["platform_id"], p["region"])] = e
+        latest: dict[tuple[str, str], Envelope] = {}
+        for e in batch:  # a record's events are in one partition, in order: the last wins
+            latest[(e.payload["platform"], e.payload["platform_id"])] = e
         keys = list(latest)
         await conn.execute(
-            "DELETE FROM availability a USING unnest(%s::text[], %s::text[], %s::text[])"
-            " AS u(p, i, r) WHERE a.platform = u.p AND a.platform_id = u.i AND a.region = u.r",
-            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+            "DELETE FROM availability a USING unnest(%s::text[], %s::text[]) AS u(p, i)"
+            " WHERE a.platform = u.p AND a.platform_id = u.i",
+            ([k[0] for k in keys], [k[1] for k in keys]),
         )
         cols: list[list[Any]] = [[] for _ in _COLS]
-        for (platform, pid, region), e in latest.items():
+        for (platform, pid), e in latest.items():
             if e.event_type != "AvailabilityChanged":
                 continue
             p = e.payload
-            offers = {o["offer_type"]: o for o in p["offers"]}  # one row per offer type
-            for o in offers.values():
+            # one row per region and offer type; a repeated pair keeps its last offer
+            offers = {(o["region"], o["offer_type"]): o for o in p["offers"]}
+            for (region, offer_type), o in offers.items():
                 row = (
-                    platform, pid, region, o["offer_type"], o["quality"], o["price"],
+                    platform, pid, region, offer_type, o["quality"], o["price"],
                     o["currency"], o["available_from"], o["available_until"], p.get("web_url"),
                     p.get("app_url"), p["raw_hash"], e.happened_at,
                 )  # fmt: skip

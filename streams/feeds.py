@@ -2,8 +2,8 @@
 
 One path for both producers: ``mgw ingest`` (a whole feed file) and the webhook
 route (a few records). Each record becomes a PlatformTitleObserved (keyed by its
-resolution blocking key) and one AvailabilityChanged per region (keyed by the
-record), unless the record's raw hash and regions are what the log already says:
+resolution blocking key) and an AvailabilityChanged (keyed by the
+record, all regions), unless its raw hash and regions are what the log already says:
 re-ingesting an unchanged feed appends nothing. A full feed also ends the
 availability of every record the platform no longer lists (AvailabilityEnded).
 """
@@ -46,7 +46,7 @@ class IngestSummary:
     appended: int = 0  # events appended
     unchanged: int = 0  # records whose hash and regions the log already has
     duplicates: int = 0  # the same platform id again inside one feed
-    ended: int = 0  # AvailabilityEnded appended
+    ended: int = 0  # (record, region) pairs no longer offered
     rejected: list[Rejected] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -64,6 +64,7 @@ class IngestSummary:
 
 def _offer(o: Offer) -> dict[str, Any]:
     return {
+        "region": o.region,
         "offer_type": o.offer_type,
         "quality": o.quality,
         "price": o.price,
@@ -107,36 +108,30 @@ def record_events(
             producer=producer,
         )
     ]
-    by_region: dict[str, list[Offer]] = {}
-    for o in rec.offers:
-        by_region.setdefault(o.region, []).append(o)
-    key = availability_key(rec.platform, rec.platform_id)
-    for region in sorted(by_region):
-        events.append(
-            Event(
-                "AvailabilityChanged",
-                key,
-                {
-                    "platform": rec.platform,
-                    "platform_id": rec.platform_id,
-                    "region": region,
-                    "offers": [_offer(o) for o in by_region[region]],
-                    "web_url": rec.web_url,
-                    "app_url": rec.app_url,
-                    "raw_hash": rec.raw_hash,
-                },
-                correlation_id=correlation,
-                producer=producer,
-            )
+    events.append(
+        Event(
+            "AvailabilityChanged",
+            availability_key(rec.platform, rec.platform_id),
+            {
+                "platform": rec.platform,
+                "platform_id": rec.platform_id,
+                "offers": [_offer(o) for o in rec.offers],
+                "web_url": rec.web_url,
+                "app_url": rec.app_url,
+                "raw_hash": rec.raw_hash,
+            },
+            correlation_id=correlation,
+            producer=producer,
         )
+    )
     return events
 
 
-def ended_event(platform: str, platform_id: str, region: str, reason: str, producer: str) -> Event:
+def ended_event(platform: str, platform_id: str, reason: str, producer: str) -> Event:
     return Event(
         "AvailabilityEnded",
         availability_key(platform, platform_id),
-        {"platform": platform, "platform_id": platform_id, "region": region, "reason": reason},
+        {"platform": platform, "platform_id": platform_id, "reason": reason},
         producer=producer,
     )
 
@@ -199,20 +194,14 @@ class FeedIngest:
                 series_titles.get(rec.series_platform_id) if rec.series_platform_id else None
             )
             events += record_events(rec, series_title, producer, correlation)
-            for region in sorted(before - regions):
-                events.append(
-                    ended_event(self.platform, rec.platform_id, region, "region removed", producer)
-                )
-                summary.ended += 1
+            summary.ended += len(before - regions)  # the new offers leave them out
             self.hashes[rec.platform_id] = rec.raw_hash
             self.regions[rec.platform_id] = regions
         if full_feed:
             for pid in sorted(set(self.regions) - seen):
-                for region in sorted(self.regions[pid]):
-                    events.append(
-                        ended_event(self.platform, pid, region, "dropped from feed", producer)
-                    )
-                    summary.ended += 1
+                if self.regions[pid]:
+                    events.append(ended_event(self.platform, pid, "dropped from feed", producer))
+                    summary.ended += len(self.regions[pid])
                 self.regions[pid] = set()
         return events
 

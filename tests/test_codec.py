@@ -78,6 +78,7 @@ def test_round_trip_every_event_type() -> None:
         "series_id": "s1",
     }
     offer = {
+        "region": "US",
         "offer_type": "rent",
         "quality": "UHD",
         "price": "3.99",
@@ -93,7 +94,6 @@ def test_round_trip_every_event_type() -> None:
         "AvailabilityChanged": {
             "platform": "netflix",
             "platform_id": "80012345",
-            "region": "US",
             "offers": [offer],
             "web_url": None,
             "app_url": None,
@@ -102,7 +102,6 @@ def test_round_trip_every_event_type() -> None:
         "AvailabilityEnded": {
             "platform": "netflix",
             "platform_id": "80012345",
-            "region": "US",
             "reason": "dropped from feed",
         },
         "PlaybackStarted": PLAY,
