@@ -264,13 +264,20 @@ class CatalogProjector:
             )
         )
         ids = {(s, v, f["kind"]) for _, f, _ in latest.values() for s, v in _ext(f)}
-        linked = await _fetch(
+        imdb = sorted({(v, k) for s, v, k in ids if s == "imdb"})
+        tmdb = sorted({(v, k) for s, v, k in ids if s == "tmdb"})
+        linked = await _fetch(  # two index lookups: an OR across columns would scan
             conn,
-            "SELECT DISTINCT u.s, u.v, u.k, t.content_id"
-            " FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(s, v, k)"
-            " JOIN platform_titles t ON t.kind = u.k AND"
-            " ((u.s = 'imdb' AND t.imdb_id = u.v) OR (u.s = 'tmdb' AND t.tmdb_id = u.v))",
-            ([i[0] for i in ids], [i[1] for i in ids], [i[2] for i in ids]),
+            "SELECT DISTINCT 'imdb', t.imdb_id, t.kind, t.content_id FROM platform_titles t"
+            " JOIN unnest(%s::text[], %s::text[]) AS u(v, k) ON t.imdb_id = u.v AND t.kind = u.k"
+            " UNION SELECT DISTINCT 'tmdb', t.tmdb_id, t.kind, t.content_id FROM platform_titles t"
+            " JOIN unnest(%s::text[], %s::text[]) AS u(v, k) ON t.tmdb_id = u.v AND t.kind = u.k",
+            (
+                [v for v, _ in imdb],
+                [k for _, k in imdb],
+                [v for v, _ in tmdb],
+                [k for _, k in tmdb],
+            ),
         )
         nodes = {canon.get(c, c) for c, _, _ in latest.values()}
         nodes |= {r[3] for r in existing} | {r[3] for r in linked}

@@ -179,19 +179,41 @@ class ResolutionProjector:
     async def _load(
         self, conn: AsyncConnection[Any], batch: Sequence[Envelope]
     ) -> tuple[dict[str, list[Member]], dict[tuple[str, str], tuple[Member, str]]]:
-        keys = sorted({e.key for e in batch})
+        """The members the batch can meet: its own records (known or not), its episodes'
+        series, and every entity of its blocks with a member of a compatible year or
+        with a shared external id; such entities come whole, because an entity is
+        judged by all its members. A block of a common word ("love") holds thousands
+        of titles, and loading blocks whole would make each batch read most of them."""
         refs = {(e.payload["platform"], e.payload["platform_id"]) for e in batch}
         refs |= {
             (e.payload["platform"], e.payload["series_platform_id"])
             for e in batch
             if e.payload.get("series_platform_id")
         }
+        probes = sorted({(e.key, e.payload.get("year") or 0) for e in batch})
+        ids = sorted(
+            {e.payload[f] for e in batch for f in ("imdb_id", "tmdb_id") if e.payload.get(f)}
+        )
         cur = await conn.execute(
-            f"SELECT {_MEMBER_COLS} FROM resolution_members WHERE block_key = ANY(%s)"
+            f"WITH candidates AS ("
+            " SELECT DISTINCT m.cluster_id FROM resolution_members m"
+            " JOIN unnest(%(keys)s::text[], %(years)s::int[]) AS u(k, y) ON m.block_key = u.k"
+            " AND (u.y = 0 OR m.year IS NULL OR m.year BETWEEN u.y - 2 AND u.y + 2)"
+            " UNION SELECT cluster_id FROM resolution_members WHERE imdb_id = ANY(%(ids)s)"
+            " UNION SELECT cluster_id FROM resolution_members WHERE tmdb_id = ANY(%(ids)s))"
+            f" SELECT {_MEMBER_COLS} FROM resolution_members"
+            " WHERE cluster_id IN (SELECT cluster_id FROM candidates)"
             f" UNION SELECT {_MEMBER_COLS} FROM resolution_members"
-            " WHERE (platform, platform_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
-            " ORDER BY cluster_id, platform, platform_id",  # a stable order: ties are stable
-            (keys, [r[0] for r in refs], [r[1] for r in refs]),
+            " WHERE (platform, platform_id) IN"
+            " (SELECT * FROM unnest(%(plats)s::text[], %(pids)s::text[]))"
+            " ORDER BY 4, 1, 2",  # by entity, then record: a stable order, so ties are too
+            {
+                "keys": [k for k, _ in probes],
+                "years": [y for _, y in probes],
+                "ids": ids,
+                "plats": [r[0] for r in refs],
+                "pids": [r[1] for r in refs],
+            },
         )
         blocks: dict[str, list[Member]] = {}
         by_ref: dict[tuple[str, str], tuple[Member, str]] = {}

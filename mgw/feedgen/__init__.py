@@ -96,5 +96,5 @@ def generate(
         seconds=round(time.perf_counter() - started, 2),
     )
     if progress:
-        print(f"feedgen: done in {summary['seconds']} s: {json.dumps(summary)}", flush=True)
+        print(f"feedgen: done in {summary['seconds']} s", flush=True)
     return summary

@@ -60,6 +60,7 @@ _NETFLIX_ADS = frozenset(("US", "GB", "CA", "DE", "FR", "ES", "IT", "JP", "BR", 
 _FREE = frozenset(("US", "GB", "DE"))
 _SLUG = re.compile(r"[^a-z0-9]+")
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BASE36 = _BASE62[:36].lower()
 
 
 class GenOffer(NamedTuple):
@@ -100,11 +101,11 @@ def slug(title: str) -> str:
     return _SLUG.sub("-", title.lower().encode("ascii", "ignore").decode()).strip("-") or "title"
 
 
-def _b62(n: int, width: int) -> str:
+def _b62(n: int, width: int, alphabet: str = _BASE62) -> str:
     out = []
     for _ in range(width):
-        n, r = divmod(n, 62)
-        out.append(_BASE62[r])
+        n, r = divmod(n, len(alphabet))
+        out.append(alphabet[r])
     return "".join(out)
 
 
@@ -135,7 +136,7 @@ class Ids:
         if p == "hbo_max":
             return f"urn:hbo:{'feature' if kind == 'movie' else kind}:G{_b62(bits(120), 20)}"
         if p == "apple_tv_plus":
-            return f"umc.cmc.{_b62(bits(128), 25).lower()}"
+            return f"umc.cmc.{_b62(bits(128), 25, _BASE36)}"
         if p == "paramount_plus":
             return _b62(bits(190), 32)
         return f"GMO_{self.rng.randrange(10**14):014d}_{'01' if kind != 'episode' else '02'}"
@@ -197,7 +198,7 @@ class Planner:
         if t.popular:
             k = r.choices((1, 2, 3, 4, 5, 6), (10, 25, 30, 20, 10, 5))[0]
         else:
-            k = r.choices((1, 2, 3), (50, 35, 15))[0]
+            k = r.choices((1, 2, 3), (40, 39, 21))[0]
         kids = "Children" in t.genres or "Animation" in t.genres
         # Weighted sampling without replacement: the k largest of u ** (1 / w).
         keys = [
@@ -212,7 +213,7 @@ class Planner:
         if len(pool) == 1:
             return list(pool)
         r = self.rng
-        k = min(len(pool), r.choices((1, 2, 3, 4, 5, 6, 8), (15, 20, 20, 15, 12, 10, 8))[0])
+        k = min(len(pool), r.choices((1, 2, 3, 4, 6), (30, 28, 20, 12, 10))[0])
         if r.random() < 0.85:
             return [pool[0], *r.sample(pool[1:], k - 1)]
         return r.sample(pool[1:], min(k, len(pool) - 1))

@@ -13,7 +13,13 @@ CREATE TABLE IF NOT EXISTS resolution_members (
     raw_hash     text NOT NULL,
     PRIMARY KEY (platform, platform_id)
 );
-CREATE INDEX IF NOT EXISTS resolution_members_block_idx ON resolution_members (block_key);
+CREATE INDEX IF NOT EXISTS resolution_members_block_idx
+    ON resolution_members (block_key, year);
+CREATE INDEX IF NOT EXISTS resolution_members_cluster_idx ON resolution_members (cluster_id);
+CREATE INDEX IF NOT EXISTS resolution_members_imdb_idx ON resolution_members (imdb_id)
+    WHERE imdb_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS resolution_members_tmdb_idx ON resolution_members (tmdb_id)
+    WHERE tmdb_id IS NOT NULL;
 
 -- The canonical catalog's sources: one row per platform record (and per editorial
 -- upsert, platform 'editorial'), with the content entity it belongs to now.
