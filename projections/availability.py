@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from domain.catalog import PLATFORMS
 from projections.base import Envelope, RejectedEvent, Stores
+from projections.bulk import stage
 from streams.topics import AVAILABILITY
 
 _REGION = re.compile(r"^[A-Z]{2}$")
@@ -41,20 +42,9 @@ _COLS = (
     "updated_at",
 )
 _TYPES = [
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "numeric",
-    "text",
-    "timestamptz",
-    "timestamptz",
-    "text",
-    "text",
-    "text",
-    "timestamptz",
-]
+    "text", "text", "text", "text", "text", "numeric", "text", "timestamptz", "timestamptz",
+    "text", "text", "text", "timestamptz",
+]  # fmt: skip
 
 
 def availability_key(platform: str, platform_id: str) -> str:
@@ -101,27 +91,25 @@ class AvailabilityProjector:
             " WHERE a.platform = u.p AND a.platform_id = u.i",
             ([k[0] for k in keys], [k[1] for k in keys]),
         )
-        cols: list[list[Any]] = [[] for _ in _COLS]
+        rows = []
         for (platform, pid), e in latest.items():
             if e.event_type != "AvailabilityChanged":
                 continue
-            p = e.payload
+            p, at = e.payload, e.happened_at
             # one row per region and offer type; a repeated pair keeps its last offer
             offers = {(o["region"], o["offer_type"]): o for o in p["offers"]}
             for (region, offer_type), o in offers.items():
-                row = (
-                    platform, pid, region, offer_type, o["quality"], o["price"],
-                    o["currency"], o["available_from"], o["available_until"], p.get("web_url"),
-                    p.get("app_url"), p["raw_hash"], e.happened_at,
+                rows.append(
+                    (
+                        platform, pid, region, offer_type, o["quality"],
+                        None if o["price"] is None else Decimal(o["price"]),
+                        o["currency"], o["available_from"], o["available_until"],
+                        p.get("web_url"), p.get("app_url"), p["raw_hash"], at,
+                    )
                 )  # fmt: skip
-                for col, v in zip(cols, row, strict=True):
-                    col.append(v)
-        if cols[0]:
-            await conn.execute(
-                f"INSERT INTO availability ({', '.join(_COLS)})"
-                f" SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _TYPES)})",
-                cols,
-            )
+        if rows:
+            await stage(conn, "availability_batch", "availability", _COLS, _TYPES, rows)
+            await conn.execute("INSERT INTO availability SELECT * FROM availability_batch")
 
     async def sync_side_stores(
         self,

@@ -12,7 +12,6 @@ same log always leaves the same ids. Each join is emitted as ContentMerged.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -29,6 +28,7 @@ from domain.catalog.quality import DEFAULT_HALF_LIFE_DAYS, quality_score
 from domain.discovery import DIMS, placeholder_embedding
 from projections.availability import offers_for
 from projections.base import Envelope, Output, RejectedEvent, Stores
+from projections.bulk import stage
 from streams.topics import CATALOG, RESOLUTION
 
 COLLECTION = "content"
@@ -58,29 +58,10 @@ _SOURCE_COLS = (
     "updated_at",
 )
 _SOURCE_TYPES = [
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "int",
-    "int",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "int",
-    "int",
-    "text",
-    "text",
+    "text", "text", "text", "text", "text", "text", "text", "text", "int4", "int4", "text[]",
+    "text", "text", "text", "text", "text", "int4", "int4", "text", "text", "timestamptz",
     "timestamptz",
-    "timestamptz",
-]
+]  # fmt: skip
 _CONTENT_COLS = (
     "content_id",
     "kind",
@@ -103,26 +84,9 @@ _CONTENT_COLS = (
     "first_seen",
 )
 _CONTENT_TYPES = [
-    "text",
-    "text",
-    "text",
-    "text",
-    "int",
-    "int",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "int",
-    "int",
-    "timestamptz",
-    "text",
-    "int",
-    "real",
-    "real",
-    "timestamptz",
-]
+    "text", "text", "text", "text", "int4", "int4", "text[]", "text", "text", "text", "text",
+    "int4", "int4", "timestamptz", "text[]", "int4", "float4", "float4", "timestamptz",
+]  # fmt: skip
 EDITORIAL = "editorial"
 
 
@@ -367,7 +331,7 @@ class CatalogProjector:
         comp: _Components,
         canon: dict[str, str],
     ) -> None:
-        cols: list[list[Any]] = [[] for _ in _SOURCE_COLS]
+        rows = []
         for ref, (cluster, f, e) in latest.items():
             prev = old.get(ref)
             row = {
@@ -376,26 +340,17 @@ class CatalogProjector:
                 "platform_id": ref[1],
                 "cluster_id": cluster,
                 "content_id": comp.find(canon.get(cluster, cluster)),
-                "genres": json.dumps(f["genres"]),
                 "first_seen": prev[4] if prev is not None else first[ref],
                 "updated_at": e.happened_at,
             }
-            for col, name in zip(cols, _SOURCE_COLS, strict=True):
-                col.append(row[name])
+            rows.append([row[name] for name in _SOURCE_COLS])
+        await stage(conn, "platform_titles_batch", "platform_titles", _SOURCE_COLS,
+                    _SOURCE_TYPES, rows)  # fmt: skip
         await conn.execute(
-            f"INSERT INTO platform_titles ({', '.join(_SOURCE_COLS)}) SELECT "
-            + ", ".join(
-                "ARRAY(SELECT jsonb_array_elements_text(u.genres::jsonb))"
-                if c == "genres"
-                else f"u.{c}"
-                for c in _SOURCE_COLS
-            )
-            + " FROM unnest("
-            + ", ".join(f"%s::{t}[]" for t in _SOURCE_TYPES)
-            + f") AS u({', '.join(_SOURCE_COLS)})"
+            f"INSERT INTO platform_titles ({', '.join(_SOURCE_COLS)})"
+            f" SELECT {', '.join(_SOURCE_COLS)} FROM platform_titles_batch"
             " ON CONFLICT (platform, platform_id) DO UPDATE SET "
-            + ", ".join(f"{c} = EXCLUDED.{c}" for c in _SOURCE_COLS[2:]),
-            cols,
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in _SOURCE_COLS[2:])
         )
 
     async def _write_content(self, conn: AsyncConnection[Any], touched: list[str]) -> None:
@@ -409,31 +364,23 @@ class CatalogProjector:
         groups: dict[str, list[SourceRecord]] = {}
         for r in rows:
             groups.setdefault(r[0], []).append(SourceRecord(*r[1:8], tuple(r[8]), *r[9:]))
-        cols: list[list[Any]] = [[] for _ in _CONTENT_COLS]
+        out = []
         for cid in sorted(groups):
             c = merge(groups[cid])
-            row = (
-                cid, c.kind, c.title, c.original_title, c.year, c.runtime_min,
-                json.dumps(list(c.genres)), c.overview, c.imdb_id, c.tmdb_id, c.series_id,
-                c.season, c.episode, c.updated_at, json.dumps(list(c.platforms)),
-                c.source_count, c.completeness, c.agreement, c.first_seen,
+            out.append(
+                (
+                    cid, c.kind, c.title, c.original_title, c.year, c.runtime_min,
+                    list(c.genres), c.overview, c.imdb_id, c.tmdb_id, c.series_id, c.season,
+                    c.episode, c.updated_at, list(c.platforms), c.source_count, c.completeness,
+                    c.agreement, c.first_seen,
+                )
             )  # fmt: skip
-            for col, v in zip(cols, row, strict=True):
-                col.append(v)
+        await stage(conn, "content_batch", "content", _CONTENT_COLS, _CONTENT_TYPES, out)
         await conn.execute(
-            f"INSERT INTO content ({', '.join(_CONTENT_COLS)}) SELECT "
-            + ", ".join(
-                f"ARRAY(SELECT jsonb_array_elements_text(u.{c}::jsonb))"
-                if c in ("genres", "platforms")
-                else f"u.{c}"
-                for c in _CONTENT_COLS
-            )
-            + " FROM unnest("
-            + ", ".join(f"%s::{t}[]" for t in _CONTENT_TYPES)
-            + f") AS u({', '.join(_CONTENT_COLS)})"
+            f"INSERT INTO content ({', '.join(_CONTENT_COLS)})"
+            f" SELECT {', '.join(_CONTENT_COLS)} FROM content_batch"
             " ON CONFLICT (content_id) DO UPDATE SET "
-            + ", ".join(f"{c} = EXCLUDED.{c}" for c in _CONTENT_COLS[1:]),
-            cols,
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in _CONTENT_COLS[1:])
         )
 
     async def sync_side_stores(

@@ -16,7 +16,6 @@ Rules beyond the domain's:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,12 +27,16 @@ from core.ids import derived_id
 from domain.catalog import KINDS
 from domain.catalog.resolution import Member, block_key, match, title_variants
 from projections.base import Envelope, Output, RejectedEvent, Stores
+from projections.bulk import stage
 from streams.topics import OBSERVATIONS
 
 _MEMBER_COLS = (
     "platform, platform_id, block_key, cluster_id, kind, titles, year, runtime_min,"
     " imdb_id, tmdb_id, raw_hash"
 )
+_MEMBER_NAMES = [c.strip() for c in _MEMBER_COLS.split(",")]
+_MEMBER_TYPES = ["text", "text", "text", "text", "text", "text[]", "int4", "int4", "text", "text",
+                 "text"]  # fmt: skip
 #: fields copied from the observation onto ContentResolved
 _CARRIED = (
     "platform",
@@ -240,37 +243,32 @@ class ResolutionProjector:
     ) -> None:
         if not touched:
             return
-        cols: list[list[Any]] = [[] for _ in range(11)]
-        for key, m, raw_hash in touched.values():
-            row = (
+        rows = [
+            (
                 m.platform,
                 m.platform_id,
                 key,
                 m.cluster_id,
                 m.kind,
-                json.dumps(list(m.titles)),
+                list(m.titles),
                 m.year,
                 m.runtime_min,
                 m.imdb_id,
                 m.tmdb_id,
                 raw_hash,
-            )
-            for col, v in zip(cols, row, strict=True):
-                col.append(v)
+            )  # fmt: skip
+            for key, m, raw_hash in touched.values()
+        ]
+        await stage(conn, "resolution_batch", "resolution_members", _MEMBER_NAMES, _MEMBER_TYPES,
+                    rows)  # fmt: skip
         await conn.execute(
             f"INSERT INTO resolution_members ({_MEMBER_COLS})"
-            " SELECT u.platform, u.platform_id, u.block_key, u.cluster_id, u.kind,"
-            " ARRAY(SELECT jsonb_array_elements_text(u.titles::jsonb)), u.year, u.runtime_min,"
-            " u.imdb_id, u.tmdb_id, u.raw_hash"
-            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-            " %s::int[], %s::int[], %s::text[], %s::text[], %s::text[])"
-            f" AS u({_MEMBER_COLS})"
+            f" SELECT {_MEMBER_COLS} FROM resolution_batch"
             " ON CONFLICT (platform, platform_id) DO UPDATE SET block_key = EXCLUDED.block_key,"
             " cluster_id = EXCLUDED.cluster_id, kind = EXCLUDED.kind, titles = EXCLUDED.titles,"
             " year = EXCLUDED.year, runtime_min = EXCLUDED.runtime_min,"
             " imdb_id = EXCLUDED.imdb_id, tmdb_id = EXCLUDED.tmdb_id,"
-            " raw_hash = EXCLUDED.raw_hash",
-            cols,
+            " raw_hash = EXCLUDED.raw_hash"
         )
 
     async def sync_side_stores(
