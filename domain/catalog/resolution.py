@@ -22,6 +22,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from rapidfuzz import fuzz
 
@@ -62,6 +63,7 @@ def _drop_leading_article(words: str) -> str:
     return rest if head in _ARTICLES and rest else words
 
 
+@lru_cache(maxsize=1 << 18)  # pure, and the same titles come back (check, apply, merge)
 def title_variants(title: str) -> tuple[str, ...]:
     """The normalized forms a title is compared under: the title without parenthesized
     asides ("Seven (a.k.a. Se7en)"), then each aside as an alternative title, then the
@@ -92,6 +94,7 @@ def _normalize(t: str) -> str:
     return _drop_leading_article(_fold(t))
 
 
+@lru_cache(maxsize=1 << 16)
 def block_key(title: str) -> str:
     """The blocking key: the first word of the normalized title."""
     variants = title_variants(title)
