@@ -45,6 +45,11 @@ def _mgw(*args: str, env: dict[str, str] | None = None, out: Path) -> subprocess
         )
 
 
+def _all_caught_up(base: str) -> bool:
+    lags = httpx.get(f"{base}/ready").json().get("projectors", {})
+    return bool(lags) and all(isinstance(v, dict) and v.get("lag") == 0 for v in lags.values())
+
+
 def _wait_for(fn, what: str, out: Path, proc: subprocess.Popen[bytes], timeout: float = 120):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -100,12 +105,19 @@ def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
             headers={**alice, "X-Consistency-Token": r.headers["X-Consistency-Token"]},
         ).json()["items"]
         assert cw[0]["content_id"] == toy and cw[0]["title"] == "Toy Story"
+        _wait_for(lambda: "Try:" in out.read_text(), "the demo feeds ingested", out, proc)
         _wait_for(
-            lambda: httpx.get(f"{base}/ready").json()["projectors"]["catalog"]["lag"] == 0,
-            "catalog caught up",
+            lambda: _all_caught_up(base),
+            "every projector caught up",
             out,
             proc,
         )
+        # the demo catalog has availability on all eight platforms
+        doc = httpx.get(f"{base}/v1/content/{toy}?region=US").json()
+        assert doc["title"] == "Toy Story" and doc["availability"] and doc["platforms"]
+        for platform in ("netflix", "peacock", "disney_plus", "hbo_max"):
+            page = httpx.get(f"{base}/v1/catalog/new?region=US&days=30&platform={platform}")
+            assert page.status_code == 200 and page.json()["items"], platform
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)
