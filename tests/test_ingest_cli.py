@@ -107,3 +107,22 @@ def test_ingest_refuses_unknown_platforms_and_unreadable_files(
     bad = mgw(settings, "ingest", "netflix", str(broken), "--no-progress")
     assert bad.returncode == 2 and "broken.json" in bad.stderr and "JSON" in bad.stderr
     assert rows(settings, "SELECT count(*) FROM log_records") == [(0,)]  # nothing appended
+
+
+def test_generate_then_eval_resolution_meets_the_target(
+    settings: Settings, tmp_path: Path
+) -> None:
+    feeds = tmp_path / "feeds"
+    gen = mgw(settings, "feeds", "generate", "--out", str(feeds))
+    assert gen.returncode == 0, gen.stderr
+    assert sorted(p.name for p in feeds.iterdir())[:3] == [
+        "apple_tv_plus.json",
+        "disney_plus.xml",
+        "hbo_max.xml",
+    ]
+    ev = mgw(settings, "eval", "resolution", "--feeds", str(feeds))
+    assert ev.returncode == 0, ev.stderr
+    scores = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert scores["unresolved"] == 0 and scores["records"] > 20000
+    assert scores["f1"] >= 0.98, scores
+    assert scores["precision"] >= 0.98 and scores["recall"] >= 0.98

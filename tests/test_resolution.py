@@ -58,8 +58,11 @@ def test_title_variants_undo_catalog_habits() -> None:
         (member("The Lion King", 1994), member("The Lion King", 2019), False),  # remake
         (member("Heat", 1995), member("Heat", 1996), True),  # year off by one
         (member("Halloween", 1978), member("Halloween II", 1978), False),  # sequel, same year
-        (member("Dune", 1984, imdb_id="tt0087182"), member("Dune", 1984, imdb_id="tt1160419"),
-         False),  # fmt: skip
+        (
+            member("Dune", 1984, imdb_id="tt0087182"),
+            member("Dune", 1984, imdb_id="tt1160419"),
+            False,
+        ),  # fmt: skip
         (member("Heat", 1995, runtime_min=170), member("Heat", 1995, runtime_min=100), False),
         (member("Alien", 1979), member("Aliens", 1986), False),
     ],
@@ -98,11 +101,20 @@ CATALOG_RECORDS = [
     rec("apple_tv_plus", "t1", "Life Is Beautiful", 1997, imdb_id="tt0118799"),
     rec("paramount_plus", "m1", "La vita è bella", 1997),
     rec("netflix", "n2", "Breaking Bad", 2008, kind="series"),
-    rec("netflix", "n2e1", "Pilot", 2008, kind="episode", series_platform_id="n2", season=1,
-        episode=1),  # fmt: skip
+    rec(
+        "netflix",
+        "n2e1",
+        "Pilot",
+        2008,
+        kind="episode",
+        series_platform_id="n2",
+        season=1,
+        episode=1,
+    ),  # fmt: skip
     rec("hulu", "h2", "Breaking Bad", 2008, kind="series"),
-    rec("hulu", "h2e1", "Pilot", 2008, kind="episode", series_platform_id="h2", season=1,
-        episode=1),  # fmt: skip
+    rec(
+        "hulu", "h2e1", "Pilot", 2008, kind="episode", series_platform_id="h2", season=1, episode=1
+    ),  # fmt: skip
 ]
 LATE_EVIDENCE = rec("paramount_plus", "m1", "La vita è bella", 1997, imdb_id="tt0118799")
 
