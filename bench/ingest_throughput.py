@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import sys
 import tempfile
@@ -127,8 +128,7 @@ async def bench_naive(settings: Settings, feeds: dict[str, Path], sample: int) -
         for platform, path in feeds.items():
             feed = FeedIngest(pf.stores, pf.publisher, platform)
             summary = IngestSummary(platform)
-            with open(path, "rb") as f:
-                records = feed.parse(f, path.name, summary)[:sample]
+            records = feed.parse(io.BytesIO(path.read_bytes()), path.name, summary)[:sample]
             for event in feed.changes(records, summary, full_feed=False, producer="bench"):
                 await pf.publisher.publish(event)
             n += summary.read
@@ -159,7 +159,7 @@ def main() -> None:
         gen_s = time.perf_counter() - t
     manifest = json.loads((out / "manifest.json").read_text())
     feeds = {p: out / name for p, name in manifest["feeds"].items()}
-    titles = sum(1 for _ in open(out / "truth.csv")) - 1
+    titles = (out / "truth.csv").read_text().count("\n") - 1
     print(f"bench: feeds in {out} (generated in {gen_s:.1f}s), data in {work}", file=sys.stderr)
 
     stages = time_parse_normalize(feeds)

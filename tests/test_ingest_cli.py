@@ -109,9 +109,7 @@ def test_ingest_refuses_unknown_platforms_and_unreadable_files(
     assert rows(settings, "SELECT count(*) FROM log_records") == [(0,)]  # nothing appended
 
 
-def test_generate_then_eval_resolution_meets_the_target(
-    settings: Settings, tmp_path: Path
-) -> None:
+def test_generate_then_eval_resolution_meets_the_target(settings: Settings, tmp_path: Path) -> None:
     feeds = tmp_path / "feeds"
     gen = mgw(settings, "feeds", "generate", "--out", str(feeds))
     assert gen.returncode == 0, gen.stderr
