@@ -185,6 +185,9 @@ class CatalogProjector:
     side_stores = ("qdrant",)
     #: merges need every entity in view: one owner at a time
     shardable = False
+    #: what the replay checksum compares of content_merges: which id reads as which (why
+    #: and when they were joined depends on where batch boundaries fell)
+    checksum_columns = {"content_merges": ("merged_id", "into_id")}
 
     def check(self, event: Envelope) -> None:
         if event.event_type == "ContentUpserted":
@@ -200,18 +203,25 @@ class CatalogProjector:
             raise RejectedEvent(f"catalog does not handle {event.event_type}")
 
     async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> Output:
-        latest: dict[tuple[str, str], tuple[str, dict[str, Any], Envelope]] = {}
-        first: dict[tuple[str, str], datetime] = {}
-        for e in batch:  # log order per partition; later wins
+        # Merges need every entity in view: one applier at a time, even when two
+        # processes own different partitions (an ingest catching up beside `mgw up`).
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('mgw:projector:catalog'))")
+        versions: list[tuple[tuple[str, str], str, dict[str, Any], Envelope]] = []
+        for e in batch:
             if e.event_type == "ContentMerged":
                 continue  # this projector emitted it, and applied it then
             ref, cluster, fields = _source_row(e)
-            latest[ref] = (cluster, fields, e)
-            first.setdefault(ref, e.happened_at)  # first_seen must not depend on batching
-        if not latest:
+            versions.append((ref, cluster, fields, e))
+        if not versions:
             return Output([], [])
+        # Rows follow each record's last version; evidence comes from every version, so
+        # where batch boundaries fall never changes what gets joined.
+        latest = {ref: (cluster, fields, e) for ref, cluster, fields, e in versions}
+        first: dict[tuple[str, str], datetime] = {}
+        for ref, _, _, e in versions:
+            first.setdefault(ref, e.happened_at)  # first_seen must not depend on batching
         refs = list(latest)
-        clusters = sorted({c for c, _, _ in latest.values()})
+        clusters = sorted({v[1] for v in versions})
         existing = await _fetch(
             conn,
             "SELECT platform, platform_id, cluster_id, content_id, first_seen FROM platform_titles"
@@ -227,7 +237,7 @@ class CatalogProjector:
                 (clusters,),
             )
         )
-        ids = {(s, v, f["kind"]) for _, f, _ in latest.values() for s, v in _ext(f)}
+        ids = {(s, v, f["kind"]) for _, _, f, _ in versions for s, v in _ext(f)}
         imdb = sorted({(v, k) for s, v, k in ids if s == "imdb"})
         tmdb = sorted({(v, k) for s, v, k in ids if s == "tmdb"})
         linked = await _fetch(  # two index lookups: an OR across columns would scan
@@ -243,7 +253,7 @@ class CatalogProjector:
                 [k for _, k in tmdb],
             ),
         )
-        nodes = {canon.get(c, c) for c, _, _ in latest.values()}
+        nodes = {canon.get(v[1], v[1]) for v in versions}
         nodes |= {r[3] for r in existing} | {r[3] for r in linked}
         editorial = {r[1] for r in latest if r[0] == EDITORIAL}
         editorial |= {
@@ -257,17 +267,20 @@ class CatalogProjector:
         }
         comp = _Components(editorial)
         by_id: dict[tuple[str, str, str], str] = {}
-        for s, v, k, cid in sorted(linked):
-            by_id.setdefault((s, v, k), cid)
-            comp.union(by_id[(s, v, k)], cid, f"{s} {v}", batch[-1].happened_at)
-        for ref, (cluster, fields, env) in sorted(latest.items()):
+        for s_, v_, k_, cid in sorted(linked):
+            by_id.setdefault((s_, v_, k_), cid)
+        where: dict[tuple[str, str], str] = {ref: row[3] for ref, row in old.items()}
+        for ref, cluster, fields, env in versions:
             node = canon.get(cluster, cluster)
-            prev = old.get(ref)
-            if prev is not None and prev[2] != cluster:
-                comp.union(node, prev[3], f"record {ref[0]}:{ref[1]}", env.happened_at)
-            for s, v in _ext(fields):
-                key = (s, v, fields["kind"])
-                comp.union(by_id.setdefault(key, node), node, f"{s} {v}", env.happened_at)
+            before = where.get(ref)
+            if before is not None and before != node:  # one record seen in two entities
+                comp.union(node, before, f"record {ref[0]}:{ref[1]}", env.happened_at)
+            where[ref] = node
+            for s_, v_ in _ext(fields):
+                key = (s_, v_, fields["kind"])
+                comp.union(by_id.setdefault(key, node), node, f"{s_} {v_}", env.happened_at)
+        for s_, v_, k_, cid in sorted(linked):  # entities already sharing an id (defensive)
+            comp.union(by_id[(s_, v_, k_)], cid, f"{s_} {v_}", batch[-1].happened_at)
         merged = {n: comp.find(n) for n in sorted(nodes) if comp.find(n) != n}
         events = await self._merge(conn, merged, comp.reasons, batch)
         await self._write_sources(conn, latest, first, old, comp, canon)

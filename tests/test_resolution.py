@@ -117,6 +117,13 @@ CATALOG_RECORDS = [
     ),  # fmt: skip
 ]
 LATE_EVIDENCE = rec("paramount_plus", "m1", "La vita è bella", 1997, imdb_id="tt0118799")
+#: a record whose IMDb id is corrected: its first version's id is evidence too, so the
+#: join must not depend on whether both versions land in one batch
+CORRECTED = [
+    rec("netflix", "n9", "Bar Different", 2001, imdb_id="tt1000001"),
+    rec("hulu", "h9", "Foo", 2001, imdb_id="tt1000001"),
+    rec("hulu", "h9", "Foo", 2001, imdb_id="tt1000002"),
+]
 
 
 def events_of(records: Sequence[PlatformRecord]) -> list[Event]:
@@ -221,8 +228,11 @@ async def test_replay_and_other_batch_sizes_give_the_same_ids(
 ) -> None:
     await Publisher(elog).publish_many(events_of(CATALOG_RECORDS))
     await Publisher(elog).publish_many(events_of([LATE_EVIDENCE]))
-    await project(elog, stores, batch_size=3)
+    for r in CORRECTED:
+        await Publisher(elog).publish_many(events_of([r]))
+    await project(elog, stores, batch_size=1)
     first = await content_of(stores)
+    assert first["netflix", "n9"] == first["hulu", "h9"]
     sums = {n: await maintenance.checksum(stores, by_name(n)) for n in ("resolution", "catalog")}
     log_size = len(await _read(elog, RESOLUTION.name))
     for name in ("resolution", "catalog"):
