@@ -80,11 +80,24 @@ def _reads() -> list[Projector]:
     return [by_name("catalog"), by_name("availability")]
 
 
+def _content_id(request: Request) -> str:
+    """The path's content id; one that cannot be stored (NUL, a lone surrogate) cannot
+    exist, so it is not found."""
+    cid: str = request.path_params["content_id"]
+    if "\x00" in cid or len(cid) > 512 or not cid.isprintable():
+        raise Problem(404, "no content with that id", field="content_id")
+    try:
+        cid.encode("utf-8")
+    except UnicodeError:
+        raise Problem(404, "no content with that id", field="content_id") from None
+    return cid
+
+
 async def read_content(request: Request) -> Response:
     c = ctx(request)
     region = region_param(request, default=None)
     await wait_for_token(request, c.stores.pg, _reads(), c.settings.consistency_wait_s)
-    content_id = request.path_params["content_id"]
+    content_id = _content_id(request)
     doc = await get_content(
         c.stores.pg,
         content_id,
@@ -108,7 +121,7 @@ async def read_availability(request: Request) -> Response:
     raw = request.query_params.get("cursor")
     after = decode_cursor(raw, (str, str, str, str)) if raw else None
     await wait_for_token(request, c.stores.pg, _reads(), c.settings.consistency_wait_s)
-    content_id = request.path_params["content_id"]
+    content_id = _content_id(request)
     now = utcnow()
     async with c.stores.pg.connection() as conn:
         cid = await canonical_id(conn, content_id)

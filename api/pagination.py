@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from api.errors import Problem
+from api.requests import reject_nul
 
 
 def encode_cursor(key: Sequence[Any]) -> str:
@@ -32,9 +33,12 @@ def decode_cursor(raw: str, kinds: Sequence[type]) -> tuple[Any, ...]:
                     raise ValueError("naive time")
                 out.append(ts)
             elif isinstance(v, kind):
+                if isinstance(v, str):
+                    reject_nul(v)
+                    v.encode("utf-8")  # a lone surrogate cannot reach the database
                 out.append(v)
             else:
                 raise ValueError("wrong type")
         return tuple(out)
-    except (ValueError, TypeError, UnicodeDecodeError):
+    except (ValueError, TypeError, UnicodeError, RecursionError):
         raise Problem(422, "cursor is not one this API returned", field="cursor") from None

@@ -10,6 +10,7 @@ lists the rejected ones.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 
@@ -21,7 +22,7 @@ from api.context import ctx
 from api.errors import Problem
 from domain.catalog import PLATFORMS, FeedError
 from domain.catalog.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from streams.feeds import FeedIngest, IngestSummary
+from streams.feeds import FeedIngest, IngestSummary, platform_lock
 
 #: how long a delivery id is remembered: longer than the timestamp tolerance, so a
 #: replayed delivery is refused by one check or the other
@@ -57,14 +58,22 @@ async def receive(request: Request) -> Response:
     if not delivery or len(delivery) > MAX_DELIVERY_ID:
         raise Problem(400, f"send a delivery id of 1..{MAX_DELIVERY_ID} characters",
                       field=DELIVERY_HEADER)  # fmt: skip
+    # The delivery id is not signed, so the signature is remembered too: a captured
+    # delivery sent again under a fresh id is still a replay.
+    digest = hashlib.sha256(request.headers[SIGNATURE_HEADER].strip().encode()).hexdigest()
     key = f"mgw:webhook:{platform}:{delivery}"
+    sig_key = f"mgw:webhook-sig:{platform}:{digest}"
     if not await c.stores.redis.set(key, b"1", nx=True, ex=DELIVERY_TTL_S):
         raise Problem(409, f"delivery {delivery!r} was received before", field=DELIVERY_HEADER)
+    if not await c.stores.redis.set(sig_key, b"1", nx=True, ex=DELIVERY_TTL_S):
+        await c.stores.redis.delete(key)
+        raise Problem(409, "this signed delivery was received before under another id",
+                      field=SIGNATURE_HEADER)  # fmt: skip
     try:
         return await _ingest(request, platform, delivery, body)
     except BaseException:
         # Nothing (or not all) was appended: let the platform's retry through.
-        await c.stores.redis.delete(key)
+        await c.stores.redis.delete(key, sig_key)
         raise
 
 
@@ -81,15 +90,16 @@ async def _ingest(request: Request, platform: str, delivery: str, body: bytes) -
         detail = f"{rejected.locator}: {rejected.field}: {rejected.message}" if rejected else ""
         raise Problem(422, f"no record in the delivery could be read {detail}".strip(),
                       field=rejected.field if rejected else "body")  # fmt: skip
-    await feed.load_state([r.platform_id for r in records])
-    events = feed.changes(
-        records,
-        summary,
-        full_feed=False,
-        producer=f"webhook:{platform}",
-        correlation=request.headers.get("X-Request-Id") or delivery,
-    )
-    positions = await c.publisher.publish_many(events)
+    async with platform_lock(c.stores, platform):
+        await feed.load_state(feed.state_ids(records))
+        events = feed.changes(
+            records,
+            summary,
+            full_feed=False,
+            producer=f"webhook:{platform}",
+            correlation=request.headers.get("X-Request-Id") or delivery,
+        )
+        positions = await c.publisher.publish_many(events)
     summary.appended = len(events)
     return JSONResponse(
         {

@@ -54,6 +54,18 @@ async def load_demo(c: AppContext, base_url: str, *, progress: bool = True) -> i
     return appended
 
 
+async def _caught_up(c: AppContext, names: tuple[str, ...], timeout: float = 300) -> None:
+    from api.health import projector_lag
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        lags = await projector_lag(c)
+        if all(lags[n]["lag"] == 0 for n in names):
+            return
+        await asyncio.sleep(0.2)
+    log.warning("demo feeds: %s still lagging; ingesting anyway", ", ".join(names))
+
+
 async def load_demo_feeds(c: AppContext, *, progress: bool = True) -> int:
     """Generate the eight platform feeds (once per data dir) and ingest them, so the
     demo catalog has availability on every platform. The running projectors resolve
@@ -66,6 +78,7 @@ async def load_demo_feeds(c: AppContext, *, progress: bool = True) -> int:
         await asyncio.to_thread(generate, out, scale=1, seed=7, progress=False)
     manifest = json.loads((out / "manifest.json").read_text())
     appended = 0
+    await _caught_up(c, ("resolution", "availability"))  # the diff reads their state
     for platform, name in manifest["feeds"].items():
         summary = await ingest_files(c.stores, c.publisher, platform, [out / name])
         appended += summary.appended

@@ -92,9 +92,11 @@ class ResolutionProjector:
             raise RejectedEvent(f"kind: must be one of {', '.join(KINDS)}")
         if p["kind"] == "episode" and not p.get("series_platform_id"):
             raise RejectedEvent("series_platform_id: an episode needs its series")
-        if event.key != observation_key(p):
-            # Keyed elsewhere it would miss its candidates in another partition.
-            raise RejectedEvent(f"record key must be the blocking key {observation_key(p)!r}")
+        if not event.key:
+            # The key is the blocking key: the title's (observation_key), or for a record
+            # seen before, the key it was first seen under, so that all of a record's
+            # events stay in one partition in order (streams/feeds.py keeps it).
+            raise RejectedEvent(f"record key must be a blocking key like {observation_key(p)!r}")
 
     async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> Output:
         blocks, by_ref = await self._load(conn, batch)
@@ -290,15 +292,16 @@ class ResolutionProjector:
 # -- queries -----------------------------------------------------------------
 
 
-async def known_hashes(
+async def known_records(
     pg: AsyncConnectionPool, platform: str, ids: Sequence[str] | None = None
-) -> dict[str, str]:
-    """platform_id -> raw_hash of the records of one platform (all, or ``ids``)
-    resolution has seen."""
+) -> dict[str, tuple[str, str]]:
+    """platform_id -> (raw_hash, log key) of the records of one platform (all, or
+    ``ids``) resolution has seen. A record keeps its first key for life: all its
+    events then sit in one partition, in order, whatever its title becomes."""
     async with pg.connection() as conn:
         cur = await conn.execute(
-            "SELECT platform_id, raw_hash FROM resolution_members WHERE platform = %s"
-            " AND (%s::text[] IS NULL OR platform_id = ANY(%s::text[]))",
+            "SELECT platform_id, raw_hash, block_key FROM resolution_members"
+            " WHERE platform = %s AND (%s::text[] IS NULL OR platform_id = ANY(%s::text[]))",
             (platform, ids, ids),
         )
-        return dict(await cur.fetchall())
+        return {pid: (h, k) for pid, h, k in await cur.fetchall()}

@@ -11,8 +11,9 @@ availability of every record the platform no longer lists (AvailabilityEnded).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,7 +22,7 @@ from core.events import Event
 from domain.catalog import FeedError, Offer, PlatformRecord
 from projections.availability import availability_key, known_regions
 from projections.base import Stores
-from projections.resolution import known_hashes, observation_key
+from projections.resolution import known_records, observation_key
 from streams.publisher import Publisher
 
 APPEND_CHUNK = 5000
@@ -75,9 +76,14 @@ def _offer(o: Offer) -> dict[str, Any]:
 
 
 def record_events(
-    rec: PlatformRecord, series_title: str | None, producer: str, correlation: str | None
+    rec: PlatformRecord,
+    series_title: str | None,
+    producer: str,
+    correlation: str | None,
+    key: str | None = None,
 ) -> list[Event]:
-    """The events that say what a platform record says now."""
+    """The events that say what a platform record says now. ``key``: the log key the
+    record was first observed under, if it was (default: its blocking key)."""
     observed = {
         "platform": rec.platform,
         "platform_id": rec.platform_id,
@@ -102,7 +108,7 @@ def record_events(
     events = [
         Event(
             "PlatformTitleObserved",
-            observation_key(observed),
+            key or observation_key(observed),
             observed,
             correlation_id=correlation,
             producer=producer,
@@ -144,11 +150,14 @@ class FeedIngest:
         self.publisher = publisher
         self.platform = platform
         self.hashes: dict[str, str] = {}
+        self.keys: dict[str, str] = {}
         self.regions: dict[str, set[str]] = {}
 
     async def load_state(self, ids: Sequence[str] | None = None) -> None:
         """What the log says of this platform's records: all of them, or ``ids``."""
-        self.hashes = await known_hashes(self.stores.pg, self.platform, ids)
+        known = await known_records(self.stores.pg, self.platform, ids)
+        self.hashes = {pid: h for pid, (h, _) in known.items()}
+        self.keys = {pid: k for pid, (_, k) in known.items()}
         self.regions = await known_regions(self.stores.pg, self.platform, ids)
 
     def parse(self, stream: BinaryIO, source: str, summary: IngestSummary) -> list[PlatformRecord]:
@@ -179,7 +188,9 @@ class FeedIngest:
         series_titles = {r.platform_id: r.title for r in records if r.kind == "series"}
         seen: set[str] = set()
         events: list[Event] = []
-        for rec in records:
+        # A series before its episodes (flat feeds may list them either way round), so
+        # resolution places the series first and names its episodes after it.
+        for rec in sorted(records, key=lambda r: r.kind == "episode"):
             summary.read += 1
             if rec.platform_id in seen:
                 summary.duplicates += 1  # the first occurrence in the feed wins
@@ -190,10 +201,13 @@ class FeedIngest:
             if self.hashes.get(rec.platform_id) == rec.raw_hash and regions == before:
                 summary.unchanged += 1
                 continue
-            series_title = (
-                series_titles.get(rec.series_platform_id) if rec.series_platform_id else None
-            )
-            events += record_events(rec, series_title, producer, correlation)
+            series = rec.series_platform_id
+            series_title = series_titles.get(series) if series else None
+            # a known record keeps its key; an episode goes where its series went
+            key = self.keys.get(rec.platform_id) or (self.keys.get(series) if series else None)
+            new = record_events(rec, series_title, producer, correlation, key)
+            self.keys[rec.platform_id] = new[0].key
+            events += new
             summary.ended += len(before - regions)  # the new offers leave them out
             self.hashes[rec.platform_id] = rec.raw_hash
             self.regions[rec.platform_id] = regions
@@ -204,6 +218,13 @@ class FeedIngest:
                     summary.ended += len(self.regions[pid])
                 self.regions[pid] = set()
         return events
+
+    def state_ids(self, records: Sequence[PlatformRecord]) -> list[str]:
+        """The platform ids whose state a delivery of ``records`` needs: theirs and
+        their series'."""
+        ids = {r.platform_id for r in records}
+        ids |= {r.series_platform_id for r in records if r.series_platform_id}
+        return sorted(ids)
 
     async def append(
         self,
@@ -217,6 +238,15 @@ class FeedIngest:
             summary.appended += len(chunk)
             if on_chunk:
                 on_chunk(len(chunk))
+
+
+@contextlib.asynccontextmanager
+async def platform_lock(stores: Stores, platform: str) -> AsyncIterator[None]:
+    """One diff-and-append per platform at a time: two ingests (or an ingest and a
+    webhook) deciding on the same state would undo each other's work."""
+    async with stores.pg.connection() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ingest:{platform}",))
+        yield
 
 
 def _parse_file(feed: FeedIngest, path: Path, summary: IngestSummary) -> list[PlatformRecord]:
@@ -244,22 +274,23 @@ async def ingest_files(
     summary = IngestSummary(platform)
     feed = FeedIngest(stores, publisher, platform)
     t0 = time.perf_counter()
-    await feed.load_state()
-    t1 = time.perf_counter()
     records: list[PlatformRecord] = []
     for path in paths:
         got = await asyncio.to_thread(_parse_file, feed, path, summary)
         records += got
         if on_parsed:
             on_parsed(len(got))
-    t2 = time.perf_counter()
-    events = feed.changes(records, summary, full_feed=True, producer=f"feed:{platform}")
-    t3 = time.perf_counter()
-    await feed.append(events, summary, on_appended)
-    t4 = time.perf_counter()
+    t1 = time.perf_counter()
+    async with platform_lock(stores, platform):
+        await feed.load_state()
+        t2 = time.perf_counter()
+        events = feed.changes(records, summary, full_feed=True, producer=f"feed:{platform}")
+        t3 = time.perf_counter()
+        await feed.append(events, summary, on_appended)
+        t4 = time.perf_counter()
     summary.seconds = {
-        "state": t1 - t0,
-        "parse": t2 - t1,
+        "parse": t1 - t0,
+        "state": t2 - t1,
         "diff": t3 - t2,
         "append": t4 - t3,
     }

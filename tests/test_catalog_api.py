@@ -20,6 +20,7 @@ from domain.catalog.webhooks import sign
 from projections.resolution import new_cluster_id
 
 SECRET = "s3cret-for-tests"
+NUL = "a\x00"
 
 
 @pytest.fixture
@@ -103,7 +104,6 @@ def test_webhook_delivery_becomes_content_with_availability(client: TestClient) 
     }
     assert 0 < doc["quality"]["score"] <= 1 and doc["quality"]["freshness"] > 0
 
-    # the same title from another platform joins the entity
     hulu = json.dumps(
         [{"huluId": "h-1", "name": "Matrix, The", "year": 1999}]
     ).encode()  # a body hulu's format cannot read: refused, nothing appended
@@ -111,7 +111,11 @@ def test_webhook_delivery_becomes_content_with_availability(client: TestClient) 
     assert bad.status_code in (400, 422) and bad.json()["field"]
 
     # an unchanged record appends nothing; a new region does
-    again = deliver(client, [netflix_title(80000001, "The Matrix", 1999)], delivery="d-2")
+    # (signed at another time: the same signature twice would be refused as a replay)
+    again = deliver(
+        client, [netflix_title(80000001, "The Matrix", 1999)], delivery="d-2",
+        at=int(time.time()) - 30,
+    )  # fmt: skip
     assert again.status_code == 202 and again.json()["appended"] == 0
     assert again.json()["unchanged"] == 1
     gb = netflix_title(80000001, "The Matrix", 1999)
@@ -141,7 +145,7 @@ def test_webhook_rejects_forgeries_replays_and_bad_bodies(client: TestClient) ->
     broken = deliver(client, b'{"titles": [', delivery="b-1")
     assert broken.status_code == 400 and broken.json()["field"] == "body"
     # a refused body does not burn its delivery id: the fixed retry goes through
-    assert deliver(client, titles, delivery="b-1").status_code == 202
+    assert deliver(client, titles, delivery="b-1", at=int(time.time()) - 20).status_code == 202
 
     no_title = netflix_title(80000003, "", 2001)
     bad = deliver(client, [no_title], delivery="b-2")
@@ -149,6 +153,33 @@ def test_webhook_rejects_forgeries_replays_and_bad_bodies(client: TestClient) ->
     partly = deliver(client, [no_title, netflix_title(80000004, "Ronin", 1998)], delivery="b-3")
     assert partly.status_code == 202
     assert partly.json()["read"] == 1 and len(partly.json()["rejected"]) == 1
+
+    # the delivery id is not signed: a captured delivery under a fresh id is a replay too
+    ts = int(time.time())
+    body = json.dumps({"titles": titles}).encode()
+    for delivery in ("cap-1", "cap-2"):
+        captured = client.post(
+            "/v1/webhooks/netflix",
+            content=body,
+            headers={
+                "X-MGW-Timestamp": str(ts),
+                "X-MGW-Signature": sign(SECRET, ts, body),
+                "X-MGW-Delivery": delivery,
+            },
+        )
+    assert captured.status_code == 409 and captured.json()["field"] == "X-MGW-Signature"
+    # odd headers are refused, never a 500
+    for headers in (
+        {"X-MGW-Timestamp": str(ts), "X-MGW-Signature": "sha256=\u00e9\u00e9".encode("latin-1")},
+        {"X-MGW-Timestamp": "9" * 400, "X-MGW-Signature": "sha256=00"},
+        {"X-MGW-Timestamp": "-5", "X-MGW-Signature": "sha256=00"},
+    ):
+        odd = client.post(
+            "/v1/webhooks/netflix",
+            content=body,
+            headers={**headers, "X-MGW-Delivery": "odd"},
+        )
+        assert odd.status_code == 401, (headers, odd.text)
 
     assert client.post("/v1/webhooks/myspace", content=b"{}").status_code == 404
     unconfigured = deliver(client, titles, platform="peacock", delivery="p-1")
@@ -208,8 +239,21 @@ def test_new_and_leaving_lists_page_with_stable_cursors(client: TestClient) -> N
         ("/v1/catalog/new?platform=myspace", "platform"),
         ("/v1/catalog/new?days=0", "days"),
         ("/v1/catalog/leaving?cursor=bm9wZQ", "cursor"),
+        (
+            "/v1/catalog/leaving?cursor=" + _cursor(["2026-01-01T00:00:00+00:00", NUL, "b"]),
+            "cursor",
+        ),  # fmt: skip
+        (f"/v1/catalog/new?cursor={_cursor([[[[[[[[[[]]]]]]]]]] * 3)}", "cursor"),
         (f"/v1/content/{cid}/availability?cursor=%%%", "cursor"),
     ]:
         r = client.get(bad)
         assert r.status_code == 422 and r.json()["field"] == field, (bad, r.text)
     assert client.get("/v1/content/nope/availability").status_code == 404
+    assert client.get("/v1/content/a%00b").status_code == 404
+    assert client.get("/v1/content/a%00b/availability").status_code == 404
+
+
+def _cursor(parts: Any) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")

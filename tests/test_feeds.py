@@ -454,8 +454,14 @@ def test_episode_hash_covers_its_series_and_season() -> None:
     ep = recs["80077209"]
     doc = json.loads((FIXTURES / "netflix.json").read_bytes())
     sub = doc["titles"][2]["seasons"][0]["episodes"][0]
-    assert ep.raw_hash == hash_raw({"series": "80057281", "season": 1, "episode": sub})
+    fragment = hash_raw({"series": "80057281", "season": 1, "episode": sub})
+    by_module = {r.platform_id: r for r in NORMALIZERS["netflix"].normalize(doc["titles"][2])}
+    assert by_module["80077209"].raw_hash == fragment
     assert ep.raw_hash != recs["80077210"].raw_hash != recs["80057281"].raw_hash
+    # what an episode inherits from its show counts too: a new window is a change
+    doc["titles"][2]["availability"][0]["endDate"] = "2031-01-01"
+    changed = records(list(read_records("netflix", io.BytesIO(json.dumps(doc).encode()))))
+    assert changed["80077209"].raw_hash != ep.raw_hash
 
 
 WRONG_TYPES = ([], {}, 12345, True, -1, 1.5, None, "", "garbage", [{"x": 1}])

@@ -8,10 +8,11 @@ units. The formats are described in docs/feeds/.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from types import ModuleType
 from typing import BinaryIO
 
-from domain.catalog import PLATFORMS, FeedError, PlatformRecord
+from domain.catalog import PLATFORMS, FeedError, PlatformRecord, hash_raw
 from domain.catalog.platforms import (
     apple_tv_plus,
     disney_plus,
@@ -65,4 +66,23 @@ def read_records(
             yield locator, e
             continue
         for record in records:
+            if record.kind == "episode":
+                record = _with_inherited_state(record)
             yield locator, record
+
+
+def _with_inherited_state(record: PlatformRecord) -> PlatformRecord:
+    """An episode's fragment hash misses what it inherits from its show (offers, links,
+    language): fold those in, so a new window on the show counts as a change."""
+    inherited = [
+        record.raw_hash,
+        record.language,
+        record.web_url,
+        record.app_url,
+        [
+            (o.region, o.offer_type, o.quality, o.price, o.currency,
+             o.available_from, o.available_until)
+            for o in record.offers
+        ],
+    ]  # fmt: skip
+    return replace(record, raw_hash=hash_raw(inherited))
