@@ -76,6 +76,36 @@ def episode_cluster_id(series_id: str, season: int, episode: int) -> str:
     return derived_id(f"episode:{series_id}:{season}:{episode}")
 
 
+class _Block:
+    """One blocking key's entities in memory for a batch, indexed by year: a record is
+    compared only with entities that have a member within two years of it (or without
+    a year); ``match`` then judges each such entity by all its members."""
+
+    __slots__ = ("by_year", "clusters")
+
+    def __init__(self) -> None:
+        self.clusters: dict[str, list[Member]] = {}
+        self.by_year: dict[int | None, set[str]] = {}
+
+    def add(self, m: Member) -> None:
+        self.clusters.setdefault(m.cluster_id, []).append(m)
+        self.by_year.setdefault(m.year, set()).add(m.cluster_id)
+
+    def remove(self, m: Member) -> None:
+        members = self.clusters.get(m.cluster_id, [])
+        if m in members:
+            members.remove(m)  # by_year may keep the id: candidates are checked anyway
+
+    def candidates(self, record: Member) -> list[Member]:
+        if record.year is None:
+            ids: set[str] = set(self.clusters)
+        else:
+            ids = set(self.by_year.get(None, ()))
+            for y in range(record.year - 2, record.year + 3):
+                ids |= self.by_year.get(y, set())
+        return [m for cid in sorted(ids) for m in self.clusters.get(cid, ())]
+
+
 class ResolutionProjector:
     name = "resolution"
     topics = (OBSERVATIONS.name,)
@@ -136,17 +166,16 @@ class ResolutionProjector:
             elif known:
                 member.cluster_id, method = known[0].cluster_id, "known_record"
             else:
-                found = match(member, blocks.get(key, ()))
+                block = blocks.get(key)
+                found = match(member, block.candidates(member)) if block else None
                 if found is None:
                     member.cluster_id = new_cluster_id(*ref)
                 else:
                     member.cluster_id, method, score = found.cluster_id, found.method, found.score
                     matched = found.member
-            if known:
-                old_block = blocks.get(known[1], [])
-                if known[0] in old_block:
-                    old_block.remove(known[0])
-            blocks.setdefault(key, []).append(member)
+            if known and known[1] in blocks:
+                blocks[known[1]].remove(known[0])
+            blocks.setdefault(key, _Block()).add(member)
             by_ref[ref] = (member, key)
             touched[ref] = (key, member, p["raw_hash"])
             events.append(self._resolved(env, member, method, score, matched, series_id))
@@ -183,7 +212,7 @@ class ResolutionProjector:
 
     async def _load(
         self, conn: AsyncConnection[Any], batch: Sequence[Envelope]
-    ) -> tuple[dict[str, list[Member]], dict[tuple[str, str], tuple[Member, str]]]:
+    ) -> tuple[dict[str, _Block], dict[tuple[str, str], tuple[Member, str]]]:
         """The members the batch can meet: its own records (known or not), its episodes'
         series, and every entity of its blocks with a member of a compatible year or
         with a shared external id; such entities come whole, because an entity is
@@ -220,7 +249,7 @@ class ResolutionProjector:
                 "pids": [r[1] for r in refs],
             },
         )
-        blocks: dict[str, list[Member]] = {}
+        blocks: dict[str, _Block] = {}
         by_ref: dict[tuple[str, str], tuple[Member, str]] = {}
         for (
             plat,
@@ -236,7 +265,7 @@ class ResolutionProjector:
             _,
         ) in await cur.fetchall():
             m = Member(plat, pid, cid, kind, tuple(titles), year, runtime, imdb, tmdb)
-            blocks.setdefault(bkey, []).append(m)
+            blocks.setdefault(bkey, _Block()).add(m)
             by_ref[(plat, pid)] = (m, bkey)
         return blocks, by_ref
 
