@@ -12,6 +12,7 @@ same log always leaves the same ids. Each join is emitted as ContentMerged.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -378,7 +379,9 @@ class CatalogProjector:
         for r in rows:
             groups.setdefault(r[0], []).append(SourceRecord(*r[1:8], tuple(r[8]), *r[9:]))
         out = []
-        for cid in sorted(groups):
+        for i, cid in enumerate(sorted(groups)):
+            if i % 500 == 499:
+                await asyncio.sleep(0)  # let the API in: `mgw up` serves from this loop
             c = merge(groups[cid])
             out.append(
                 (

@@ -16,6 +16,7 @@ Rules beyond the domain's:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -132,7 +133,9 @@ class ResolutionProjector:
         blocks, by_ref = await self._load(conn, batch)
         touched: dict[tuple[str, str], tuple[str, Member, str]] = {}
         events: list[Event] = []
-        for env in batch:
+        for i, env in enumerate(batch):
+            if i % 1000 == 999:
+                await asyncio.sleep(0)  # let the API in: `mgw up` serves from this loop
             p = env.payload
             ref = (p["platform"], p["platform_id"])
             key = env.key

@@ -25,7 +25,7 @@ from projections.base import Stores
 from projections.resolution import known_records, observation_key
 from streams.publisher import Publisher
 
-APPEND_CHUNK = 5000
+APPEND_CHUNK = 2000  # encoding a chunk holds the event loop: keep it short
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +284,10 @@ async def ingest_files(
     async with platform_lock(stores, platform):
         await feed.load_state()
         t2 = time.perf_counter()
-        events = feed.changes(records, summary, full_feed=True, producer=f"feed:{platform}")
+        # CPU work off the event loop: `mgw up` serves the API from it during a demo load
+        events = await asyncio.to_thread(
+            feed.changes, records, summary, full_feed=True, producer=f"feed:{platform}"
+        )
         t3 = time.perf_counter()
         await feed.append(events, summary, on_appended)
         t4 = time.perf_counter()

@@ -45,6 +45,17 @@ def _mgw(*args: str, env: dict[str, str] | None = None, out: Path) -> subprocess
         )
 
 
+def _get_retrying(url: str, headers: dict[str, str]) -> httpx.Response:
+    """GET as a client should: a 503 with Retry-After (the projection has not caught up
+    within the server's wait) is tried again."""
+    deadline = time.monotonic() + 60
+    while True:
+        r = httpx.get(url, headers=headers, timeout=30)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            return r
+        time.sleep(float(r.headers.get("Retry-After", "1")))
+
+
 def _all_caught_up(base: str) -> bool:
     lags = httpx.get(f"{base}/ready").json().get("projectors", {})
     return bool(lags) and all(isinstance(v, dict) and v.get("lag") == 0 for v in lags.values())
@@ -100,9 +111,9 @@ def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
             },
         )
         assert r.status_code == 202
-        cw = httpx.get(
+        cw = _get_retrying(  # the demo feeds may still be loading and projecting
             f"{base}/v1/me/continue-watching",
-            headers={**alice, "X-Consistency-Token": r.headers["X-Consistency-Token"]},
+            {**alice, "X-Consistency-Token": r.headers["X-Consistency-Token"]},
         ).json()["items"]
         assert cw[0]["content_id"] == toy and cw[0]["title"] == "Toy Story"
         _wait_for(lambda: "Try:" in out.read_text(), "the demo feeds ingested", out, proc)
