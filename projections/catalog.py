@@ -222,7 +222,9 @@ class CatalogProjector:
         for ref, _, _, e in versions:
             first.setdefault(ref, e.happened_at)  # first_seen must not depend on batching
         refs = list(latest)
-        clusters = sorted({v[1] for v in versions})
+        clusters = sorted(
+            {v[1] for v in versions} | {v[2]["series_id"] for v in versions if v[2]["series_id"]}
+        )
         existing = await _fetch(
             conn,
             "SELECT platform, platform_id, cluster_id, content_id, first_seen FROM platform_titles"
@@ -282,6 +284,7 @@ class CatalogProjector:
                 comp.union(by_id.setdefault(key, node), node, f"{s_} {v_}", env.happened_at)
         for s_, v_, k_, cid in sorted(linked):  # entities already sharing an id (defensive)
             comp.union(by_id[(s_, v_, k_)], cid, f"{s_} {v_}", batch[-1].happened_at)
+        await self._join_episodes(conn, versions, canon, nodes, comp)
         merged = {n: comp.find(n) for n in sorted(nodes) if comp.find(n) != n}
         events = await self._merge(conn, merged, comp.reasons, batch)
         await self._write_sources(conn, latest, first, old, comp, canon)
@@ -289,6 +292,51 @@ class CatalogProjector:
         await self._write_content(conn, touched)
         # rows for the side stores: (content id, gone?)
         return Output([(c, False) for c in touched] + [(m, True) for m in sorted(merged)], events)
+
+    async def _join_episodes(
+        self,
+        conn: AsyncConnection[Any],
+        versions: list[tuple[tuple[str, str], str, dict[str, Any], Envelope]],
+        canon: dict[str, str],
+        nodes: set[str],
+        comp: _Components,
+    ) -> None:
+        """Episodes are named after their series' entity as resolution saw it. When two
+        series entities are one (joined now or before), their episodes with the same
+        season and episode number are one too: that is evidence like a shared id."""
+        series_of: dict[tuple[str, int, int], list[tuple[str, datetime]]] = {}
+        targets: set[str] = set()
+        for _, cluster, f, env in versions:
+            if f["kind"] != "episode" or not f["series_id"] or f["season"] is None:
+                continue
+            if f["episode"] is None:
+                continue
+            series = comp.find(canon.get(f["series_id"], f["series_id"]))
+            nodes.add(series)
+            targets.add(series)
+            node = canon.get(cluster, cluster)
+            series_of.setdefault((series, f["season"], f["episode"]), []).append(
+                (node, env.happened_at)
+            )
+        # series that were joined in this batch bring their existing episodes
+        targets |= {comp.find(n) for n in nodes if comp.find(n) != n}
+        if not targets:
+            return
+        members = sorted(n for n in nodes if comp.find(n) in targets)
+        rows = await _fetch(
+            conn,
+            "SELECT s.content_id, t.season, t.episode, t.content_id FROM platform_titles s"
+            " JOIN platform_titles t ON t.series_id = s.cluster_id AND t.kind = 'episode'"
+            " WHERE s.content_id = ANY(%s) AND t.season IS NOT NULL AND t.episode IS NOT NULL",
+            (members,),
+        )
+        at = max(env.happened_at for *_, env in versions)
+        for series, season, episode, cid in sorted(rows):
+            nodes.add(cid)
+            series_of.setdefault((comp.find(series), season, episode), []).append((cid, at))
+        for (_, season, episode), eps in sorted(series_of.items()):
+            for node, when in eps[1:]:
+                comp.union(eps[0][0], node, f"series episode s{season}e{episode}", when)
 
     async def _merge(
         self,

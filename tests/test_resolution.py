@@ -285,3 +285,36 @@ async def test_availability_windows_and_region_filter(elog: EmbeddedLog, stores:
     assert gb is not None and [o["region"] for o in gb["availability"]] == ["GB"]
     expired = await get_content(stores.pg, cid, now=soon + timedelta(seconds=1), region="GB")
     assert expired is not None and expired["availability"][0]["available_now"] is False
+
+
+async def test_episodes_follow_when_their_series_are_joined(
+    elog: EmbeddedLog, stores: Stores
+) -> None:
+    # one show under two titles in two blocks: only the IMDb id ties them, and only later
+    first = [
+        rec("netflix", "s1", "Money Heist", 2017, kind="series", imdb_id="tt6468322"),
+        rec("netflix", "s1e1", "Episode 1", 2017, kind="episode", series_platform_id="s1",
+            season=1, episode=1),
+        rec("hulu", "s2", "La Casa de Papel", 2017, kind="series"),
+        rec("hulu", "s2e1", "Efectuar lo acordado", 2017, kind="episode",
+            series_platform_id="s2", season=1, episode=1),
+        rec("hulu", "s2e2", "Imprudencias letales", 2017, kind="episode",
+            series_platform_id="s2", season=1, episode=2),
+    ]  # fmt: skip
+    await Publisher(elog).publish_many(events_of(first))
+    await project(elog, stores)
+    before = await content_of(stores)
+    assert before["netflix", "s1e1"] != before["hulu", "s2e1"]
+    later = rec("hulu", "s2", "La Casa de Papel", 2017, kind="series", imdb_id="tt6468322")
+    await Publisher(elog).publish_many(events_of([later]))
+    await project(elog, stores)
+    after = await content_of(stores)
+    assert after["netflix", "s1"] == after["hulu", "s2"]
+    assert after["netflix", "s1e1"] == after["hulu", "s2e1"] != after["hulu", "s2e2"]
+    # a new episode of the joined show meets its counterpart at once
+    newer = rec("netflix", "s1e2", "Episode 2", 2017, kind="episode", series_platform_id="s1",
+                season=1, episode=2)  # fmt: skip
+    await Publisher(elog).publish_many(events_of([newer]))
+    await project(elog, stores)
+    final = await content_of(stores)
+    assert final["netflix", "s1e2"] == final["hulu", "s2e2"]

@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS platform_titles (
 );
 CREATE INDEX IF NOT EXISTS platform_titles_content_idx ON platform_titles (content_id);
 CREATE INDEX IF NOT EXISTS platform_titles_cluster_idx ON platform_titles (cluster_id);
+CREATE INDEX IF NOT EXISTS platform_titles_series_idx ON platform_titles (series_id)
+    WHERE series_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS platform_titles_imdb_idx ON platform_titles (imdb_id)
     WHERE imdb_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS platform_titles_tmdb_idx ON platform_titles (tmdb_id)
