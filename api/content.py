@@ -20,7 +20,7 @@ from core.ids import new_id, utcnow
 from domain.catalog import IMDB_ID, MAX_YEAR, MIN_YEAR, TMDB_ID, check_content
 from projections.availability import offers_for
 from projections.base import Projector
-from projections.catalog import canonical_id, get_content
+from projections.content import canonical_id, get_content
 from projections.registry import by_name
 
 

@@ -20,7 +20,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from domain.catalog import PLATFORMS
-from projections.base import Envelope, RejectedEvent, Stores
+from projections.base import Envelope, PostgresOnly, RejectedEvent
 from projections.bulk import stage
 from streams.topics import AVAILABILITY
 
@@ -51,11 +51,10 @@ def availability_key(platform: str, platform_id: str) -> str:
     return f"{platform}:{platform_id}"
 
 
-class AvailabilityProjector:
+class AvailabilityProjector(PostgresOnly):
     name = "availability"
     topics = (AVAILABILITY.name,)
     tables = ("availability",)
-    side_stores: tuple[str, ...] = ()
 
     def check(self, event: Envelope) -> None:
         if event.event_type not in ("AvailabilityChanged", "AvailabilityEnded"):
@@ -110,21 +109,6 @@ class AvailabilityProjector:
         if rows:
             await stage(conn, "availability_batch", "availability", _COLS, _TYPES, rows)
             await conn.execute("INSERT INTO availability SELECT * FROM availability_batch")
-
-    async def sync_side_stores(
-        self,
-        stores: Stores,
-        conn: AsyncConnection[Any],
-        applied: Any,
-        redelivered: Sequence[Envelope],
-    ) -> None:
-        return None
-
-    async def reset_side_stores(self, stores: Stores) -> None:
-        return None
-
-    async def prepare(self, stores: Stores) -> None:
-        return None
 
 
 # -- queries -----------------------------------------------------------------

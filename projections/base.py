@@ -103,3 +103,29 @@ class Projector(Protocol):
 
     async def prepare(self, stores: Stores) -> None:
         """Create side-store structures (collections) if missing."""
+
+
+async def fetch_rows(conn: AsyncConnection[Any], sql: str, params: Any) -> list[tuple[Any, ...]]:
+    cur = await conn.execute(sql, params)
+    return await cur.fetchall()
+
+
+class PostgresOnly:
+    """For a projector with no Redis or Qdrant state: the side-store hooks do nothing."""
+
+    side_stores: tuple[str, ...] = ()
+
+    async def sync_side_stores(
+        self,
+        stores: Stores,
+        conn: AsyncConnection[Any],
+        applied: Any,
+        redelivered: Sequence[Envelope],
+    ) -> None:
+        return None
+
+    async def reset_side_stores(self, stores: Stores) -> None:
+        return None
+
+    async def prepare(self, stores: Stores) -> None:
+        return None

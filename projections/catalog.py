@@ -19,16 +19,13 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
 from core.events import Event
 from core.ids import derived_id
 from domain.catalog import check_content, normalize_genres
-from domain.catalog.canonical import SourceRecord, merge
-from domain.catalog.quality import DEFAULT_HALF_LIFE_DAYS, quality_score
+from domain.catalog.canonical import EntityUnion, SourceRecord, merge
 from domain.discovery import DIMS, placeholder_embedding
-from projections.availability import offers_for
-from projections.base import Envelope, Output, RejectedEvent, Stores
+from projections.base import Envelope, Output, RejectedEvent, Stores, fetch_rows
 from projections.bulk import stage
 from streams.topics import CATALOG, RESOLUTION
 
@@ -96,37 +93,6 @@ def point_id(content_id: str) -> str:
     return str(uuid.uuid5(_POINT_NS, content_id))
 
 
-class _Components:
-    """Union-find over content ids. The survivor of a component is its least id in
-    (editorial first, then id) order: a function of the component alone, so the ids
-    that survive do not depend on the order evidence arrives in."""
-
-    def __init__(self, editorial: set[str]) -> None:
-        self.parent: dict[str, str] = {}
-        self.editorial = editorial
-        #: loser -> (the evidence, when it arrived)
-        self.reasons: dict[str, tuple[str, datetime]] = {}
-
-    def _rank(self, cid: str) -> tuple[int, str]:
-        return (0 if cid in self.editorial else 1, cid)
-
-    def find(self, x: str) -> str:
-        root = x
-        while self.parent.get(root, root) != root:
-            root = self.parent[root]
-        while x != root:
-            self.parent[x], x = root, self.parent[x]
-        return root
-
-    def union(self, a: str, b: str, reason: str, at: datetime) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return
-        keep, lose = sorted((ra, rb), key=self._rank)
-        self.parent[lose] = keep
-        self.reasons[lose] = (reason, at)
-
-
 def _source_row(e: Envelope) -> tuple[tuple[str, str], str, dict[str, Any]]:
     """(platform, platform_id), cluster id and fields of a source event."""
     p = e.payload
@@ -158,11 +124,6 @@ def _source_row(e: Envelope) -> tuple[tuple[str, str], str, dict[str, Any]]:
     fields["title"] = p["title"].strip()
     fields["genres"] = normalize_genres(p.get("genres") or [])
     return (p["platform"], p["platform_id"]), p["content_id"], fields
-
-
-async def _fetch(conn: AsyncConnection[Any], sql: str, params: Any) -> list[tuple[Any, ...]]:
-    cur = await conn.execute(sql, params)
-    return await cur.fetchall()
 
 
 def _ext(fields: dict[str, Any]) -> list[tuple[str, str]]:
@@ -225,7 +186,7 @@ class CatalogProjector:
         clusters = sorted(
             {v[1] for v in versions} | {v[2]["series_id"] for v in versions if v[2]["series_id"]}
         )
-        existing = await _fetch(
+        existing = await fetch_rows(
             conn,
             "SELECT platform, platform_id, cluster_id, content_id, first_seen FROM platform_titles"
             " WHERE (platform, platform_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
@@ -233,7 +194,7 @@ class CatalogProjector:
         )
         old = {(r[0], r[1]): r for r in existing}
         canon = dict(
-            await _fetch(
+            await fetch_rows(
                 conn,
                 "SELECT DISTINCT cluster_id, content_id FROM platform_titles"
                 " WHERE cluster_id = ANY(%s)",
@@ -243,7 +204,7 @@ class CatalogProjector:
         ids = {(s, v, f["kind"]) for _, _, f, _ in versions for s, v in _ext(f)}
         imdb = sorted({(v, k) for s, v, k in ids if s == "imdb"})
         tmdb = sorted({(v, k) for s, v, k in ids if s == "tmdb"})
-        linked = await _fetch(  # two index lookups: an OR across columns would scan
+        linked = await fetch_rows(  # two index lookups: an OR across columns would scan
             conn,
             "SELECT DISTINCT 'imdb', t.imdb_id, t.kind, t.content_id FROM platform_titles t"
             " JOIN unnest(%s::text[], %s::text[]) AS u(v, k) ON t.imdb_id = u.v AND t.kind = u.k"
@@ -261,14 +222,14 @@ class CatalogProjector:
         editorial = {r[1] for r in latest if r[0] == EDITORIAL}
         editorial |= {
             r[0]
-            for r in await _fetch(
+            for r in await fetch_rows(
                 conn,
                 "SELECT platform_id FROM platform_titles WHERE platform = %s"
                 " AND platform_id = ANY(%s)",
                 (EDITORIAL, sorted(nodes)),
             )
         }
-        comp = _Components(editorial)
+        comp = EntityUnion(editorial)
         by_id: dict[tuple[str, str, str], str] = {}
         for s_, v_, k_, cid in sorted(linked):
             by_id.setdefault((s_, v_, k_), cid)
@@ -299,7 +260,7 @@ class CatalogProjector:
         versions: list[tuple[tuple[str, str], str, dict[str, Any], Envelope]],
         canon: dict[str, str],
         nodes: set[str],
-        comp: _Components,
+        comp: EntityUnion,
     ) -> None:
         """Episodes are named after their series' entity as resolution saw it. When two
         series entities are one (joined now or before), their episodes with the same
@@ -323,7 +284,7 @@ class CatalogProjector:
         if not targets:
             return
         members = sorted(n for n in nodes if comp.find(n) in targets)
-        rows = await _fetch(
+        rows = await fetch_rows(
             conn,
             "SELECT s.content_id, t.season, t.episode, t.content_id FROM platform_titles s"
             " JOIN platform_titles t ON t.series_id = s.cluster_id AND t.kind = 'episode'"
@@ -390,7 +351,7 @@ class CatalogProjector:
         latest: dict[tuple[str, str], tuple[str, dict[str, Any], Envelope]],
         first: dict[tuple[str, str], datetime],
         old: dict[tuple[str, str], tuple[Any, ...]],
-        comp: _Components,
+        comp: EntityUnion,
         canon: dict[str, str],
     ) -> None:
         rows = []
@@ -416,7 +377,7 @@ class CatalogProjector:
         )
 
     async def _write_content(self, conn: AsyncConnection[Any], touched: list[str]) -> None:
-        rows = await _fetch(
+        rows = await fetch_rows(
             conn,
             "SELECT content_id, platform, platform_id, kind, title, original_title, year,"
             " runtime_min, genres, overview, language, imdb_id, tmdb_id, series_id, season,"
@@ -515,98 +476,3 @@ class CatalogProjector:
                 COLLECTION,
                 vectors_config=models.VectorParams(size=DIMS, distance=models.Distance.COSINE),
             )
-
-
-# -- queries -----------------------------------------------------------------
-
-
-async def canonical_id(conn: AsyncConnection[Any], content_id: str) -> str:
-    """The id a (possibly merged) content id reads as now."""
-    cur = await conn.execute(
-        "SELECT into_id FROM content_merges WHERE merged_id = %s", (content_id,)
-    )
-    row = await cur.fetchone()
-    return content_id if row is None else str(row[0])
-
-
-async def get_content(
-    pg: AsyncConnectionPool,
-    content_id: str,
-    *,
-    now: datetime,
-    region: str | None = None,
-    half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
-) -> dict[str, Any] | None:
-    """The canonical title, following merges, with its sources, availability (in one
-    region, or all) and quality score."""
-    async with pg.connection() as conn:
-        cid = await canonical_id(conn, content_id)
-        cur = await conn.execute(
-            "SELECT content_id, kind, title, original_title, year, runtime_min, genres, overview,"
-            " imdb_id, tmdb_id, series_id, season, episode, updated_at, platforms, source_count,"
-            " completeness, agreement, first_seen FROM content WHERE content_id = %s",
-            (cid,),
-        )
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        sources = await _fetch(
-            conn,
-            "SELECT platform, platform_id FROM platform_titles WHERE content_id = %s"
-            " ORDER BY platform, platform_id",
-            (cid,),
-        )
-        merged_from = [
-            r[0]
-            for r in await _fetch(
-                conn,
-                "SELECT merged_id FROM content_merges WHERE into_id = %s ORDER BY merged_id",
-                (cid,),
-            )
-        ]
-        plays_row = await (
-            await conn.execute(
-                "SELECT count(*) FROM playback_positions WHERE content_id = ANY(%s)",
-                ([cid, *merged_from],),
-            )
-        ).fetchone()
-        offers = await offers_for(conn, cid, region)
-        series = await canonical_id(conn, row[10]) if row[10] else None
-    (
-        _, kind, title, orig, year, runtime, genres, overview, imdb, tmdb, _, season,
-        episode, updated, platforms, source_count, completeness, agreement, first_seen,
-    ) = row  # fmt: skip
-    platform_ids: dict[str, list[str]] = {}
-    for plat, pid in sources:
-        if plat != EDITORIAL:
-            platform_ids.setdefault(plat, []).append(pid)
-    quality = quality_score(
-        completeness=completeness,
-        agreement=agreement,
-        source_count=source_count,
-        plays=int(plays_row[0]) if plays_row else 0,
-        first_seen=first_seen or updated,
-        now=now,
-        half_life_days=half_life_days,
-    )
-    doc: dict[str, Any] = {
-        "id": cid,
-        "kind": kind,
-        "title": title,
-        "original_title": orig,
-        "year": year,
-        "runtime_min": runtime,
-        "genres": genres,
-        "overview": overview,
-        "external_ids": {"imdb": imdb, "tmdb": tmdb},
-        "platforms": platforms,
-        "platform_ids": platform_ids,
-        "merged_ids": merged_from,
-        "quality": quality.as_dict(),
-        "availability": [o.as_dict(now) for o in offers],
-        "first_seen": (first_seen or updated).isoformat(),
-        "updated_at": updated.isoformat(),
-    }
-    if kind == "episode":
-        doc.update(series_id=series, season=season, episode=episode)
-    return doc

@@ -27,7 +27,7 @@ from core.events import Event
 from core.ids import derived_id
 from domain.catalog import KINDS
 from domain.catalog.resolution import Member, block_key, match, title_variants
-from projections.base import Envelope, Output, RejectedEvent, Stores
+from projections.base import Envelope, Output, PostgresOnly, RejectedEvent
 from projections.bulk import stage
 from streams.topics import OBSERVATIONS
 
@@ -107,11 +107,10 @@ class _Block:
         return [m for cid in sorted(ids) for m in self.clusters.get(cid, ())]
 
 
-class ResolutionProjector:
+class ResolutionProjector(PostgresOnly):
     name = "resolution"
     topics = (OBSERVATIONS.name,)
     tables = ("resolution_members",)
-    side_stores: tuple[str, ...] = ()
 
     def check(self, event: Envelope) -> None:
         if event.event_type != "PlatformTitleObserved":
@@ -304,21 +303,6 @@ class ResolutionProjector:
             " imdb_id = EXCLUDED.imdb_id, tmdb_id = EXCLUDED.tmdb_id,"
             " raw_hash = EXCLUDED.raw_hash"
         )
-
-    async def sync_side_stores(
-        self,
-        stores: Stores,
-        conn: AsyncConnection[Any],
-        applied: Any,
-        redelivered: Sequence[Envelope],
-    ) -> None:
-        return None
-
-    async def reset_side_stores(self, stores: Stores) -> None:
-        return None
-
-    async def prepare(self, stores: Stores) -> None:
-        return None
 
 
 # -- queries -----------------------------------------------------------------

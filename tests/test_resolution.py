@@ -209,7 +209,7 @@ async def test_late_evidence_merges_entities_and_old_ids_follow(
             await conn.execute("SELECT count(*) FROM content WHERE content_id = %s", (loser,))
         ).fetchone()
     assert gone == (0,)
-    from projections.catalog import get_content
+    from projections.content import get_content
 
     doc = await get_content(stores.pg, loser, now=NOW)
     assert doc is not None and doc["id"] == survivor and loser in doc["merged_ids"]
@@ -268,7 +268,7 @@ async def test_availability_windows_and_region_filter(elog: EmbeddedLog, stores:
     ids = await content_of(stores)
     cid = ids["netflix", "n1"]
     assert ids["prime_video", "a9"] == cid
-    from projections.catalog import get_content
+    from projections.content import get_content
 
     doc = await get_content(stores.pg, cid, now=NOW, region="US")
     assert doc is not None

@@ -172,3 +172,34 @@ def _with_scores(c: Canonical, ordered: Sequence[SourceRecord]) -> Canonical:
     known = [s for s in shares if s is not None]
     agreement = sum(known) / len(known) if known else 1.0
     return replace(c, completeness=round(completeness, 4), agreement=round(agreement, 4))
+
+
+class EntityUnion:
+    """Union-find over content ids. The survivor of a component is its least id in
+    (editorial first, then id) order: a function of the component alone, so the ids
+    that survive do not depend on the order evidence arrives in."""
+
+    def __init__(self, editorial: set[str]) -> None:
+        self.parent: dict[str, str] = {}
+        self.editorial = editorial
+        #: loser -> (the evidence, when it arrived)
+        self.reasons: dict[str, tuple[str, datetime]] = {}
+
+    def _rank(self, cid: str) -> tuple[int, str]:
+        return (0 if cid in self.editorial else 1, cid)
+
+    def find(self, x: str) -> str:
+        root = x
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while x != root:
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: str, b: str, reason: str, at: datetime) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        keep, lose = sorted((ra, rb), key=self._rank)
+        self.parent[lose] = keep
+        self.reasons[lose] = (reason, at)
