@@ -13,7 +13,7 @@ Order of evidence:
    for "Star Wars: Episode IV - A New Hope") counts only when the years agree exactly.
 
 Evidence that crosses blocks (one IMDb id on two differently titled records) is
-applied later by the canonical projection as a merge; see projections/content_merge.
+applied later by the canonical projection as a merge; see projections/catalog.py.
 """
 
 from __future__ import annotations
