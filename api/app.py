@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from api import catalog, content, health, playback, webhooks
+from api import catalog, content, health, playback, ranking, search, search_analytics, webhooks
 from api.context import AppContext
 from api.errors import (
     Problem,
@@ -93,6 +93,9 @@ def create_app(
         *catalog.routes,
         *webhooks.routes,
         *playback.routes,
+        *search.routes,
+        *ranking.routes,
+        *search_analytics.routes,
     ]
     return Starlette(
         routes=routes,
