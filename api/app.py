@@ -40,17 +40,18 @@ def create_app(
     """``run_projectors`` runs the embedded runner inside this process (``mgw up``);
     leave it off when ``mgw worker`` processes do the projecting."""
     # Imported here: the composition root may import everything, the routes may not.
-    from mgw.platform import open_platform
+    from mgw.platform import open_platform, search_runtime
     from mgw.worker import ShardSupervisor, shardable
     from projections.registry import PROJECTORS
     from streams.runner import EmbeddedRunner
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_platform(settings, with_qdrant=with_qdrant) as pf:
+        async with open_platform(settings, with_qdrant=with_qdrant, pool_size=16) as pf:
             context = AppContext(settings, pf.log, pf.stores, pf.publisher, where=pf.where)
             stop = asyncio.Event()
             task = None
+            index_task = None
             shards = None
             try:
                 if run_projectors:
@@ -71,6 +72,10 @@ def create_app(
                         shards.start()
                     context.runner = runner
                     task = asyncio.create_task(runner.run(stop), name="embedded-runner")
+                context.search, indexer = search_runtime(settings, pf.stores)
+                if indexer is not None:
+                    await indexer.vectors.prepare()
+                    index_task = asyncio.create_task(indexer.run(stop), name="search-indexer")
                 app.state.mgw = context
                 if on_ready is not None:
                     await on_ready(context)
@@ -81,6 +86,11 @@ def create_app(
                 if shards is not None:
                     await shards.stop()
                 stop.set()
+                if index_task is not None:
+                    try:
+                        await asyncio.wait_for(index_task, 10)
+                    except (TimeoutError, asyncio.CancelledError):
+                        index_task.cancel()
                 if task is not None:
                     try:
                         await asyncio.wait_for(task, 10)

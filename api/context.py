@@ -21,6 +21,7 @@ class AppContext:
     stores: Stores
     publisher: Publisher
     runner: Any = None  # the embedded runner when projectors run in this process
+    search: Any = None  # api.search_engine.SearchEngine
     where: dict[str, str] = field(default_factory=dict)
 
 

@@ -1,7 +1,247 @@
-"""Search and autocomplete over the catalog."""
+"""Search and autocomplete over the catalog.
+
+``GET /v1/search`` takes ``q`` (up to 2,000 characters; empty browses the popular list)
+and filters (``kind``, ``genre``, ``year_from``, ``year_to``, ``platform``, ``region``,
+``offer``, ``max_rating``; list filters repeat or take commas). Natural language in ``q``
+is parsed into filters too ("funny sci-fi from the 90s on netflix"); explicit parameters
+win over parsed ones, and ``intent=false`` turns parsing off. A word the catalog does not
+know is corrected for ``did_you_mean``, and the query is retried corrected when it found
+nothing; a query whose parsed filters left nothing is retried without them.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-routes: list[Route] = []
+from api.context import ctx
+from api.errors import Problem
+from api.pagination import decode_cursor, encode_cursor
+from api.ranking import resolve_profile
+from api.requests import int_param
+from api.search_analytics import publish_search
+from api.search_engine import Ranked, SearchEngine, availability_summary
+from domain.discovery.documents import fold
+from domain.discovery.filters import FilterError, SearchFilters, parse_filters
+
+MAX_QUERY = 2000
+_PARAMS = {
+    "q", "limit", "cursor", "profile", "intent", "explain", "kind", "genre", "year_from",
+    "year_to", "platform", "region", "offer", "max_rating",
+}  # fmt: skip
+
+
+def engine(request: Request) -> SearchEngine:
+    e: SearchEngine | None = getattr(ctx(request), "search", None)
+    if e is None:
+        raise Problem(503, "search is not running in this process", field=None)
+    return e
+
+
+def _params(request: Request) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k, v in request.query_params.multi_items():
+        out.setdefault(k, []).append(v)
+    unknown = sorted(set(out) - _PARAMS)
+    if unknown:
+        raise Problem(
+            422,
+            f"unknown parameter {', '.join(unknown)}; known: {', '.join(sorted(_PARAMS))}",
+            field=unknown[0],
+        )
+    for k, v in out.items():
+        if any("\x00" in x for x in v):
+            raise Problem(422, f"{k} must not contain NUL", field=k)
+    return out
+
+
+def _query(params: dict[str, list[str]]) -> str:
+    values = params.get("q", [])
+    if len(values) > 1:
+        raise Problem(422, "give q once", field="q")
+    text = values[0] if values else ""
+    if len(text) > MAX_QUERY:
+        raise Problem(422, f"q must be at most {MAX_QUERY} characters", field="q")
+    return text.strip()
+
+
+def _flag(params: dict[str, list[str]], name: str, default: bool) -> bool:
+    raw = (params.get(name) or [None])[0]
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise Problem(422, f"{name} must be true or false", field=name)
+
+
+def _fingerprint(*parts: Any) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(parts, sort_keys=True, default=str)).hex[:12]
+
+
+async def search(request: Request) -> Response:
+    started = time.perf_counter()
+    eng = engine(request)
+    params = _params(request)
+    text = _query(params)
+    limit = int_param(request, "limit", default=20, lo=1, hi=100)
+    vocab = await eng.vocabulary()
+    try:
+        explicit = parse_filters(params, genres=vocab.genres)
+    except FilterError as e:
+        raise Problem(422, str(e), field=e.field) from None
+    profile_name = (params.get("profile") or [None])[0]
+    profile = await resolve_profile(request, profile_name)
+    weights = dict(profile.weights)
+
+    intent = vocab.intent.parse(text, now_year=datetime.now(UTC).year)
+    use_intent = _flag(params, "intent", True)
+    parsed = SearchFilters(
+        kinds=(intent.kind,) if intent.kind else (),
+        genres=intent.genres,
+        year_from=intent.year_from,
+        year_to=intent.year_to,
+        platforms=intent.platforms,
+        offer_types=intent.offer_types,
+        people=getattr(intent, "people", ()),
+    )
+    where = explicit.merged(parsed) if use_intent else explicit
+    remainder = intent.text if use_intent else text
+    corrected = vocab.speller.correct(remainder) if remainder else None
+    did_you_mean = None
+    if corrected:
+        did_you_mean = (
+            corrected
+            if not use_intent or corrected == remainder
+            else (text.replace(remainder, corrected) if remainder in text else corrected)
+        )
+    fp = _fingerprint(text, where.as_dict(), profile.name, profile.version)
+    cursor = (params.get("cursor") or [None])[0]
+    notes: list[str] = []
+    degraded = False
+
+    if not fold(remainder):
+        # nothing left to match on: the popular list under the filters
+        after = None
+        if cursor:
+            p, qv, cid, cfp = decode_cursor(cursor, (float, float, str, str))
+            if cfp != fp:
+                raise Problem(422, "cursor belongs to a different search", field="cursor")
+            after = (p, qv, cid)
+        page, facets = await eng.browse(where, limit + 1, after)
+        more = len(page) > limit
+        page = page[:limit]
+        items = [_item(h, None, where.region) for h in page]
+        total = None
+        next_cursor = (
+            encode_cursor([page[-1].popularity, page[-1].quality, page[-1].content_id, fp])
+            if more and page else None
+        )  # fmt: skip
+        mode = "browse"
+    else:
+        offset = 0
+        if cursor:
+            offset, cfp = decode_cursor(cursor, (int, str))
+            if cfp != fp or offset < 0:
+                raise Problem(422, "cursor belongs to a different search", field="cursor")
+        ranked = await eng.retrieve(remainder, where, weights, also=corrected)
+        if not ranked.items and corrected:
+            ranked = await eng.retrieve(corrected, where, weights)
+            notes.append("corrected")
+        if not ranked.items and use_intent and where != explicit:
+            ranked = await eng.retrieve(text, explicit, weights)
+            where = explicit
+            notes.append("relaxed")
+        degraded = ranked.degraded
+        facets = ranked.facets
+        window = ranked.items[offset : offset + limit]
+        items = [_item(h, c, where.region, params) for c, h in window]
+        total = len(ranked.items)
+        more = offset + limit < total
+        next_cursor = encode_cursor([offset + limit, fp]) if more else None
+        mode = "search"
+
+    took = (time.perf_counter() - started) * 1000
+    search_id = uuid.uuid4().hex
+    body: dict[str, Any] = {
+        "search_id": search_id,
+        "query": text,
+        "mode": mode,
+        "intent": {**intent.as_dict(), "applied": use_intent} if text else None,
+        "filters": where.as_dict(),
+        "did_you_mean": did_you_mean,
+        "retried": notes or None,
+        "profile": {"name": profile.name, "version": profile.version},
+        "degraded": degraded,
+        "items": items,
+        "total": total,
+        "facets": facets,
+        "next_cursor": next_cursor,
+        "took_ms": round(took, 2),
+    }
+    task = BackgroundTask(
+        publish_search,
+        ctx(request),
+        search_id=search_id,
+        query=text,
+        normalized_query=fold(text),
+        filters=where.as_dict(),
+        result_count=total if total is not None else len(items),
+        result_ids=[i["id"] for i in items],
+        profile=profile.name,
+        profile_version=profile.version,
+        latency_ms=took,
+        degraded=degraded,
+        user_id=request.headers.get("X-User-Id"),
+    )
+    return JSONResponse(body, background=task)
+
+
+def _item(
+    h: Any, c: Any, region: str | None, params: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": h.content_id,
+        "title": h.title,
+        "year": h.year,
+        "kind": h.kind,
+        "genres": h.genres,
+        "external_ids": {"imdb": h.imdb_id, "tmdb": h.tmdb_id},
+        "availability": availability_summary(h, region),
+        "score": round(c.score, 6) if c is not None else round(h.popularity + h.quality / 10, 6),
+    }
+    if c is not None and params is not None and _flag(params, "explain", False):
+        item["explain"] = {"ranks": c.ranks, "fused": c.fused, "features": c.features}
+    return item
+
+
+async def autocomplete(request: Request) -> Response:
+    eng = engine(request)
+    text = request.query_params.get("q", "")
+    if len(text) > 200:
+        raise Problem(422, "q must be at most 200 characters", field="q")
+    if "\x00" in text:
+        raise Problem(422, "q must not contain NUL", field="q")
+    limit = int_param(request, "limit", default=10, lo=1, hi=25)
+    vocab = await eng.vocabulary()
+    items, corrected = vocab.autocomplete.complete(text, limit, correct=vocab.speller.correct)
+    return JSONResponse({"query": text, "corrected": corrected, "items": items})
+
+
+def _ranked_ids(r: Ranked) -> list[str]:
+    return [c.content_id for c, _ in r.items]
+
+
+routes: list[Route] = [
+    Route("/v1/search", search, methods=["GET"]),
+    Route("/v1/autocomplete", autocomplete, methods=["GET"]),
+]

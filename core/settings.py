@@ -46,6 +46,12 @@ class Settings:
     #: platform -> HMAC-SHA256 secret for POST /v1/webhooks/{platform}
     #: (MGW_WEBHOOK_SECRET for every platform, MGW_WEBHOOK_SECRET_<PLATFORM> for one)
     webhook_secrets: tuple[tuple[str, str], ...] = ()
+    #: where title vectors live: "pgvector" (default) or "qdrant" (default when QDRANT_URL is set)
+    vector_store: str = "pgvector"
+    #: sentence-embedding provider for semantic search: "minilm" (offline, default) or "none"
+    embeddings: str = "minilm"
+    #: run the search indexer in this process (one runs at a time across processes)
+    search_indexer: bool = True
 
     def webhook_secret(self, platform: str) -> str | None:
         return dict(self.webhook_secrets).get(platform)
@@ -71,7 +77,17 @@ class Settings:
             projector_processes=_int(e, "MGW_PROJECTOR_PROCESSES", 1),
             run_projectors=e.get("MGW_RUN_PROJECTORS", "true").strip().lower()
             not in ("0", "false", "no", "off"),
+            vector_store=(
+                e.get("MGW_VECTOR_STORE") or ("qdrant" if e.get("QDRANT_URL") else "pgvector")
+            ),
+            embeddings=e.get("MGW_EMBEDDINGS", "minilm").strip().lower() or "minilm",
+            search_indexer=e.get("MGW_SEARCH_INDEXER", "true").strip().lower()
+            not in ("0", "false", "no", "off"),
         )
+        if s.vector_store not in ("pgvector", "qdrant"):
+            raise ValueError(f"MGW_VECTOR_STORE must be pgvector or qdrant, got {s.vector_store!r}")
+        if s.embeddings not in ("minilm", "none"):
+            raise ValueError(f"MGW_EMBEDDINGS must be minilm or none, got {s.embeddings!r}")
         from domain.catalog import PLATFORMS
 
         shared = e.get("MGW_WEBHOOK_SECRET") or None

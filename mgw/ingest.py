@@ -19,7 +19,7 @@ from tqdm import tqdm
 from core.settings import Settings
 from domain.catalog import PLATFORMS, FeedError
 from domain.catalog.platforms import platform_module
-from mgw.platform import Platform, open_platform, open_qdrant
+from mgw.platform import Platform, open_platform
 from projections.base import Stores
 from projections.registry import by_name
 from streams.feeds import IngestSummary, ingest_files
@@ -100,18 +100,8 @@ async def run_ingest(
         print(f"mgw ingest: {exc.message}", file=sys.stderr)
         return 2
     async with open_platform(settings, with_qdrant=False) as pf:
-        qdrant = None
-        if wait:
-            try:
-                qdrant = await open_qdrant(settings, {})
-            except Exception as exc:  # local mode held by a running `mgw up`
-                print(
-                    f"note: Qdrant is busy ({type(exc).__name__}); the running `mgw up` "
-                    "projects the canonical catalog",
-                    file=sys.stderr,
-                )
-        stores = Stores(pf.stores.pg, pf.stores.redis, qdrant)
-        try:
+        stores = pf.stores
+        if True:
             await catch_up(pf, stores, ["resolution", "availability"], progress=progress)
             summaries = []
             for plat, files in plan:
@@ -135,13 +125,10 @@ async def run_ingest(
                 if not as_json:
                     _report(s)
             if wait:
-                names = ["resolution", "availability"] + (["catalog"] if qdrant else [])
+                names = ["resolution", "availability", "catalog"]
                 done = await catch_up(pf, stores, names, progress=progress)
                 if not as_json:
                     print("projected: " + ", ".join(f"{n} {c:,}" for n, c in done.items()))
             if as_json:
                 print(json.dumps({"feeds": [s.as_dict() for s in summaries]}))
-        finally:
-            if qdrant is not None:
-                await qdrant.close()
     return 0

@@ -109,7 +109,9 @@ async def open_platform(
         pool = open_pool(db_url, max_size=pool_size)
         await pool.open(wait=True)
         redis = aioredis.from_url(redis_url)
-        qdrant = await open_qdrant(settings, where) if with_qdrant else None
+        # only the qdrant vector store uses it (the catalog keeps no other state there)
+        use_qdrant = with_qdrant and settings.vector_store == "qdrant"
+        qdrant = await open_qdrant(settings, where) if use_qdrant else None
         event_log = await open_log(settings, db_url, where)
         stores = Stores(pg=pool, redis=redis, qdrant=qdrant)
         resolved = replace(settings, database_url=db_url, redis_url=redis_url)
@@ -125,3 +127,36 @@ async def open_platform(
     finally:
         for svc in reversed(started):
             svc.stop()
+
+
+def search_runtime(settings: Settings, stores: Stores) -> tuple[Any, Any]:
+    """The search engine for the API and, unless turned off, the indexer feeding it."""
+    from api.search_engine import SearchEngine
+    from projections.search_index import SearchIndexer
+    from projections.search_vectors import PgVectorStore, QdrantVectorStore, VectorStore
+
+    vectors: VectorStore
+    if settings.vector_store == "qdrant":
+        if stores.qdrant is None:
+            raise RuntimeError("MGW_VECTOR_STORE=qdrant needs Qdrant: set QDRANT_URL")
+        vectors = QdrantVectorStore(stores.qdrant)
+    else:
+        vectors = PgVectorStore()
+    embedder = None
+    if settings.embeddings == "minilm":
+        from core.embedding import shared_embedder
+
+        embedder = shared_embedder
+    engine = SearchEngine(
+        stores.pg, vectors, embedder, half_life_days=settings.freshness_half_life_days
+    )
+    indexer = None
+    if settings.search_indexer:
+        indexer = SearchIndexer(
+            stores.pg,
+            vectors,
+            embedder=embedder,
+            cache_path=settings.data_dir / "embeddings" / "cache.sqlite",
+            half_life_days=settings.freshness_half_life_days,
+        )
+    return engine, indexer

@@ -13,7 +13,6 @@ same log always leaves the same ids. Each join is emitted as ContentMerged.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -24,13 +23,10 @@ from core.events import Event
 from core.ids import derived_id
 from domain.catalog import check_content, normalize_genres
 from domain.catalog.canonical import EntityUnion, SourceRecord, merge
-from domain.discovery import DIMS, placeholder_embedding
-from projections.base import Envelope, Output, RejectedEvent, Stores, fetch_rows
+from projections.base import Envelope, Output, RejectedEvent, fetch_rows
 from projections.bulk import stage
 from streams.topics import CATALOG, RESOLUTION
 
-COLLECTION = "content"
-_POINT_NS = uuid.UUID("0f4c5a1e-3b8d-4f6a-9c2e-7d1b5e3a9f40")
 _SOURCE_COLS = (
     "platform",
     "platform_id",
@@ -88,11 +84,6 @@ _CONTENT_TYPES = [
 EDITORIAL = "editorial"
 
 
-def point_id(content_id: str) -> str:
-    """Qdrant ids must be UUIDs or integers; content ids are any string."""
-    return str(uuid.uuid5(_POINT_NS, content_id))
-
-
 def _source_row(e: Envelope) -> tuple[tuple[str, str], str, dict[str, Any]]:
     """(platform, platform_id), cluster id and fields of a source event."""
     p = e.payload
@@ -144,7 +135,7 @@ class CatalogProjector:
     name = "catalog"
     topics = (CATALOG.name, RESOLUTION.name)
     tables = ("content", "platform_titles", "content_merges")
-    side_stores = ("qdrant",)
+    side_stores: tuple[str, ...] = ()  # vectors: the search indexer (projections/search_index)
     #: merges need every entity in view: one owner at a time
     shardable = False
     #: what the replay checksum compares of content_merges: which id reads as which (why
@@ -407,72 +398,3 @@ class CatalogProjector:
             " ON CONFLICT (content_id) DO UPDATE SET "
             + ", ".join(f"{c} = EXCLUDED.{c}" for c in _CONTENT_COLS[1:])
         )
-
-    async def sync_side_stores(
-        self,
-        stores: Stores,
-        conn: AsyncConnection[Any],
-        applied: Any,
-        redelivered: Sequence[Envelope],
-    ) -> None:
-        if stores.qdrant is None:
-            return
-        from qdrant_client import models
-
-        rows = applied or []
-        touched = [c for c, g in rows if not g]
-        gone = [c for c, g in rows if g]
-        ids = set(touched) | {
-            e.payload["content_id"] for e in redelivered if e.event_type != "ContentMerged"
-        }
-        gone += [e.payload["merged_id"] for e in redelivered if e.event_type == "ContentMerged"]
-        if gone:
-            await stores.qdrant.delete(
-                COLLECTION,
-                points_selector=models.PointIdsList(points=[point_id(g) for g in gone]),
-                wait=True,
-            )
-        if not ids:
-            return
-
-        cur = await conn.execute(  # the batch's transaction: it sees the rows just written
-            "SELECT content_id, kind, title, year, genres, overview FROM content"
-            " WHERE content_id = ANY(%s) OR content_id IN"
-            " (SELECT content_id FROM platform_titles WHERE cluster_id = ANY(%s))",
-            (sorted(ids), sorted(ids)),
-        )
-        rows = await cur.fetchall()
-        points = [
-            models.PointStruct(
-                id=point_id(cid),
-                vector=placeholder_embedding(title, genres, overview),
-                payload={
-                    "content_id": cid,
-                    "kind": kind,
-                    "title": title,
-                    "year": year,
-                    "genres": genres,
-                },
-            )
-            for cid, kind, title, year, genres, overview in rows
-        ]
-        if points:
-            await stores.qdrant.upsert(COLLECTION, points=points, wait=True)
-
-    async def reset_side_stores(self, stores: Stores) -> None:
-        if stores.qdrant is None:
-            return
-        if await stores.qdrant.collection_exists(COLLECTION):
-            await stores.qdrant.delete_collection(COLLECTION)
-        await self.prepare(stores)
-
-    async def prepare(self, stores: Stores) -> None:
-        if stores.qdrant is None:
-            return
-        from qdrant_client import models
-
-        if not await stores.qdrant.collection_exists(COLLECTION):
-            await stores.qdrant.create_collection(
-                COLLECTION,
-                vectors_config=models.VectorParams(size=DIMS, distance=models.Distance.COSINE),
-            )

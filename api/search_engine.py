@@ -1,0 +1,256 @@
+"""Hybrid search: three retrievers under one set of filters, fused and re-ranked.
+
+For a query the engine runs, concurrently and each on its own connection, PostgreSQL full
+text (weighted tsvector, OR of the words), pg_trgm title similarity (typos, partial
+titles) and the vector search over sentence embeddings; fuses their rankings by weighted
+reciprocal rank fusion and re-ranks with quality, popularity, availability, freshness and
+exact-title features. Filters go into every retriever's own query. The vector retriever
+failing (store down, model missing) leaves full text and trigram: the answer is flagged
+``degraded`` and counted in ``mgw_search_degraded_total``.
+
+Autocomplete, the speller and the intent parser's vocabularies live in memory and are
+rebuilt in a thread when the search documents change (checked at most every few seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from domain.discovery.intent import IntentParser
+from domain.discovery.spelling import Speller
+from prometheus_client import Counter
+from psycopg_pool import AsyncConnectionPool
+
+from domain.catalog import PLATFORMS
+from domain.discovery.autocomplete import Autocomplete, entries_from_rows
+from domain.discovery.documents import ANY, fold
+from domain.discovery.facets import FacetDoc, facet_counts
+from domain.discovery.filters import SearchFilters
+from domain.discovery.fusion import Candidate, freshness, rerank, rrf
+from projections import search as q
+from projections.search_vectors import VectorStore
+
+log = logging.getLogger("mgw.search")
+DEGRADED = Counter(
+    "mgw_search_degraded_total", "Searches answered without the vector retriever", ["reason"]
+)
+#: candidates each retriever contributes; also the deepest page a search reaches
+DEPTH = 200
+#: queries longer than this (in words) are descriptions: no trigram title matching
+TRIGRAM_MAX_WORDS = 8
+
+
+@dataclass
+class Vocabulary:
+    autocomplete: Autocomplete
+    speller: Speller
+    intent: IntentParser
+    genres: list[str]
+    version: tuple[Any, ...] = ()
+
+
+@dataclass
+class Ranked:
+    items: list[tuple[Candidate, q.Hit]]
+    facets: dict[str, list[dict[str, object]]]
+    degraded: bool = False
+    retrievers: dict[str, int] = field(default_factory=dict)
+
+
+class SearchEngine:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        vectors: VectorStore,
+        embedder: Callable[[], Any] | None,
+        *,
+        half_life_days: float = 14.0,
+        refresh_s: float = 3.0,
+    ) -> None:
+        self.pool = pool
+        self.vectors = vectors
+        self._embedder_factory = embedder
+        self._embedder: Any = None
+        self.half_life_days = half_life_days
+        self.refresh_s = refresh_s
+        self.vocab: Vocabulary | None = None
+        self._checked = 0.0
+        self._building: asyncio.Task[None] | None = None
+        self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    # -- vocabularies ----------------------------------------------------------------
+    async def vocabulary(self) -> Vocabulary:
+        """The in-memory indexes, rebuilt in the background when documents change; the
+        first call waits for them."""
+        now = time.monotonic()
+        if self.vocab is None:
+            await self._rebuild()
+        elif now - self._checked > self.refresh_s and (
+            self._building is None or self._building.done()
+        ):
+            self._checked = now
+            self._building = asyncio.create_task(self._rebuild_if_changed())
+        assert self.vocab is not None
+        return self.vocab
+
+    async def _rebuild_if_changed(self) -> None:
+        async with self.pool.connection() as conn:
+            version = await q.docs_version(conn)
+        if self.vocab is None or version != self.vocab.version:
+            await self._rebuild()
+
+    async def _rebuild(self) -> None:
+        async with self.pool.connection() as conn:
+            version = await q.docs_version(conn)
+            rows = await q.title_rows(conn)
+            genres = await q.genre_vocabulary(conn)
+        self.vocab = await asyncio.to_thread(_build, rows, genres, version)
+        self._checked = time.monotonic()
+
+    # -- vectors ---------------------------------------------------------------------
+    def _query_vector(self, text: str) -> np.ndarray:
+        v = self._qcache.get(text)
+        if v is not None:
+            self._qcache.move_to_end(text)
+            return v
+        if self._embedder is None:
+            assert self._embedder_factory is not None
+            self._embedder = self._embedder_factory()
+        v = self._embedder.encode([text])[0]
+        self._qcache[text] = v
+        if len(self._qcache) > 2048:
+            self._qcache.popitem(last=False)
+        return v
+
+    async def vector_ids(self, text: str, where: SearchFilters, limit: int) -> list[str]:
+        if self._embedder_factory is None:
+            raise RuntimeError("no embedding model configured")
+        vec = await asyncio.to_thread(self._query_vector, text)
+        async with self.pool.connection() as conn:
+            return await self.vectors.search(conn, vec, where, limit)
+
+    async def fulltext_ids(
+        self, words: Sequence[str], where: SearchFilters, limit: int
+    ) -> list[str]:
+        async with self.pool.connection() as conn:
+            return await q.fulltext_ids(conn, words, where, limit)
+
+    async def trigram_ids(self, text: str, where: SearchFilters, limit: int) -> list[str]:
+        async with self.pool.connection() as conn:
+            return await q.trigram_ids(conn, fold(text), where, limit)
+
+    # -- the hybrid query ------------------------------------------------------------
+    async def retrieve(
+        self,
+        text: str,
+        where: SearchFilters,
+        weights: Mapping[str, float],
+        *,
+        also: str | None = None,
+        depth: int = DEPTH,
+        use: Sequence[str] = ("fulltext", "trigram", "vector"),
+    ) -> Ranked:
+        """Fused, re-ranked candidates for ``text``; ``also`` (a spelling correction)
+        widens full text and trigram matching."""
+        words = text.split() + (also.split() if also else [])
+        jobs: dict[str, Any] = {}
+        if "fulltext" in use and weights.get("fulltext", 1.0) > 0:
+            jobs["fulltext"] = self.fulltext_ids(words, where, depth)
+        long_query = len(text.split()) > TRIGRAM_MAX_WORDS
+        if "trigram" in use and weights.get("trigram", 1.0) > 0 and not long_query:
+            jobs["trigram"] = self.trigram_ids(also or text, where, depth)
+        if "vector" in use and weights.get("vector", 1.0) > 0 and fold(text):
+            jobs["vector"] = self.vector_ids(text, where, depth)
+        results = await asyncio.gather(*jobs.values(), return_exceptions=True)
+        rankings: dict[str, list[str]] = {}
+        degraded = False
+        for name, res in zip(jobs, results, strict=True):
+            if isinstance(res, BaseException):
+                if name != "vector":
+                    raise res
+                degraded = True
+                DEGRADED.labels(type(res).__name__).inc()
+                log.warning("vector retrieval failed, answering without it: %r", res)
+                continue
+            rankings[name] = res
+        fused = rrf(rankings, weights)
+        async with self.pool.connection() as conn:
+            hits = await q.hydrate(conn, list(fused))
+        cands = [c for cid, c in fused.items() if cid in hits]
+        now = datetime.now(UTC)
+        targets = {fold(text), fold(also or "")} - {""}
+        for c in cands:
+            h = hits[c.content_id]
+            c.features = features(h, where.region, targets, now, self.half_life_days)
+        ranked = rerank(cands, weights)
+        return Ranked(
+            [(c, hits[c.content_id]) for c in ranked],
+            facet_counts((_facet_doc(hits[c.content_id]) for c in ranked), where.region),
+            degraded,
+            {k: len(v) for k, v in rankings.items()},
+        )
+
+    async def browse(
+        self, where: SearchFilters, limit: int, after: tuple[float, float, str] | None
+    ) -> tuple[list[q.Hit], dict[str, list[dict[str, object]]]]:
+        async with self.pool.connection() as conn:
+            page = await q.browse(conn, where, limit, after)
+            facet_base = page if after else await q.browse(conn, where, 500, None)
+        return page, facet_counts((_facet_doc(h) for h in facet_base), where.region)
+
+
+def features(
+    h: q.Hit, region: str | None, targets: set[str], now: datetime, half_life: float
+) -> dict[str, float]:
+    key = f"{region}|{ANY}|{ANY}" if region else None
+    watchable = (key in h.offer_keys) if key else bool(h.offer_keys)
+    return {
+        "exact_title": 1.0 if h.title_norm in targets else 0.0,
+        "quality": float(h.quality),
+        "popularity": float(h.popularity),
+        "availability": 1.0 if watchable else 0.0,
+        "freshness": freshness(h.first_seen, now, half_life),
+    }
+
+
+def _facet_doc(h: q.Hit) -> FacetDoc:
+    return FacetDoc(h.genres, h.year, h.offer_keys)
+
+
+def availability_summary(h: q.Hit, region: str | None) -> dict[str, Any]:
+    """Which platforms offer the title, and how, in ``region`` (anywhere without one)."""
+    r = region or ANY
+    by_platform: dict[str, list[str]] = {}
+    for key in h.offer_keys:
+        kr, kp, kt = key.split("|")
+        if kr == r and kp != ANY and kt != ANY:
+            by_platform.setdefault(kp, []).append(kt)
+    return {
+        "region": region,
+        "platforms": [
+            {"platform": p, "offer_types": sorted(t)} for p, t in sorted(by_platform.items())
+        ],
+    }
+
+
+def _build(rows: list[tuple[Any, ...]], genres: list[str], version: tuple[Any, ...]) -> Vocabulary:
+    people = sorted({p for r in rows for p in (r[7] or ())})
+    speller = Speller.from_texts((str(r[1]) for r in rows), extra=genres)
+    return Vocabulary(
+        Autocomplete(
+            entries_from_rows(rows),
+            [("genre", g) for g in genres] + [("person", p) for p in people],
+        ),
+        speller,
+        IntentParser(genres, PLATFORMS, people),
+        genres,
+        version,
+    )

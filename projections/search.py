@@ -1,0 +1,147 @@
+"""Queries on the search documents: the full-text and trigram retrievers, browse, and
+what the API needs around them (hydrating candidates, vocabularies)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from domain.discovery.filters import SearchFilters
+from projections.base import fetch_rows
+from projections.search_vectors import filter_clause
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+#: a paragraph-long description is searched by its first words that carry meaning
+MAX_TERMS = 32
+TRIGRAM_THRESHOLD = 0.45
+
+
+def tsquery_text(words: Sequence[str]) -> str | None:
+    """An OR query over the words: a title matching more of them ranks higher, one
+    matching only some is still found (AND would lose a half-remembered description)."""
+    terms: list[str] = []
+    for w in words:
+        for t in _WORD.findall(w.lower()):
+            if len(t) <= 40 and t not in terms:
+                terms.append(t)
+    if not terms:
+        return None
+    return " | ".join(terms[:MAX_TERMS])
+
+
+async def fulltext_ids(
+    conn: AsyncConnection[Any], words: Sequence[str], where: SearchFilters, limit: int
+) -> list[str]:
+    q = tsquery_text(words)
+    if q is None:
+        return []
+    params: dict[str, Any] = {"q": q, "limit": limit}
+    clause = filter_clause(where, params)
+    # to_tsquery drops English stop words; a query of only stop words matches nothing here
+    rows = await fetch_rows(
+        conn,
+        "SELECT content_id FROM search_docs, to_tsquery('english', %(q)s) q"
+        f" WHERE tsv @@ q AND {clause}"
+        " ORDER BY ts_rank_cd(tsv, q, 1) DESC, popularity DESC, content_id LIMIT %(limit)s",
+        params,
+    )
+    return [r[0] for r in rows]
+
+
+async def trigram_ids(
+    conn: AsyncConnection[Any], folded: str, where: SearchFilters, limit: int
+) -> list[str]:
+    """Titles containing something close to the query: typos and partial titles."""
+    if len(folded) < 3:
+        return []
+    params: dict[str, Any] = {"q": folded, "limit": limit}
+    clause = filter_clause(where, params)
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL pg_trgm.word_similarity_threshold = {TRIGRAM_THRESHOLD}")
+        rows = await fetch_rows(
+            conn,
+            "SELECT content_id FROM search_docs"
+            f" WHERE %(q)s <%% title_norm AND {clause}"
+            " ORDER BY word_similarity(%(q)s, title_norm) DESC,"
+            " similarity(%(q)s, title_norm) DESC, popularity DESC, content_id"
+            " LIMIT %(limit)s",
+            params,
+        )
+    return [r[0] for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    content_id: str
+    kind: str
+    title: str
+    title_norm: str
+    year: int | None
+    genres: list[str]
+    imdb_id: str | None
+    tmdb_id: str | None
+    offer_keys: list[str]
+    quality: float
+    popularity: float
+    first_seen: datetime | None
+
+
+_HIT_COLS = (
+    "content_id, kind, title, title_norm, year, genres, imdb_id, tmdb_id, offer_keys,"
+    " quality, popularity, first_seen"
+)
+
+
+async def hydrate(conn: AsyncConnection[Any], ids: Sequence[str]) -> dict[str, Hit]:
+    rows = await fetch_rows(
+        conn, f"SELECT {_HIT_COLS} FROM search_docs WHERE content_id = ANY(%s)", (list(ids),)
+    )
+    return {r[0]: Hit(*r) for r in rows}
+
+
+async def browse(
+    conn: AsyncConnection[Any],
+    where: SearchFilters,
+    limit: int,
+    after: tuple[float, float, str] | None = None,
+) -> list[Hit]:
+    """The popular list: most played, then best catalogued; keyset-paginated."""
+    params: dict[str, Any] = {"limit": limit}
+    clause = filter_clause(where, params)
+    if after is not None:
+        clause += " AND (popularity, quality, content_id) < (%(p)s, %(q)s, %(id)s)"
+        params.update(p=after[0], q=after[1], id=after[2])
+    rows = await fetch_rows(
+        conn,
+        f"SELECT {_HIT_COLS} FROM search_docs WHERE {clause}"
+        " ORDER BY popularity DESC, quality DESC, content_id DESC LIMIT %(limit)s",
+        params,
+    )
+    return [Hit(*r) for r in rows]
+
+
+async def genre_vocabulary(conn: AsyncConnection[Any]) -> list[str]:
+    rows = await fetch_rows(
+        conn, "SELECT DISTINCT unnest(genres) FROM search_docs UNION SELECT DISTINCT"
+        " unnest(genres) FROM content WHERE kind IN ('movie', 'series')"
+    )  # fmt: skip
+    return sorted(r[0] for r in rows if r[0])
+
+
+async def title_rows(conn: AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+    """Everything autocomplete and the speller are built from."""
+    return await fetch_rows(
+        conn,
+        "SELECT content_id, title, title_norm, year, kind, popularity + quality / 10,"
+        " genres, people FROM search_docs",
+    )
+
+
+async def docs_version(conn: AsyncConnection[Any]) -> tuple[Any, ...]:
+    rows = await fetch_rows(conn, "SELECT count(*), max(indexed_at) FROM search_docs")
+    return tuple(rows[0])

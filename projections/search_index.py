@@ -1,0 +1,304 @@
+"""The search indexer: keeps ``search_docs`` in step with the catalog projection.
+
+The catalog's tables (``content``, ``platform_titles``, ``availability``) queue every
+title they touch in ``search_queue``, by trigger, inside the projector's own transaction:
+no catalog change can commit without its title queued. The indexer then works in two
+phases, because one is 100 times slower than the other:
+
+1. **Documents** (thousands per second): rebuild the queued titles' documents (folded
+   title, weighted tsvector, offer keys, quality, popularity) and dequeue them in one
+   transaction. Full-text and trigram search see a title as soon as this commits.
+2. **Vectors** (about 85 per second with the default model on two cores): embed the
+   documents whose text changed since their vector was made, most popular first, from
+   the embedding cache in the data dir when that text was embedded before. Search uses
+   vectors as they arrive.
+
+A crash in either phase rolls back or repeats idempotent work: the queue row goes only
+if its ``seq`` is still the one read, and a vector is written only for the text it was
+computed from. One indexer runs at a time (an advisory lock), whichever process wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from domain.catalog.quality import quality_score
+from domain.discovery.documents import embedding_text, fold, offer_keys, popularity, text_hash
+from projections.base import fetch_rows
+from projections.search_vectors import VectorDoc, VectorStore
+
+log = logging.getLogger("mgw.search.indexer")
+_LOCK = 0x6D677773  # "mgws"
+
+_DOC_COLS = (
+    "content_id", "kind", "title", "title_norm", "original_title", "year", "genres",
+    "people", "rating", "imdb_id", "tmdb_id", "offer_keys", "platforms", "quality",
+    "popularity", "first_seen", "alt_titles", "overview", "embed_text", "text_hash",
+)  # fmt: skip
+
+
+def payload(row: dict[str, Any]) -> dict[str, Any]:
+    """The filter fields a vector store keeps beside a vector."""
+    return {k: row[k] for k in ("kind", "genres", "people", "year", "rating", "offer_keys")}
+
+
+class SearchIndexer:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        vectors: VectorStore,
+        *,
+        embedder: Callable[[], Any] | None,
+        cache_path: Path | None,
+        half_life_days: float = 14.0,
+        doc_batch: int = 2000,
+        vector_batch: int = 64,
+    ) -> None:
+        self.pool = pool
+        self.vectors = vectors
+        self._embedder_factory = embedder
+        self._embedder: Any = None
+        self._cache: Any = None
+        self.cache_path = cache_path
+        self.half_life_days = half_life_days
+        self.doc_batch = doc_batch
+        self.vector_batch = vector_batch
+        self.embedded_total = 0
+        self.encoded_total = 0
+        self.embed_seconds = 0.0
+
+    # -- phase 1: documents ----------------------------------------------------------
+    async def index_documents(self) -> int:
+        """Rebuild one batch of queued documents; returns how many titles were dequeued."""
+        async with self.pool.connection() as conn:
+            queued = await fetch_rows(
+                conn, "SELECT content_id, seq FROM search_queue ORDER BY seq LIMIT %s",
+                (self.doc_batch,),
+            )  # fmt: skip
+            if not queued:
+                return 0
+            ids = [r[0] for r in queued]
+            rows = await fetch_rows(conn, _SOURCE_SQL, {"ids": ids})
+            now = datetime.now(UTC)
+            docs = [self._document(r, now) for r in rows]
+            payloads = []
+            async with conn.transaction():
+                if docs:
+                    await _upsert(conn, docs)
+                    payloads = [(d["content_id"], payload(d)) for d in docs]
+                present = {d["content_id"] for d in docs}
+                gone = [i for i in ids if i not in present]
+                if gone:
+                    await conn.execute(
+                        "DELETE FROM search_docs WHERE content_id = ANY(%s)", (gone,)
+                    )
+                await conn.execute(
+                    "DELETE FROM search_queue q USING unnest(%s::text[], %s::bigint[]) AS t(id, s)"
+                    " WHERE q.content_id = t.id AND q.seq = t.s",
+                    (ids, [r[1] for r in queued]),
+                )
+            if gone:
+                await self.vectors.delete(gone)
+            if payloads and self.vectors.name != "pgvector":
+                embedded = await fetch_rows(
+                    conn,
+                    "SELECT content_id FROM search_docs WHERE content_id = ANY(%s)"
+                    " AND embedded_hash IS NOT NULL",
+                    ([p[0] for p in payloads],),
+                )
+                have = {r[0] for r in embedded}
+                await self.vectors.set_payloads([p for p in payloads if p[0] in have])
+            return len(ids)
+
+    def _document(self, r: tuple[Any, ...], now: datetime) -> dict[str, Any]:
+        (cid, kind, title, orig, year, genres, overview, imdb, tmdb, first_seen, updated,
+         source_count, completeness, agreement, alt_titles, offers, plays) = r  # fmt: skip
+        q = quality_score(
+            completeness=completeness, agreement=agreement, source_count=source_count,
+            plays=plays, first_seen=first_seen or updated, now=now,
+            half_life_days=self.half_life_days,
+        )  # fmt: skip
+        keys = offer_keys(tuple(o.split("|", 2)) for o in offers or ())  # type: ignore[misc]
+        alts = sorted({a for a in alt_titles or () if a and fold(a) != fold(title)})
+        text = embedding_text(title, orig, genres, overview)
+        return {
+            "content_id": cid, "kind": kind, "title": title, "title_norm": fold(title),
+            "original_title": orig, "year": year, "genres": list(genres), "people": [],
+            "rating": None, "imdb_id": imdb, "tmdb_id": tmdb, "offer_keys": keys,
+            "platforms": sorted({k.split("|")[1] for k in keys} - {"*"}),
+            "quality": q.base, "popularity": popularity(plays),
+            "first_seen": first_seen or updated, "alt_titles": " ".join(alts)[:4000],
+            "overview": overview or "", "embed_text": text, "text_hash": text_hash(text),
+        }  # fmt: skip
+
+    # -- phase 2: vectors --------------------------------------------------------------
+    def _embedder_instance(self) -> Any:
+        if self._embedder is None and self._embedder_factory is not None:
+            self._embedder = self._embedder_factory()
+            if self.cache_path is not None:
+                from core.embedding import EmbeddingCache
+
+                self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+                self._cache = EmbeddingCache(
+                    self.cache_path, self._embedder.model_id, self._embedder.dims
+                )
+        return self._embedder
+
+    async def index_vectors(self) -> int:
+        """Embed one batch of documents whose vector is missing or stale."""
+        if self._embedder_factory is None:
+            return 0
+        async with self.pool.connection() as conn:
+            rows = await fetch_rows(
+                conn,
+                "SELECT content_id, text_hash, embed_text, kind, genres, people, year, rating,"
+                " offer_keys FROM search_docs WHERE embedded_hash IS DISTINCT FROM text_hash"
+                " ORDER BY popularity DESC, content_id LIMIT %s",
+                (self.vector_batch,),
+            )
+            if not rows:
+                return 0
+            from core.embedding import embed_cached
+
+            embedder = await asyncio.to_thread(self._embedder_instance)
+            started = time.perf_counter()
+            vecs, encoded = await asyncio.to_thread(
+                embed_cached, embedder, self._cache, [r[2] for r in rows]
+            )
+            self.embed_seconds += time.perf_counter() - started
+            self.encoded_total += encoded
+            docs = [
+                VectorDoc(
+                    r[0],
+                    r[1],
+                    vecs[i],
+                    payload(
+                        {
+                            "kind": r[3],
+                            "genres": r[4],
+                            "people": r[5],
+                            "year": r[6],
+                            "rating": r[7],
+                            "offer_keys": r[8],
+                        }
+                    ),
+                )  # fmt: skip
+                for i, r in enumerate(rows)
+            ]
+            async with conn.transaction():
+                await self.vectors.write(conn, docs)
+            self.embedded_total += len(docs)
+            return len(docs)
+
+    # -- running -----------------------------------------------------------------------
+    async def refresh_popularity(self) -> None:
+        """Plays change without touching the catalog: fold them in now and then."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE search_docs s SET popularity = least(1.0,"
+                " ln(1 + p.n) / ln(1 + 1000)) FROM (SELECT content_id, count(*) AS n"
+                " FROM playback_positions GROUP BY content_id) p"
+                " WHERE s.content_id = p.content_id"
+                " AND s.popularity IS DISTINCT FROM least(1.0, ln(1 + p.n) / ln(1 + 1000))"
+            )
+
+    async def catch_up(self, *, vectors: bool = True, stop: asyncio.Event | None = None) -> None:
+        """Index until the queue is empty (and, with ``vectors``, every vector is made)."""
+        while await self.index_documents():
+            pass
+        while vectors and (stop is None or not stop.is_set()):
+            if not await self.index_vectors():
+                break
+            while await self.index_documents():
+                pass
+
+    async def run(self, stop: asyncio.Event, *, idle_s: float = 0.5) -> None:
+        """The indexer loop; returns when ``stop`` is set. Only one process indexes."""
+        async with self.pool.connection() as lock_conn:
+            while not stop.is_set():
+                got = await fetch_rows(lock_conn, "SELECT pg_try_advisory_lock(%s)", (_LOCK,))
+                if got[0][0]:
+                    break
+                await _wait(stop, 5.0)
+            if stop.is_set():
+                return
+            last_pop = 0.0
+            try:
+                while not stop.is_set():
+                    did = await self.index_documents()
+                    if not did:
+                        did = await self.index_vectors()
+                    if time.monotonic() - last_pop > 60:
+                        await self.refresh_popularity()
+                        last_pop = time.monotonic()
+                    if not did:
+                        await _wait(stop, idle_s)
+            except Exception:  # keep serving search; the next start picks up where this stopped
+                log.exception("search indexer stopped")
+            finally:
+                await lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
+                if self._cache is not None:
+                    self._cache.close()
+
+
+async def status(pool: AsyncConnectionPool) -> dict[str, int]:
+    async with pool.connection() as conn:
+        rows = await fetch_rows(
+            conn,
+            "SELECT (SELECT count(*) FROM search_queue), count(*),"
+            " count(*) FILTER (WHERE embedded_hash = text_hash) FROM search_docs",
+        )
+    queued, docs, embedded = rows[0]
+    return {"queued": queued, "documents": docs, "embedded": embedded, "pending": docs - embedded}
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+# Episodes are reached through their series; only movies and series are documents.
+_SOURCE_SQL = """
+SELECT c.content_id, c.kind, c.title, c.original_title, c.year, c.genres, c.overview,
+       c.imdb_id, c.tmdb_id, c.first_seen, c.updated_at, c.source_count, c.completeness,
+       c.agreement,
+       (SELECT array_agg(DISTINCT t.title) FROM platform_titles t
+         WHERE t.content_id = c.content_id),
+       (SELECT array_agg(DISTINCT a.region || '|' || a.platform || '|' || a.offer_type)
+          FROM platform_titles t JOIN availability a
+            ON a.platform = t.platform AND a.platform_id = t.platform_id
+         WHERE t.content_id = c.content_id
+           AND (a.available_until IS NULL OR a.available_until > now())),
+       (SELECT count(*) FROM playback_positions p WHERE p.content_id = c.content_id)::int
+  FROM content c
+ WHERE c.content_id = ANY(%(ids)s) AND c.kind IN ('movie', 'series')
+"""
+
+
+async def _upsert(conn: Any, docs: list[dict[str, Any]]) -> None:
+    cols = [c for c in _DOC_COLS if c not in ("alt_titles", "overview")]
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            f"INSERT INTO search_docs ({', '.join(cols)}, tsv, indexed_at) VALUES ("
+            + ", ".join(f"%({c})s" for c in cols)
+            + ", setweight(to_tsvector('english', %(title)s), 'A')"
+            " || setweight(to_tsvector('english', coalesce(%(original_title)s, '') || ' '"
+            " || %(alt_titles)s), 'B')"
+            " || setweight(to_tsvector('english', %(overview)s), 'C')"
+            " || setweight(to_tsvector('english', array_to_string(%(genres)s::text[], ' ')"
+            " || ' ' || array_to_string(%(people)s::text[], ' ')), 'D'), now())"
+            " ON CONFLICT (content_id) DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
+            + ", tsv = EXCLUDED.tsv, indexed_at = now()",
+            docs,
+        )
