@@ -33,6 +33,8 @@ from domain.discovery.documents import fold
 from domain.discovery.filters import FilterError, SearchFilters, parse_filters
 
 MAX_QUERY = 2000
+#: longer queries are descriptions: their genre words are not turned into filters
+DESCRIPTION_WORDS = 8
 _PARAMS = {
     "q", "limit", "cursor", "profile", "intent", "explain", "kind", "genre", "year_from",
     "year_to", "platform", "region", "offer", "max_rating",
@@ -105,9 +107,13 @@ async def search(request: Request) -> Response:
 
     intent = vocab.intent.parse(text, now_year=datetime.now(UTC).year)
     use_intent = _flag(params, "intent", True)
+    # A description ("a cowboy doll jealous of a space ranger toy") mentions genre words
+    # without asking for the genre: past a few words only explicit constraints (platform,
+    # offer, years) become filters, and the words stay in the text.
+    described = len(text.split()) > DESCRIPTION_WORDS
     parsed = SearchFilters(
-        kinds=(intent.kind,) if intent.kind else (),
-        genres=intent.genres,
+        kinds=(intent.kind,) if intent.kind and not described else (),
+        genres=intent.genres if not described else (),
         year_from=intent.year_from,
         year_to=intent.year_to,
         platforms=intent.platforms,
@@ -115,7 +121,7 @@ async def search(request: Request) -> Response:
         people=getattr(intent, "people", ()),
     )
     where = explicit.merged(parsed) if use_intent else explicit
-    remainder = intent.text if use_intent else text
+    remainder = intent.text if use_intent and not described else text
     corrected = vocab.speller.correct(remainder) if remainder else None
     did_you_mean = None
     if corrected:
@@ -241,7 +247,15 @@ def _ranked_ids(r: Ranked) -> list[str]:
     return [c.content_id for c, _ in r.items]
 
 
+async def index_status(request: Request) -> Response:
+    """How far the search index is: documents queued, indexed, embedded."""
+    from projections.search_index import status
+
+    return JSONResponse(await status(ctx(request).stores.pg))
+
+
 routes: list[Route] = [
     Route("/v1/search", search, methods=["GET"]),
+    Route("/v1/search/status", index_status, methods=["GET"]),
     Route("/v1/autocomplete", autocomplete, methods=["GET"]),
 ]

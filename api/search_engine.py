@@ -186,7 +186,7 @@ class SearchEngine:
             hits = await q.hydrate(conn, list(fused))
         cands = [c for cid, c in fused.items() if cid in hits]
         now = datetime.now(UTC)
-        targets = {fold(text), fold(also or "")} - {""}
+        targets = {title_key(text), title_key(also or "")} - {""}
         for c in cands:
             h = hits[c.content_id]
             c.features = features(h, where.region, targets, now, self.half_life_days)
@@ -213,12 +213,24 @@ def features(
     key = f"{region}|{ANY}|{ANY}" if region else None
     watchable = (key in h.offer_keys) if key else bool(h.offer_keys)
     return {
-        "exact_title": 1.0 if h.title_norm in targets else 0.0,
+        "exact_title": 1.0 if title_key(h.title_norm) in targets else 0.0,
         "quality": float(h.quality),
         "popularity": float(h.popularity),
         "availability": 1.0 if watchable else 0.0,
         "freshness": freshness(h.first_seen, now, half_life),
     }
+
+
+_ARTICLES = ("the ", "a ", "an ")
+
+
+def title_key(text: str) -> str:
+    """A title as compared for an exact match: folded, without a leading article."""
+    t = fold(text)
+    for a in _ARTICLES:
+        if t.startswith(a):
+            return t[len(a) :]
+    return t
 
 
 def _facet_doc(h: q.Hit) -> FacetDoc:

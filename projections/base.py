@@ -105,7 +105,9 @@ class Projector(Protocol):
         """Create side-store structures (collections) if missing."""
 
 
-async def fetch_rows(conn: AsyncConnection[Any], sql: str, params: Any) -> list[tuple[Any, ...]]:
+async def fetch_rows(
+    conn: AsyncConnection[Any], sql: str, params: Any = None
+) -> list[tuple[Any, ...]]:
     cur = await conn.execute(sql, params)
     return await cur.fetchall()
 

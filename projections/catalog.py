@@ -23,7 +23,7 @@ from core.events import Event
 from core.ids import derived_id
 from domain.catalog import check_content, normalize_genres
 from domain.catalog.canonical import EntityUnion, SourceRecord, merge
-from projections.base import Envelope, Output, RejectedEvent, fetch_rows
+from projections.base import Envelope, Output, PostgresOnly, RejectedEvent, fetch_rows
 from projections.bulk import stage
 from streams.topics import CATALOG, RESOLUTION
 
@@ -127,7 +127,7 @@ def _reason(
     return reasons.get(loser, (f"joined with {survivor}", default))
 
 
-class CatalogProjector:
+class CatalogProjector(PostgresOnly):
     """The canonical catalog: every source record (editorial upserts from the API,
     platform records as entity resolution placed them) folded into one content row
     per entity, with entities joined when later evidence links them."""
@@ -135,7 +135,7 @@ class CatalogProjector:
     name = "catalog"
     topics = (CATALOG.name, RESOLUTION.name)
     tables = ("content", "platform_titles", "content_merges")
-    side_stores: tuple[str, ...] = ()  # vectors: the search indexer (projections/search_index)
+    # vectors are the search indexer's (projections/search_index.py), not this projector's
     #: merges need every entity in view: one owner at a time
     shardable = False
     #: what the replay checksum compares of content_merges: which id reads as which (why

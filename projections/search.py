@@ -114,7 +114,7 @@ async def browse(
     params: dict[str, Any] = {"limit": limit}
     clause = filter_clause(where, params)
     if after is not None:
-        clause += " AND (popularity, quality, content_id) < (%(p)s, %(q)s, %(id)s)"
+        clause += " AND (popularity, quality, content_id) < (%(p)s::real, %(q)s::real, %(id)s)"
         params.update(p=after[0], q=after[1], id=after[2])
     rows = await fetch_rows(
         conn,

@@ -74,6 +74,7 @@ class SearchIndexer:
         self.embedded_total = 0
         self.encoded_total = 0
         self.embed_seconds = 0.0
+        self._prepared = False
 
     # -- phase 1: documents ----------------------------------------------------------
     async def index_documents(self) -> int:
@@ -220,6 +221,19 @@ class SearchIndexer:
             while await self.index_documents():
                 pass
 
+    async def _step(self) -> int:
+        """One unit of work: documents first, then vectors. While the vector store is
+        unreachable, full text keeps being indexed."""
+        if not self._prepared:
+            try:
+                await self.vectors.prepare()
+                self._prepared = True
+            except Exception as exc:
+                log.warning("vector store not ready (%r); full text only for now", exc)
+                return await self.index_documents()
+        did = await self.index_documents()
+        return did or await self.index_vectors()
+
     async def run(self, stop: asyncio.Event, *, idle_s: float = 0.5) -> None:
         """The indexer loop; returns when ``stop`` is set. Only one process indexes."""
         async with self.pool.connection() as lock_conn:
@@ -233,16 +247,17 @@ class SearchIndexer:
             last_pop = 0.0
             try:
                 while not stop.is_set():
-                    did = await self.index_documents()
-                    if not did:
-                        did = await self.index_vectors()
-                    if time.monotonic() - last_pop > 60:
-                        await self.refresh_popularity()
-                        last_pop = time.monotonic()
-                    if not did:
+                    try:
+                        did = await self._step()
+                        if time.monotonic() - last_pop > 60:
+                            await self.refresh_popularity()
+                            last_pop = time.monotonic()
+                    except Exception:  # keep indexing: the queue keeps what failed
+                        log.exception("search indexing step failed; retrying")
+                        did = 0
+                        await _wait(stop, 2.0)
+                    if did <= 0:
                         await _wait(stop, idle_s)
-            except Exception:  # keep serving search; the next start picks up where this stopped
-                log.exception("search indexer stopped")
             finally:
                 await lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
                 if self._cache is not None:
