@@ -74,7 +74,6 @@ def create_app(
                     task = asyncio.create_task(runner.run(stop), name="embedded-runner")
                 context.search, indexer = search_runtime(settings, pf.stores)
                 if indexer is not None:
-                    await indexer.vectors.prepare()
                     index_task = asyncio.create_task(indexer.run(stop), name="search-indexer")
                 app.state.mgw = context
                 if on_ready is not None:

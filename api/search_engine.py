@@ -24,8 +24,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from domain.discovery.intent import IntentParser
-from domain.discovery.spelling import Speller
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
@@ -35,6 +33,8 @@ from domain.discovery.documents import ANY, fold
 from domain.discovery.facets import FacetDoc, facet_counts
 from domain.discovery.filters import SearchFilters
 from domain.discovery.fusion import Candidate, freshness, rerank, rrf
+from domain.discovery.intent import IntentParser
+from domain.discovery.spelling import Speller
 from projections import search as q
 from projections.search_vectors import VectorStore
 
