@@ -52,6 +52,8 @@ class Settings:
     embeddings: str = "minilm"
     #: run the search indexer in this process (one runs at a time across processes)
     search_indexer: bool = True
+    #: embeddings by text hash, kept across rebuilds (default: <data dir>/embeddings/cache.sqlite)
+    embedding_cache: Path | None = None
 
     def webhook_secret(self, platform: str) -> str | None:
         return dict(self.webhook_secrets).get(platform)
@@ -83,6 +85,7 @@ class Settings:
             embeddings=e.get("MGW_EMBEDDINGS", "minilm").strip().lower() or "minilm",
             search_indexer=e.get("MGW_SEARCH_INDEXER", "true").strip().lower()
             not in ("0", "false", "no", "off"),
+            embedding_cache=Path(e["MGW_EMBEDDING_CACHE"]) if e.get("MGW_EMBEDDING_CACHE") else None,
         )
         if s.vector_store not in ("pgvector", "qdrant"):
             raise ValueError(f"MGW_VECTOR_STORE must be pgvector or qdrant, got {s.vector_store!r}")

@@ -156,7 +156,8 @@ def search_runtime(settings: Settings, stores: Stores) -> tuple[Any, Any]:
             stores.pg,
             vectors,
             embedder=embedder,
-            cache_path=settings.data_dir / "embeddings" / "cache.sqlite",
+            cache_path=settings.embedding_cache
+            or settings.data_dir / "embeddings" / "cache.sqlite",
             half_life_days=settings.freshness_half_life_days,
         )
     return engine, indexer

@@ -1,0 +1,114 @@
+"""`mgw eval search`: nDCG@10, Recall@10 and MRR of full text, trigram, vector and hybrid
+search on MovieLens tag queries and known-item queries, over the MovieLens catalog."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from core.settings import Settings
+from domain.discovery.evaluation import (
+    LabelledQuery,
+    known_item_queries,
+    summarize,
+    tag_queries,
+)
+from domain.discovery.filters import SearchFilters
+
+TAGS = Path(__file__).parent / "data" / "movielens-tags.csv"
+MODES = ("fulltext", "trigram", "vector", "hybrid")
+
+
+def _catalog(limit: int | None) -> tuple[list[Any], dict[str, str], dict[str, str]]:
+    from mgw import demo
+
+    events = list(demo.content_events(limit=limit))
+    titles = {e.key: e.payload["title"] for e in events}
+    return events, titles, {}
+
+
+def _tags(known: set[str]) -> list[tuple[str, str]]:
+    from mgw.demo import content_id_for
+
+    with TAGS.open(encoding="utf-8", newline="") as fh:
+        return [(r["tag"], content_id_for(r["movieId"])) for r in csv.DictReader(fh)]
+
+
+def _wait_indexed(client: Any, n: int, progress: bool) -> float:
+    started = time.perf_counter()
+    with tqdm(total=n, desc="embed titles", unit="title", disable=not progress) as bar:
+        while True:
+            s = client.get("/v1/search/status").json()
+            bar.n = s["embedded"]
+            bar.refresh()
+            if s["queued"] == 0 and s["documents"] >= n and s["pending"] == 0:
+                return time.perf_counter() - started
+            time.sleep(0.5)
+
+
+def run_eval_search(
+    settings: Settings,
+    *,
+    limit_titles: int | None = None,
+    tags: int = 200,
+    known: int = 150,
+    progress: bool = True,
+) -> int:
+    from starlette.testclient import TestClient
+
+    from api.app import create_app
+
+    events, titles, _ = _catalog(limit_titles)
+    queries: list[LabelledQuery] = tag_queries(_tags(set(titles)), set(titles), limit=tags)
+    queries += known_item_queries(titles, limit=known)
+    cache = settings.embedding_cache or settings.data_dir / "embeddings" / "cache.sqlite"
+    with tempfile.TemporaryDirectory(prefix="mgw-eval-search-") as tmp:
+        s = replace(
+            settings, data_dir=Path(tmp), database_url=None, redis_url=None, qdrant_url=None,
+            vector_store="pgvector", embedding_cache=cache,
+        )  # fmt: skip
+        with TestClient(create_app(s)) as c:
+            pub = c.app.state.mgw.publisher  # type: ignore[attr-defined]
+            for i in range(0, len(events), 2000):
+                c.portal.call(pub.publish_many, events[i : i + 2000])  # type: ignore[union-attr]
+            index_s = _wait_indexed(c, len(events), progress)
+            eng = c.app.state.mgw.search  # type: ignore[attr-defined]
+            none = SearchFilters()
+            ranked: dict[str, list[tuple[LabelledQuery, list[str]]]] = {m: [] for m in MODES}
+            for q in tqdm(queries, desc="queries", disable=not progress):
+                call = c.portal.call  # type: ignore[union-attr]
+                ranked["fulltext"].append((q, call(eng.fulltext_ids, q.query.split(), none, 10)))
+                ranked["trigram"].append((q, call(eng.trigram_ids, q.query, none, 10)))
+                ranked["vector"].append((q, call(eng.vector_ids, q.query, none, 10)))
+                r = c.get("/v1/search", params={"q": q.query, "limit": 10})
+                r.raise_for_status()
+                ranked["hybrid"].append((q, [i["id"] for i in r.json()["items"]]))
+    report: dict[str, Any] = {"titles": len(events), "index_seconds": round(index_s, 1)}
+    for set_name in ("tags", "known_item", "all"):
+        report[set_name] = {
+            m: summarize((q, ids) for q, ids in ranked[m] if set_name in ("all", q.set_name))
+            for m in MODES
+        }
+    best_single = max(report["all"][m]["ndcg@10"] for m in MODES if m != "hybrid")
+    hybrid = report["all"]["hybrid"]["ndcg@10"]
+    report["hybrid_vs_best_single"] = round(hybrid / best_single - 1, 4) if best_single else None
+    if progress:
+        for set_name in ("tags", "known_item", "all"):
+            print(f"{set_name} ({report[set_name]['hybrid']['queries']} queries)", file=sys.stderr)
+            for m in MODES:
+                r = report[set_name][m]
+                print(
+                    f"  {m:9s} nDCG@10 {r['ndcg@10']:.4f}  Recall@10 {r['recall@10']:.4f}"
+                    f"  MRR {r['mrr']:.4f}",
+                    file=sys.stderr,
+                )
+    print(json.dumps(report))
+    return 0
