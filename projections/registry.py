@@ -6,13 +6,17 @@ from projections.availability import AvailabilityProjector
 from projections.base import Projector
 from projections.catalog import CatalogProjector
 from projections.playback import PlaybackProjector
+from projections.ranking import RankingProjector
 from projections.resolution import ResolutionProjector
+from projections.search_analytics import SearchAnalyticsProjector
 
 PROJECTORS: tuple[Projector, ...] = (
     CatalogProjector(),
     ResolutionProjector(),
     AvailabilityProjector(),
     PlaybackProjector(),
+    RankingProjector(),
+    SearchAnalyticsProjector(),
 )
 
 

@@ -77,8 +77,8 @@ def query_key(normalized_query: str) -> str:
 
 class SearchAnalyticsProjector(PostgresOnly):
     name = "search_analytics"
-    topics = (SEARCHES.name,)
-    tables = ("searches", "search_queries_daily", "search_position_daily")
+    topics: tuple[str, ...] = (SEARCHES.name,)
+    tables: tuple[str, ...] = ("searches", "search_queries_daily", "search_position_daily")
 
     def check(self, event: Envelope) -> None:
         if event.event_type not in _TYPES:

@@ -33,7 +33,23 @@ PLAYBACK = TopicSpec(
     event_types=("PlaybackStarted", "PlaybackProgressed", "PlaybackStopped"),
 )
 
-EVENT_TOPICS: tuple[TopicSpec, ...] = (CATALOG, OBSERVATIONS, AVAILABILITY, RESOLUTION, PLAYBACK)
+#: ranking profile versions, keyed by profile name; one partition keeps versions in order
+RANKING = TopicSpec("discovery.ranking", 1, event_types=("RankingProfileSet",))
+#: searches and the clicks on their results, both keyed by search_id: a click follows its
+#: search in one partition
+SEARCHES = TopicSpec(
+    "discovery.searches", 4, event_types=("SearchPerformed", "SearchResultClicked")
+)
+
+EVENT_TOPICS: tuple[TopicSpec, ...] = (
+    CATALOG,
+    OBSERVATIONS,
+    AVAILABILITY,
+    RESOLUTION,
+    PLAYBACK,
+    RANKING,
+    SEARCHES,
+)
 ALL_TOPICS: tuple[TopicSpec, ...] = EVENT_TOPICS + tuple(t.dead_letter for t in EVENT_TOPICS)
 
 _BY_EVENT = {et: t for t in EVENT_TOPICS for et in t.event_types}
