@@ -55,7 +55,11 @@ def test_content_round_trip_with_read_your_writes(client: TestClient) -> None:
 
 
 def test_continue_watching_end_to_end(client: TestClient) -> None:
-    cid = client.post("/v1/content", json=_movie(content_id="toy-story")).json()["content_id"]
+    created = client.post("/v1/content", json=_movie(content_id="toy-story")).json()
+    cid = created["content_id"]
+    # the title is read from the catalog: wait for it, not only for the playback events
+    seen = client.get(f"/v1/content/{cid}", headers={"X-Consistency-Token": created["position"]})
+    assert seen.status_code == 200
     body = {
         "content_id": cid,
         "device_id": "tv",
