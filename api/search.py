@@ -248,10 +248,19 @@ def _ranked_ids(r: Ranked) -> list[str]:
 
 
 async def index_status(request: Request) -> Response:
-    """How far the search index is: documents queued, indexed, embedded."""
+    """How far the search index is: documents queued, indexed and embedded, and whether
+    it has caught up with the catalog's projectors (``caught_up``)."""
+    from api.health import projector_lag
     from projections.search_index import status
 
-    return JSONResponse(await status(ctx(request).stores.pg))
+    c = ctx(request)
+    body: dict[str, Any] = dict(await status(c.stores.pg))
+    lags = await projector_lag(c)
+    body["catalog_lag"] = sum(
+        v["lag"] for k, v in lags.items() if k in ("catalog", "resolution", "availability")
+    )
+    body["caught_up"] = body["catalog_lag"] == 0 and body["queued"] == 0 and body["pending"] == 0
+    return JSONResponse(body)
 
 
 routes: list[Route] = [

@@ -96,7 +96,7 @@ def prepare(data_dir: Path, cache: Path, extra: int) -> dict[str, Any]:
         started = time.perf_counter()
         while True:
             s = c.get("/v1/search/status").json()
-            if s["queued"] == 0 and s["documents"] >= len(events) and s["pending"] == 0:
+            if s["caught_up"]:
                 break
             time.sleep(0.5)
         info["index_seconds"] = round(time.perf_counter() - started, 1)

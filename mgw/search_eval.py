@@ -49,7 +49,7 @@ def _wait_indexed(client: Any, n: int, progress: bool) -> float:
             s = client.get("/v1/search/status").json()
             bar.n = s["embedded"]
             bar.refresh()
-            if s["queued"] == 0 and s["documents"] >= n and s["pending"] == 0:
+            if s["caught_up"]:
                 return time.perf_counter() - started
             time.sleep(0.5)
 

@@ -105,7 +105,7 @@ def _wait_indexed(c: TestClient, n: int, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while True:
         s = c.get("/v1/search/status").json()
-        if s["queued"] == 0 and s["documents"] >= n and s["pending"] == 0:
+        if s["caught_up"]:
             return
         assert time.monotonic() < deadline, s
         time.sleep(0.3)
