@@ -122,6 +122,10 @@ async def search(request: Request) -> Response:
     )
     where = explicit.merged(parsed) if use_intent else explicit
     remainder = intent.text if use_intent and not described else text
+    if use_intent and not fold(remainder) and intent.genres:
+        # "funny sci-fi from the 90s": the filters select, and the words still rank
+        # (closest to "funny sci-fi" first) rather than falling back to the popular list
+        remainder = " ".join(intent.matched)
     corrected = vocab.speller.correct(remainder) if remainder else None
     did_you_mean = None
     if corrected:

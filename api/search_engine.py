@@ -32,7 +32,7 @@ from domain.discovery.autocomplete import Autocomplete, entries_from_rows
 from domain.discovery.documents import ANY, fold
 from domain.discovery.facets import FacetDoc, facet_counts
 from domain.discovery.filters import SearchFilters
-from domain.discovery.fusion import Candidate, freshness, rerank, rrf
+from domain.discovery.fusion import Candidate, freshness, rerank, rrf, title_match
 from domain.discovery.intent import IntentParser
 from domain.discovery.spelling import Speller
 from projections import search as q
@@ -144,6 +144,11 @@ class SearchEngine:
             return await q.fulltext_ids(conn, words, where, limit)
 
     async def trigram_ids(self, text: str, where: SearchFilters, limit: int) -> list[str]:
+        return [cid for cid, _ in await self.trigram_scored(text, where, limit)]
+
+    async def trigram_scored(
+        self, text: str, where: SearchFilters, limit: int
+    ) -> list[tuple[str, float]]:
         async with self.pool.connection() as conn:
             return await q.trigram_ids(conn, fold(text), where, limit)
 
@@ -166,11 +171,12 @@ class SearchEngine:
             jobs["fulltext"] = self.fulltext_ids(words, where, depth)
         long_query = len(text.split()) > TRIGRAM_MAX_WORDS
         if "trigram" in use and weights.get("trigram", 1.0) > 0 and not long_query:
-            jobs["trigram"] = self.trigram_ids(also or text, where, depth)
+            jobs["trigram"] = self.trigram_scored(also or text, where, depth)
         if "vector" in use and weights.get("vector", 1.0) > 0 and fold(text):
             jobs["vector"] = self.vector_ids(text, where, depth)
         results = await asyncio.gather(*jobs.values(), return_exceptions=True)
         rankings: dict[str, list[str]] = {}
+        scales: dict[str, dict[str, float]] = {}
         degraded = False
         for name, res in zip(jobs, results, strict=True):
             if isinstance(res, BaseException):
@@ -180,8 +186,12 @@ class SearchEngine:
                 DEGRADED.labels(type(res).__name__).inc()
                 log.warning("vector retrieval failed, answering without it: %r", res)
                 continue
-            rankings[name] = res
-        fused = rrf(rankings, weights)
+            if name == "trigram":
+                rankings[name] = [cid for cid, _ in res]
+                scales[name] = {cid: sim * sim for cid, sim in res}
+            else:
+                rankings[name] = res
+        fused = rrf(rankings, weights, scales)
         async with self.pool.connection() as conn:
             hits = await q.hydrate(conn, list(fused))
         cands = [c for cid, c in fused.items() if cid in hits]
@@ -213,7 +223,7 @@ def features(
     key = f"{region}|{ANY}|{ANY}" if region else None
     watchable = (key in h.offer_keys) if key else bool(h.offer_keys)
     return {
-        "exact_title": 1.0 if title_key(h.title_norm) in targets else 0.0,
+        "title_match": max((title_match(t, title_key(h.title_norm)) for t in targets), default=0.0),
         "quality": float(h.quality),
         "popularity": float(h.popularity),
         "availability": 1.0 if watchable else 0.0,

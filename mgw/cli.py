@@ -148,6 +148,8 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
         tags=args.tags,
         known=args.known,
         progress=not args.no_progress,
+        profiles=[json.loads(w) for w in args.weights],
+        show=args.show,
     )
 
 
@@ -322,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--tags", type=int, default=200, metavar="N", help="tag queries (200)")
     srch.add_argument("--known", type=int, default=150, metavar="N",
                       help="known-item queries (150)")  # fmt: skip
+    srch.add_argument("--weights", action="append", default=[], metavar="JSON",
+                      help='also evaluate these ranking weights, e.g. \'{"vector": 2}\' '
+                      "(repeatable; each is a column hybrid:pN)")  # fmt: skip
+    srch.add_argument("--show", type=int, default=0, metavar="N",
+                      help="print N queries hybrid search did not rank first")  # fmt: skip
     srch.add_argument("--no-progress", action="store_true", help="no progress bars")
     data_dir(srch)
     srch.set_defaults(func=cmd_eval_search)

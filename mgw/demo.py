@@ -7,7 +7,7 @@ import gzip
 import random
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from core.events import Event
@@ -103,6 +103,34 @@ def playback_events(content_ids: list[str], seed: int = 7) -> list[Event]:
     return events
 
 
+RATINGS = Path(__file__).parent / "data" / "movielens-ratings.csv.gz"
+
+
+def rating_plays(path: Path = RATINGS, known: set[str] | None = None) -> Iterator[Event]:
+    """One finished playback per MovieLens rating: real interest, as plays."""
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            cid = content_id_for(row["movieId"])
+            if known is not None and cid not in known:
+                continue
+            user = f"ml-{row['userId']}"
+            at = datetime.fromtimestamp(int(row["timestamp"]), UTC)
+            yield Event(
+                "PlaybackStopped",
+                user,
+                {
+                    "user_id": user,
+                    "content_id": cid,
+                    "device_id": "web",
+                    "position_s": 5700.0,
+                    "duration_s": 6000.0,
+                    "occurred_at": at,
+                },
+                occurred_at=at,
+                producer="mgw-demo",
+            )
+
+
 def example_requests(base: str, content_id: str) -> str:
     u = DEMO_USERS[0]
     return "\n".join(
@@ -111,6 +139,11 @@ def example_requests(base: str, content_id: str) -> str:
             f"  curl -s '{base}/v1/content/{content_id}?region=US'",
             f"  curl -s '{base}/v1/catalog/new?region=US&days=14'",
             f"  curl -s '{base}/v1/catalog/leaving?region=GB&platform=netflix'",
+            f"  curl -s '{base}/v1/search?q=funny+sci-fi+from+the+90s&region=US'",
+            f"  curl -s '{base}/v1/search?q=toys+that+come+alive+when+nobody+watches'",
+            f"  curl -s '{base}/v1/search?q=godfahter'   # did_you_mean",
+            f"  curl -s '{base}/v1/autocomplete?q=star+w'",
+            f"  curl -s '{base}/v1/search/status'   # vectors are embedded in the background",
             f"  curl -s -H 'X-User-Id: {u}' {base}/v1/me/continue-watching",
             f"  curl -s -X POST {base}/v1/playback/events -H 'X-User-Id: {u}' "
             "-H 'content-type: application/json' \\",

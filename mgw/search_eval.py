@@ -14,6 +14,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mgw import demo
+
 from core.settings import Settings
 from domain.discovery.evaluation import (
     LabelledQuery,
@@ -28,8 +30,6 @@ MODES = ("fulltext", "trigram", "vector", "hybrid")
 
 
 def _catalog(limit: int | None) -> tuple[list[Any], dict[str, str], dict[str, str]]:
-    from mgw import demo
-
     events = list(demo.content_events(limit=limit))
     titles = {e.key: e.payload["title"] for e in events}
     return events, titles, {}
@@ -40,6 +40,11 @@ def _tags(known: set[str]) -> list[tuple[str, str]]:
 
     with TAGS.open(encoding="utf-8", newline="") as fh:
         return [(r["tag"], content_id_for(r["movieId"])) for r in csv.DictReader(fh)]
+
+
+def _wait_projected(client: Any, projector: str) -> None:
+    while client.get("/ready").json()["projectors"][projector]["lag"]:
+        time.sleep(0.3)
 
 
 def _wait_indexed(client: Any, n: int, progress: bool) -> float:
@@ -61,7 +66,11 @@ def run_eval_search(
     tags: int = 200,
     known: int = 150,
     progress: bool = True,
+    profiles: list[dict[str, float]] | None = None,
+    show: int = 0,
 ) -> int:
+    """``profiles``: extra ranking weights, each evaluated as its own hybrid column
+    ("hybrid:p1", ...) beside the default profile's."""
     from starlette.testclient import TestClient
 
     from api.app import create_app
@@ -77,12 +86,24 @@ def run_eval_search(
         )  # fmt: skip
         with TestClient(create_app(s)) as c:
             pub = c.app.state.mgw.publisher  # type: ignore[attr-defined]
+            # plays first (MovieLens ratings, as in the demo), so popularity is known when
+            # the documents are built
+            plays = list(demo.rating_plays(known=set(titles)))
+            for i in range(0, len(plays), 5000):
+                c.portal.call(pub.publish_many, plays[i : i + 5000])  # type: ignore[union-attr]
+            _wait_projected(c, "playback")
             for i in range(0, len(events), 2000):
                 c.portal.call(pub.publish_many, events[i : i + 2000])  # type: ignore[union-attr]
             index_s = _wait_indexed(c, len(events), progress)
             eng = c.app.state.mgw.search  # type: ignore[attr-defined]
             none = SearchFilters()
-            ranked: dict[str, list[tuple[LabelledQuery, list[str]]]] = {m: [] for m in MODES}
+            extra = {}
+            for n, weights in enumerate(profiles or (), start=1):
+                r = c.put(f"/v1/admin/ranking/profiles/p{n}", json={"weights": weights})
+                r.raise_for_status()
+                extra[f"hybrid:p{n}"] = (f"p{n}", r.headers["X-Consistency-Token"])
+            modes = MODES + tuple(extra)
+            ranked: dict[str, list[tuple[LabelledQuery, list[str]]]] = {m: [] for m in modes}
             for q in tqdm(queries, desc="queries", disable=not progress):
                 call = c.portal.call  # type: ignore[union-attr]
                 ranked["fulltext"].append((q, call(eng.fulltext_ids, q.query.split(), none, 10)))
@@ -91,19 +112,37 @@ def run_eval_search(
                 r = c.get("/v1/search", params={"q": q.query, "limit": 10})
                 r.raise_for_status()
                 ranked["hybrid"].append((q, [i["id"] for i in r.json()["items"]]))
+                for mode, (name, token) in extra.items():
+                    r = c.get(
+                        "/v1/search",
+                        params={"q": q.query, "limit": 10, "profile": name},
+                        headers={"X-Consistency-Token": token},
+                    )
+                    r.raise_for_status()
+                    ranked[mode].append((q, [i["id"] for i in r.json()["items"]]))
+    if show:
+        from domain.discovery.evaluation import reciprocal_rank
+
+        misses = [(q, ids) for q, ids in ranked["hybrid"] if reciprocal_rank(ids, q.relevant) < 1]
+        for q, ids in misses[:show]:
+            want = ", ".join(titles[r] for r in sorted(q.relevant))[:80]
+            got = " | ".join(titles.get(i, i) for i in ids[:3])
+            print(f"[{q.set_name}] {q.query!r}: want {want}; got {got}", file=sys.stderr)
     report: dict[str, Any] = {"titles": len(events), "index_seconds": round(index_s, 1)}
     for set_name in ("tags", "known_item", "all"):
         report[set_name] = {
             m: summarize((q, ids) for q, ids in ranked[m] if set_name in ("all", q.set_name))
-            for m in MODES
+            for m in modes
         }
+    if profiles:
+        report["profiles"] = {f"p{n}": w for n, w in enumerate(profiles, start=1)}
     best_single = max(report["all"][m]["ndcg@10"] for m in MODES if m != "hybrid")
     hybrid = report["all"]["hybrid"]["ndcg@10"]
     report["hybrid_vs_best_single"] = round(hybrid / best_single - 1, 4) if best_single else None
     if progress:
         for set_name in ("tags", "known_item", "all"):
             print(f"{set_name} ({report[set_name]['hybrid']['queries']} queries)", file=sys.stderr)
-            for m in MODES:
+            for m in modes:
                 r = report[set_name][m]
                 print(
                     f"  {m:9s} nDCG@10 {r['ndcg@10']:.4f}  Recall@10 {r['recall@10']:.4f}"

@@ -43,11 +43,18 @@ async def load_demo(c: AppContext, base_url: str, *, progress: bool = True) -> i
     plays = demo.playback_events([e.key for e in events])
     await c.publisher.publish_many(plays)
     appended += len(plays)
+    ratings = list(demo.rating_plays())
+    with tqdm(total=len(ratings), desc="demo plays", unit="ev", disable=not progress) as bar:
+        for i in range(0, len(ratings), 5000):
+            await c.publisher.publish_many(ratings[i : i + 5000])
+            bar.update(len(ratings[i : i + 5000]))
+    appended += len(ratings)
     log.info(
-        "demo: appended %d titles and %d playback events for %d users",
+        "demo: appended %d titles, %d playback events for %d users and %d MovieLens plays",
         len(events),
         len(plays),
         len(demo.DEMO_USERS),
+        len(ratings),
     )
     appended += await load_demo_feeds(c)
     print(demo.example_requests(base_url, first_id), flush=True)

@@ -55,7 +55,7 @@ async def fulltext_ids(
 
 async def trigram_ids(
     conn: AsyncConnection[Any], folded: str, where: SearchFilters, limit: int
-) -> list[str]:
+) -> list[tuple[str, float]]:
     """Titles containing something close to the query: typos and partial titles."""
     if len(folded) < 3:
         return []
@@ -65,14 +65,14 @@ async def trigram_ids(
         await conn.execute(f"SET LOCAL pg_trgm.word_similarity_threshold = {TRIGRAM_THRESHOLD}")
         rows = await fetch_rows(
             conn,
-            "SELECT content_id FROM search_docs"
+            "SELECT content_id, word_similarity(%(q)s, title_norm) FROM search_docs"
             f" WHERE %(q)s <%% title_norm AND {clause}"
             " ORDER BY word_similarity(%(q)s, title_norm) DESC,"
             " similarity(%(q)s, title_norm) DESC, popularity DESC, content_id"
             " LIMIT %(limit)s",
             params,
         )
-    return [r[0] for r in rows]
+    return [(r[0], float(r[1])) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,8 +35,8 @@ def test_rrf_adds_weighted_reciprocal_ranks() -> None:
 
 def test_rerank_lifts_by_features_and_breaks_ties_by_id() -> None:
     fused = rrf({"fulltext": ["a", "b", "c"]}, {})
-    fused["c"].features = {"exact_title": 1.0}
-    order = [c.content_id for c in rerank(list(fused.values()), {"exact_title": 0.5})]
+    fused["c"].features = {"title_match": 1.0}
+    order = [c.content_id for c in rerank(list(fused.values()), {"title_match": 0.5})]
     assert order == ["c", "a", "b"]
     same = rrf({"x": ["q"], "y": ["p"]}, {})
     assert [c.content_id for c in rerank(list(same.values()), {})] == ["p", "q"]

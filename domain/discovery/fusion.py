@@ -17,8 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from rapidfuzz import fuzz
+
 RETRIEVERS = ("fulltext", "trigram", "vector")
-FEATURES = ("exact_title", "quality", "popularity", "availability", "freshness")
+FEATURES = ("title_match", "quality", "popularity", "availability", "freshness")
 
 
 @dataclass(slots=True)
@@ -31,9 +33,14 @@ class Candidate:
 
 
 def rrf(
-    rankings: Mapping[str, Sequence[str]], weights: Mapping[str, float]
+    rankings: Mapping[str, Sequence[str]],
+    weights: Mapping[str, float],
+    scales: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, Candidate]:
-    """Fused candidates by id; ``rankings`` maps a retriever to its ids, best first."""
+    """Fused candidates by id; ``rankings`` maps a retriever to its ids, best first.
+    ``scales`` (0..1 per retriever and id) shrinks a term by how well the retriever
+    itself thinks the title matched: a trigram hit that shares a word with the query
+    is not a title match."""
     k = weights.get("rrf_k", 60.0)
     out: dict[str, Candidate] = {}
     for retriever, ids in rankings.items():
@@ -44,8 +51,23 @@ def rrf(
                 c = out[cid] = Candidate(cid)
             if retriever not in c.ranks:  # a retriever counts once per title
                 c.ranks[retriever] = rank
-                c.fused += w / (k + rank)
+                scale = scales.get(retriever, {}).get(cid, 1.0) if scales else 1.0
+                c.fused += w * scale / (k + rank)
     return out
+
+
+def title_match(query_key: str, title_key: str) -> float:
+    """1 when the query is the title, 0.8 when it is the title's first words, then
+    falling with edit similarity to 0 at 75 % (typos of a whole title land between);
+    both sides folded and without a leading article."""
+    if not query_key or not title_key:
+        return 0.0
+    if query_key == title_key:
+        return 1.0
+    if len(query_key) >= 4 and title_key.startswith(query_key + " "):
+        return 0.8
+    r = fuzz.ratio(query_key, title_key) / 100
+    return round(max(0.0, (r - 0.75) / 0.25) * 0.9, 4)
 
 
 def freshness(first_seen: datetime | None, now: datetime, half_life_days: float) -> float:

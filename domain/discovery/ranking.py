@@ -26,7 +26,7 @@ DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
         "fulltext": 1.0,  # weight of the PostgreSQL full-text retriever's RRF term
         "trigram": 0.8,  # weight of the pg_trgm title-similarity retriever
         "vector": 1.0,  # weight of the semantic (embedding) retriever
-        "exact_title": 0.5,  # re-rank boost when the query equals a title
+        "title_match": 1.0,  # re-rank: the query is the title (or its start, or a typo of it)
         "quality": 0.15,  # re-rank: catalog quality score (0..1)
         "popularity": 0.15,  # re-rank: popularity (0..1, log-scaled)
         "availability": 0.10,  # re-rank: watchable in the user's region/platforms
