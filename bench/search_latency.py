@@ -66,7 +66,8 @@ DESCRIPTIONS = [
     "war movies before 1970",
 ]
 AUTOCOMPLETE = ["t", "to", "toy", "god", "godf", "the dar", "star w", "matr", "pul", "jura",
-                "back to", "ali", "forr", "terminat", "ghost", "sh", "fin", "har", "lor", "inc"]  # fmt: skip
+                "back to", "ali", "forr", "terminat", "ghost", "sh", "fin", "har", "lor",
+                "inc"]  # fmt: skip
 
 
 def free_port() -> int:
@@ -119,7 +120,8 @@ async def _synthesize(pool: Any, n: int) -> None:
         )
         base = await cur.fetchall()
         words = ["II", "III", "Returns", "Reloaded", "Origins", "Legacy", "Redux", "Rising",
-                 "Chronicles", "Forever", "Revenge", "Dawn", "Night", "Saga", "Unleashed"]  # fmt: skip
+                 "Chronicles", "Forever", "Revenge", "Dawn", "Night", "Saga",
+                 "Unleashed"]  # fmt: skip
         rows = []
         for i in range(n):
             cid, kind, title, year, genres, offers, text, emb = base[i % len(base)]

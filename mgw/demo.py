@@ -33,7 +33,22 @@ def split_title(raw: str) -> tuple[str, int | None]:
     return title, year
 
 
+EXTRA = Path(__file__).parent / "data" / "movielens-people-keywords.csv.gz"
+
+
+def _people_keywords() -> dict[str, tuple[list[str], list[str]]]:
+    with gzip.open(EXTRA, "rt", encoding="utf-8", newline="") as fh:
+        return {
+            r["movieId"]: (
+                [p for p in r["people"].split("|") if p],
+                [k for k in r["keywords"].split("|") if k],
+            )
+            for r in csv.DictReader(fh)
+        }
+
+
 def content_events(path: Path = DATA, limit: int | None = None) -> Iterator[Event]:
+    extra = _people_keywords()
     with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
         for i, row in enumerate(csv.DictReader(fh)):
             if limit is not None and i >= limit:
@@ -56,6 +71,8 @@ def content_events(path: Path = DATA, limit: int | None = None) -> Iterator[Even
                 "series_id": None,
                 "season": None,
                 "episode": None,
+                "people": extra.get(row["movieId"], ([], []))[0],
+                "keywords": extra.get(row["movieId"], ([], []))[1],
             }
             yield Event("ContentUpserted", cid, payload, producer="mgw-demo")
 

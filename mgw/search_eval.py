@@ -14,8 +14,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mgw import demo
-
 from core.settings import Settings
 from domain.discovery.evaluation import (
     LabelledQuery,
@@ -24,6 +22,7 @@ from domain.discovery.evaluation import (
     tag_queries,
 )
 from domain.discovery.filters import SearchFilters
+from mgw import demo
 
 TAGS = Path(__file__).parent / "data" / "movielens-tags.csv"
 MODES = ("fulltext", "trigram", "vector", "hybrid")

@@ -50,11 +50,13 @@ _SOURCE_COLS = (
     "app_url",
     "first_seen",
     "updated_at",
+    "people",
+    "keywords",
 )
 _SOURCE_TYPES = [
     "text", "text", "text", "text", "text", "text", "text", "text", "int4", "int4", "text[]",
     "text", "text", "text", "text", "text", "int4", "int4", "text", "text", "timestamptz",
-    "timestamptz",
+    "timestamptz", "text[]", "text[]",
 ]  # fmt: skip
 _CONTENT_COLS = (
     "content_id",
@@ -103,6 +105,10 @@ def _source_row(e: Envelope) -> tuple[tuple[str, str], str, dict[str, Any]]:
             "web_url": None,
             "app_url": None,
             "raw_hash": None,
+            # search reads these from here (projections/search_index.py); the canonical
+            # row does not carry them
+            "people": [x.strip() for x in p.get("people") or () if x.strip()],
+            "keywords": [x.strip() for x in p.get("keywords") or () if x.strip()],
         }
         return (EDITORIAL, p["content_id"]), p["content_id"], fields
     fields = {
@@ -114,6 +120,8 @@ def _source_row(e: Envelope) -> tuple[tuple[str, str], str, dict[str, Any]]:
     }  # fmt: skip
     fields["title"] = p["title"].strip()
     fields["genres"] = normalize_genres(p.get("genres") or [])
+    fields["people"] = []
+    fields["keywords"] = []
     return (p["platform"], p["platform_id"]), p["content_id"], fields
 
 

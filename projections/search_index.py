@@ -41,7 +41,8 @@ _LOCK = 0x6D677773  # "mgws"
 _DOC_COLS = (
     "content_id", "kind", "title", "title_norm", "original_title", "year", "genres",
     "people", "rating", "imdb_id", "tmdb_id", "offer_keys", "platforms", "quality",
-    "popularity", "first_seen", "alt_titles", "overview", "embed_text", "text_hash",
+    "popularity", "first_seen", "alt_titles", "overview", "keywords", "embed_text",
+    "text_hash",
 )  # fmt: skip
 
 
@@ -121,7 +122,8 @@ class SearchIndexer:
 
     def _document(self, r: tuple[Any, ...], now: datetime) -> dict[str, Any]:
         (cid, kind, title, orig, year, genres, overview, imdb, tmdb, first_seen, updated,
-         source_count, completeness, agreement, alt_titles, offers, plays) = r  # fmt: skip
+         source_count, completeness, agreement, alt_titles, offers, plays, people,
+         keywords) = r  # fmt: skip
         q = quality_score(
             completeness=completeness, agreement=agreement, source_count=source_count,
             plays=plays, first_seen=first_seen or updated, now=now,
@@ -129,15 +131,18 @@ class SearchIndexer:
         )  # fmt: skip
         keys = offer_keys(tuple(o.split("|", 2)) for o in offers or ())  # type: ignore[misc]
         alts = sorted({a for a in alt_titles or () if a and fold(a) != fold(title)})
-        text = embedding_text(title, orig, genres, overview)
+        keywords = sorted(keywords or ())
+        text = embedding_text(title, orig, genres, overview, keywords)
         return {
             "content_id": cid, "kind": kind, "title": title, "title_norm": fold(title),
-            "original_title": orig, "year": year, "genres": list(genres), "people": [],
+            "original_title": orig, "year": year, "genres": list(genres),
+            "people": sorted(people or ()),
             "rating": None, "imdb_id": imdb, "tmdb_id": tmdb, "offer_keys": keys,
             "platforms": sorted({k.split("|")[1] for k in keys} - {"*"}),
             "quality": q.base, "popularity": popularity(plays),
             "first_seen": first_seen or updated, "alt_titles": " ".join(alts)[:4000],
-            "overview": overview or "", "embed_text": text, "text_hash": text_hash(text),
+            "overview": overview or "", "keywords": " ".join(keywords)[:4000],
+            "embed_text": text, "text_hash": text_hash(text),
         }  # fmt: skip
 
     # -- phase 2: vectors --------------------------------------------------------------
@@ -294,14 +299,18 @@ SELECT c.content_id, c.kind, c.title, c.original_title, c.year, c.genres, c.over
             ON a.platform = t.platform AND a.platform_id = t.platform_id
          WHERE t.content_id = c.content_id
            AND (a.available_until IS NULL OR a.available_until > now())),
-       (SELECT count(*) FROM playback_positions p WHERE p.content_id = c.content_id)::int
+       (SELECT count(*) FROM playback_positions p WHERE p.content_id = c.content_id)::int,
+       (SELECT array_agg(DISTINCT x) FROM platform_titles t, unnest(t.people) x
+         WHERE t.content_id = c.content_id),
+       (SELECT array_agg(DISTINCT x) FROM platform_titles t, unnest(t.keywords) x
+         WHERE t.content_id = c.content_id)
   FROM content c
  WHERE c.content_id = ANY(%(ids)s) AND c.kind IN ('movie', 'series')
 """
 
 
 async def _upsert(conn: Any, docs: list[dict[str, Any]]) -> None:
-    cols = [c for c in _DOC_COLS if c not in ("alt_titles", "overview")]
+    cols = [c for c in _DOC_COLS if c not in ("alt_titles", "overview", "keywords")]
     async with conn.cursor() as cur:
         await cur.executemany(
             f"INSERT INTO search_docs ({', '.join(cols)}, tsv, indexed_at) VALUES ("
@@ -309,7 +318,7 @@ async def _upsert(conn: Any, docs: list[dict[str, Any]]) -> None:
             + ", setweight(to_tsvector('english', %(title)s), 'A')"
             " || setweight(to_tsvector('english', coalesce(%(original_title)s, '') || ' '"
             " || %(alt_titles)s), 'B')"
-            " || setweight(to_tsvector('english', %(overview)s), 'C')"
+            " || setweight(to_tsvector('english', %(overview)s || ' ' || %(keywords)s), 'C')"
             " || setweight(to_tsvector('english', array_to_string(%(genres)s::text[], ' ')"
             " || ' ' || array_to_string(%(people)s::text[], ' ')), 'D'), now())"
             " ON CONFLICT (content_id) DO UPDATE SET "

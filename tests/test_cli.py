@@ -129,6 +129,26 @@ def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         for platform in ("netflix", "peacock", "disney_plus", "hbo_max"):
             page = httpx.get(f"{base}/v1/catalog/new?region=US&days=30&platform={platform}")
             assert page.status_code == 200 and page.json()["items"], platform
+        # search answers while the embedding model works through the catalog (full text
+        # and trigram first, vectors as they arrive)
+        hits = _wait_for(
+            lambda: httpx.get(f"{base}/v1/search", params={"q": "toy story"}).json()["items"],
+            "search documents",
+            out,
+            proc,
+        )
+        assert hits[0]["id"] == toy
+        typo = httpx.get(f"{base}/v1/search", params={"q": "jurasic park"}).json()
+        assert typo["items"][0]["title"] == "Jurassic Park"
+        on_netflix = httpx.get(
+            f"{base}/v1/search", params={"q": "comedy", "platform": "netflix", "region": "US"}
+        ).json()
+        assert on_netflix["items"] and all(
+            "netflix" in [p["platform"] for p in i["availability"]["platforms"]]
+            for i in on_netflix["items"]
+        )
+        complete = httpx.get(f"{base}/v1/autocomplete", params={"q": "toy st"}).json()
+        assert complete["items"][0]["id"] in (toy, content_id_for("3114"))
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)

@@ -13,8 +13,8 @@ from domain.discovery.evaluation import (
     LabelledQuery,
     known_item_queries,
     ndcg_at,
-    reciprocal_rank,
     recall_at,
+    reciprocal_rank,
     tag_queries,
 )
 from domain.discovery.facets import FacetDoc, facet_counts

@@ -150,4 +150,3 @@ def test_post_project_get_on_kafka_with_faust_workers(
     for p in workers:
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0
-

@@ -59,15 +59,21 @@ def filter_keys(
 
 
 def embedding_text(
-    title: str, original_title: str | None, genres: Sequence[str], overview: str | None
+    title: str,
+    original_title: str | None,
+    genres: Sequence[str],
+    overview: str | None,
+    keywords: Sequence[str] = (),
 ) -> str:
     """What the embedding model reads for a title: names first (they survive truncation),
-    then genres, then the overview."""
+    then genres and subject keywords, then the overview."""
     parts = [title]
     if original_title and fold(original_title) != fold(title):
         parts.append(original_title)
     if genres:
         parts.append(", ".join(genres))
+    if keywords:
+        parts.append(", ".join(keywords[:12]))
     if overview:
         parts.append(overview)
     return ". ".join(p.strip().rstrip(".") for p in parts if p.strip())

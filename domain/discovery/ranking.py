@@ -28,7 +28,7 @@ DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
         "vector": 1.0,  # weight of the semantic (embedding) retriever
         "title_match": 1.0,  # re-rank: the query is the title (or its start, or a typo of it)
         "quality": 0.15,  # re-rank: catalog quality score (0..1)
-        "popularity": 0.15,  # re-rank: popularity (0..1, log-scaled)
+        "popularity": 1.0,  # re-rank: popularity (0..1, log-scaled plays)
         "availability": 0.10,  # re-rank: watchable in the user's region/platforms
         "freshness": 0.05,  # re-rank: recently added
     }

@@ -141,3 +141,8 @@ END $$;
 DROP TRIGGER IF EXISTS offers_search_trunc ON availability;
 CREATE TRIGGER offers_search_trunc AFTER TRUNCATE ON availability
     FOR EACH STATEMENT EXECUTE FUNCTION search_requeue_all();
+
+-- people and subject keywords an editorial source gives (ContentUpserted v2); search
+-- indexes them, the canonical row does not carry them
+ALTER TABLE platform_titles ADD COLUMN IF NOT EXISTS people text[] NOT NULL DEFAULT '{}';
+ALTER TABLE platform_titles ADD COLUMN IF NOT EXISTS keywords text[] NOT NULL DEFAULT '{}';
