@@ -85,7 +85,9 @@ class Settings:
             embeddings=e.get("MGW_EMBEDDINGS", "minilm").strip().lower() or "minilm",
             search_indexer=e.get("MGW_SEARCH_INDEXER", "true").strip().lower()
             not in ("0", "false", "no", "off"),
-            embedding_cache=Path(e["MGW_EMBEDDING_CACHE"]) if e.get("MGW_EMBEDDING_CACHE") else None,
+            embedding_cache=Path(e["MGW_EMBEDDING_CACHE"])
+            if e.get("MGW_EMBEDDING_CACHE")
+            else None,
         )
         if s.vector_store not in ("pgvector", "qdrant"):
             raise ValueError(f"MGW_VECTOR_STORE must be pgvector or qdrant, got {s.vector_store!r}")

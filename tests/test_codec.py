@@ -46,6 +46,8 @@ def test_round_trip_every_event_type() -> None:
         "series_id": "s1",
         "season": 1,
         "episode": 1,
+        "people": ["Bryan Cranston"],
+        "keywords": ["chemistry teacher"],
     }
     observed = {
         "platform": "netflix",
