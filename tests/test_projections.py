@@ -18,7 +18,7 @@ from core.codec import default_codec
 from core.events import headers_dict
 from projections import maintenance
 from projections.base import Stores
-from projections.catalog import COLLECTION, CatalogProjector, point_id
+from projections.catalog import CatalogProjector
 from projections.playback import PlaybackProjector, continue_watching
 from streams.embedded import EmbeddedLog
 from streams.log import OutgoingRecord
@@ -158,16 +158,25 @@ async def test_poison_records_go_to_the_dead_letter_topic(
     assert len(await _read_everything(elog, f"{PLAYBACK.name}.dlq")) == 3
 
 
-async def test_catalog_writes_rows_and_vectors(elog: EmbeddedLog, stores: Stores) -> None:
+async def test_catalog_writes_rows_and_the_indexer_vectors(
+    elog: EmbeddedLog, stores: Stores, tmp_path: Path
+) -> None:
+    from core.embedding import shared_embedder
+    from domain.discovery.filters import SearchFilters
+    from projections.search_index import SearchIndexer
+    from projections.search_vectors import COLLECTION, QdrantVectorStore, point_id
+
     pub = Publisher(elog)
     await pub.publish_many(
         [
-            content("c1", "Toy Story", genres=["Animation", "Comedy", "animation"]),
-            content("c2", "Heat"),
-            content("c1", "Toy Story", year=1996, genres=["Animation"]),  # later upsert wins
+            content("c1", "Toy Story", genres=["Animation", "Comedy", "animation"],
+                    overview="Toys come alive when nobody watches."),
+            content("c2", "Heat", genres=["Crime"], overview="A cop hunts a master thief."),
+            content("c1", "Toy Story", year=1996, genres=["Animation"],
+                    overview="Toys come alive when nobody watches."),  # later upsert wins
             content("c3", "  "),  # rejected: empty title
         ]
-    )
+    )  # fmt: skip
     proj = CatalogProjector()
     await proj.prepare(stores)
     loop = ProjectorLoop(ProjectionPipeline(proj, stores, elog), elog, linger_ms=0)
@@ -176,14 +185,53 @@ async def test_catalog_writes_rows_and_vectors(elog: EmbeddedLog, stores: Stores
         rows = await (
             await conn.execute("SELECT content_id, year, genres FROM content ORDER BY 1")
         ).fetchall()
-    assert rows == [("c1", 1996, ["Animation"]), ("c2", 1995, ["Drama"])]
+        queued = await (await conn.execute("SELECT content_id FROM search_queue")).fetchall()
+    assert rows == [("c1", 1996, ["Animation"]), ("c2", 1995, ["Crime"])]
+    assert sorted(r[0] for r in queued) == ["c1", "c2"]  # queued in the projector's transaction
+    dlq = await _read_everything(elog, f"{CATALOG.name}.dlq")
+    assert [headers_dict(r.headers)["dlq_reason"] for r in dlq] == ["rejected"]
+
+    # the indexer turns them into documents and vectors in Qdrant (local mode)
+    vectors = QdrantVectorStore(stores.qdrant)
+    await vectors.prepare()
+    indexer = SearchIndexer(
+        stores.pg, vectors, embedder=shared_embedder, cache_path=tmp_path / "cache.sqlite"
+    )
+    await indexer.catch_up()
     points = await stores.qdrant.retrieve(
         COLLECTION, [point_id("c1"), point_id("c2")], with_vectors=True
     )
     assert {p.payload["content_id"] for p in points} == {"c1", "c2"}
-    assert all(abs(sum(v * v for v in p.vector) - 1) < 1e-6 for p in points)
-    dlq = await _read_everything(elog, f"{CATALOG.name}.dlq")
-    assert [headers_dict(r.headers)["dlq_reason"] for r in dlq] == ["rejected"]
+    assert all(abs(sum(v * v for v in p.vector) - 1) < 1e-4 for p in points)
+    query = shared_embedder().encode(["toys that come to life"])[0]
+    async with stores.pg.connection() as conn:
+        assert (await vectors.search(conn, query, SearchFilters(), 2))[0] == "c1"
+        only_crime = await vectors.search(conn, query, SearchFilters(genres=("Crime",)), 2)
+        assert only_crime == ["c2"]  # the filter applies inside the vector search
+        assert await vectors.search(conn, query, SearchFilters(region="US"), 2) == []
+    assert indexer.encoded_total == 2
+
+    # a change that lands while a document is being rebuilt is not lost
+    async with stores.pg.connection() as conn:
+        await conn.execute("UPDATE content SET title = 'Heat (1995)' WHERE content_id = 'c2'")
+        [(seq,)] = await (
+            await conn.execute("SELECT seq FROM search_queue WHERE content_id = 'c2'")
+        ).fetchall()
+        await conn.execute("UPDATE content SET overview = 'changed' WHERE content_id = 'c2'")
+        # the indexer read seq before the second change: its delete must keep the row
+        await conn.execute("DELETE FROM search_queue WHERE content_id = 'c2' AND seq = %s", (seq,))
+        left = await (await conn.execute("SELECT count(*) FROM search_queue")).fetchone()
+    assert left == (1,)
+    await indexer.catch_up()
+    async with stores.pg.connection() as conn:
+        doc = await (
+            await conn.execute(
+                "SELECT title, embed_text, embedded_hash = text_hash FROM search_docs"
+                " WHERE content_id = 'c2'"
+            )
+        ).fetchone()
+    assert doc == ("Heat (1995)", "Heat (1995). Crime. changed", True)
+    assert indexer.encoded_total == 3  # only the changed text was embedded again
 
 
 def _spawn(db_uri: str, redis_url: str, log_path: Path) -> subprocess.Popen[bytes]:
