@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -85,6 +86,7 @@ class SearchEngine:
         self._checked = 0.0
         self._building: asyncio.Task[None] | None = None
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._qlock = threading.Lock()
 
     # -- vocabularies ----------------------------------------------------------------
     async def vocabulary(self) -> Vocabulary:
@@ -117,17 +119,21 @@ class SearchEngine:
 
     # -- vectors ---------------------------------------------------------------------
     def _query_vector(self, text: str) -> np.ndarray:
-        v = self._qcache.get(text)
-        if v is not None:
-            self._qcache.move_to_end(text)
-            return v
-        if self._embedder is None:
-            assert self._embedder_factory is not None
-            self._embedder = self._embedder_factory()
-        v = self._embedder.encode([text])[0]
-        self._qcache[text] = v
-        if len(self._qcache) > 2048:
-            self._qcache.popitem(last=False)
+        """Runs in worker threads: the LRU is guarded, the model call is not held under it."""
+        with self._qlock:
+            v = self._qcache.get(text)
+            if v is not None:
+                self._qcache.move_to_end(text)
+                return v
+            if self._embedder is None:
+                assert self._embedder_factory is not None
+                self._embedder = self._embedder_factory()
+            embedder = self._embedder
+        v = embedder.encode([text])[0]
+        with self._qlock:
+            self._qcache[text] = v
+            if len(self._qcache) > 2048:
+                self._qcache.popitem(last=False)
         return v
 
     async def vector_ids(self, text: str, where: SearchFilters, limit: int) -> list[str]:

@@ -234,7 +234,9 @@ def test_up_shares_a_projector_between_processes(tmp_path: Path) -> None:
         assert sorted(ln.split("--projector ")[1].split()[0] for ln in listing.splitlines()) == [
             "availability",
             "playback",
+            "ranking",
             "resolution",
+            "search_analytics",
         ], listing
         # users spread over every partition; each reads its own write through the token
         for i in range(24):

@@ -66,7 +66,8 @@ def embedding_text(
     keywords: Sequence[str] = (),
 ) -> str:
     """What the embedding model reads for a title: names first (they survive truncation),
-    then genres and subject keywords, then the overview."""
+    then genres and subject keywords, then the overview. (Without the genres, a 32-query
+    probe gained recall but `mgw eval search` lost vector nDCG: docs/embeddings.md.)"""
     parts = [title]
     if original_title and fold(original_title) != fold(title):
         parts.append(original_title)

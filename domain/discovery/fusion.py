@@ -78,12 +78,18 @@ def freshness(first_seen: datetime | None, now: datetime, half_life_days: float)
 
 
 def rerank(candidates: Sequence[Candidate], weights: Mapping[str, float]) -> list[Candidate]:
-    """Final order: fused score lifted by the weighted features; ties by id, so a page
-    boundary falls in the same place on every request."""
+    """Final order: exact title matches first, then the fused score lifted by the
+    weighted features; ties by id, so a page boundary falls in the same place on every
+    request."""
     for c in candidates:
         lift = sum(weights.get(f, 0.0) * c.features.get(f, 0.0) for f in FEATURES)
         c.score = c.fused * (1.0 + lift)
-    return sorted(candidates, key=lambda c: (-c.score, c.content_id))
+    # a query that is exactly a title puts that title first ("heat", "up", "it"), whatever
+    # the retrievers' agreement on longer titles containing it
+    return sorted(
+        candidates,
+        key=lambda c: (c.features.get("title_match", 0.0) < 1.0, -c.score, c.content_id),
+    )
 
 
 def browse_score(features: Mapping[str, float], weights: Mapping[str, float]) -> float:
