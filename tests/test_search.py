@@ -308,3 +308,27 @@ def test_correction_widens_text_retrieval_under_a_profile(catalog: TestClient) -
             "explain"
         ]["ranks"]
     )
+
+
+def test_searches_and_clicks_reach_analytics(catalog: TestClient) -> None:
+    body = search(catalog, q="Jumanji")
+    hit = body["items"][0]
+    assert hit["title"] == "Jumanji"
+    r = catalog.post(
+        "/v1/search/clicks",
+        json={"search_id": body["search_id"], "content_id": hit["id"], "position": 1},
+    )
+    assert r.status_code == 202, r.text
+    zero = search(catalog, q="zzqxv", intent="false", genre="Western", year_from="2031")
+    assert zero["items"] == []
+    deadline = time.monotonic() + 30
+    while True:
+        report = catalog.get("/v1/admin/search/analytics").json()
+        top = {q["query"]: q for q in report["top_queries"]}
+        zeros = {q["query"] for q in report["zero_result_queries"]}
+        if "jumanji" in top and top["jumanji"]["clicks"] >= 1 and "zzqxv" in zeros:
+            break
+        assert time.monotonic() < deadline, report
+        time.sleep(0.2)
+    first = next(p for p in report["ctr_by_position"] if p["position"] == 1)
+    assert first["clicks"] >= 1 and first["impressions"] >= 1
