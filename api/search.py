@@ -138,6 +138,7 @@ async def search(request: Request) -> Response:
     cursor = (params.get("cursor") or [None])[0]
     notes: list[str] = []
     degraded = False
+    timings: dict[str, float] = {}
 
     if not fold(remainder):
         # nothing left to match on: the popular list under the filters
@@ -173,6 +174,7 @@ async def search(request: Request) -> Response:
             notes.append("relaxed")
         degraded = ranked.degraded
         facets = ranked.facets
+        timings = ranked.timings
         window = ranked.items[offset : offset + limit]
         items = [_item(h, c, where.region, params) for c, h in window]
         total = len(ranked.items)
@@ -198,6 +200,8 @@ async def search(request: Request) -> Response:
         "next_cursor": next_cursor,
         "took_ms": round(took, 2),
     }
+    if _flag(params, "explain", False):
+        body["timings_ms"] = timings
     task = BackgroundTask(
         publish_search,
         ctx(request),

@@ -44,9 +44,11 @@ DEGRADED = Counter(
     "mgw_search_degraded_total", "Searches answered without the vector retriever", ["reason"]
 )
 #: candidates each retriever contributes; also the deepest page a search reaches
-DEPTH = 200
+DEPTH = 100
+#: titles the trigram retriever contributes: it finds the few titles a query names
+TRIGRAM_DEPTH = 30
 #: queries longer than this (in words) are descriptions: no trigram title matching
-TRIGRAM_MAX_WORDS = 8
+TRIGRAM_MAX_WORDS = 6
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Ranked:
     facets: dict[str, list[dict[str, object]]]
     degraded: bool = False
     retrievers: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class SearchEngine:
@@ -177,10 +180,23 @@ class SearchEngine:
             jobs["fulltext"] = self.fulltext_ids(words, where, depth)
         long_query = len(text.split()) > TRIGRAM_MAX_WORDS
         if "trigram" in use and weights.get("trigram", 1.0) > 0 and not long_query:
-            jobs["trigram"] = self.trigram_scored(also or text, where, depth)
+            jobs["trigram"] = self.trigram_scored(also or text, where, min(depth, TRIGRAM_DEPTH))
         if "vector" in use and weights.get("vector", 1.0) > 0 and fold(text):
             jobs["vector"] = self.vector_ids(text, where, depth)
-        results = await asyncio.gather(*jobs.values(), return_exceptions=True)
+        timings: dict[str, float] = {}
+
+        async def timed(name: str, job: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return await job
+            finally:
+                timings[name] = round((time.perf_counter() - t) * 1000, 2)
+
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(timed(n, j) for n, j in jobs.items()), return_exceptions=True
+        )
+        timings["retrieval"] = round((time.perf_counter() - started) * 1000, 2)
         rankings: dict[str, list[str]] = {}
         scales: dict[str, dict[str, float]] = {}
         degraded = False
@@ -198,8 +214,11 @@ class SearchEngine:
             else:
                 rankings[name] = res
         fused = rrf(rankings, weights, scales)
+        t = time.perf_counter()
         async with self.pool.connection() as conn:
             hits = await q.hydrate(conn, list(fused))
+        timings["hydrate"] = round((time.perf_counter() - t) * 1000, 2)
+        t = time.perf_counter()
         cands = [c for cid, c in fused.items() if cid in hits]
         now = datetime.now(UTC)
         targets = {title_key(text), title_key(also or "")} - {""}
@@ -207,11 +226,16 @@ class SearchEngine:
             h = hits[c.content_id]
             c.features = features(h, where.region, targets, now, self.half_life_days)
         ranked = rerank(cands, weights)
+        timings["rerank"] = round((time.perf_counter() - t) * 1000, 2)
+        t = time.perf_counter()
+        facets = facet_counts((_facet_doc(hits[c.content_id]) for c in ranked), where.region)
+        timings["facets"] = round((time.perf_counter() - t) * 1000, 2)
         return Ranked(
             [(c, hits[c.content_id]) for c in ranked],
-            facet_counts((_facet_doc(hits[c.content_id]) for c in ranked), where.region),
+            facets,
             degraded,
             {k: len(v) for k, v in rankings.items()},
+            timings,
         )
 
     async def browse(

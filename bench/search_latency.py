@@ -10,7 +10,7 @@ full-text, trigram and HNSW indexes have 100,000 entries of realistic shape. Emb
 of the indexes, not on what the extra titles mean.
 
 The API runs as `mgw up` in its own process (uvicorn), the clients here with httpx over
-loopback. The baseline in the same run is a bare `GET /health/live`: the cost of HTTP
+loopback. The baseline in the same run is a bare `GET /health`: the cost of HTTP
 and the app around any route. Last line: one JSON object.
 
     python bench/search_latency.py [--quick]
@@ -158,7 +158,7 @@ def serve(data_dir: Path, cache: Path, port: int) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
@@ -236,7 +236,7 @@ def run_point(data_dir: Path, cache: Path, queries: list[str]) -> dict[str, Any]
         auto = [("/v1/autocomplete", {"q": p}) for p in AUTOCOMPLETE] * max(1, len(queries) // 20)
         measure(base, search[:60] + auto[:60], 1)  # warm: model, caches, vocabularies
         res: dict[str, Any] = {}
-        res["baseline_health_1"] = pct(measure(base, [("/health/live", {})] * 300, 1))
+        res["baseline_health_1"] = pct(measure(base, [("/health", {})] * 300, 1))
         res["search_1"] = pct(measure(base, search, 1))
         res["search_8"] = pct(measure(base, search, 8))
         res["autocomplete_1"] = pct(measure(base, auto, 1))

@@ -56,23 +56,24 @@ async def fulltext_ids(
 async def trigram_ids(
     conn: AsyncConnection[Any], folded: str, where: SearchFilters, limit: int
 ) -> list[tuple[str, float]]:
-    """Titles containing something close to the query: typos and partial titles."""
+    """Titles containing something close to the query: typos and partial titles, with
+    their word similarity, nearest first (a KNN walk of the GiST index)."""
     if len(folded) < 3:
         return []
     params: dict[str, Any] = {"q": folded, "limit": limit}
     clause = filter_clause(where, params)
-    async with conn.transaction():
-        await conn.execute(f"SET LOCAL pg_trgm.word_similarity_threshold = {TRIGRAM_THRESHOLD}")
-        rows = await fetch_rows(
-            conn,
-            "SELECT content_id, word_similarity(%(q)s, title_norm) FROM search_docs"
-            f" WHERE %(q)s <%% title_norm AND {clause}"
-            " ORDER BY word_similarity(%(q)s, title_norm) DESC,"
-            " similarity(%(q)s, title_norm) DESC, popularity DESC, content_id"
-            " LIMIT %(limit)s",
-            params,
-        )
-    return [(r[0], float(r[1])) for r in rows]
+    # the KNN walk finds the nearest by word similarity; among equals (the query inside
+    # several titles) the closest whole title and then the most played come first
+    rows = await fetch_rows(
+        conn,
+        "SELECT content_id, ws FROM (SELECT content_id, popularity, title_norm,"
+        " 1 - (%(q)s <<-> title_norm) AS ws FROM search_docs"
+        f" WHERE {clause} ORDER BY %(q)s <<-> title_norm LIMIT %(wide)s) t"
+        " ORDER BY ws DESC, similarity(%(q)s, title_norm) DESC, popularity DESC, content_id"
+        " LIMIT %(limit)s",
+        {**params, "wide": limit * 2},
+    )
+    return [(r[0], float(r[1])) for r in rows if r[1] >= TRIGRAM_THRESHOLD]
 
 
 @dataclass(frozen=True, slots=True)

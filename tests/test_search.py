@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -332,3 +333,27 @@ def test_searches_and_clicks_reach_analytics(catalog: TestClient) -> None:
         time.sleep(0.2)
     first = next(p for p in report["ctr_by_position"] if p["position"] == 1)
     assert first["clicks"] >= 1 and first["impressions"] >= 1
+
+
+def test_vector_store_down_degrades_to_full_text(settings: Settings) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: Qdrant is down
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = replace(settings, vector_store="qdrant", qdrant_url=f"http://127.0.0.1:{port}")
+    events = [e for e in demo.content_events(limit=40)]
+    with TestClient(create_app(down)) as c:
+        c.portal.call(c.app.state.mgw.publisher.publish_many, events)  # type: ignore[union-attr,attr-defined]
+        deadline = time.monotonic() + 60
+        while True:
+            body = search(c, q="jumanji")
+            if body["items"]:
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.3)
+        assert body["degraded"] is True and body["items"][0]["title"] == "Jumanji"
+        status = c.get("/v1/search/status").json()
+        assert status["embedded"] == 0 and status["documents"] > 0  # no vectors written
+        metrics = c.get("/metrics").text
+        assert 'mgw_search_degraded_total{reason="' in metrics
