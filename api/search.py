@@ -122,7 +122,8 @@ async def search(request: Request) -> Response:
     )
     where = explicit.merged(parsed) if use_intent else explicit
     remainder = intent.text if use_intent and not described else text
-    if use_intent and not fold(remainder) and intent.genres:
+    only_filters = use_intent and not fold(remainder) and bool(intent.genres)
+    if only_filters:
         # "funny sci-fi from the 90s": the filters select, and the words still rank
         # (closest to "funny sci-fi" first) rather than falling back to the popular list
         remainder = " ".join(intent.matched)
@@ -164,7 +165,8 @@ async def search(request: Request) -> Response:
             offset, cfp = decode_cursor(cursor, (int, str))
             if cfp != fp or offset < 0:
                 raise Problem(422, "cursor belongs to a different search", field="cursor")
-        ranked = await eng.retrieve(remainder, where, weights, also=corrected)
+        use = ("fulltext", "vector") if only_filters else ("fulltext", "trigram", "vector")
+        ranked = await eng.retrieve(remainder, where, weights, also=corrected, use=use)
         if not ranked.items and corrected:
             ranked = await eng.retrieve(corrected, where, weights)
             notes.append("corrected")

@@ -47,8 +47,10 @@ DEGRADED = Counter(
 DEPTH = 100
 #: titles the trigram retriever contributes: it finds the few titles a query names
 TRIGRAM_DEPTH = 30
-#: queries longer than this (in words) are descriptions: no trigram title matching
-TRIGRAM_MAX_WORDS = 6
+#: queries longer than this (in words) are not a title typed with a typo: no trigram
+TRIGRAM_MAX_WORDS = 4
+#: candidates from the vector retriever (the HNSW walk widens to this many)
+VECTOR_DEPTH = 60
 
 
 @dataclass
@@ -178,11 +180,11 @@ class SearchEngine:
         jobs: dict[str, Any] = {}
         if "fulltext" in use and weights.get("fulltext", 1.0) > 0:
             jobs["fulltext"] = self.fulltext_ids(words, where, depth)
-        long_query = len(text.split()) > TRIGRAM_MAX_WORDS
+        long_query = len((also or text).split()) > TRIGRAM_MAX_WORDS
         if "trigram" in use and weights.get("trigram", 1.0) > 0 and not long_query:
             jobs["trigram"] = self.trigram_scored(also or text, where, min(depth, TRIGRAM_DEPTH))
         if "vector" in use and weights.get("vector", 1.0) > 0 and fold(text):
-            jobs["vector"] = self.vector_ids(text, where, depth)
+            jobs["vector"] = self.vector_ids(text, where, min(depth, VECTOR_DEPTH))
         timings: dict[str, float] = {}
 
         async def timed(name: str, job: Any) -> Any:

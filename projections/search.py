@@ -21,25 +21,34 @@ MAX_TERMS = 32
 TRIGRAM_THRESHOLD = 0.45
 
 
-def tsquery_text(words: Sequence[str]) -> str | None:
-    """An OR query over the words: a title matching more of them ranks higher, one
-    matching only some is still found (AND would lose a half-remembered description)."""
+def _terms(words: Sequence[str]) -> list[str]:
     terms: list[str] = []
     for w in words:
         for t in _WORD.findall(w.lower()):
             if len(t) <= 40 and t not in terms:
                 terms.append(t)
+    return terms[:MAX_TERMS]
+
+
+def tsquery_text(words: Sequence[str], mode: str = "or") -> str | None:
+    """``and``: every word; ``pairs``: any two of the first six words (a title matching
+    more of a description ranks higher, one sharing a single common word is not
+    scored at all); ``or``: any word."""
+    terms = _terms(words)
     if not terms:
         return None
-    return " | ".join(terms[:MAX_TERMS])
+    if mode == "and":
+        return " & ".join(terms)
+    if mode == "pairs" and len(terms) >= 3:
+        head = terms[:6]
+        pairs = [f"({a} & {b})" for i, a in enumerate(head) for b in head[i + 1 :]]
+        return " | ".join(pairs + [" | ".join(terms[6:])] if terms[6:] else pairs)
+    return " | ".join(terms)
 
 
-async def fulltext_ids(
-    conn: AsyncConnection[Any], words: Sequence[str], where: SearchFilters, limit: int
+async def _fulltext(
+    conn: AsyncConnection[Any], q: str, where: SearchFilters, limit: int
 ) -> list[str]:
-    q = tsquery_text(words)
-    if q is None:
-        return []
     params: dict[str, Any] = {"q": q, "limit": limit}
     clause = filter_clause(where, params)
     # to_tsquery drops English stop words; a query of only stop words matches nothing here
@@ -47,10 +56,29 @@ async def fulltext_ids(
         conn,
         "SELECT content_id FROM search_docs, to_tsquery('english', %(q)s) q"
         f" WHERE tsv @@ q AND {clause}"
-        " ORDER BY ts_rank_cd(tsv, q, 1) DESC, popularity DESC, content_id LIMIT %(limit)s",
+        " ORDER BY ts_rank(tsv, q, 1) DESC, popularity DESC, content_id LIMIT %(limit)s",
         params,
     )
     return [r[0] for r in rows]
+
+
+async def fulltext_ids(
+    conn: AsyncConnection[Any], words: Sequence[str], where: SearchFilters, limit: int
+) -> list[str]:
+    """Titles with every word first; when those are few, titles with any two of the
+    words (or any one, for a query of two words). Ranking only what a selective query
+    matches keeps a common word ("story", "man") from costing a scan of its postings."""
+    q_and = tsquery_text(words, "and")
+    if q_and is None:
+        return []
+    ids = await _fulltext(conn, q_and, where, limit)
+    if len(ids) >= max(10, limit // 4) or len(_terms(words)) == 1:
+        return ids
+    q_more = tsquery_text(words, "pairs")
+    assert q_more is not None
+    more = await _fulltext(conn, q_more, where, limit)
+    seen = set(ids)
+    return ids + [i for i in more if i not in seen][: limit - len(ids)]
 
 
 async def trigram_ids(

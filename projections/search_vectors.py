@@ -114,7 +114,7 @@ class PgVectorStore:
         async with conn.transaction():
             # iterative scan: a selective filter keeps walking the graph until it has
             # `limit` rows, instead of returning the few of the first ef_search that pass
-            await conn.execute("SET LOCAL hnsw.ef_search = 100")
+            await conn.execute("SET LOCAL hnsw.ef_search = 64")
             await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             cur = await conn.execute(
                 "SELECT content_id FROM (SELECT content_id, embedding <=> %(v)s::vector AS d"
