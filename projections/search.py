@@ -19,6 +19,8 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 #: a paragraph-long description is searched by its first words that carry meaning
 MAX_TERMS = 32
 TRIGRAM_THRESHOLD = 0.45
+#: a description's words that full text pairs up (the vector retriever reads all of them)
+PAIR_TERMS = 8
 
 
 def _terms(words: Sequence[str]) -> list[str]:
@@ -31,8 +33,8 @@ def _terms(words: Sequence[str]) -> list[str]:
 
 
 def tsquery_text(words: Sequence[str], mode: str = "or") -> str | None:
-    """``and``: every word; ``pairs``: any two of the first six words (a title matching
-    more of a description ranks higher, one sharing a single common word is not
+    """``and``: every word; ``pairs``: any two of the first ``PAIR_TERMS`` words (a title
+    matching more of a description ranks higher, one sharing a single common word is not
     scored at all); ``or``: any word."""
     terms = _terms(words)
     if not terms:
@@ -40,9 +42,8 @@ def tsquery_text(words: Sequence[str], mode: str = "or") -> str | None:
     if mode == "and":
         return " & ".join(terms)
     if mode == "pairs" and len(terms) >= 3:
-        head = terms[:6]
-        pairs = [f"({a} & {b})" for i, a in enumerate(head) for b in head[i + 1 :]]
-        return " | ".join(pairs + [" | ".join(terms[6:])] if terms[6:] else pairs)
+        head = terms[:PAIR_TERMS]
+        return " | ".join(f"({a} & {b})" for i, a in enumerate(head) for b in head[i + 1 :])
     return " | ".join(terms)
 
 

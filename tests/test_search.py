@@ -335,6 +335,9 @@ def test_searches_and_clicks_reach_analytics(catalog: TestClient) -> None:
     assert first["clicks"] >= 1 and first["impressions"] >= 1
 
 
+# the Qdrant client warns, from a thread, that it cannot reach the server: that is the point
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version:UserWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_vector_store_down_degrades_to_full_text(settings: Settings) -> None:
     import socket
 
