@@ -21,13 +21,28 @@ MAX_TERMS = 32
 TRIGRAM_THRESHOLD = 0.45
 #: a description's words that full text pairs up (the vector retriever reads all of them)
 PAIR_TERMS = 8
+#: PostgreSQL's english.stop list (Snowball), plus what people add to descriptions
+STOP_WORDS = frozenset(
+    """i me my myself we our ours ourselves you your yours yourself yourselves he him his
+    himself she her hers herself it its itself they them their theirs themselves what which
+    who whom this that these those am is are was were be been being have has had having do
+    does did doing a an the and but if or because as until while of at by for with about
+    against between into through during before after above below to from up down in out on
+    off over under again further then once here there when where why how all any both each
+    few more most other some such no nor not only own same so than too very s t can will
+    just don should now d ll m o re ve y ain aren couldn didn doesn hadn hasn haven isn ma
+    mightn mustn needn shan shouldn wasn weren won wouldn
+    movie film remember trying find watched think something""".split()
+)
 
 
 def _terms(words: Sequence[str]) -> list[str]:
+    """The words that can match: PostgreSQL's English configuration drops stop words
+    anyway, and leaving them out here keeps them from taking the paired slots."""
     terms: list[str] = []
     for w in words:
         for t in _WORD.findall(w.lower()):
-            if len(t) <= 40 and t not in terms:
+            if len(t) <= 40 and t not in terms and t not in STOP_WORDS:
                 terms.append(t)
     return terms[:MAX_TERMS]
 
