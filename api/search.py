@@ -28,7 +28,7 @@ from api.pagination import decode_cursor, encode_cursor
 from api.ranking import resolve_profile
 from api.requests import int_param
 from api.search_analytics import publish_search
-from api.search_engine import Ranked, SearchEngine, availability_summary
+from api.search_engine import SearchEngine, availability_summary
 from domain.discovery.documents import fold
 from domain.discovery.filters import FilterError, SearchFilters, parse_filters
 
@@ -251,10 +251,6 @@ async def autocomplete(request: Request) -> Response:
     vocab = await eng.vocabulary()
     items, corrected = vocab.autocomplete.complete(text, limit, correct=vocab.speller.correct)
     return JSONResponse({"query": text, "corrected": corrected, "items": items})
-
-
-def _ranked_ids(r: Ranked) -> list[str]:
-    return [c.content_id for c, _ in r.items]
 
 
 async def index_status(request: Request) -> Response:
