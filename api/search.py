@@ -261,6 +261,8 @@ async def index_status(request: Request) -> Response:
 
     c = ctx(request)
     body: dict[str, Any] = dict(await status(c.stores.pg))
+    if not engine(request).vectors_enabled:
+        body["pending"] = 0  # MGW_EMBEDDINGS=none: no vector is ever coming
     lags = await projector_lag(c)
     body["catalog_lag"] = sum(
         v["lag"] for k, v in lags.items() if k in ("catalog", "resolution", "availability")

@@ -93,6 +93,10 @@ class SearchEngine:
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._qlock = threading.Lock()
 
+    @property
+    def vectors_enabled(self) -> bool:
+        return self._embedder_factory is not None
+
     # -- vocabularies ----------------------------------------------------------------
     async def vocabulary(self) -> Vocabulary:
         """The in-memory indexes, rebuilt in the background when documents change; the
@@ -245,7 +249,8 @@ class SearchEngine:
     ) -> tuple[list[q.Hit], dict[str, list[dict[str, object]]]]:
         async with self.pool.connection() as conn:
             page = await q.browse(conn, where, limit, after)
-            facet_base = page if after else await q.browse(conn, where, 500, None)
+            # every page counts facets over the same base: the first 500 of the list
+            facet_base = await q.browse(conn, where, 500, None)
         return page, facet_counts((_facet_doc(h) for h in facet_base), where.region)
 
 

@@ -88,14 +88,14 @@ class SearchIndexer:
             if not queued:
                 return 0
             ids = [r[0] for r in queued]
-            rows = await fetch_rows(conn, _SOURCE_SQL, {"ids": ids})
             now = datetime.now(UTC)
-            docs = [self._document(r, now) for r in rows]
-            payloads = []
+            # read and write in one transaction: a catalog rebuild (TRUNCATE content) waits
+            # for it, so a document read before the rebuild cannot be written after it
             async with conn.transaction():
+                rows = await fetch_rows(conn, _SOURCE_SQL, {"ids": ids})
+                docs = [self._document(r, now) for r in rows]
                 if docs:
                     await _upsert(conn, docs)
-                    payloads = [(d["content_id"], payload(d)) for d in docs]
                 present = {d["content_id"] for d in docs}
                 gone = [i for i in ids if i not in present]
                 if gone:
@@ -107,17 +107,11 @@ class SearchIndexer:
                     " WHERE q.content_id = t.id AND q.seq = t.s",
                     (ids, [r[1] for r in queued]),
                 )
-            if gone:
-                await self.vectors.delete(gone)
-            if payloads and self.vectors.name != "pgvector":
-                embedded = await fetch_rows(
-                    conn,
-                    "SELECT content_id FROM search_docs WHERE content_id = ANY(%s)"
-                    " AND embedded_hash IS NOT NULL",
-                    ([p[0] for p in payloads],),
-                )
-                have = {r[0] for r in embedded}
-                await self.vectors.set_payloads([p for p in payloads if p[0] in have])
+            if gone and self.vectors.name != "pgvector":
+                try:  # best effort: a point left behind is never returned (hydrate drops it)
+                    await self.vectors.delete(gone)
+                except Exception as exc:
+                    log.warning("could not delete %d vectors (%r)", len(gone), exc)
             return len(ids)
 
     def _document(self, r: tuple[Any, ...], now: datetime) -> dict[str, Any]:
@@ -157,6 +151,47 @@ class SearchIndexer:
                     self.cache_path, self._embedder.model_id, self._embedder.dims
                 )
         return self._embedder
+
+    async def sync_payloads(self) -> int:
+        """Push changed filter fields of already-embedded documents to a vector store that
+        keeps them beside the vector (Qdrant); marked synced only after it took them, so a
+        store that is down gets them later."""
+        if self.vectors.name == "pgvector":
+            return 0
+        async with self.pool.connection() as conn:
+            rows = await fetch_rows(
+                conn,
+                "SELECT content_id, kind, genres, people, year, rating, offer_keys, indexed_at"
+                " FROM search_docs WHERE NOT payload_synced AND embedded_hash IS NOT NULL"
+                " LIMIT %s",
+                (self.doc_batch,),
+            )
+            if not rows:
+                return 0
+            await self.vectors.set_payloads(
+                [
+                    (
+                        r[0],
+                        payload(
+                            {
+                                "kind": r[1],
+                                "genres": r[2],
+                                "people": r[3],
+                                "year": r[4],
+                                "rating": r[5],
+                                "offer_keys": r[6],
+                            }
+                        ),
+                    )
+                    for r in rows
+                ]  # fmt: skip
+            )
+            await conn.execute(
+                "UPDATE search_docs SET payload_synced = TRUE FROM unnest(%s::text[],"
+                " %s::timestamptz[]) AS t(id, at) WHERE content_id = t.id AND indexed_at = t.at",
+                ([r[0] for r in rows], [r[7] for r in rows]),
+            )
+            return len(rows)
 
     async def index_vectors(self) -> int:
         """Embed one batch of documents whose vector is missing or stale."""
@@ -209,11 +244,10 @@ class SearchIndexer:
         """Plays change without touching the catalog: fold them in now and then."""
         async with self.pool.connection() as conn:
             await conn.execute(
-                "UPDATE search_docs s SET popularity = least(1.0,"
-                " ln(1 + p.n) / ln(1 + 1000)) FROM (SELECT content_id, count(*) AS n"
+                "UPDATE search_docs s SET popularity = p.pop FROM (SELECT content_id,"
+                " least(1.0, ln(1 + count(*)) / ln(1 + 1000))::real AS pop"
                 " FROM playback_positions GROUP BY content_id) p"
-                " WHERE s.content_id = p.content_id"
-                " AND s.popularity IS DISTINCT FROM least(1.0, ln(1 + p.n) / ln(1 + 1000))"
+                " WHERE s.content_id = p.content_id AND s.popularity IS DISTINCT FROM p.pop"
             )
 
     async def catch_up(self, *, vectors: bool = True, stop: asyncio.Event | None = None) -> None:
@@ -221,14 +255,14 @@ class SearchIndexer:
         while await self.index_documents():
             pass
         while vectors and (stop is None or not stop.is_set()):
-            if not await self.index_vectors():
+            if not (await self.sync_payloads() or await self.index_vectors()):
                 break
             while await self.index_documents():
                 pass
 
     async def _step(self) -> int:
-        """One unit of work: documents first, then vectors. While the vector store is
-        unreachable, full text keeps being indexed."""
+        """One unit of work: documents first, then payloads and vectors. While the vector
+        store is unreachable, full text keeps being indexed."""
         if not self._prepared:
             try:
                 await self.vectors.prepare()
@@ -237,7 +271,36 @@ class SearchIndexer:
                 log.warning("vector store not ready (%r); full text only for now", exc)
                 return await self.index_documents()
         did = await self.index_documents()
-        return did or await self.index_vectors()
+        if did:
+            return did
+        try:
+            return await self.sync_payloads() or await self.index_vectors()
+        except Exception:
+            self._prepared = False  # probe the store again before the next vector work
+            raise
+
+    async def requeue_offer_changes(self) -> int:
+        """Offers start and end with time, not with events: queue the titles whose offers
+        crossed a start or an end since the last sweep (kept in search_sweep)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            rows = await fetch_rows(
+                conn, "SELECT last_sweep FROM search_sweep WHERE id = 1 FOR UPDATE"
+            )
+            last = rows[0][0] if rows else None
+            cur = await conn.execute(
+                "INSERT INTO search_queue (content_id) SELECT DISTINCT t.content_id"
+                " FROM availability a JOIN platform_titles t"
+                " ON t.platform = a.platform AND t.platform_id = a.platform_id"
+                " WHERE (a.available_until > %(last)s AND a.available_until <= now())"
+                " OR (a.available_from > %(last)s AND a.available_from <= now())"
+                " ON CONFLICT (content_id) DO UPDATE SET seq = nextval('search_queue_seq')",
+                {"last": last or datetime(1970, 1, 1, tzinfo=UTC)},
+            )
+            await conn.execute(
+                "INSERT INTO search_sweep (id, last_sweep) VALUES (1, now())"
+                " ON CONFLICT (id) DO UPDATE SET last_sweep = EXCLUDED.last_sweep"
+            )
+            return cur.rowcount
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 0.5) -> None:
         """The indexer loop; returns when ``stop`` is set. Only one process indexes."""
@@ -256,6 +319,7 @@ class SearchIndexer:
                         did = await self._step()
                         if time.monotonic() - last_pop > 60:
                             await self.refresh_popularity()
+                            await self.requeue_offer_changes()
                             last_pop = time.monotonic()
                     except Exception:  # keep indexing: the queue keeps what failed
                         log.exception("search indexing step failed; retrying")
@@ -298,7 +362,8 @@ SELECT c.content_id, c.kind, c.title, c.original_title, c.year, c.genres, c.over
           FROM platform_titles t JOIN availability a
             ON a.platform = t.platform AND a.platform_id = t.platform_id
          WHERE t.content_id = c.content_id
-           AND (a.available_until IS NULL OR a.available_until > now())),
+           AND (a.available_until IS NULL OR a.available_until > now())
+           AND (a.available_from IS NULL OR a.available_from <= now())),
        (SELECT count(*) FROM playback_positions p WHERE p.content_id = c.content_id)::int,
        (SELECT array_agg(DISTINCT x) FROM platform_titles t, unnest(t.people) x
          WHERE t.content_id = c.content_id),
@@ -323,6 +388,6 @@ async def _upsert(conn: Any, docs: list[dict[str, Any]]) -> None:
             " || ' ' || array_to_string(%(people)s::text[], ' ')), 'D'), now())"
             " ON CONFLICT (content_id) DO UPDATE SET "
             + ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
-            + ", tsv = EXCLUDED.tsv, indexed_at = now()",
+            + ", tsv = EXCLUDED.tsv, indexed_at = clock_timestamp(), payload_synced = FALSE",
             docs,
         )

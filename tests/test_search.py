@@ -360,3 +360,35 @@ def test_vector_store_down_degrades_to_full_text(settings: Settings) -> None:
         assert status["embedded"] == 0 and status["documents"] > 0  # no vectors written
         metrics = c.get("/metrics").text
         assert 'mgw_search_degraded_total{reason="' in metrics
+
+
+def test_offers_count_only_while_their_window_is_open(catalog: TestClient) -> None:
+    # an offer that starts in the future does not make the title watchable now
+    future = _nf(4, "Waiting to Exhale", 1995, "tt0114885")
+    future["availability"][0]["startDate"] = "2099-01-01"
+    _deliver(catalog, "netflix", {"titles": [future]})
+    _wait_indexed(catalog, 0)
+    assert "Waiting to Exhale" in titles(search(catalog, q="waiting to exhale"))
+    on_netflix = search(catalog, q="waiting to exhale", platform="netflix", region="US")
+    assert "Waiting to Exhale" not in titles(on_netflix)
+
+    # an offer that ends with time (no event) leaves the document at the next sweep
+    eng = _engine(catalog)
+
+    async def end_jumanji_offer() -> int:
+        async with eng.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE availability SET available_until = now() - interval '1 second'"
+                " WHERE platform = 'netflix' AND platform_id = '3'"
+            )
+            await conn.execute("UPDATE search_sweep SET last_sweep = now() - interval '1 minute'")
+        from projections.search_index import SearchIndexer
+
+        indexer = SearchIndexer(eng.pool, eng.vectors, embedder=None, cache_path=None)
+        queued = await indexer.requeue_offer_changes()
+        await indexer.catch_up(vectors=False)
+        return queued
+
+    assert "Jumanji" in titles(search(catalog, q="jumanji", platform="netflix", region="US"))
+    assert catalog.portal.call(end_jumanji_offer) >= 1  # type: ignore[union-attr]
+    assert "Jumanji" not in titles(search(catalog, q="jumanji", platform="netflix", region="US"))

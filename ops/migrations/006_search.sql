@@ -148,3 +148,11 @@ CREATE TRIGGER offers_search_trunc AFTER TRUNCATE ON availability
 -- indexes them, the canonical row does not carry them
 ALTER TABLE platform_titles ADD COLUMN IF NOT EXISTS people text[] NOT NULL DEFAULT '{}';
 ALTER TABLE platform_titles ADD COLUMN IF NOT EXISTS keywords text[] NOT NULL DEFAULT '{}';
+
+-- filter fields pushed to a vector store that keeps them beside the vector (Qdrant)
+ALTER TABLE search_docs ADD COLUMN IF NOT EXISTS payload_synced boolean NOT NULL DEFAULT FALSE;
+-- when the indexer last queued titles whose offers started or ended with time
+CREATE TABLE IF NOT EXISTS search_sweep (
+    id         int PRIMARY KEY CHECK (id = 1),
+    last_sweep timestamptz NOT NULL
+);
