@@ -133,7 +133,7 @@ async def search(request: Request) -> Response:
         did_you_mean = (
             corrected
             if not use_intent or corrected == remainder
-            else (text.replace(remainder, corrected) if remainder in text else corrected)
+            else (text.replace(remainder, corrected, 1) if remainder in text else corrected)
         )
     fp = _fingerprint(text, where.as_dict(), profile.name, profile.version)
     cursor = (params.get("cursor") or [None])[0]

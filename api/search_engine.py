@@ -92,6 +92,7 @@ class SearchEngine:
         self._building: asyncio.Task[None] | None = None
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._qlock = threading.Lock()
+        self._first_build = asyncio.Lock()
 
     @property
     def vectors_enabled(self) -> bool:
@@ -103,7 +104,9 @@ class SearchEngine:
         first call waits for them."""
         now = time.monotonic()
         if self.vocab is None:
-            await self._rebuild()
+            async with self._first_build:  # concurrent first requests build it once
+                if self.vocab is None:
+                    await self._rebuild()
         elif now - self._checked > self.refresh_s and (
             self._building is None or self._building.done()
         ):
