@@ -111,43 +111,13 @@ def _json(filters: Mapping[str, Any]) -> str:
     return json.dumps(filters, sort_keys=True, separators=(",", ":"), default=str)
 
 
-async def publish_search(
-    c: AppContext,
-    *,
-    search_id: str,
-    query: str,
-    normalized_query: str,
-    filters: Mapping[str, Any] | str,
-    result_count: int,
-    result_ids: Sequence[str],
-    profile: str,
-    profile_version: int,
-    latency_ms: float,
-    degraded: bool,
-    user_id: str | None = None,
-    at: datetime | None = None,
-    correlation_id: str | None = None,
-) -> Position | None:
-    """Append SearchPerformed; the position, or None (logged) if it could not be."""
+async def publish_search(c: AppContext, **fields: Any) -> Position | None:
+    """Append SearchPerformed built from ``fields`` (the keywords of
+    ``search_performed_event``); the position, or None (logged) if it could not be."""
     try:
-        event = search_performed_event(
-            search_id=search_id,
-            query=query,
-            normalized_query=normalized_query,
-            filters=filters,
-            result_count=result_count,
-            result_ids=result_ids,
-            profile=profile,
-            profile_version=profile_version,
-            latency_ms=latency_ms,
-            degraded=degraded,
-            user_id=user_id,
-            at=at,
-            correlation_id=correlation_id,
-        )
-        return await c.publisher.publish(event)
+        return await c.publisher.publish(search_performed_event(**fields))
     except Exception:  # a background task: nobody is left to answer to
-        log.exception("search %s: SearchPerformed not appended", search_id)
+        log.exception("search %s: SearchPerformed not appended", fields.get("search_id"))
         return None
 
 

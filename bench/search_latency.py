@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.settings import Settings  # noqa: E402
 from domain.discovery.evaluation import known_item_queries, tag_queries  # noqa: E402
-from mgw.search_eval import _tags  # noqa: E402
+from mgw.search_eval import tag_pairs  # noqa: E402
 
 DESCRIPTIONS = [
     "that animated movie where toys come alive",
@@ -201,7 +201,7 @@ def query_mix(rounds: int) -> list[str]:
     from mgw import demo
 
     titles = {e.key: e.payload["title"] for e in demo.content_events()}
-    tags = [q.query for q in tag_queries(_tags(set(titles)), set(titles), limit=60)]
+    tags = [q.query for q in tag_queries(tag_pairs(), set(titles), limit=60)]
     known = [q.query for q in known_item_queries(titles, limit=60, seed=3)]
     mix = DESCRIPTIONS + tags + known + [""]
     random.Random(1).shuffle(mix)

@@ -28,13 +28,8 @@ TAGS = Path(__file__).parent / "data" / "movielens-tags.csv"
 MODES = ("fulltext", "trigram", "vector", "hybrid")
 
 
-def _catalog(limit: int | None) -> tuple[list[Any], dict[str, str], dict[str, str]]:
-    events = list(demo.content_events(limit=limit))
-    titles = {e.key: e.payload["title"] for e in events}
-    return events, titles, {}
-
-
-def _tags(known: set[str]) -> list[tuple[str, str]]:
+def tag_pairs() -> list[tuple[str, str]]:
+    """(tag, content id) for every MovieLens tag."""
     from mgw.demo import content_id_for
 
     with TAGS.open(encoding="utf-8", newline="") as fh:
@@ -74,8 +69,9 @@ def run_eval_search(
 
     from api.app import create_app
 
-    events, titles, _ = _catalog(limit_titles)
-    queries: list[LabelledQuery] = tag_queries(_tags(set(titles)), set(titles), limit=tags)
+    events = list(demo.content_events(limit=limit_titles))
+    titles = {e.key: e.payload["title"] for e in events}
+    queries: list[LabelledQuery] = tag_queries(tag_pairs(), set(titles), limit=tags)
     queries += known_item_queries(titles, limit=known)
     cache = settings.embedding_cache or settings.data_dir / "embeddings" / "cache.sqlite"
     with tempfile.TemporaryDirectory(prefix="mgw-eval-search-") as tmp:

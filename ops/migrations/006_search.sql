@@ -51,37 +51,22 @@ CREATE TABLE IF NOT EXISTS search_queue (
     seq        bigint NOT NULL DEFAULT nextval('search_queue_seq')
 );
 
-CREATE OR REPLACE FUNCTION search_enqueue_new() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Each trigger names its transition table `changed` (new rows, or old rows for deletes),
+-- so one function serves inserts, updates and deletes.
+CREATE OR REPLACE FUNCTION search_enqueue() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO search_queue (content_id)
-        SELECT DISTINCT content_id FROM new_rows WHERE content_id IS NOT NULL
-        ON CONFLICT (content_id) DO UPDATE SET seq = nextval('search_queue_seq');
-    RETURN NULL;
-END $$;
-
-CREATE OR REPLACE FUNCTION search_enqueue_old() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO search_queue (content_id)
-        SELECT DISTINCT content_id FROM old_rows WHERE content_id IS NOT NULL
+        SELECT DISTINCT content_id FROM changed WHERE content_id IS NOT NULL
         ON CONFLICT (content_id) DO UPDATE SET seq = nextval('search_queue_seq');
     RETURN NULL;
 END $$;
 
 -- availability rows belong to platform records; their entity comes from platform_titles
-CREATE OR REPLACE FUNCTION search_enqueue_offers_new() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION search_enqueue_offers() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO search_queue (content_id)
-        SELECT DISTINCT t.content_id FROM new_rows n
-        JOIN platform_titles t ON t.platform = n.platform AND t.platform_id = n.platform_id
-        ON CONFLICT (content_id) DO UPDATE SET seq = nextval('search_queue_seq');
-    RETURN NULL;
-END $$;
-
-CREATE OR REPLACE FUNCTION search_enqueue_offers_old() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO search_queue (content_id)
-        SELECT DISTINCT t.content_id FROM old_rows o
-        JOIN platform_titles t ON t.platform = o.platform AND t.platform_id = o.platform_id
+        SELECT DISTINCT t.content_id FROM changed c
+        JOIN platform_titles t ON t.platform = c.platform AND t.platform_id = c.platform_id
         ON CONFLICT (content_id) DO UPDATE SET seq = nextval('search_queue_seq');
     RETURN NULL;
 END $$;
@@ -96,42 +81,42 @@ END $$;
 
 DROP TRIGGER IF EXISTS content_search_ins ON content;
 CREATE TRIGGER content_search_ins AFTER INSERT ON content
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue_new();
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue();
 DROP TRIGGER IF EXISTS content_search_upd ON content;
 CREATE TRIGGER content_search_upd AFTER UPDATE ON content
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue_new();
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue();
 DROP TRIGGER IF EXISTS content_search_del ON content;
 CREATE TRIGGER content_search_del AFTER DELETE ON content
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue_old();
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue();
 DROP TRIGGER IF EXISTS content_search_trunc ON content;
 CREATE TRIGGER content_search_trunc AFTER TRUNCATE ON content
     FOR EACH STATEMENT EXECUTE FUNCTION search_reset();
 
 DROP TRIGGER IF EXISTS titles_search_ins ON platform_titles;
 CREATE TRIGGER titles_search_ins AFTER INSERT ON platform_titles
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue_new();
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue();
 DROP TRIGGER IF EXISTS titles_search_upd_new ON platform_titles;
 CREATE TRIGGER titles_search_upd_new AFTER UPDATE ON platform_titles
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue_new();
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue();
 DROP TRIGGER IF EXISTS titles_search_upd_old ON platform_titles;
 CREATE TRIGGER titles_search_upd_old AFTER UPDATE ON platform_titles
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue_old();
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue();
 DROP TRIGGER IF EXISTS titles_search_del ON platform_titles;
 CREATE TRIGGER titles_search_del AFTER DELETE ON platform_titles
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue_old();
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION search_enqueue();
 
 DROP TRIGGER IF EXISTS offers_search_ins ON availability;
 CREATE TRIGGER offers_search_ins AFTER INSERT ON availability
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
-    EXECUTE FUNCTION search_enqueue_offers_new();
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT
+    EXECUTE FUNCTION search_enqueue_offers();
 DROP TRIGGER IF EXISTS offers_search_upd ON availability;
 CREATE TRIGGER offers_search_upd AFTER UPDATE ON availability
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
-    EXECUTE FUNCTION search_enqueue_offers_new();
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT
+    EXECUTE FUNCTION search_enqueue_offers();
 DROP TRIGGER IF EXISTS offers_search_del ON availability;
 CREATE TRIGGER offers_search_del AFTER DELETE ON availability
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
-    EXECUTE FUNCTION search_enqueue_offers_old();
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT
+    EXECUTE FUNCTION search_enqueue_offers();
 
 -- offers cleared for a replay: every document's offer keys are rebuilt as they come back
 CREATE OR REPLACE FUNCTION search_requeue_all() RETURNS trigger LANGUAGE plpgsql AS $$
