@@ -41,6 +41,49 @@ SEARCHES = TopicSpec(
     "discovery.searches", 4, event_types=("SearchPerformed", "SearchResultClicked")
 )
 
+#: every identity event, keyed by user id (device grants by their id). One partition: the
+#: projector decides rules that span keys (one account per email, single-use codes and
+#: refresh tokens) in log order, so a replay decides every one of them the same way.
+IDENTITY = TopicSpec(
+    "identity.accounts",
+    1,
+    event_types=(
+        "UserRegistered",
+        "EmailVerificationRequested",
+        "EmailVerified",
+        "PasswordChanged",
+        "PasswordResetRequested",
+        "PasswordResetCompleted",
+        "MfaEnabled",
+        "MfaDisabled",
+        "BackupCodesRegenerated",
+        "BackupCodeUsed",
+        "SessionStarted",
+        "RefreshTokenRotated",
+        "SessionRevoked",
+        "SessionsRevoked",
+        "LoginSucceeded",
+        "LoginFailed",
+        "UserLocked",
+        "UserUnlocked",
+        "RoleGranted",
+        "RoleRevoked",
+        "ApiKeyIssued",
+        "ApiKeyRevoked",
+        "ProfileCreated",
+        "ProfileUpdated",
+        "ProfileDeleted",
+        "ParentalControlsSet",
+        "ParentalPinSet",
+        "AuthorizationCodeIssued",
+        "DeviceAuthorizationStarted",
+        "DeviceAuthorizationApproved",
+        "DeviceAuthorizationDenied",
+        "ExternalIdentityLinked",
+        "RateLimitRuleSet",
+    ),
+)
+
 EVENT_TOPICS: tuple[TopicSpec, ...] = (
     CATALOG,
     OBSERVATIONS,
@@ -49,6 +92,7 @@ EVENT_TOPICS: tuple[TopicSpec, ...] = (
     PLAYBACK,
     RANKING,
     SEARCHES,
+    IDENTITY,
 )
 ALL_TOPICS: tuple[TopicSpec, ...] = EVENT_TOPICS + tuple(t.dead_letter for t in EVENT_TOPICS)
 

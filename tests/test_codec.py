@@ -6,6 +6,7 @@ import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from core.codec import (
     UnknownSchemaError,
     fingerprint_of,
 )
+from streams.topics import IDENTITY
 
 FINGERPRINTS = SCHEMA_ROOT.parent / "fingerprints.txt"
 
@@ -29,6 +31,25 @@ PLAY = {
     "duration_s": 5400.0,
     "occurred_at": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
 }
+
+
+def _identity_sample(codec: AvroCodec, event_type: str) -> dict[str, Any]:
+    """A payload with every field set, built from the schema: identity has many small events."""
+    values: dict[str, Any] = {
+        "string": "x",
+        "boolean": True,
+        "int": 7,
+        "long": datetime(2026, 1, 2, tzinfo=UTC),
+    }
+    out: dict[str, Any] = {}
+    for f in json.loads(codec.current(event_type).path.read_text())["fields"]:
+        t = f["type"]
+        if isinstance(t, list):
+            t = t[1]
+        if isinstance(t, dict):
+            t = "array" if t["type"] == "array" else t["type"]
+        out[f["name"]] = ["a", "b"] if t == "array" else values[t]
+    return out
 
 
 def test_round_trip_every_event_type() -> None:
@@ -137,6 +158,7 @@ def test_round_trip_every_event_type() -> None:
         "PlaybackStarted": PLAY,
         "PlaybackProgressed": PLAY,
         "PlaybackStopped": PLAY,
+        **{t: _identity_sample(codec, t) for t in IDENTITY.event_types},
     }
     assert set(samples) == set(codec.event_types)
     for event_type, payload in samples.items():
