@@ -7,7 +7,7 @@ Every service URL is optional: a missing one means "use the embedded part"
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -54,9 +54,20 @@ class Settings:
     search_indexer: bool = True
     #: embeddings by text hash, kept across rebuilds (default: <data dir>/embeddings/cache.sqlite)
     embedding_cache: Path | None = None
+    #: sign-in, tokens, mail, rate limits (MGW_* variables below; docs/identity.md)
+    identity: IdentitySettings = field(default_factory=lambda: IdentitySettings())
 
     def webhook_secret(self, platform: str) -> str | None:
         return dict(self.webhook_secrets).get(platform)
+
+    @property
+    def base_url(self) -> str:
+        """Where users reach the API: mail links and the token issuer use it."""
+        return self.identity.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.identity.keys_dir or self.data_dir / "keys"
 
     @property
     def log_backend(self) -> str:
@@ -106,5 +117,103 @@ class Settings:
             s = replace(s, webhook_secrets=secrets, freshness_half_life_days=float(half_life))
         except ValueError as exc:
             raise ValueError(f"MGW_FRESHNESS_HALF_LIFE_DAYS must be a number: {exc}") from None
+        s = replace(s, identity=IdentitySettings.from_env(e))
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(s, **clean) if clean else s  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class OidcProviderSettings:
+    """One external sign-in provider: MGW_OIDC_<NAME>_ISSUER, _CLIENT_ID, _CLIENT_SECRET
+    (Apple: _TEAM_ID, _KEY_ID and _PRIVATE_KEY_FILE sign the client secret instead)."""
+
+    name: str  # google | github | apple
+    issuer: str
+    client_id: str
+    client_secret: str = ""
+    team_id: str = ""
+    key_id: str = ""
+    private_key_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    #: base URL users reach the API at: mail links, the token issuer, redirect URIs
+    public_url: str | None = None  # MGW_PUBLIC_URL; default http://<host>:<port>
+    #: JWT audience of access tokens
+    audience: str = "mgw-api"
+    access_token_ttl_s: int = 900
+    refresh_ttl_days: int = 30
+    #: signing keys (ES256, one PEM per kid) and the server secret; default <data dir>/keys
+    keys_dir: Path | None = None
+    #: base64 of 32 bytes; default: <keys dir>/secret.key, created on first start
+    secret_key: str | None = None
+    #: argon2id parameters (measured: docs/identity.md)
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 47104
+    argon2_parallelism: int = 1
+    #: SMTP for verification and reset mails; no host: `mgw up` runs a local sink
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_tls: str = "none"  # none | starttls | tls
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    mail_from: str = "Media Gateway <no-reply@localhost>"
+    #: created with the admin role at start when both are set and the email is unknown
+    bootstrap_admin_email: str | None = None
+    bootstrap_admin_password: str | None = None
+    #: content without a rating: "strictest" (hidden from limited profiles) or "allowed"
+    unrated_as: str = "strictest"
+    #: rate limit overrides, "login=10/60,register=5/3600" (rule=limit/period seconds)
+    rate_limits: str = ""
+    #: extra OAuth clients as JSON: [{"client_id", "redirect_uris": [...], "name"}]
+    oauth_clients: str = ""
+    providers: tuple[OidcProviderSettings, ...] = ()
+
+    @classmethod
+    def from_env(cls, e: dict[str, str]) -> IdentitySettings:
+        providers = []
+        for name in ("google", "github", "apple"):
+            up = name.upper()
+            issuer = e.get(f"MGW_OIDC_{up}_ISSUER")
+            client_id = e.get(f"MGW_OIDC_{up}_CLIENT_ID")
+            if issuer and client_id:
+                providers.append(
+                    OidcProviderSettings(
+                        name=name,
+                        issuer=issuer.rstrip("/"),
+                        client_id=client_id,
+                        client_secret=e.get(f"MGW_OIDC_{up}_CLIENT_SECRET", ""),
+                        team_id=e.get(f"MGW_OIDC_{up}_TEAM_ID", ""),
+                        key_id=e.get(f"MGW_OIDC_{up}_KEY_ID", ""),
+                        private_key_file=e.get(f"MGW_OIDC_{up}_PRIVATE_KEY_FILE", ""),
+                    )
+                )
+        s = cls(
+            public_url=(e.get("MGW_PUBLIC_URL") or "").rstrip("/") or None,
+            audience=e.get("MGW_JWT_AUDIENCE", "mgw-api"),
+            access_token_ttl_s=_int(e, "MGW_ACCESS_TOKEN_TTL_S", 900),
+            refresh_ttl_days=_int(e, "MGW_REFRESH_TTL_DAYS", 30),
+            keys_dir=Path(e["MGW_KEYS_DIR"]) if e.get("MGW_KEYS_DIR") else None,
+            secret_key=e.get("MGW_SECRET_KEY") or None,
+            argon2_time_cost=_int(e, "MGW_ARGON2_TIME_COST", 2),
+            argon2_memory_kib=_int(e, "MGW_ARGON2_MEMORY_KIB", 47104),
+            argon2_parallelism=_int(e, "MGW_ARGON2_PARALLELISM", 1),
+            smtp_host=e.get("MGW_SMTP_HOST") or None,
+            smtp_port=_int(e, "MGW_SMTP_PORT", 25),
+            smtp_tls=(e.get("MGW_SMTP_TLS") or "none").strip().lower(),
+            smtp_user=e.get("MGW_SMTP_USER") or None,
+            smtp_password=e.get("MGW_SMTP_PASSWORD") or None,
+            mail_from=e.get("MGW_MAIL_FROM") or "Media Gateway <no-reply@localhost>",
+            bootstrap_admin_email=e.get("MGW_BOOTSTRAP_ADMIN_EMAIL") or None,
+            bootstrap_admin_password=e.get("MGW_BOOTSTRAP_ADMIN_PASSWORD") or None,
+            unrated_as=(e.get("MGW_UNRATED_AS") or "strictest").strip().lower(),
+            rate_limits=e.get("MGW_RATE_LIMITS", ""),
+            oauth_clients=e.get("MGW_OAUTH_CLIENTS", ""),
+            providers=tuple(providers),
+        )
+        if s.smtp_tls not in ("none", "starttls", "tls"):
+            raise ValueError(f"MGW_SMTP_TLS must be none, starttls or tls, got {s.smtp_tls!r}")
+        if s.unrated_as not in ("strictest", "allowed"):
+            raise ValueError(f"MGW_UNRATED_AS must be strictest or allowed, got {s.unrated_as!r}")
+        return s
