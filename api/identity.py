@@ -1,31 +1,140 @@
-"""Who is calling. Until sign-in lands, the user is the ``X-User-Id`` header."""
+"""What every identity route shares: keys, hashers, the revocation cache, mail, limits.
+
+Built once per app in the lifespan (``IdentityServices.open``) and reached through
+``ctx(request).identity``.
+
+Revocations reach the token check from memory. Access tokens are verified without a
+database query (signature, then a cache of tokens already verified), so a revoked
+session would stay usable until its token expires (15 minutes) unless each process
+knows. Each process polls ``token_revocations`` once a second for rows newer than the
+access-token lifetime, and a route that revoked something and waited for the projector
+refreshes at once, so its own next request already sees it.
+"""
 
 from __future__ import annotations
 
-import re
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
-from starlette.requests import Request
+from psycopg_pool import AsyncConnectionPool
 
-from api.errors import Problem
+from core.keys import KeyStore, server_secret
+from core.settings import Settings
+from domain.identity.clients import OAuthClient, parse_clients
+from domain.identity.passwords import Argon2Params, Passwords
+from domain.identity.sealing import derive_key
+from domain.identity.tokens import AccessClaims, AccessTokenVerifier, KeySet
+from projections.sessions import revocations_since
 
-HEADER = "X-User-Id"
-_USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+log = logging.getLogger("mgw.identity")
 
 
-def current_user(request: Request) -> str:
-    raw = request.headers.get(HEADER)
-    if raw is None or raw.strip() == "":
-        raise Problem(
-            401,
-            f"send the user id in {HEADER}",
-            field=HEADER,
-            headers={"WWW-Authenticate": 'X-User-Id realm="mgw"'},
+@dataclass(slots=True)
+class RevocationCache:
+    """Revoked session ids and per-user "tokens before this second are dead" marks."""
+
+    pg: AsyncConnectionPool
+    horizon_s: int
+    families: dict[str, float] = field(default_factory=dict)
+    valid_after: dict[str, int] = field(default_factory=dict)
+    seq: int = 0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def refuses(self, claims: AccessClaims) -> bool:
+        if claims.session_id in self.families:
+            return True
+        after = self.valid_after.get(claims.subject)
+        return after is not None and claims.issued_at < after
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            since = time.time() - self.horizon_s - 60
+            async with self.pg.connection() as conn:
+                rows = await revocations_since(conn, self.seq, datetime.fromtimestamp(since, UTC))
+            for seq, family_id, user_id, valid_after in rows:
+                self.seq = max(self.seq, seq)
+                if family_id is not None:
+                    self.families[family_id] = time.time()
+                if user_id is not None and valid_after is not None:
+                    after = int(valid_after.timestamp())
+                    self.valid_after[user_id] = max(self.valid_after.get(user_id, 0), after)
+            # forget what no live access token can be affected by any more
+            old = time.time() - self.horizon_s - 60
+            for fid in [f for f, t in self.families.items() if t < old]:
+                del self.families[fid]
+            for uid in [u for u, t in self.valid_after.items() if t < old]:
+                del self.valid_after[uid]
+
+    async def run(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh()
+            except Exception as exc:  # a database blip must not end the poller
+                log.warning("revocation poll failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+
+
+@dataclass(slots=True)
+class IdentityServices:
+    settings: Settings
+    keystore: KeyStore
+    keyset: KeySet
+    verifier: AccessTokenVerifier
+    passwords: Passwords
+    pin_hasher: Passwords
+    mfa_key: bytes
+    code_key: bytes
+    revocations: RevocationCache
+    clients: dict[str, OAuthClient]
+    mailer: Any = None  # core.mail.Mailer, or None: mail is not sent
+    limiter: Any = None  # api.ratelimit.RateLimiter
+    redis: Any = None
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def issuer(self) -> str:
+        return self.settings.base_url
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, pg: AsyncConnectionPool, redis: Any, mailer: Any = None
+    ) -> IdentityServices:
+        ident = settings.identity
+        keystore = KeyStore(settings.keys_dir)
+        keyset = await asyncio.to_thread(keystore.load_or_create)
+        secret = await asyncio.to_thread(server_secret, settings.keys_dir, ident.secret_key)
+        params = Argon2Params(
+            ident.argon2_time_cost, ident.argon2_memory_kib, ident.argon2_parallelism
         )
-    if not _USER_ID.match(raw):
-        raise Problem(
-            401,
-            f"{HEADER} must be 1-128 characters of letters, digits and _.:-",
-            field=HEADER,
-            headers={"WWW-Authenticate": 'X-User-Id realm="mgw"'},
+        services = cls(
+            settings=settings,
+            keystore=keystore,
+            keyset=keyset,
+            verifier=AccessTokenVerifier(
+                keyset, issuer=settings.base_url, audience=ident.audience
+            ),
+            passwords=Passwords(params),
+            # PINs are 4-6 digits: the hash only slows an offline attacker with the
+            # table; the online guard is the pin rate limit
+            pin_hasher=Passwords(params),
+            mfa_key=derive_key(secret, "totp-secret"),
+            code_key=derive_key(secret, "backup-code"),
+            revocations=RevocationCache(pg, ident.access_token_ttl_s),
+            clients={c.client_id: c for c in parse_clients(ident.oauth_clients)},
+            mailer=mailer,
+            redis=redis,
         )
-    return raw
+        await services.revocations.refresh()
+        return services
+
+    def spawn(self, coro: Any) -> None:
+        """Run work after the response (mail); keep a reference so it is not collected."""
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

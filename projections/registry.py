@@ -5,6 +5,7 @@ from __future__ import annotations
 from projections.availability import AvailabilityProjector
 from projections.base import Projector
 from projections.catalog import CatalogProjector
+from projections.identity import IdentityProjector
 from projections.playback import PlaybackProjector
 from projections.ranking import RankingProjector
 from projections.resolution import ResolutionProjector
@@ -17,6 +18,7 @@ PROJECTORS: tuple[Projector, ...] = (
     PlaybackProjector(),
     RankingProjector(),
     SearchAnalyticsProjector(),
+    IdentityProjector(),
 )
 
 
