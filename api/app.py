@@ -13,7 +13,20 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from api import catalog, content, health, playback, ranking, search, search_analytics, webhooks
+from api import (
+    accounts,
+    catalog,
+    content,
+    health,
+    mfa,
+    oauth,
+    playback,
+    ranking,
+    search,
+    search_analytics,
+    sessions,
+    webhooks,
+)
 from api.context import AppContext
 from api.errors import (
     Problem,
@@ -22,8 +35,10 @@ from api.errors import (
     problem_handler,
     unhandled_handler,
 )
+from api.identity import IdentityServices
 from api.limits import BodySizeLimit
 from core.codec import EncodeError
+from core.mail import mailer_from_settings
 from core.settings import Settings
 
 log = logging.getLogger("mgw.api")
@@ -49,7 +64,13 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_platform(settings, with_qdrant=with_qdrant, pool_size=16) as pf:
             context = AppContext(settings, pf.log, pf.stores, pf.publisher, where=pf.where)
+            context.identity = await IdentityServices.open(
+                settings, pf.stores.pg, pf.stores.redis, mailer_from_settings(settings)
+            )
             stop = asyncio.Event()
+            revocations = asyncio.create_task(
+                context.identity.revocations.run(stop), name="revocations"
+            )
             task = None
             index_task = None
             shards = None
@@ -76,6 +97,7 @@ def create_app(
                 if indexer is not None:
                     index_task = asyncio.create_task(indexer.run(stop), name="search-indexer")
                 app.state.mgw = context
+                await accounts.bootstrap_admin(context)
                 if on_ready is not None:
                     await on_ready(context)
                 yield
@@ -85,6 +107,7 @@ def create_app(
                 if shards is not None:
                     await shards.stop()
                 stop.set()
+                await asyncio.wait_for(revocations, 5)
                 if index_task is not None:
                     try:
                         await asyncio.wait_for(index_task, 10)
@@ -105,6 +128,10 @@ def create_app(
         *search.routes,
         *ranking.routes,
         *search_analytics.routes,
+        *oauth.routes,
+        *accounts.routes,
+        *sessions.routes,
+        *mfa.routes,
     ]
     return Starlette(
         routes=routes,

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api.authn import require
 from api.catalog import region_param
 from api.consistency import wait_for_token
 from api.context import accepted, ctx
@@ -59,6 +60,7 @@ class ContentIn(BaseModel):
 
 
 async def upsert_content(request: Request) -> Response:
+    await require(request, "catalog:write")
     body = await read_json(request, ContentIn)
     payload = body.model_dump()
     payload["content_id"] = body.content_id or new_id()

@@ -116,9 +116,7 @@ class IdentityServices:
             settings=settings,
             keystore=keystore,
             keyset=keyset,
-            verifier=AccessTokenVerifier(
-                keyset, issuer=settings.base_url, audience=ident.audience
-            ),
+            verifier=AccessTokenVerifier(keyset, issuer=settings.base_url, audience=ident.audience),
             passwords=Passwords(params),
             # PINs are 4-6 digits: the hash only slows an offline attacker with the
             # table; the online guard is the pin rate limit

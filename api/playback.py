@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api.authn import require
 from api.consistency import wait_for_token
 from api.context import accepted, ctx
 from api.errors import Problem
-from api.identity import current_user
 from api.requests import int_param, read_json, reject_nul
 from core.events import Event
 from core.ids import utcnow
@@ -45,7 +45,7 @@ class PlaybackIn(BaseModel):
 
 
 async def post_playback_event(request: Request) -> Response:
-    user = current_user(request)
+    user = (await require(request, "playback")).user_id
     body = await read_json(request, PlaybackIn)
     violation = check_position(body.position_s, body.duration_s)
     if violation:
@@ -84,7 +84,7 @@ def _decode_cursor(raw: str) -> tuple[int, str]:
 
 
 async def get_continue_watching(request: Request) -> Response:
-    user = current_user(request)
+    user = (await require(request, "playback")).user_id
     c = ctx(request)
     limit = int_param(request, "limit", 20, 1, 100)
     raw_cursor = request.query_params.get("cursor")

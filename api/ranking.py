@@ -18,12 +18,8 @@ the projector keeps the first in log order and ignores the other, whose PUT answ
 reach the event in time the answer is still 202 with ``"confirmed": false``: the write is
 on the log, and whether it won shows once the token is covered.
 
-**Admin guard** (until sign-in lands): when the environment variable ``MGW_ADMIN_TOKEN``
-is set, every ``/v1/admin/*`` request must send it in ``X-Admin-Token`` (401 without it,
-403 when wrong). When it is unset the admin routes answer only loopback clients
-(127.0.0.1, ::1, Starlette's ``testclient``) and 403 everyone else. Behind a reverse proxy
-on the same host every client looks like loopback, so set the token there. The variable
-is read on each request (``admin_token``), outside ``core.settings`` for now.
+**Who may:** reading profiles needs the ``analytics:read`` scope (support, admin),
+setting one ``ranking:write`` (admin, or an API key with that scope).
 
 **For the search route:** ``resolve_profile`` returns the profile a search should rank
 with. It keeps every profile's current version in process for ``CACHE_TTL_S``; a request
@@ -34,9 +30,6 @@ waits for that position, so a PUT followed by a search sees the new version.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
-import os
 import time
 import weakref
 from dataclasses import dataclass
@@ -48,12 +41,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api.authn import require
 from api.consistency import HEADER as CONSISTENCY_HEADER
 from api.consistency import covered, wait_for_token
 from api.context import AppContext, accepted, ctx
 from api.errors import Problem
-from api.identity import HEADER as USER_HEADER
-from api.identity import current_user
 from api.pagination import decode_cursor, encode_cursor
 from api.requests import int_param, read_json, reject_nul
 from core.events import Event
@@ -77,60 +69,8 @@ from projections.registry import by_name
 from streams.log import InvalidToken, Position
 from streams.topics import RANKING
 
-ADMIN_HEADER = "X-Admin-Token"
-ADMIN_TOKEN_ENV = "MGW_ADMIN_TOKEN"
 PROJECTOR = "ranking"
 CACHE_TTL_S = 1.0
-
-# -- admin guard ---------------------------------------------------------------
-
-
-def admin_token() -> str | None:
-    """The shared admin secret, or None when unset (to move into core.settings)."""
-    return os.environ.get(ADMIN_TOKEN_ENV) or None
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "testclient":  # starlette.testclient's default peer
-        return True
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
-
-
-def require_admin(request: Request) -> None:
-    """Let the request through or raise 401/403 naming ``X-Admin-Token``."""
-    expected = admin_token()
-    if expected is None:
-        if _is_loopback(request.client.host if request.client else None):
-            return
-        raise Problem(
-            403,
-            f"admin routes answer loopback clients only while {ADMIN_TOKEN_ENV} is unset",
-            field=ADMIN_HEADER,
-        )
-    given = request.headers.get(ADMIN_HEADER)
-    if not given:
-        raise Problem(
-            401,
-            f"send the admin token in {ADMIN_HEADER}",
-            field=ADMIN_HEADER,
-            headers={"WWW-Authenticate": f'{ADMIN_HEADER} realm="mgw-admin"'},
-        )
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Problem(403, f"{ADMIN_HEADER} is not the admin token", field=ADMIN_HEADER)
-
-
-def optional_user(request: Request) -> str | None:
-    """The ``X-User-Id`` header if sent (401 if malformed), else None."""
-    return current_user(request) if request.headers.get(USER_HEADER) else None
-
 
 # -- waiting on the ranking projection ----------------------------------------------
 
@@ -290,7 +230,7 @@ def _weights(raw: dict[str, Any], base: RankingProfile | None) -> dict[str, floa
 
 
 async def get_profiles(request: Request) -> Response:
-    require_admin(request)
+    await require(request, "analytics:read")
     c = ctx(request)
     await wait_for_token(request, c.stores.pg, [by_name(PROJECTOR)], c.settings.consistency_wait_s)
     async with c.stores.pg.connection() as conn:
@@ -299,7 +239,7 @@ async def get_profiles(request: Request) -> Response:
 
 
 async def get_profile(request: Request) -> Response:
-    require_admin(request)
+    await require(request, "analytics:read")
     c = ctx(request)
     name = _name(request)
     limit = int_param(request, "limit", 20, 1, 100)
@@ -322,10 +262,10 @@ async def get_profile(request: Request) -> Response:
 
 
 async def put_profile(request: Request) -> Response:
-    require_admin(request)
+    admin = await require(request, "ranking:write")
     c = ctx(request)
     name = _name(request)
-    set_by = optional_user(request)
+    set_by = admin.user_id
     body = await read_json(request, ProfileIn)
     if not body.weights and body.description is None:
         raise Problem(422, "send weights, a description, or both", field="weights")

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api.authn import optional
 from api.context import ctx
 from api.errors import Problem
 from api.pagination import decode_cursor, encode_cursor
@@ -92,6 +93,7 @@ def _fingerprint(*parts: Any) -> str:
 
 async def search(request: Request) -> Response:
     started = time.perf_counter()
+    principal = await optional(request)
     eng = engine(request)
     params = _params(request)
     text = _query(params)
@@ -217,7 +219,7 @@ async def search(request: Request) -> Response:
         profile_version=profile.version,
         latency_ms=took,
         degraded=degraded,
-        user_id=request.headers.get("X-User-Id"),
+        user_id=principal.user_id if principal else None,
     )
     return JSONResponse(body, background=task)
 

@@ -2,11 +2,11 @@
 
 Routes:
 
-* ``POST /v1/search/clicks`` ``{"search_id", "content_id", "position"}`` (``X-User-Id``
-  optional): appends SearchResultClicked, 202 with the position
+* ``POST /v1/search/clicks`` ``{"search_id", "content_id", "position"}`` (a bearer token
+  optional: the click is then the user's): appends SearchResultClicked, 202 with the position
   (``X-Consistency-Token``).
-* ``GET /v1/admin/search/analytics?from=YYYY-MM-DD&to=YYYY-MM-DD&limit=20`` (admin, see
-  api/ranking.py): UTC days, both inclusive; ``to`` defaults to today and ``from`` to six
+* ``GET /v1/admin/search/analytics?from=YYYY-MM-DD&to=YYYY-MM-DD&limit=20`` (``analytics:read``
+  scope): UTC days, both inclusive; ``to`` defaults to today and ``from`` to six
   days before ``to`` (a week); at most 366 days.
 
 **For the search route:** ``publish_search(ctx, search_id=..., ...)`` appends
@@ -34,10 +34,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api.authn import optional, require
 from api.consistency import wait_for_token
 from api.context import AppContext, accepted, ctx
 from api.errors import Problem
-from api.ranking import optional_user, require_admin
 from api.requests import INT32_MAX, int_param, read_json, reject_nul
 from core.events import Event
 from core.ids import utcnow
@@ -138,7 +138,8 @@ class ClickIn(BaseModel):
 
 
 async def post_click(request: Request) -> Response:
-    user = optional_user(request)
+    principal = await optional(request)
+    user = principal.user_id if principal else None
     body = await read_json(request, ClickIn)
     now = utcnow()
     event = Event(
@@ -171,7 +172,7 @@ def _date_param(request: Request, name: str) -> date | None:
 
 
 async def get_analytics(request: Request) -> Response:
-    require_admin(request)
+    await require(request, "analytics:read")
     c = ctx(request)
     end = _date_param(request, "to") or datetime.now(UTC).date()
     start = _date_param(request, "from") or end - timedelta(days=6)

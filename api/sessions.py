@@ -36,9 +36,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 class OAuthError(Exception):
     """An RFC 6749 §5.2 error: ``{"error", "error_description"}``."""
 
-    def __init__(
-        self, error: str, description: str, status: int = 400, **extra: Any
-    ) -> None:
+    def __init__(self, error: str, description: str, status: int = 400, **extra: Any) -> None:
         super().__init__(description)
         self.error = error
         self.description = description
@@ -239,8 +237,14 @@ async def start_session(
         ),
     )
     return _tokens(
-        c, user, family_id=family_id, refresh=refresh, scope=scope, client_id=client_id,
-        amr=amr, nonce=nonce,
+        c,
+        user,
+        family_id=family_id,
+        refresh=refresh,
+        scope=scope,
+        client_id=client_id,
+        amr=amr,
+        nonce=nonce,
     )
 
 
@@ -280,8 +284,13 @@ async def rotate(request: Request, presented: str, client_id: str) -> dict[str, 
     if outcome != "ok":
         raise OAuthError("invalid_grant", f"refresh token refused ({outcome})")
     return _tokens(
-        c, user, family_id=session.family_id, refresh=refresh, scope=session.scope,
-        client_id=client_id, amr=list(session.amr),
+        c,
+        user,
+        family_id=session.family_id,
+        refresh=refresh,
+        scope=session.scope,
+        client_id=client_id,
+        amr=list(session.amr),
     )
 
 
@@ -337,7 +346,9 @@ async def delete_session(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     me = await require(request, "profile")
     if me.session_id is None:
-        raise Problem(400, "an API key has no session; revoke the key instead", field="Authorization")
+        raise Problem(
+            400, "an API key has no session; revoke the key instead", field="Authorization"
+        )
     await revoke_session(request, me.user_id, me.session_id, "logout")
     return Response(status_code=204)
 

@@ -139,7 +139,9 @@ _KEY = "key_id, user_id, prefix, secret_hash, name, scopes, created_at, expires_
 
 
 def _key(r: Sequence[Any]) -> ApiKey:
-    return ApiKey(*r[:5], tuple(r[5]), *r[6:])  # type: ignore[arg-type]
+    args = list(r)
+    args[5] = tuple(args[5])
+    return ApiKey(*args)
 
 
 async def api_key_by_prefix(conn: AsyncConnection[Any], prefix: str) -> ApiKey | None:

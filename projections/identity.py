@@ -225,8 +225,7 @@ async def _locked(conn: AsyncConnection[Any], e: Envelope, at: datetime) -> Outc
 
 async def _unlocked(conn: AsyncConnection[Any], e: Envelope, at: datetime) -> Outcome:
     await conn.execute(
-        "UPDATE users SET locked = false, locked_reason = NULL, updated_at = %s"
-        " WHERE user_id = %s",
+        "UPDATE users SET locked = false, locked_reason = NULL, updated_at = %s WHERE user_id = %s",
         (at, e.payload["user_id"]),
     )
     return OK
@@ -385,7 +384,9 @@ _USER_COLUMNS = (
 
 
 def _user(row: Sequence[Any]) -> User:
-    return User(*row[:5], tuple(row[5]), *row[6:])  # type: ignore[arg-type]
+    args = list(row)
+    args[5] = tuple(args[5])
+    return User(*args)
 
 
 async def user_by_email(conn: AsyncConnection[Any], email: str) -> User | None:
@@ -398,7 +399,9 @@ async def user_by_email(conn: AsyncConnection[Any], email: str) -> User | None:
 
 
 async def user_by_id(conn: AsyncConnection[Any], user_id: str) -> User | None:
-    rows = await fetch_rows(conn, f"SELECT {_USER_COLUMNS} FROM users WHERE user_id = %s", (user_id,))
+    rows = await fetch_rows(
+        conn, f"SELECT {_USER_COLUMNS} FROM users WHERE user_id = %s", (user_id,)
+    )
     return _user(rows[0]) if rows else None
 
 
@@ -418,16 +421,16 @@ async def search_users(
     return [_user(r) for r in rows]
 
 
-async def outcome_of(conn: AsyncConnection[Any], event_id: str) -> tuple[str, dict[str, Any]] | None:
+async def outcome_of(
+    conn: AsyncConnection[Any], event_id: str
+) -> tuple[str, dict[str, Any]] | None:
     rows = await fetch_rows(
         conn, "SELECT outcome, detail FROM identity_outcomes WHERE event_id = %s", (event_id,)
     )
     return (rows[0][0], rows[0][1] or {}) if rows else None
 
 
-async def external_link(
-    conn: AsyncConnection[Any], provider: str, subject: str
-) -> str | None:
+async def external_link(conn: AsyncConnection[Any], provider: str, subject: str) -> str | None:
     rows = await fetch_rows(
         conn,
         "SELECT user_id FROM external_identities WHERE provider = %s AND subject = %s",

@@ -49,8 +49,7 @@ async def revoke_family(
 async def invalidate_access_tokens(conn: AsyncConnection[Any], user_id: str, at: datetime) -> None:
     """Access tokens of this user issued before ``at`` stop working (sessions live on)."""
     await conn.execute(
-        "UPDATE users SET tokens_valid_after = GREATEST(tokens_valid_after, %s)"
-        " WHERE user_id = %s",
+        "UPDATE users SET tokens_valid_after = GREATEST(tokens_valid_after, %s) WHERE user_id = %s",
         (at, user_id),
     )
     await conn.execute(
@@ -99,7 +98,9 @@ async def _spend_grant(
             return ("invalid", {"field": "code"})
         if at >= expires_at:
             return ("expired", {"field": "code"})
-        await conn.execute("UPDATE auth_codes SET used_at = %s WHERE code_hash = %s", (at, grant_ref))
+        await conn.execute(
+            "UPDATE auth_codes SET used_at = %s WHERE code_hash = %s", (at, grant_ref)
+        )
         return None
     device = await fetch_rows(
         conn,
@@ -378,7 +379,9 @@ async def auth_code(conn: AsyncConnection[Any], code_hash: str) -> AuthCode | No
     if not rows:
         return None
     r = rows[0]
-    return AuthCode(*r[:6], tuple(r[6]), r[7], r[8])
+    args = list(r)
+    args[6] = tuple(args[6])
+    return AuthCode(*args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,9 +406,7 @@ async def device_grant_by_code(conn: AsyncConnection[Any], code_hash: str) -> De
     return DeviceGrant(*rows[0]) if rows else None
 
 
-async def pending_device_grant(
-    conn: AsyncConnection[Any], user_code: str
-) -> DeviceGrant | None:
+async def pending_device_grant(conn: AsyncConnection[Any], user_code: str) -> DeviceGrant | None:
     rows = await fetch_rows(
         conn,
         f"SELECT {_GRANT} FROM device_grants WHERE user_code = %s AND status = 'pending'"

@@ -20,10 +20,24 @@ import psycopg
 import pytest
 
 from core.db import migrate, open_pool
-from core.settings import Settings
+from core.settings import IdentitySettings, Settings
 from projections.base import Stores
 
 ROOT = Path(__file__).resolve().parent.parent
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "a long operator passphrase"
+#: cheap argon2 (tests hash often; bench/auth.py measures the real parameters), a first
+#: admin, and rate limits no test meets unless it sets its own
+TEST_IDENTITY = IdentitySettings(
+    argon2_time_cost=1,
+    argon2_memory_kib=8192,
+    bootstrap_admin_email=ADMIN_EMAIL,
+    bootstrap_admin_password=ADMIN_PASSWORD,
+    rate_limits=",".join(
+        f"{rule}=100000/60"
+        for rule in ("login", "register", "token", "password_reset", "mfa", "pin", "device")
+    ),
+)
 _TEMPLATE = "mgw_template"
 
 
@@ -99,7 +113,11 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def settings(db_uri: str, redis_url: str, tmp_path: Path) -> Settings:
     return Settings(
-        data_dir=tmp_path / "data", database_url=db_uri, redis_url=redis_url, batch_linger_ms=0
+        data_dir=tmp_path / "data",
+        database_url=db_uri,
+        redis_url=redis_url,
+        batch_linger_ms=0,
+        identity=TEST_IDENTITY,
     )
 
 
