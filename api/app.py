@@ -51,6 +51,7 @@ def create_app(
     with_qdrant: bool = True,
     on_ready: Any = None,
     on_stop: Any = None,
+    mailer: Any = None,
 ) -> Starlette:
     """``run_projectors`` runs the embedded runner inside this process (``mgw up``);
     leave it off when ``mgw worker`` processes do the projecting."""
@@ -65,7 +66,9 @@ def create_app(
         async with open_platform(settings, with_qdrant=with_qdrant, pool_size=16) as pf:
             context = AppContext(settings, pf.log, pf.stores, pf.publisher, where=pf.where)
             context.identity = await IdentityServices.open(
-                settings, pf.stores.pg, pf.stores.redis, mailer_from_settings(settings)
+                settings, pf.stores.pg,
+                pf.stores.redis,
+                mailer if mailer is not None else mailer_from_settings(settings),
             )
             stop = asyncio.Event()
             revocations = asyncio.create_task(

@@ -62,7 +62,6 @@ from projections.sessions import (
 MAX_PARAM = 4096
 CODE_TTL_S = 60
 DEVICE_TTL_S = 600
-DEVICE_INTERVAL_S = 5
 _GENERIC = "wrong email or password"
 
 
@@ -377,7 +376,7 @@ async def device_code(request: Request) -> Response:
                         "client_id": client.client_id,
                         "scope": scope,
                         "expires_at": utcnow() + timedelta(seconds=DEVICE_TTL_S),
-                        "interval_s": DEVICE_INTERVAL_S,
+                        "interval_s": c.settings.identity.device_interval_s,
                     },
                 ),
             )
@@ -396,7 +395,7 @@ async def device_code(request: Request) -> Response:
             "verification_uri": verify,
             "verification_uri_complete": f"{verify}?{urlencode({'user_code': shown})}",
             "expires_in": DEVICE_TTL_S,
-            "interval": DEVICE_INTERVAL_S,
+            "interval": c.settings.identity.device_interval_s,
         },
         headers=NO_STORE,
     )

@@ -90,8 +90,11 @@ async def decide(c: AppContext, event: Event) -> tuple[str, dict[str, Any]]:
         if found is not None:
             return found
         if await covered(c.stores.pg, ["identity"], pos):
-            # applied without an outcome row: the projector refused the event itself
-            return ("rejected", {})
+            # the outcome and the checkpoint commit together: read once more, after the
+            # checkpoint, before concluding the projector refused the event itself
+            async with c.stores.pg.connection() as conn:
+                found = await outcome_of(conn, event.event_id)
+            return found if found is not None else ("rejected", {})
         if time.monotonic() >= deadline:
             raise Problem(
                 503,

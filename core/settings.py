@@ -144,6 +144,8 @@ class IdentitySettings:
     audience: str = "mgw-api"
     access_token_ttl_s: int = 900
     refresh_ttl_days: int = 30
+    #: seconds a device waits between polls of the token endpoint (RFC 8628)
+    device_interval_s: int = 5
     #: signing keys (ES256, one PEM per kid) and the server secret; default <data dir>/keys
     keys_dir: Path | None = None
     #: base64 of 32 bytes; default: <keys dir>/secret.key, created on first start
@@ -194,6 +196,7 @@ class IdentitySettings:
             audience=e.get("MGW_JWT_AUDIENCE", "mgw-api"),
             access_token_ttl_s=_int(e, "MGW_ACCESS_TOKEN_TTL_S", 900),
             refresh_ttl_days=_int(e, "MGW_REFRESH_TTL_DAYS", 30),
+            device_interval_s=_int(e, "MGW_DEVICE_INTERVAL_S", 5),
             keys_dir=Path(e["MGW_KEYS_DIR"]) if e.get("MGW_KEYS_DIR") else None,
             secret_key=e.get("MGW_SECRET_KEY") or None,
             argon2_time_cost=_int(e, "MGW_ARGON2_TIME_COST", 2),

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from api.app import create_app
 from api.context import AppContext
 from core.settings import Settings
+from mgw.mailsink import mail_for_up
 from streams.topics import CATALOG
 
 log = logging.getLogger("mgw.up")
@@ -122,6 +123,7 @@ def run_up(settings: Settings, *, demo: bool = False) -> int:
         )
         return 2
     tasks: list[asyncio.Task[Any]] = []
+    where_mail: list[str] = []
 
     async def on_ready(c: AppContext) -> None:
         for part, where in c.where.items():
@@ -132,6 +134,8 @@ def run_up(settings: Settings, *, demo: bool = False) -> int:
             len(c.runner.loops) if c.runner else 0,
             ", ".join(loop.name for loop in c.runner.loops) if c.runner else "-",
         )
+        for where in where_mail:
+            log.info("%-8s %s", "mail", where)
         log.info("%-8s %s (docs: README.md; health %s/ready)", "api", base, base)
         if demo:
             tasks.append(asyncio.create_task(load_demo(c, base)))
@@ -143,13 +147,20 @@ def run_up(settings: Settings, *, demo: bool = False) -> int:
 
     # Qdrant local mode admits one process: with projectors in workers, leave it to them.
     with_qdrant = settings.run_projectors or bool(settings.qdrant_url)
-    app = create_app(
-        settings,
-        run_projectors=settings.run_projectors,
-        with_qdrant=with_qdrant,
-        on_ready=on_ready,
-        on_stop=on_stop,
-    )
+    with mail_for_up(settings) as (mailer, mail_where):
+        where_mail.append(mail_where)
+        app = create_app(
+            settings,
+            run_projectors=settings.run_projectors,
+            with_qdrant=with_qdrant,
+            on_ready=on_ready,
+            on_stop=on_stop,
+            mailer=mailer,
+        )
+        return _serve(settings, app)
+
+
+def _serve(settings: Settings, app: Any) -> int:
     config = uvicorn.Config(
         app,
         host=settings.host,
