@@ -21,7 +21,6 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from domain.identity.providers import ExternalIdentity
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -37,6 +36,7 @@ from core.ids import new_id, utcnow
 from domain.identity.emails import normalize_email, reset_message, verification_message
 from domain.identity.opaque import new_token, token_hash
 from domain.identity.passwords import PasswordRejected, check_password
+from domain.identity.providers import ExternalIdentity
 from projections.identity import (
     User,
     email_token,

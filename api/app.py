@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from api import (
     accounts,
+    api_keys,
     catalog,
     content,
     health,
@@ -66,13 +67,14 @@ def create_app(
         async with open_platform(settings, with_qdrant=with_qdrant, pool_size=16) as pf:
             context = AppContext(settings, pf.log, pf.stores, pf.publisher, where=pf.where)
             context.identity = await IdentityServices.open(
-                settings, pf.stores.pg,
+                settings,
+                pf.stores.pg,
                 pf.stores.redis,
                 mailer if mailer is not None else mailer_from_settings(settings),
             )
             stop = asyncio.Event()
             revocations = asyncio.create_task(
-                context.identity.revocations.run(stop), name="revocations"
+                context.identity.maintain(stop), name="identity-maintenance"
             )
             task = None
             index_task = None
@@ -135,6 +137,7 @@ def create_app(
         *accounts.routes,
         *sessions.routes,
         *mfa.routes,
+        *api_keys.routes,
     ]
     return Starlette(
         routes=routes,

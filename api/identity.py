@@ -116,7 +116,7 @@ class IdentityServices:
             settings=settings,
             keystore=keystore,
             keyset=keyset,
-            verifier=AccessTokenVerifier(keyset, issuer=settings.base_url, audience=ident.audience),
+            verifier=AccessTokenVerifier(keyset, issuer="", audience=""),  # replaced below
             passwords=Passwords(params),
             # PINs are 4-6 digits: the hash only slows an offline attacker with the
             # table; the online guard is the pin rate limit
@@ -128,8 +128,43 @@ class IdentityServices:
             mailer=mailer,
             redis=redis,
         )
+        # the provider reads the attribute each time, so a reload (another process
+        # rotated the keys) reaches verification without rebuilding anything
+        services.verifier = AccessTokenVerifier(
+            lambda: services.keyset, issuer=settings.base_url, audience=ident.audience
+        )
         await services.revocations.refresh()
         return services
+
+    async def reload_keys(self) -> bool:
+        """Pick up keys another process rotated; True when the set changed."""
+        keyset = await asyncio.to_thread(self.keystore.load_or_create)
+        if keyset.active.kid == self.keyset.active.kid and set(keyset.verifying) == set(
+            self.keyset.verifying
+        ):
+            return False
+        self.keyset = keyset
+        log.info("signing keys reloaded: active %s", keyset.active.kid)
+        return True
+
+    async def maintain(self, stop: asyncio.Event, keys_every_s: float = 30.0) -> None:
+        """Poll revocations each second and the key directory every ``keys_every_s``."""
+        keys_task = asyncio.create_task(self._keys_loop(stop, keys_every_s))
+        try:
+            await self.revocations.run(stop)
+        finally:
+            await keys_task
+
+    async def _keys_loop(self, stop: asyncio.Event, every_s: float) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+            if stop.is_set():
+                return
+            try:
+                await self.reload_keys()
+            except Exception as exc:  # a bad file must not end the loop
+                log.warning("key reload failed: %s", exc)
 
     def spawn(self, coro: Any) -> None:
         """Run work after the response (mail); keep a reference so it is not collected."""

@@ -229,6 +229,8 @@ async def start_session(
         ),
     )
     if outcome != "ok":
+        if outcome == "reused":  # the projector revoked the first session: refuse it here now
+            await c.identity.revocations.refresh()
         raise OAuthError("invalid_grant", _REFUSED.get(outcome, "the grant was refused"))
     await append(
         c,
