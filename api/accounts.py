@@ -30,7 +30,7 @@ from api.authn import require
 from api.context import AppContext, ctx
 from api.errors import Problem
 from api.requests import read_json, reject_nul
-from api.sessions import OAuthError, append, decide, grant_scope, identity_event, start_session
+from api.sessions import OAuthError, decide, grant_scope, identity_event, start_session
 from core.events import Event
 from core.ids import new_id, utcnow
 from domain.identity.emails import normalize_email, reset_message, verification_message
@@ -124,7 +124,8 @@ async def _send(c: AppContext, msg: Any) -> None:
 async def request_verification(request: Request, user_id: str, email: str, name: str) -> None:
     c = ctx(request)
     token = new_token()
-    await append(
+    # decided before the mail leaves: a link followed at once must find its token
+    await decide(
         c,
         identity_event(
             request,
@@ -266,7 +267,7 @@ async def _reset_mail(request: Request, email: str) -> None:
         if user is None or user.locked:
             return
         token = new_token()
-        await append(
+        await decide(
             c,
             identity_event(
                 request,

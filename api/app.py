@@ -18,6 +18,7 @@ from api import (
     api_keys,
     catalog,
     content,
+    external,
     health,
     mfa,
     oauth,
@@ -138,6 +139,7 @@ def create_app(
         *sessions.routes,
         *mfa.routes,
         *api_keys.routes,
+        *external.routes,
     ]
     return Starlette(
         routes=routes,

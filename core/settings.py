@@ -152,7 +152,7 @@ class IdentitySettings:
     secret_key: str | None = None
     #: argon2id parameters (measured: docs/identity.md)
     argon2_time_cost: int = 2
-    argon2_memory_kib: int = 47104
+    argon2_memory_kib: int = 30720
     argon2_parallelism: int = 1
     #: SMTP for verification and reset mails; no host: `mgw up` runs a local sink
     smtp_host: str | None = None
@@ -200,7 +200,7 @@ class IdentitySettings:
             keys_dir=Path(e["MGW_KEYS_DIR"]) if e.get("MGW_KEYS_DIR") else None,
             secret_key=e.get("MGW_SECRET_KEY") or None,
             argon2_time_cost=_int(e, "MGW_ARGON2_TIME_COST", 2),
-            argon2_memory_kib=_int(e, "MGW_ARGON2_MEMORY_KIB", 47104),
+            argon2_memory_kib=_int(e, "MGW_ARGON2_MEMORY_KIB", 30720),
             argon2_parallelism=_int(e, "MGW_ARGON2_PARALLELISM", 1),
             smtp_host=e.get("MGW_SMTP_HOST") or None,
             smtp_port=_int(e, "MGW_SMTP_PORT", 25),

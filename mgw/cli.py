@@ -171,6 +171,36 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from core.keys import KeyStore
+
+    settings = _settings(args)
+    store = KeyStore(settings.keys_dir)
+    if args.keys_command == "rotate":
+        key = store.rotate()
+        print(f"new signing key {key.kid} is active; running APIs pick it up within 30 s")
+        print("older keys keep verifying the tokens they signed; retire them after 15 min")
+    elif args.keys_command == "retire":
+        gone = store.retire(keep=args.keep)
+        print(f"retired {len(gone)} key(s): {', '.join(gone) or '-'}")
+    keyset = store.load_or_create()
+    for kid in sorted(keyset.verifying, reverse=True):
+        print(f"{kid}{'  (active)' if kid == keyset.active.kid else ''}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from domain.identity.passwords import calibrate
+
+    p = calibrate(args.target_ms)
+    print(f"MGW_ARGON2_TIME_COST={p.time_cost}")
+    print(f"MGW_ARGON2_MEMORY_KIB={p.memory_kib}")
+    print(f"MGW_ARGON2_PARALLELISM={p.parallelism}")
+    print(f"# about {args.target_ms:g} ms per hash on this machine; accounts are rehashed")
+    print("# on their next sign-in when these change")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mgw", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -332,6 +362,30 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--no-progress", action="store_true", help="no progress bars")
     data_dir(srch)
     srch.set_defaults(func=cmd_eval_search)
+
+    keys = sub.add_parser(
+        "keys",
+        help="token signing keys: list, rotate, retire",
+        description="ES256 keys that sign access and ID tokens, one PEM per key id under "
+        "<data dir>/keys/signing (MGW_KEYS_DIR). Rotating makes a new key active; older ones "
+        "keep verifying until retired. The JWKS document lists every key kept.",
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
+    for name, text in (("list", "list the keys"), ("rotate", "make a new active key")):
+        k = keys_sub.add_parser(name, help=text)
+        data_dir(k)
+        k.set_defaults(func=cmd_keys)
+    ret = keys_sub.add_parser("retire", help="delete all but the newest --keep keys")
+    ret.add_argument("--keep", type=int, default=2, help="keys to keep (default 2)")
+    data_dir(ret)
+    ret.set_defaults(func=cmd_keys)
+
+    cal = sub.add_parser(
+        "calibrate-passwords",
+        help="measure argon2id here and print the parameters for a target time",
+    )
+    cal.add_argument("--target-ms", type=float, default=50.0, help="time per hash (50)")
+    cal.set_defaults(func=cmd_calibrate)
 
     mig = sub.add_parser("migrate", help="apply database migrations and exit")
     data_dir(mig)

@@ -13,12 +13,14 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pyotp
 import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from core.settings import Settings
+from core.settings import OidcProviderSettings, Settings
+from tests.fake_idp import FakeIdP, running_fake_idp
 from tests.identity_helpers import PASSWORD, bearer, password_login
 from tests.mail_server import MailBox, link_in, smtp_server
 
@@ -30,7 +32,16 @@ def mailbox() -> Iterator[MailBox]:
 
 
 @pytest.fixture
-def client(settings: Settings, mailbox: MailBox) -> Iterator[TestClient]:
+def idp() -> Iterator[FakeIdP]:
+    with running_fake_idp() as fake:
+        yield fake
+
+
+@pytest.fixture
+def client(settings: Settings, mailbox: MailBox, idp: FakeIdP) -> Iterator[TestClient]:
+    idp.register_client(
+        "mgw-google", "g-secret", redirect_uris=[CALLBACK.format(base=settings.base_url)]
+    )
     s = replace(
         settings,
         identity=replace(
@@ -38,10 +49,24 @@ def client(settings: Settings, mailbox: MailBox) -> Iterator[TestClient]:
             smtp_host=mailbox.host,
             smtp_port=mailbox.port,
             device_interval_s=1,
+            providers=(OidcProviderSettings("google", idp.issuer, "mgw-google", "g-secret"),),
         ),
     )
     with TestClient(create_app(s)) as c:
         yield c
+
+
+CALLBACK = "{base}/v1/auth/external/google/callback"
+
+
+def _sign_in_with_google(client: TestClient) -> Any:
+    """Follow the redirects by hand: our start → the provider → our callback."""
+    start = client.get("/v1/auth/external/google/start", follow_redirects=False)
+    assert start.status_code == 302, start.text
+    at_provider = httpx.get(start.headers["location"], follow_redirects=False)
+    assert at_provider.status_code in (302, 303), at_provider.text
+    back = urlsplit(at_provider.headers["location"])
+    return client.get(f"{back.path}?{back.query}")
 
 
 def _token_of(url: str) -> str:
@@ -66,7 +91,7 @@ def _register(client: TestClient, email: str, password: str = PASSWORD) -> Any:
     )
 
 
-def test_the_whole_journey(client: TestClient, mailbox: MailBox) -> None:
+def test_the_whole_journey(client: TestClient, mailbox: MailBox, idp: FakeIdP) -> None:
     # -- registration: one account per email, case-insensitively -----------------------
     r = _register(client, "Alice@Example.com")
     assert r.status_code == 201, r.text
@@ -237,3 +262,28 @@ def test_the_whole_journey(client: TestClient, mailbox: MailBox) -> None:
     assert old.status_code == 400 and old.json()["error"] == "invalid_grant"
     fresh = password_login(client, "alice@example.com", new_password)
     assert fresh.status_code == 403 and fresh.json()["error"] == "mfa_required"
+
+    # -- sign in with an external provider (a local OIDC provider, real protocol) --------
+    # the provider vouches for alice's email: her existing account is linked, not copied
+    idp.add_user("google-sub-alice", "alice@example.com", email_verified=True, name="Alice L")
+    idp.approve_as("google-sub-alice")
+    linked = _sign_in_with_google(client)
+    assert linked.status_code == 200, linked.text
+    assert linked.json()["user"]["id"] == user_id
+    ext_me = client.get("/v1/me", headers=bearer(linked.json())).json()
+    assert ext_me["id"] == user_id
+    # an email no account has: a new, verified account
+    idp.add_user("google-sub-bob", "bob@example.com", email_verified=True, name="Bob")
+    idp.approve_as("google-sub-bob")
+    bob = _sign_in_with_google(client)
+    assert bob.status_code == 200, bob.text
+    bob_me = client.get("/v1/me", headers=bearer(bob.json())).json()
+    assert bob_me["id"] != user_id and bob_me["email"] == "bob@example.com"
+    assert bob_me["email_verified"] is True
+    # the second time, the link (provider + subject) finds the same account
+    assert _sign_in_with_google(client).json()["user"]["id"] == bob_me["id"]
+    # an unverified email at the provider never takes over an account
+    idp.add_user("google-sub-mallory", "alice@example.com", email_verified=False)
+    idp.approve_as("google-sub-mallory")
+    refused = _sign_in_with_google(client)
+    assert refused.status_code == 400 and refused.json()["field"] == "email"
