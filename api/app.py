@@ -15,6 +15,8 @@ from starlette.routing import Route
 
 from api import (
     accounts,
+    admin_ratelimits,
+    admin_users,
     api_keys,
     catalog,
     content,
@@ -140,6 +142,8 @@ def create_app(
         *mfa.routes,
         *api_keys.routes,
         *external.routes,
+        *admin_users.routes,
+        *admin_ratelimits.routes,
     ]
     return Starlette(
         routes=routes,

@@ -41,7 +41,7 @@ class RevocationCache:
     pg: AsyncConnectionPool
     horizon_s: int
     families: dict[str, float] = field(default_factory=dict)
-    valid_after: dict[str, int] = field(default_factory=dict)
+    valid_after: dict[str, float] = field(default_factory=dict)
     seq: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -61,8 +61,8 @@ class RevocationCache:
                 if family_id is not None:
                     self.families[family_id] = time.time()
                 if user_id is not None and valid_after is not None:
-                    after = int(valid_after.timestamp())
-                    self.valid_after[user_id] = max(self.valid_after.get(user_id, 0), after)
+                    after = valid_after.timestamp()
+                    self.valid_after[user_id] = max(self.valid_after.get(user_id, 0.0), after)
             # forget what no live access token can be affected by any more
             old = time.time() - self.horizon_s - 60
             for fid in [f for f, t in self.families.items() if t < old]:
@@ -133,6 +133,9 @@ class IdentityServices:
         services.verifier = AccessTokenVerifier(
             lambda: services.keyset, issuer=settings.base_url, audience=ident.audience
         )
+        from api.ratelimit import RateLimiter, RulesSource
+
+        services.limiter = RateLimiter(redis, RulesSource(pg, ident.rate_limits))
         await services.revocations.refresh()
         return services
 

@@ -145,7 +145,7 @@ def _tokens(
 ) -> dict[str, Any]:
     ident = c.identity
     ttl = c.settings.identity.access_token_ttl_s
-    now = int(time.time())
+    now = time.time()
     api_scope = _api_scopes(scope, user.roles)
     body: dict[str, Any] = {
         "access_token": issue_access_token(
@@ -175,10 +175,10 @@ def _tokens(
             nonce=nonce,
             email=user.email,
             email_verified=user.email_verified,
-            auth_time=now,
+            auth_time=int(now),
             amr=amr,
             ttl_s=ttl,
-            now=now,
+            now=int(now),
         )
     return body
 

@@ -8,6 +8,7 @@ from projections.catalog import CatalogProjector
 from projections.identity import IdentityProjector
 from projections.playback import PlaybackProjector
 from projections.ranking import RankingProjector
+from projections.rate_limits import RateLimitsProjector
 from projections.resolution import ResolutionProjector
 from projections.search_analytics import SearchAnalyticsProjector
 
@@ -19,6 +20,7 @@ PROJECTORS: tuple[Projector, ...] = (
     RankingProjector(),
     SearchAnalyticsProjector(),
     IdentityProjector(),
+    RateLimitsProjector(),
 )
 
 

@@ -60,7 +60,7 @@ async def invalidate_access_tokens(conn: AsyncConnection[Any], user_id: str, at:
 
 async def revoke_all(conn: AsyncConnection[Any], user_id: str, at: datetime, reason: str) -> None:
     # one row per family: the API's check of a token's session id is exact, while the
-    # user-wide valid_after is compared in whole seconds (a token's iat)
+    # user-wide valid_after is compared to the token's iat (milliseconds)
     await conn.execute(
         "WITH gone AS (UPDATE sessions SET revoked_at = %s, revoked_reason = %s"
         " WHERE user_id = %s AND revoked_at IS NULL RETURNING family_id)"

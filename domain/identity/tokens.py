@@ -94,7 +94,9 @@ class AccessClaims:
     client_id: str
     roles: tuple[str, ...]
     amr: tuple[str, ...]
-    issued_at: int
+    #: seconds, to the millisecond (RFC 7519 NumericDate may have a fraction): a revocation
+    #: in the same second as the token's issue must still tell before from after
+    issued_at: float
     expires_at: int
     jti: str
 
@@ -163,7 +165,7 @@ def issue_access_token(
     roles: Iterable[str],
     amr: Iterable[str],
     ttl_s: int,
-    now: int,
+    now: float,
 ) -> str:
     claims = {
         "iss": issuer,
@@ -174,9 +176,9 @@ def issue_access_token(
         "client_id": client_id,
         "roles": sorted(set(_names(roles))),
         "amr": _names(amr),
-        "iat": now,
-        "nbf": now,
-        "exp": now + ttl_s,
+        "iat": round(now, 3),
+        "nbf": int(now),
+        "exp": int(now) + ttl_s,
         "jti": secrets.token_urlsafe(16),
     }
     return _sign(keyset, claims, ACCESS_TOKEN_TYPE)
@@ -316,7 +318,8 @@ class AccessTokenVerifier:
             raise InvalidToken("wrong audience")
         if (
             not all(isinstance(p[name], str) for name in _STRING_CLAIMS)
-            or not all(_is_int(p[name]) for name in _TIME_CLAIMS)
+            or not all(_is_int(p[name]) for name in ("nbf", "exp"))
+            or not _is_time(p["iat"])
             or not all(_is_str_list(p[name]) for name in _LIST_CLAIMS)
             or not p["sub"]
         ):
@@ -328,11 +331,11 @@ class AccessTokenVerifier:
             client_id=p["client_id"],
             roles=tuple(p["roles"]),
             amr=tuple(p["amr"]),
-            issued_at=p["iat"],
+            issued_at=float(p["iat"]),
             expires_at=p["exp"],
             jti=p["jti"],
         )
-        return claims, max(p["nbf"], p["iat"])
+        return claims, max(p["nbf"], int(p["iat"]))
 
     def _check_time(self, expires_at: int, not_before: int, now: int) -> None:
         if expires_at + self.leeway_s <= now:
@@ -401,3 +404,10 @@ def _is_str_list(value: object) -> bool:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _is_time(value: Any) -> bool:
+    """A NumericDate: an int, or a finite float (bool is an int in Python: not a time)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return value == value and abs(value) < 1e11
