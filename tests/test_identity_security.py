@@ -13,6 +13,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -403,3 +404,26 @@ def test_bootstrap_admin_and_route_scopes(client: TestClient) -> None:
         == 403
     )
     assert client.post("/v1/content", json=movie, headers=admin).status_code == 202
+
+
+def test_brute_force_meets_429_before_luck(settings: Settings) -> None:
+    tight = replace(
+        settings,
+        identity=replace(settings.identity, rate_limits="login=3/60,register=100/60"),
+    )
+    with TestClient(create_app(tight)) as client:
+        _, headers = new_user(client)  # one login of the 3
+        email = _me(client, headers)["email"]
+        answers = [password_login(client, email, f"guess number {i:04d}") for i in range(4)]
+        assert [a.status_code for a in answers[:2]] == [400, 400]
+        limited = answers[2]
+        assert limited.status_code == 429, limited.text
+        assert int(limited.headers["Retry-After"]) > 0
+        assert limited.headers["RateLimit-Limit"] == "3"
+        assert limited.headers["RateLimit-Remaining"] == "0"
+        assert int(limited.headers["RateLimit-Reset"]) > 0
+        # the right password does not get through either while the account is limited
+        assert password_login(client, email, PASSWORD).status_code == 429
+        # another account from elsewhere is unaffected
+        other = TestClient(client.app, client=("203.0.113.7", 5000))
+        assert password_login(other, "nobody@example.com", PASSWORD).status_code == 400
