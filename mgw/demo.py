@@ -148,8 +148,13 @@ def rating_plays(path: Path = RATINGS, known: set[str] | None = None) -> Iterato
             )
 
 
+#: the account the printed examples register; any email and a password the policy takes do
+DEMO_EMAIL = "viewer@example.com"
+DEMO_PASSWORD = "popcorn-on-the-sofa-at-nine"
+
+
 def example_requests(base: str, content_id: str) -> str:
-    u = DEMO_USERS[0]
+    auth = '-H "Authorization: Bearer $TOKEN"'
     return "\n".join(
         [
             "Try:",
@@ -161,14 +166,21 @@ def example_requests(base: str, content_id: str) -> str:
             f"  curl -s '{base}/v1/search?q=godfahter'   # did_you_mean",
             f"  curl -s '{base}/v1/autocomplete?q=star+w'",
             f"  curl -s '{base}/v1/search/status'   # vectors are embedded in the background",
-            f"  curl -s -H 'X-User-Id: {u}' {base}/v1/me/continue-watching",
-            f"  curl -s -X POST {base}/v1/playback/events -H 'X-User-Id: {u}' "
+            "  # your own playback needs an account: register, then sign in for an access token",
+            f"  curl -s -X POST {base}/v1/auth/register -H 'content-type: application/json' \\",
+            f'       -d \'{{"email":"{DEMO_EMAIL}","password":"{DEMO_PASSWORD}",'
+            '"display_name":"Viewer"}\'',
+            f"  TOKEN=$(curl -s -X POST {base}/oauth/token -d grant_type=password "
+            "-d client_id=mgw-app \\",
+            f"       -d username={DEMO_EMAIL} -d password={DEMO_PASSWORD} \\",
+            "       | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
+            f"  curl -s {auth} {base}/v1/me/continue-watching",
+            f"  curl -s -X POST {base}/v1/playback/events {auth} "
             "-H 'content-type: application/json' \\",
             f'       -d \'{{"content_id":"{content_id}","device_id":"phone","kind":"progress",'
             '"position_s":1800,"duration_s":4860}\'',
             "  # then read your write: pass the returned token back",
-            f"  curl -s -H 'X-User-Id: {u}' -H 'X-Consistency-Token: <position>' "
-            f"{base}/v1/me/continue-watching",
+            f"  curl -s {auth} -H 'X-Consistency-Token: <position>' {base}/v1/me/continue-watching",
             f"  curl -s {base}/ready ; curl -s {base}/metrics | grep mgw_",
         ]
     )

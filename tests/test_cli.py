@@ -15,17 +15,29 @@ import httpx2 as httpx
 import pytest
 
 from core.settings import Settings
+from mgw import demo
 from mgw.demo import content_id_for
 from projections import maintenance
 from projections.base import Stores
-from projections.registry import by_name
+from projections.registry import PROJECTORS, by_name
 from streams.embedded import EmbeddedLog
 from streams.processing import ProjectionPipeline
 from streams.publisher import Publisher
 from streams.runner import ProjectorLoop
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, TEST_IDENTITY
 from tests.helpers import content, play
+from tests.identity_helpers import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
+#: `mgw up` makes the first admin from these; cheap argon2 and rate limits no test meets,
+#: as in the in-process tests (tests/conftest.py)
+IDENTITY_ENV = {
+    "MGW_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
+    "MGW_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    "MGW_ARGON2_TIME_COST": str(TEST_IDENTITY.argon2_time_cost),
+    "MGW_ARGON2_MEMORY_KIB": str(TEST_IDENTITY.argon2_memory_kib),
+    "MGW_RATE_LIMITS": TEST_IDENTITY.rate_limits,
+}
 
 
 def _free_port() -> int:
@@ -43,6 +55,34 @@ def _mgw(*args: str, env: dict[str, str] | None = None, out: Path) -> subprocess
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
+
+
+def _sign_in(base: str, email: str, password: str) -> dict[str, str]:
+    """The password grant, form-encoded, as an app sends it: Authorization headers."""
+    r = httpx.post(
+        f"{base}/oauth/token",
+        data={
+            "grant_type": "password",
+            "client_id": "mgw-app",
+            "username": email,
+            "password": password,
+        },
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def _register(base: str, name: str) -> tuple[str, str, dict[str, str]]:
+    """A new account, signed in: (user id, email, Authorization headers)."""
+    email = f"{name}.{os.urandom(4).hex()}@example.com"
+    r = httpx.post(
+        f"{base}/v1/auth/register",
+        json={"email": email, "password": PASSWORD, "display_name": name.title()},
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"], email, _sign_in(base, email, PASSWORD)
 
 
 def _get_retrying(url: str, headers: dict[str, str]) -> httpx.Response:
@@ -78,7 +118,13 @@ def _wait_for(fn, what: str, out: Path, proc: subprocess.Popen[bytes], timeout: 
 def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     port, data, out = _free_port(), tmp_path / "data", tmp_path / "up.log"
     base = f"http://127.0.0.1:{port}"
-    env = {"DATABASE_URL": "", "REDIS_URL": "", "KAFKA_BOOTSTRAP_SERVERS": "", "QDRANT_URL": ""}
+    env = {
+        "DATABASE_URL": "",
+        "REDIS_URL": "",
+        "KAFKA_BOOTSTRAP_SERVERS": "",
+        "QDRANT_URL": "",
+        **IDENTITY_ENV,
+    }
     toy = content_id_for("1")
     proc = _mgw("up", "--demo", "--data-dir", str(data), "--port", str(port), env=env, out=out)
     try:
@@ -91,14 +137,18 @@ def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         )
         assert doc["title"] == "Toy Story" and doc["year"] == 1995
         assert doc["external_ids"] == {"imdb": "tt0114709", "tmdb": "862"}
-        alice = {"X-User-Id": "demo-alice"}
-        cw = _wait_for(
-            lambda: httpx.get(f"{base}/v1/me/continue-watching", headers=alice).json()["items"],
-            "demo playback",
-            out,
-            proc,
-        )
-        assert all(0.05 <= i["progress"] <= 0.9 for i in cw)
+        # the first admin, made from MGW_BOOTSTRAP_ADMIN_*, signs in with the password grant
+        admin = _sign_in(base, ADMIN_EMAIL, ADMIN_PASSWORD)
+        me = httpx.get(f"{base}/v1/me", headers=admin).json()
+        assert me["email"] == ADMIN_EMAIL and "admin" in me["roles"]
+        profiles = f"{base}/v1/admin/ranking/profiles"
+        assert httpx.get(profiles).status_code == 401
+        assert httpx.get(profiles, headers=admin).status_code == 200
+        # a user of the app: registers, signs in, and reads only their own playback
+        alice_id, alice_email, alice = _register(base, "alice")
+        assert httpx.get(f"{base}/v1/me", headers=alice).json()["id"] == alice_id
+        assert httpx.get(f"{base}/v1/me/continue-watching").status_code == 401
+        assert httpx.get(profiles, headers=alice).status_code == 403
         r = httpx.post(
             f"{base}/v1/playback/events",
             headers=alice,
@@ -123,6 +173,18 @@ def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
             out,
             proc,
         )
+        # the demo users' playback was appended (and, all caught up, projected): one
+        # PlaybackStarted per demo session. Those users have no accounts, so their
+        # continue-watching is not readable through the API any more.
+        sessions = sum(e.event_type == "PlaybackStarted" for e in demo.playback_events(["x"]))
+        assert sessions == len(demo.DEMO_USERS) * 12
+        started = re.search(
+            r'^mgw_events_appended_total\{event_type="PlaybackStarted",topic="playback.events"\}'
+            r" (\S+)$",
+            httpx.get(f"{base}/metrics").text,
+            re.M,
+        )
+        assert started and float(started.group(1)) == sessions
         # the demo catalog has availability on all eight platforms
         doc = httpx.get(f"{base}/v1/content/{toy}?region=US").json()
         assert doc["title"] == "Toy Story" and doc["availability"] and doc["platforms"]
@@ -154,6 +216,8 @@ def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         code = proc.wait(30)
     assert code == 0, out.read_text()[-3000:]
     assert "Try:" in out.read_text()
+    # the printed examples sign in: no identity headers of old
+    assert f"{base}/oauth/token" in out.read_text() and "X-User-Id" not in out.read_text()
 
     # a second start on the same data dir resumes: nothing loaded or applied again
     out2 = tmp_path / "up2.log"
@@ -168,8 +232,12 @@ def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         )
         assert all(float(v) == 0 for _, v in applied), applied
         assert "already in the log" in out2.read_text()
+        # the access token from before the restart still verifies (the signing keys are
+        # in the data dir), and the account and its playback are still there
         cw = httpx.get(f"{base}/v1/me/continue-watching", headers=alice).json()["items"]
         assert cw[0]["content_id"] == toy
+        again = _sign_in(base, alice_email, PASSWORD)
+        assert httpx.get(f"{base}/v1/me", headers=again).json()["id"] == alice_id
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
@@ -210,7 +278,13 @@ async def test_replay_rebuilds_an_identical_projection(
 def test_up_shares_a_projector_between_processes(tmp_path: Path) -> None:
     port, data, out = _free_port(), tmp_path / "data", tmp_path / "up.log"
     base = f"http://127.0.0.1:{port}"
-    env = {"DATABASE_URL": "", "REDIS_URL": "", "KAFKA_BOOTSTRAP_SERVERS": "", "QDRANT_URL": ""}
+    env = {
+        "DATABASE_URL": "",
+        "REDIS_URL": "",
+        "KAFKA_BOOTSTRAP_SERVERS": "",
+        "QDRANT_URL": "",
+        **IDENTITY_ENV,
+    }
     proc = _mgw(
         "up",
         "--projector-processes",
@@ -230,17 +304,13 @@ def test_up_shares_a_projector_between_processes(tmp_path: Path) -> None:
             text=True,
         ).stdout
         shard_pids = [int(ln.split()[0]) for ln in listing.splitlines() if "--shard 1/2" in ln]
-        # one second shard per shardable projector (catalog holds Qdrant's local mode)
-        assert sorted(ln.split("--projector ")[1].split()[0] for ln in listing.splitlines()) == [
-            "availability",
-            "playback",
-            "ranking",
-            "resolution",
-            "search_analytics",
-        ], listing
+        # one second shard per projector but catalog (it holds Qdrant's local mode)
+        sharded = sorted(ln.split("--projector ")[1].split()[0] for ln in listing.splitlines())
+        assert sharded == sorted(p.name for p in PROJECTORS if p.name != "catalog"), listing
+        assert {"availability", "identity", "playback", "ranking", "resolution"} <= set(sharded)
         # users spread over every partition; each reads its own write through the token
         for i in range(24):
-            user = {"X-User-Id": f"user-{i}"}
+            _, _, user = _register(base, f"user{i}")
             r = httpx.post(
                 f"{base}/v1/playback/events",
                 headers=user,

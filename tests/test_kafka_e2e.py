@@ -1,5 +1,6 @@
 """The same end-to-end scenario on Kafka: API appends to the broker, Faust workers (one
-consumer group per projector, separate OS processes) project, the API reads."""
+consumer group per projector, separate OS processes) project, the API reads. Sign-in
+works the same way: the identity projector is one more worker."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,12 +17,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from api.errors import Problem
 from core.settings import Settings
 from mgw.worker import worker_argv
+from tests.identity_helpers import admin_headers, new_user
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
-ALICE = {"X-User-Id": "alice"}
+#: identity: accounts and sessions (the API waits for its outcomes to sign anyone in)
+PROJECTORS = ("catalog", "playback", "identity")
 
 
 @pytest.fixture
@@ -45,7 +50,7 @@ def workers(
         "MGW_LOG_LEVEL": "WARNING",
     }
     procs = []
-    for name in ("catalog", "playback"):
+    for name in PROJECTORS:
         with open(tmp_path / f"worker-{name}.log", "wb") as out:
             procs.append(
                 subprocess.Popen(
@@ -90,14 +95,42 @@ def _get_when_ready(
             )
 
 
+@contextmanager
+def _api(
+    settings: Settings, logs: Path, procs: list[subprocess.Popen[bytes]], deadline_s: float = 90
+) -> Iterator[TestClient]:
+    """The API, started. Its start creates the first admin and waits (a few seconds at
+    most) for the identity worker's outcome; until that worker has joined its group the
+    start fails with 503, and is tried again: the account event is in the log already."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        client = TestClient(create_app(settings, run_projectors=False, with_qdrant=False))
+        try:
+            client.__enter__()
+            break
+        except Problem as exc:
+            assert exc.status == 503, exc
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise AssertionError(
+                "the identity worker never answered:\n"
+                + "\n".join(p.read_text()[-3000:] for p in logs.glob("worker-*.log"))
+            )
+    try:
+        yield client
+    finally:
+        client.__exit__(None, None, None)
+
+
 def test_post_project_get_on_kafka_with_faust_workers(
     kafka_settings: Settings, workers: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
-    with TestClient(create_app(kafka_settings, run_projectors=False, with_qdrant=False)) as c:
-        r = c.post(
-            "/v1/content",
-            json={"content_id": "heat-1995", "title": "Heat", "year": 1995, "genres": ["Crime"]},
-        )
+    with _api(kafka_settings, tmp_path, workers) as c:
+        operator = admin_headers(c)
+        alice_id, alice = new_user(c, "alice")
+        assert c.get("/v1/me", headers=alice).json()["id"] == alice_id
+        heat = {"content_id": "heat-1995", "title": "Heat", "year": 1995, "genres": ["Crime"]}
+        assert c.post("/v1/content", json=heat, headers=alice).status_code == 403
+        r = c.post("/v1/content", json=heat, headers=operator)
         assert r.status_code == 202
         token = r.json()["position"]
         assert token.startswith("catalog.content:")
@@ -113,12 +146,12 @@ def test_post_project_get_on_kafka_with_faust_workers(
             "position_s": 2550,
             "duration_s": 10200,
         }
-        r = c.post("/v1/playback/events", json=body, headers=ALICE)
+        r = c.post("/v1/playback/events", json=body, headers=alice)
         assert r.status_code == 202
         cw = _get_when_ready(
             c,
             "/v1/me/continue-watching",
-            {**ALICE, "X-Consistency-Token": r.json()["position"]},
+            {**alice, "X-Consistency-Token": r.json()["position"]},
             tmp_path,
             workers,
         )
@@ -146,7 +179,7 @@ def test_post_project_get_on_kafka_with_faust_workers(
 
     admin = AdminClient({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
     groups = {g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid}
-    assert {"mgw-catalog", "mgw-playback"} <= groups
+    assert {f"mgw-{name}" for name in PROJECTORS} <= groups
     for p in workers:
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0

@@ -20,7 +20,8 @@ from api.app import create_app
 from core.settings import Settings
 from domain.catalog.webhooks import sign
 from mgw import demo
-from tests.conftest import _TEMPLATE, Services
+from tests.conftest import _TEMPLATE, TEST_IDENTITY, Services
+from tests.identity_helpers import admin_headers, new_user
 
 SECRET = "search-tests"
 #: MovieLens ids: the first 300 titles (1995 and around) plus well-known later ones
@@ -43,6 +44,7 @@ def catalog(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Ite
         redis_url=f"unix://{services.redis_socket}?db=15",
         batch_linger_ms=0,
         webhook_secrets=(("netflix", SECRET), ("hulu", SECRET)),
+        identity=TEST_IDENTITY,
     )
     wanted: set[str] = set(EXTRA)
     with gzip.open(demo.DATA, "rt", encoding="utf-8") as fh:
@@ -290,7 +292,10 @@ def test_autocomplete(catalog: TestClient) -> None:
 
 def test_correction_widens_text_retrieval_under_a_profile(catalog: TestClient) -> None:
     # a profile without the vector retriever (which always finds something near)
-    r = catalog.put("/v1/admin/ranking/profiles/textonly", json={"weights": {"vector": 0}})
+    profile = "/v1/admin/ranking/profiles/textonly"
+    change = {"weights": {"vector": 0}}
+    assert catalog.put(profile, json=change).status_code == 401  # an admin's change
+    r = catalog.put(profile, json=change, headers=admin_headers(catalog))
     assert r.status_code == 202, r.text
     token = r.headers["X-Consistency-Token"]
     r = catalog.get(
@@ -312,19 +317,28 @@ def test_correction_widens_text_retrieval_under_a_profile(catalog: TestClient) -
 
 
 def test_searches_and_clicks_reach_analytics(catalog: TestClient) -> None:
-    body = search(catalog, q="Jumanji")
+    # a signed-in user searches and clicks (the token is optional on both); an anonymous
+    # search counts the same
+    _, user = new_user(catalog)
+    r = catalog.get("/v1/search", params={"q": "Jumanji"}, headers=user)
+    assert r.status_code == 200, r.text
+    body = r.json()
     hit = body["items"][0]
     assert hit["title"] == "Jumanji"
     r = catalog.post(
         "/v1/search/clicks",
         json={"search_id": body["search_id"], "content_id": hit["id"], "position": 1},
+        headers=user,
     )
     assert r.status_code == 202, r.text
     zero = search(catalog, q="zzqxv", intent="false", genre="Western", year_from="2031")
     assert zero["items"] == []
+    # the report is for support and admins only
+    assert catalog.get("/v1/admin/search/analytics", headers=user).status_code == 403
+    admin = admin_headers(catalog)
     deadline = time.monotonic() + 30
     while True:
-        report = catalog.get("/v1/admin/search/analytics").json()
+        report = catalog.get("/v1/admin/search/analytics", headers=admin).json()
         top = {q["query"]: q for q in report["top_queries"]}
         zeros = {q["query"] for q in report["zero_result_queries"]}
         if "jumanji" in top and top["jumanji"]["clicks"] >= 1 and "zzqxv" in zeros:

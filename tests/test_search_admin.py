@@ -1,5 +1,5 @@
-"""Discovery administration end to end: ranking profiles, the admin guard, search
-analytics, and their projections under redelivery and replay."""
+"""Discovery administration end to end: ranking profiles, the scopes that guard them,
+search analytics, and their projections under redelivery and replay."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ from streams.processing import ProjectionPipeline
 from streams.publisher import Publisher
 from streams.runner import ProjectorLoop
 from streams.topics import RANKING, SEARCHES
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.identity_helpers import PASSWORD, admin_headers, bearer, new_user, password_login
 
 PROFILES = "/v1/admin/ranking/profiles"
 ANALYTICS = "/v1/admin/search/analytics"
@@ -39,10 +41,15 @@ T0 = datetime(2020, 1, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def client(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.delenv("MGW_ADMIN_TOKEN", raising=False)
+def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:
         yield c
+
+
+@pytest.fixture
+def admin(client: TestClient) -> dict[str, str]:
+    """The bootstrapped admin's headers: every admin route takes them."""
+    return admin_headers(client)
 
 
 def _ctx(client: TestClient) -> AppContext:
@@ -58,51 +65,77 @@ def _problem(r: Any, status: int, field: str) -> dict[str, Any]:
     return body
 
 
-def _put(client: TestClient, name: str, body: dict[str, Any], **headers: str) -> Any:
+def _put(
+    client: TestClient, name: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Any:
     return client.put(f"{PROFILES}/{name}", json=body, headers=headers)
+
+
+def _with_role(
+    client: TestClient, admin: dict[str, str], role: str, name: str
+) -> tuple[str, dict[str, str]]:
+    """A new account the admin grants ``role``, signed in again so its token holds the
+    role's scopes: (user id, Authorization headers)."""
+    user_id, headers = new_user(client, name)
+    email = client.get("/v1/me", headers=headers).json()["email"]
+    r = client.put(f"/v1/admin/users/{user_id}/roles/{role}", headers=admin)
+    assert r.status_code == 200 and role in r.json()["roles"], r.text
+    tokens = password_login(client, email, PASSWORD)
+    assert tokens.status_code == 200, tokens.text
+    return user_id, bearer(tokens.json())
 
 
 # -- ranking profiles ----------------------------------------------------------
 
 
-def test_set_profiles_read_back_history_and_versions(client: TestClient) -> None:
-    listed = client.get(PROFILES).json()["items"]
+def test_set_profiles_read_back_history_and_versions(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    admin_id = client.get("/v1/me", headers=admin).json()["id"]
+    listed = client.get(PROFILES, headers=admin).json()["items"]
     assert [p["name"] for p in listed] == ["default"]
     assert listed[0]["version"] == 0 and listed[0]["weights"] == dict(DEFAULT_WEIGHTS)
 
-    r = _put(client, "default", {"weights": {"vector": 1.5}, "description": "more semantic"})
+    r = _put(client, "default", {"weights": {"vector": 1.5}, "description": "more semantic"}, admin)
     assert r.status_code == 202, r.text
     token = r.headers["X-Consistency-Token"]
     assert r.json()["position"] == token and token.startswith(f"{RANKING.name}:0:")
     assert r.json()["version"] == 1 and r.json()["confirmed"] is True
-    got = client.get(f"{PROFILES}/default", headers={"X-Consistency-Token": token}).json()
+    got = client.get(f"{PROFILES}/default", headers={**admin, "X-Consistency-Token": token}).json()
     assert got["profile"]["version"] == 1
     assert got["profile"]["weights"] == {**DEFAULT_WEIGHTS, "vector": 1.5}
     assert got["profile"]["description"] == "more semantic" and got["profile"]["set_at"]
 
-    # a second partial update builds on the first and keeps its description
-    r2 = _put(client, "default", {"weights": {"trigram": 0.2, "rrf_k": 30}}, **{"X-User-Id": "ops"})
+    # a second partial update, by another admin, builds on the first and keeps its
+    # description; each version records who set it
+    ops_id, ops = _with_role(client, admin, "admin", "ops")
+    r2 = _put(client, "default", {"weights": {"trigram": 0.2, "rrf_k": 30}}, ops)
     assert r2.status_code == 202 and r2.json()["version"] == 2
     got = client.get(
-        f"{PROFILES}/default", headers={"X-Consistency-Token": r2.json()["position"]}
+        f"{PROFILES}/default", headers={**admin, "X-Consistency-Token": r2.json()["position"]}
     ).json()
     want = {**DEFAULT_WEIGHTS, "vector": 1.5, "trigram": 0.2, "rrf_k": 30.0}
     assert got["profile"]["weights"] == want
     assert got["profile"]["description"] == "more semantic"
-    assert got["profile"]["set_by"] == "ops"
+    assert got["profile"]["set_by"] == ops_id
     assert [h["version"] for h in got["history"]] == [2, 1]
+    assert [h["set_by"] for h in got["history"]] == [ops_id, admin_id]
     assert got["history"][1]["weights"] == {**DEFAULT_WEIGHTS, "vector": 1.5}
 
     # history pages newest first
-    page = client.get(f"{PROFILES}/default?limit=1").json()
+    page = client.get(f"{PROFILES}/default?limit=1", headers=admin).json()
     assert [h["version"] for h in page["history"]] == [2] and page["next_cursor"]
-    page = client.get(f"{PROFILES}/default?limit=1&cursor={page['next_cursor']}").json()
+    page = client.get(
+        f"{PROFILES}/default?limit=1&cursor={page['next_cursor']}", headers=admin
+    ).json()
     assert [h["version"] for h in page["history"]] == [1] and page["next_cursor"] is None
 
     # a new profile starts at version 1; the list shows each profile's current version
-    r3 = _put(client, "experiment-a", {"weights": {"freshness": 0.3}})
+    r3 = _put(client, "experiment-a", {"weights": {"freshness": 0.3}}, admin)
     assert r3.status_code == 202 and r3.json()["version"] == 1
-    items = client.get(PROFILES, headers={"X-Consistency-Token": r3.json()["position"]}).json()
+    items = client.get(
+        PROFILES, headers={**admin, "X-Consistency-Token": r3.json()["position"]}
+    ).json()
     assert [(p["name"], p["version"]) for p in items["items"]] == [
         ("default", 2),
         ("experiment-a", 1),
@@ -111,7 +144,7 @@ def test_set_profiles_read_back_history_and_versions(client: TestClient) -> None
 
 
 def test_resolve_profile_caches_but_honours_a_token(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(api.ranking, "CACHE_TTL_S", 3600.0)  # no expiry within the test
     c = _ctx(client)
@@ -131,7 +164,8 @@ def test_resolve_profile_caches_but_honours_a_token(
         },
     )
     token = call(c.publisher.publish, event).token()
-    assert client.get(PROFILES, headers={"X-Consistency-Token": token}).status_code == 200
+    r = client.get(PROFILES, headers={**admin, "X-Consistency-Token": token})
+    assert r.status_code == 200
     assert call(resolve_profile, c, "default").version == 0  # the cache, still fresh
     # the search route hands over its request: the token comes from its header
     scope = {
@@ -152,7 +186,7 @@ def test_resolve_profile_caches_but_honours_a_token(
         {"profile": "new-one", "version": 1, "weights": weights, "description": "", "set_by": None},
     )
     token = call(c.publisher.publish, other).token()
-    client.get(PROFILES, headers={"X-Consistency-Token": token})
+    client.get(PROFILES, headers={**admin, "X-Consistency-Token": token})
     assert call(resolve_profile, c, "new-one").name == "new-one"
     for bad in ("nope", "Bad Name", ""):
         with pytest.raises(Problem) as info:
@@ -164,10 +198,10 @@ def test_resolve_profile_caches_but_honours_a_token(
 
 
 def test_concurrent_version_loses_with_409(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert _put(client, "default", {"weights": {"vector": 1.1}}).json()["version"] == 1
-    assert _put(client, "default", {"weights": {"vector": 1.2}}).json()["version"] == 2
+    assert _put(client, "default", {"weights": {"vector": 1.1}}, admin).json()["version"] == 1
+    assert _put(client, "default", {"weights": {"vector": 1.2}}, admin).json()["version"] == 2
     # Make the next PUT believe version 1 is current, as a request racing the last
     # one would: it appends version 2 again, which the projector ignores.
     from projections import ranking as proj
@@ -176,64 +210,90 @@ def test_concurrent_version_loses_with_409(
         return await proj.stored_version(conn, name, 1)
 
     monkeypatch.setattr(api.ranking, "current_version", stale)
-    _problem(_put(client, "default", {"weights": {"vector": 9.0}}), 409, "name")
+    _problem(_put(client, "default", {"weights": {"vector": 9.0}}, admin), 409, "name")
     monkeypatch.setattr(api.ranking, "current_version", proj.current_version)
-    got = client.get(f"{PROFILES}/default").json()
+    got = client.get(f"{PROFILES}/default", headers=admin).json()
     assert got["profile"]["version"] == 2 and got["profile"]["weights"]["vector"] == 1.2
     assert len(got["history"]) == 2
 
 
-def test_bad_profile_input_is_named(client: TestClient) -> None:
-    _problem(_put(client, "default", {"weights": {"vector": 11}}), 422, "weights.vector")
-    _problem(_put(client, "default", {"weights": {"vector": -0.1}}), 422, "weights.vector")
-    _problem(_put(client, "default", {"weights": {"vector": "1"}}), 422, "weights.vector")
-    _problem(_put(client, "default", {"weights": {"vector": True}}), 422, "weights.vector")
-    _problem(_put(client, "default", {"weights": {"rrf_k": 0.5}}), 422, "weights.rrf_k")
-    unknown = _problem(_put(client, "default", {"weights": {"colour": 1}}), 422, "weights.colour")
+def test_bad_profile_input_is_named(client: TestClient, admin: dict[str, str]) -> None:
+    def put(name: str, body: dict[str, Any]) -> Any:
+        return _put(client, name, body, admin)
+
+    _problem(put("default", {"weights": {"vector": 11}}), 422, "weights.vector")
+    _problem(put("default", {"weights": {"vector": -0.1}}), 422, "weights.vector")
+    _problem(put("default", {"weights": {"vector": "1"}}), 422, "weights.vector")
+    _problem(put("default", {"weights": {"vector": True}}), 422, "weights.vector")
+    _problem(put("default", {"weights": {"rrf_k": 0.5}}), 422, "weights.rrf_k")
+    unknown = _problem(put("default", {"weights": {"colour": 1}}), 422, "weights.colour")
     assert "fulltext" in unknown["detail"] and "freshness" in unknown["detail"]
-    _problem(_put(client, "default", {"weights": [1, 2]}), 422, "weights")
-    _problem(_put(client, "default", {}), 422, "weights")
-    _problem(_put(client, "default", {"weights": {}, "colour": 1}), 422, "colour")
-    _problem(_put(client, "default", {"description": "x" * 501}), 422, "description")
-    _problem(_put(client, "default", {"description": "a\x00b"}), 422, "description")
-    _problem(_put(client, "Bad%20Name", {"weights": {"vector": 1}}), 422, "name")
-    _problem(_put(client, "-leading", {"weights": {"vector": 1}}), 422, "name")
-    _problem(_put(client, "x" * 65, {"weights": {"vector": 1}}), 422, "name")
-    _problem(client.get(f"{PROFILES}/Upper"), 422, "name")
-    _problem(client.get(f"{PROFILES}/missing"), 404, "name")
-    _problem(client.get(f"{PROFILES}/default?cursor=zzz"), 422, "cursor")
-    _problem(client.get(f"{PROFILES}/default?limit=0"), 422, "limit")
+    _problem(put("default", {"weights": [1, 2]}), 422, "weights")
+    _problem(put("default", {}), 422, "weights")
+    _problem(put("default", {"weights": {}, "colour": 1}), 422, "colour")
+    _problem(put("default", {"description": "x" * 501}), 422, "description")
+    _problem(put("default", {"description": "a\x00b"}), 422, "description")
+    _problem(put("Bad%20Name", {"weights": {"vector": 1}}), 422, "name")
+    _problem(put("-leading", {"weights": {"vector": 1}}), 422, "name")
+    _problem(put("x" * 65, {"weights": {"vector": 1}}), 422, "name")
+    _problem(client.get(f"{PROFILES}/Upper", headers=admin), 422, "name")
+    _problem(client.get(f"{PROFILES}/missing", headers=admin), 404, "name")
+    _problem(client.get(f"{PROFILES}/default?cursor=zzz", headers=admin), 422, "cursor")
+    _problem(client.get(f"{PROFILES}/default?limit=0", headers=admin), 422, "limit")
     # nothing was written
-    assert client.get(f"{PROFILES}/default").json()["history"] == []
+    assert client.get(f"{PROFILES}/default", headers=admin).json()["history"] == []
 
 
-def test_admin_routes_need_the_token_when_one_is_set(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MGW_ADMIN_TOKEN", "s3cret")
+def _challenged(r: Any, status: int, error: str | None = None) -> None:
+    """A 401/403 problem naming Authorization, with an RFC 6750 challenge."""
+    _problem(r, status, "Authorization")
+    challenge = r.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer "), challenge
+    if error:
+        assert f'error="{error}"' in challenge, challenge
+
+
+def test_admin_routes_need_an_admin_token(client: TestClient, admin: dict[str, str]) -> None:
+    _, user = new_user(client)
+    _, support = _with_role(client, admin, "support", "support")
+    # the admin's own token narrowed to reading analytics: it reads, and changes nothing
+    narrowed = password_login(client, ADMIN_EMAIL, ADMIN_PASSWORD, scope="analytics:read")
+    assert narrowed.status_code == 200, narrowed.text
+    assert narrowed.json()["scope"] == "analytics:read"
+    reader = bearer(narrowed.json())
     for path in (PROFILES, f"{PROFILES}/default", ANALYTICS):
-        _problem(client.get(path), 401, "X-Admin-Token")
-        _problem(client.get(path, headers={"X-Admin-Token": "wrong"}), 403, "X-Admin-Token")
-        assert client.get(path, headers={"X-Admin-Token": "s3cret"}).status_code == 200
-    _problem(_put(client, "default", {"weights": {"vector": 1}}), 401, "X-Admin-Token")
-    ok = _put(client, "default", {"weights": {"vector": 1}}, **{"X-Admin-Token": "s3cret"})
-    assert ok.status_code == 202
-    # clicks come from apps, not admins
+        _challenged(client.get(path), 401)
+        for bad in ("Bearer not-a-token", "Basic YWRtaW46c2VjcmV0", "Bearer mgw_nope"):
+            _challenged(client.get(path, headers={"Authorization": bad}), 401)
+        denied = client.get(path, headers=user)
+        _challenged(denied, 403, "insufficient_scope")
+        assert 'scope="analytics:read"' in denied.headers["WWW-Authenticate"]
+        for allowed in (admin, support, reader):
+            assert client.get(path, headers=allowed).status_code == 200
+    change = {"weights": {"vector": 1}}
+    _challenged(_put(client, "default", change), 401)
+    _challenged(_put(client, "default", change, {"Authorization": "Bearer not-a-token"}), 401)
+    for headers in (user, support, reader):  # reading analytics is not changing ranking
+        denied = _put(client, "default", change, headers)
+        _challenged(denied, 403, "insufficient_scope")
+        assert 'scope="ranking:write"' in denied.headers["WWW-Authenticate"]
+    ok = _put(client, "default", change, admin)
+    assert ok.status_code == 202 and ok.json()["version"] == 1
+    # clicks come from apps, not admins: signed in or not
     click = {"search_id": "s", "content_id": "c", "position": 1}
     assert client.post("/v1/search/clicks", json=click).status_code == 202
+    assert client.post("/v1/search/clicks", json=click, headers=user).status_code == 202
 
 
-def test_admin_routes_without_a_token_answer_loopback_only(client: TestClient) -> None:
-    assert client.get(PROFILES).status_code == 200  # the test client counts as loopback
-    # A client elsewhere. Refused before any database work, so this second client
-    # (which does not run the app's lifespan) never touches the first one's pools.
+def test_remote_clients_need_a_token_too(client: TestClient) -> None:
+    # A client elsewhere: no loopback exemption. Refused before any database work, so
+    # this second client (which does not run the app's lifespan) never touches the
+    # first one's pools.
     remote = TestClient(client.app, client=("203.0.113.9", 40000))
-    for path in (PROFILES, ANALYTICS):
-        _problem(remote.get(path), 403, "X-Admin-Token")
-    _problem(remote.put(f"{PROFILES}/default", json={}), 403, "X-Admin-Token")
-    is_loopback = api.ranking._is_loopback
-    assert all(is_loopback(h) for h in ("127.0.0.1", "127.8.0.1", "::1", "::ffff:127.0.0.1"))
-    assert not any(is_loopback(h) for h in ("10.0.0.1", "::ffff:10.0.0.1", "example", "", None))
+    for path in (PROFILES, f"{PROFILES}/default", ANALYTICS):
+        _challenged(remote.get(path), 401)
+        _challenged(remote.get(path, headers={"Authorization": "Bearer not-a-token"}), 401)
+    _challenged(remote.put(f"{PROFILES}/default", json={}), 401)
 
 
 # -- search analytics ----------------------------------------------------------
@@ -274,15 +334,31 @@ async def _publish(c: AppContext, search: dict[str, Any]) -> Position | None:
     return await publish_search(c, **search)
 
 
-def _report(client: TestClient, query: str = "", token: str | None = None) -> dict[str, Any]:
-    headers = {"X-Consistency-Token": token} if token else {}
+def _report(
+    client: TestClient, admin: dict[str, str], query: str = "", token: str | None = None
+) -> dict[str, Any]:
+    headers = {**admin, "X-Consistency-Token": token} if token else admin
     r = client.get(f"{ANALYTICS}{query}", headers=headers)
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body
 
 
-def test_analytics_counts_searches_zero_results_and_clicks(client: TestClient) -> None:
+def _clicked_by(client: TestClient, token: str) -> str | None:
+    """The user id the SearchResultClicked event at ``token`` records."""
+    pos = Position.parse(token)
+    call = client.portal.call  # type: ignore[union-attr]
+    [record] = call(_ctx(client).log.read, pos.topic, pos.partition, pos.offset, 1)
+    event_type, payload = AvroCodec().decode(record.value)
+    assert event_type == "SearchResultClicked"
+    user: str | None = payload["user_id"]
+    return user
+
+
+def test_analytics_counts_searches_zero_results_and_clicks(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    alice_id, alice = new_user(client, "alice")
     c = _ctx(client)
     call = client.portal.call  # type: ignore[union-attr]
     tokens = []
@@ -294,14 +370,15 @@ def test_analytics_counts_searches_zero_results_and_clicks(client: TestClient) -
         r = client.post(
             "/v1/search/clicks",
             json={"search_id": sid, "content_id": cid, "position": position},
-            headers={"X-User-Id": "alice"},
+            headers=alice,
         )
         assert r.status_code == 202 and r.headers["X-Consistency-Token"].startswith(SEARCHES.name)
+        assert _clicked_by(client, r.json()["position"]) == alice_id  # from the token
         tokens.append(r.json()["position"])
     for t in tokens:  # each token is one partition's: wait for every one
-        _report(client, token=t)
+        _report(client, admin, token=t)
 
-    day = _report(client, f"?from={DAY}&to={DAY}")
+    day = _report(client, admin, f"?from={DAY}&to={DAY}")
     assert (day["from"], day["to"]) == ("2020-01-01", "2020-01-01")
     assert day["totals"] == {
         "searches": 6,
@@ -336,17 +413,17 @@ def test_analytics_counts_searches_zero_results_and_clicks(client: TestClient) -
         *({"position": p, "impressions": 1, "clicks": 0, "ctr": 0.0} for p in range(4, 11)),
         {"position": 11, "impressions": 0, "clicks": 1, "ctr": None},
     ]
-    top = _report(client, f"?from={DAY}&to={DAY}&limit=1")
+    top = _report(client, admin, f"?from={DAY}&to={DAY}&limit=1")
     assert [q["query"] for q in top["top_queries"]] == ["toy story"]
     assert [q["query"] for q in top["zero_result_queries"]] == ["zzzz"]
 
-    two_days = _report(client, f"?from={DAY}&to={DAY + timedelta(days=1)}")
+    two_days = _report(client, admin, f"?from={DAY}&to={DAY + timedelta(days=1)}")
     assert two_days["totals"]["searches"] == 7
     assert two_days["top_queries"][0]["searches"] == 3
 
     # the click on a search never seen counts today, by position only
     today = datetime.now(UTC).date()
-    week = _report(client)
+    week = _report(client, admin)
     assert (week["from"], week["to"]) == ((today - timedelta(days=6)).isoformat(), str(today))
     assert week["totals"] == {
         "searches": 0,
@@ -359,14 +436,17 @@ def test_analytics_counts_searches_zero_results_and_clicks(client: TestClient) -
     assert week["top_queries"] == [] and week["zero_result_queries"] == []
 
 
-def test_bad_analytics_input_is_named(client: TestClient) -> None:
-    _problem(client.get(f"{ANALYTICS}?from=2020-13-01"), 422, "from")
-    _problem(client.get(f"{ANALYTICS}?from=yesterday"), 422, "from")
-    _problem(client.get(f"{ANALYTICS}?to=2020-1-1"), 422, "to")
-    _problem(client.get(f"{ANALYTICS}?from=2020-01-02&to=2020-01-01"), 422, "from")
-    _problem(client.get(f"{ANALYTICS}?from=2020-01-01&to=2021-01-01"), 422, "to")  # 367 days
-    assert client.get(f"{ANALYTICS}?from=2020-01-01&to=2020-12-31").status_code == 200  # 366
-    _problem(client.get(f"{ANALYTICS}?limit=101"), 422, "limit")
+def test_bad_analytics_input_is_named(client: TestClient, admin: dict[str, str]) -> None:
+    def get(query: str) -> Any:
+        return client.get(f"{ANALYTICS}{query}", headers=admin)
+
+    _problem(get("?from=2020-13-01"), 422, "from")
+    _problem(get("?from=yesterday"), 422, "from")
+    _problem(get("?to=2020-1-1"), 422, "to")
+    _problem(get("?from=2020-01-02&to=2020-01-01"), 422, "from")
+    _problem(get("?from=2020-01-01&to=2021-01-01"), 422, "to")  # 367 days
+    assert get("?from=2020-01-01&to=2020-12-31").status_code == 200  # 366
+    _problem(get("?limit=101"), 422, "limit")
     click = {"search_id": "s", "content_id": "c", "position": 1}
     post = client.post
     _problem(post("/v1/search/clicks", json={**click, "position": 0}), 422, "position")
@@ -376,7 +456,15 @@ def test_bad_analytics_input_is_named(client: TestClient) -> None:
     _problem(post("/v1/search/clicks", json={**click, "content_id": "a\x00"}), 422, "content_id")
     _problem(post("/v1/search/clicks", json={**click, "extra": 1}), 422, "extra")
     _problem(post("/v1/search/clicks", json={"search_id": "s"}), 422, "content_id")
-    _problem(post("/v1/search/clicks", json=click, headers={"X-User-Id": "a b"}), 401, "X-User-Id")
+    # the bearer token is optional, but one that is sent must be good
+    for bad in ("Bearer a b", "Bearer not-a-token", "Basic YWxpY2U6c2VjcmV0"):
+        r = post("/v1/search/clicks", json=click, headers={"Authorization": bad})
+        _problem(r, 401, "Authorization")
+        assert r.headers["WWW-Authenticate"].startswith("Bearer ")
+    anonymous = post("/v1/search/clicks", json=click)
+    assert (
+        anonymous.status_code == 202 and _clicked_by(client, anonymous.json()["position"]) is None
+    )
     # publish_search never raises (it runs after the response): bad input is logged
     c = _ctx(client)
     call = client.portal.call  # type: ignore[union-attr]
