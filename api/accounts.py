@@ -495,6 +495,22 @@ async def bootstrap_admin(c: AppContext) -> str | None:
     return user_id
 
 
+async def bootstrap_admin_when_ready(c: AppContext, stop: asyncio.Event) -> None:
+    """``bootstrap_admin`` retried until the identity projector (in a worker) answers."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            await bootstrap_admin(c)
+            return
+        except Problem:
+            log.warning("bootstrap admin waits for the identity projector; retrying")
+        except Exception as exc:
+            log.warning("bootstrap admin failed: %s", exc)
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
 def _system(user_id: str, **payload: Any) -> dict[str, Any]:
     return {"user_id": user_id, **payload, "actor_id": "system", "ip": None, "user_agent": None}
 

@@ -105,7 +105,10 @@ def create_app(
                 if indexer is not None:
                     index_task = asyncio.create_task(indexer.run(stop), name="search-indexer")
                 app.state.mgw = context
-                await accounts.bootstrap_admin(context)
+                if run_projectors:
+                    await accounts.bootstrap_admin(context)
+                else:  # workers elsewhere decide: do not hold the start up for them
+                    context.identity.spawn(accounts.bootstrap_admin_when_ready(context, stop))
                 if on_ready is not None:
                     await on_ready(context)
                 yield
