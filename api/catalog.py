@@ -1,4 +1,9 @@
-"""Catalog lists: new arrivals and titles leaving soon, per region (and platform)."""
+"""Catalog lists: new arrivals and titles leaving soon, per region (and platform).
+
+Titles above the active profile's parental limit (api/profiles.py) are left out of a
+page after it is read, so a limited profile's page may hold fewer than ``limit`` items
+while ``next_cursor`` still leads on.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api.authn import optional
 from api.consistency import wait_for_token
 from api.context import ctx
 from api.errors import Problem
 from api.pagination import decode_cursor, encode_cursor
+from api.profiles import rating_limit
 from api.requests import int_param
 from core.ids import utcnow
 from domain.catalog import PLATFORMS
 from projections.availability import WindowItem, arrivals_or_departures
+from projections.content import ratings_of
 from projections.registry import by_name
 
 _REGION = re.compile(r"^[A-Za-z]{2}$")
@@ -53,6 +61,7 @@ def _item(i: WindowItem, field: str) -> dict[str, object]:
 
 async def _window(request: Request, *, leaving: bool) -> Response:
     c = ctx(request)
+    cap = await rating_limit(request, await optional(request))
     region = region_param(request)
     assert region is not None
     platform = platform_param(request)
@@ -78,13 +87,18 @@ async def _window(request: Request, *, leaving: bool) -> Response:
     )
     page, more = items[:limit], len(items) > limit
     last = page[-1] if page else None
+    shown = page
+    if cap.max_rating is not None and page:
+        async with c.stores.pg.connection() as conn:
+            rated = await ratings_of(conn, sorted({i.content_id for i in page}))
+        shown = [i for i in page if cap.allows(rated.get(i.content_id))]
     field = "available_until" if leaving else "available_from"
     return JSONResponse(
         {
             "region": region,
             "platform": platform,
             "days": days,
-            "items": [_item(i, field) for i in page],
+            "items": [_item(i, field) for i in shown],
             "next_cursor": encode_cursor((last.at, last.content_id, last.platform))
             if more and last
             else None,

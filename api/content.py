@@ -1,4 +1,9 @@
-"""Catalog routes: upsert a title (a command) and read it (a query)."""
+"""Catalog routes: upsert a title (a command) and read it (a query).
+
+A title may carry a parental ``rating`` (MPAA or TV, any spelling ``normalize_rating``
+reads; stored canonical). Reading a title, or its availability, honours the active
+profile's limit (api/profiles.py): a title above it is 403, naming ``X-Profile-Id``.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.authn import require
+from api.authn import optional, require
 from api.catalog import region_param
 from api.consistency import wait_for_token
 from api.context import accepted, ctx
 from api.errors import Problem
 from api.pagination import decode_cursor, encode_cursor
+from api.profiles import blocked, rating_limit
 from api.requests import INT32_MAX, int_param, read_json, reject_nul
 from core.events import Event
 from core.ids import new_id, utcnow
 from domain.catalog import IMDB_ID, MAX_YEAR, MIN_YEAR, TMDB_ID, check_content
+from domain.identity.ratings import RATINGS, normalize_rating
 from projections.availability import offers_for
 from projections.base import Projector
-from projections.content import canonical_id, get_content
+from projections.content import canonical_id, get_content, ratings_of
 from projections.registry import by_name
 
 
@@ -52,11 +59,22 @@ class ContentIn(BaseModel):
     series_id: str | None = Field(default=None, max_length=128)
     season: int | None = Field(default=None, ge=0, le=INT32_MAX)
     episode: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    rating: str | None = Field(default=None, max_length=32)
 
     @field_validator("*")
     @classmethod
     def _no_nul(cls, v: Any) -> Any:
         return reject_nul(v)
+
+    @field_validator("rating")
+    @classmethod
+    def _rating(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        canonical = normalize_rating(v)
+        if canonical is None:
+            raise ValueError(f"unknown rating; one of {', '.join(RATINGS)}, or null: unrated")
+        return canonical
 
 
 async def upsert_content(request: Request) -> Response:
@@ -97,6 +115,7 @@ def _content_id(request: Request) -> str:
 
 async def read_content(request: Request) -> Response:
     c = ctx(request)
+    limit = await rating_limit(request, await optional(request))
     region = region_param(request, default=None)
     await wait_for_token(request, c.stores.pg, _reads(), c.settings.consistency_wait_s)
     content_id = _content_id(request)
@@ -109,6 +128,8 @@ async def read_content(request: Request) -> Response:
     )
     if doc is None:
         raise Problem(404, f"no content with id {content_id!r}", field="content_id")
+    if not limit.allows(doc["rating"]):
+        raise blocked(doc["rating"], limit)
     headers = {}
     if doc["id"] != content_id:  # merged: this id now reads as the survivor
         headers["Content-Location"] = f"/v1/content/{doc['id']}"
@@ -118,6 +139,7 @@ async def read_content(request: Request) -> Response:
 async def read_availability(request: Request) -> Response:
     """One entity's offers, keyset-paged on (region, platform, platform id, offer type)."""
     c = ctx(request)
+    rating_cap = await rating_limit(request, await optional(request))
     region = region_param(request, default=None)
     limit = int_param(request, "limit", 50, 1, 500)
     raw = request.query_params.get("cursor")
@@ -132,6 +154,10 @@ async def read_availability(request: Request) -> Response:
         ).fetchone()
         if exists is None:
             raise Problem(404, f"no content with id {content_id!r}", field="content_id")
+        if rating_cap.max_rating is not None:
+            rating = (await ratings_of(conn, [cid])).get(cid)
+            if not rating_cap.allows(rating):
+                raise blocked(rating, rating_cap)
         offers = await offers_for(conn, cid, region, after=after, limit=limit + 1)  # type: ignore[arg-type]
     page, more = offers[:limit], len(offers) > limit
     last = page[-1] if page else None

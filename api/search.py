@@ -7,10 +7,18 @@ is parsed into filters too ("funny sci-fi from the 90s on netflix"); explicit pa
 win over parsed ones, and ``intent=false`` turns parsing off. A word the catalog does not
 know is corrected for ``did_you_mean``, and the query is retried corrected when it found
 nothing; a query whose parsed filters left nothing is retried without them.
+
+Parental limits: a signed-in caller searches as their active profile (``X-Profile-Id``,
+else the account's default profile; api/profiles.py), and the profile's ``max_rating``
+is a filter no parameter can lift: the limit applied is the stricter of the profile's
+and an explicit ``max_rating``. Titles without a rating follow ``MGW_UNRATED_AS``.
+Autocomplete drops title suggestions above the limit (their ratings are looked up for
+the few ids it returns); genre and people suggestions are not titles and stay.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -26,12 +34,14 @@ from api.authn import optional
 from api.context import ctx
 from api.errors import Problem
 from api.pagination import decode_cursor, encode_cursor
+from api.profiles import RatingLimit, rating_limit
 from api.ranking import resolve_profile
 from api.requests import int_param
 from api.search_analytics import publish_search
 from api.search_engine import SearchEngine, availability_summary
 from domain.discovery.documents import fold
-from domain.discovery.filters import FilterError, SearchFilters, parse_filters
+from domain.discovery.filters import FilterError, SearchFilters, parse_filters, stricter
+from projections.content import ratings_of
 
 MAX_QUERY = 2000
 #: longer queries are descriptions: their genre words are not turned into filters
@@ -103,6 +113,7 @@ async def search(request: Request) -> Response:
         explicit = parse_filters(params, genres=vocab.genres)
     except FilterError as e:
         raise Problem(422, str(e), field=e.field) from None
+    explicit = _capped(explicit, await rating_limit(request, principal))
     profile_name = (params.get("profile") or [None])[0]
     profile = await resolve_profile(request, profile_name)
     weights = dict(profile.weights)
@@ -224,6 +235,17 @@ async def search(request: Request) -> Response:
     return JSONResponse(body, background=task)
 
 
+def _capped(filters: SearchFilters, cap: RatingLimit) -> SearchFilters:
+    """The filters under the active profile's limit: the stricter of the profile's
+    ``max_rating`` and the one asked for (a limited profile cannot lift its own)."""
+    effective = stricter(filters.max_rating, cap.max_rating)
+    return dataclasses.replace(
+        filters,
+        max_rating=effective,
+        unrated_as=cap.unrated_as if effective is not None else None,
+    )
+
+
 def _item(
     h: Any, c: Any, region: str | None, params: dict[str, list[str]] | None = None
 ) -> dict[str, Any]:
@@ -243,6 +265,7 @@ def _item(
 
 
 async def autocomplete(request: Request) -> Response:
+    principal = await optional(request)
     eng = engine(request)
     text = request.query_params.get("q", "")
     if len(text) > 200:
@@ -250,9 +273,33 @@ async def autocomplete(request: Request) -> Response:
     if "\x00" in text:
         raise Problem(422, "q must not contain NUL", field="q")
     limit = int_param(request, "limit", default=10, lo=1, hi=25)
+    cap = await rating_limit(request, principal)
     vocab = await eng.vocabulary()
-    items, corrected = vocab.autocomplete.complete(text, limit, correct=vocab.speller.correct)
+    if cap.max_rating is None:
+        items, corrected = vocab.autocomplete.complete(text, limit, correct=vocab.speller.correct)
+    else:
+        # The in-memory index knows no ratings: ask it for more titles than shown and keep
+        # those the profile may see (one indexed lookup of a hundred ids at most).
+        items, corrected = vocab.autocomplete.complete(
+            text, min(limit * AUTOCOMPLETE_OVERFETCH, 100), correct=vocab.speller.correct
+        )
+        items = await _within(request, items, cap, limit)
     return JSONResponse({"query": text, "corrected": corrected, "items": items})
+
+
+#: how many title suggestions a limited profile's autocomplete considers per one shown
+AUTOCOMPLETE_OVERFETCH = 4
+
+
+async def _within(
+    request: Request, items: list[dict[str, Any]], cap: RatingLimit, limit: int
+) -> list[dict[str, Any]]:
+    ids = [str(i["id"]) for i in items if i.get("type") == "title"]
+    async with ctx(request).stores.pg.connection() as conn:
+        rated = await ratings_of(conn, ids) if ids else {}
+    titles = [i for i in items if i.get("type") == "title" and cap.allows(rated.get(str(i["id"])))]
+    others = [i for i in items if i.get("type") != "title"]
+    return titles[:limit] + others[:3]
 
 
 async def index_status(request: Request) -> Response:

@@ -23,6 +23,7 @@ from core.events import Event
 from core.ids import derived_id
 from domain.catalog import check_content, normalize_genres
 from domain.catalog.canonical import EntityUnion, SourceRecord, merge
+from domain.identity.ratings import level, normalize_rating
 from projections.base import Envelope, Output, PostgresOnly, RejectedEvent, fetch_rows
 from projections.bulk import stage
 from streams.topics import CATALOG, RESOLUTION
@@ -52,11 +53,12 @@ _SOURCE_COLS = (
     "updated_at",
     "people",
     "keywords",
+    "rating",
 )
 _SOURCE_TYPES = [
     "text", "text", "text", "text", "text", "text", "text", "text", "int4", "int4", "text[]",
     "text", "text", "text", "text", "text", "int4", "int4", "text", "text", "timestamptz",
-    "timestamptz", "text[]", "text[]",
+    "timestamptz", "text[]", "text[]", "text",
 ]  # fmt: skip
 _CONTENT_COLS = (
     "content_id",
@@ -78,10 +80,11 @@ _CONTENT_COLS = (
     "completeness",
     "agreement",
     "first_seen",
+    "rating",
 )
 _CONTENT_TYPES = [
     "text", "text", "text", "text", "int4", "int4", "text[]", "text", "text", "text", "text",
-    "int4", "int4", "timestamptz", "text[]", "int4", "float4", "float4", "timestamptz",
+    "int4", "int4", "timestamptz", "text[]", "int4", "float4", "float4", "timestamptz", "text",
 ]  # fmt: skip
 EDITORIAL = "editorial"
 
@@ -109,6 +112,9 @@ def _source_row(e: Envelope) -> tuple[tuple[str, str], str, dict[str, Any]]:
             # row does not carry them
             "people": [x.strip() for x in p.get("people") or () if x.strip()],
             "keywords": [x.strip() for x in p.get("keywords") or () if x.strip()],
+            # v3; canonical spelling, and a rating nobody knows counts as none (unrated,
+            # which parental limits treat as the strictest unless MGW_UNRATED_AS=allowed)
+            "rating": normalize_rating(p.get("rating")),
         }
         return (EDITORIAL, p["content_id"]), p["content_id"], fields
     fields = {
@@ -122,7 +128,15 @@ def _source_row(e: Envelope) -> tuple[tuple[str, str], str, dict[str, Any]]:
     fields["genres"] = normalize_genres(p.get("genres") or [])
     fields["people"] = []
     fields["keywords"] = []
+    fields["rating"] = normalize_rating(p.get("rating"))  # platform records carry none yet
     return (p["platform"], p["platform_id"]), p["content_id"], fields
+
+
+def strictest_rating(ratings: Sequence[str | None]) -> str | None:
+    """An entity's rating: the strictest (highest on the ladder) its sources give, so two
+    sources that disagree never loosen a parental limit; None when no source rates it."""
+    known = [r for r in ratings if r is not None]
+    return max(known, key=lambda r: (level(r), r)) if known else None
 
 
 def _ext(fields: dict[str, Any]) -> list[tuple[str, str]]:
@@ -380,12 +394,15 @@ class CatalogProjector(PostgresOnly):
             conn,
             "SELECT content_id, platform, platform_id, kind, title, original_title, year,"
             " runtime_min, genres, overview, language, imdb_id, tmdb_id, series_id, season,"
-            " episode, first_seen, updated_at FROM platform_titles WHERE content_id = ANY(%s)",
+            " episode, first_seen, updated_at, rating FROM platform_titles"
+            " WHERE content_id = ANY(%s)",
             (touched,),
         )
         groups: dict[str, list[SourceRecord]] = {}
+        rated: dict[str, list[str | None]] = {}
         for r in rows:
-            groups.setdefault(r[0], []).append(SourceRecord(*r[1:8], tuple(r[8]), *r[9:]))
+            groups.setdefault(r[0], []).append(SourceRecord(*r[1:8], tuple(r[8]), *r[9:18]))
+            rated.setdefault(r[0], []).append(r[18])
         out = []
         for i, cid in enumerate(sorted(groups)):
             if i % 500 == 499:
@@ -396,7 +413,7 @@ class CatalogProjector(PostgresOnly):
                     cid, c.kind, c.title, c.original_title, c.year, c.runtime_min,
                     list(c.genres), c.overview, c.imdb_id, c.tmdb_id, c.series_id, c.season,
                     c.episode, c.updated_at, list(c.platforms), c.source_count, c.completeness,
-                    c.agreement, c.first_seen,
+                    c.agreement, c.first_seen, strictest_rating(rated[cid]),
                 )
             )  # fmt: skip
         await stage(conn, "content_batch", "content", _CONTENT_COLS, _CONTENT_TYPES, out)

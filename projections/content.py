@@ -1,5 +1,6 @@
 """Query functions for the content resource: one canonical title, following merges,
-with its sources, availability and quality score (the catalog projection's tables)."""
+with its sources, availability, quality score and parental rating (the catalog
+projection's tables)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,26 @@ async def canonical_id(conn: AsyncConnection[Any], content_id: str) -> str:
     return content_id if row is None else str(row[0])
 
 
+async def series_rating(conn: AsyncConnection[Any], series_id: str) -> str | None:
+    """An episode without a rating of its own is rated as its series."""
+    rows = await fetch_rows(conn, "SELECT rating FROM content WHERE content_id = %s", (series_id,))
+    return rows[0][0] if rows else None
+
+
+async def ratings_of(conn: AsyncConnection[Any], content_ids: list[str]) -> dict[str, str | None]:
+    """The rating of each title (canonical spelling; None: unrated), an episode without
+    its own rated as its series; ids that do not exist are left out."""
+    rows = await fetch_rows(
+        conn,
+        "SELECT c.content_id, coalesce(c.rating, s.rating) FROM content c"
+        " LEFT JOIN content_merges m ON m.merged_id = c.series_id"
+        " LEFT JOIN content s ON s.content_id = coalesce(m.into_id, c.series_id)"
+        " WHERE c.content_id = ANY(%s)",
+        (content_ids,),
+    )
+    return {r[0]: r[1] for r in rows}
+
+
 async def get_content(
     pg: AsyncConnectionPool,
     content_id: str,
@@ -39,7 +60,7 @@ async def get_content(
         cur = await conn.execute(
             "SELECT content_id, kind, title, original_title, year, runtime_min, genres, overview,"
             " imdb_id, tmdb_id, series_id, season, episode, updated_at, platforms, source_count,"
-            " completeness, agreement, first_seen FROM content WHERE content_id = %s",
+            " completeness, agreement, first_seen, rating FROM content WHERE content_id = %s",
             (cid,),
         )
         row = await cur.fetchone()
@@ -67,9 +88,12 @@ async def get_content(
         ).fetchone()
         offers = await offers_for(conn, cid, region)
         series = await canonical_id(conn, row[10]) if row[10] else None
+        rating = row[19]
+        if rating is None and series is not None:
+            rating = await series_rating(conn, series)
     (
         _, kind, title, orig, year, runtime, genres, overview, imdb, tmdb, _, season,
-        episode, updated, platforms, source_count, completeness, agreement, first_seen,
+        episode, updated, platforms, source_count, completeness, agreement, first_seen, _,
     ) = row  # fmt: skip
     platform_ids: dict[str, list[str]] = {}
     for plat, pid in sources:
@@ -93,6 +117,7 @@ async def get_content(
         "runtime_min": runtime,
         "genres": genres,
         "overview": overview,
+        "rating": rating,
         "external_ids": {"imdb": imdb, "tmdb": tmdb},
         "platforms": platforms,
         "platform_ids": platform_ids,

@@ -117,7 +117,7 @@ class SearchIndexer:
     def _document(self, r: tuple[Any, ...], now: datetime) -> dict[str, Any]:
         (cid, kind, title, orig, year, genres, overview, imdb, tmdb, first_seen, updated,
          source_count, completeness, agreement, alt_titles, offers, plays, people,
-         keywords) = r  # fmt: skip
+         keywords, rating) = r  # fmt: skip
         q = quality_score(
             completeness=completeness, agreement=agreement, source_count=source_count,
             plays=plays, first_seen=first_seen or updated, now=now,
@@ -131,7 +131,7 @@ class SearchIndexer:
             "content_id": cid, "kind": kind, "title": title, "title_norm": fold(title),
             "original_title": orig, "year": year, "genres": list(genres),
             "people": sorted(people or ()),
-            "rating": None, "imdb_id": imdb, "tmdb_id": tmdb, "offer_keys": keys,
+            "rating": rating, "imdb_id": imdb, "tmdb_id": tmdb, "offer_keys": keys,
             "platforms": sorted({k.split("|")[1] for k in keys} - {"*"}),
             "quality": q.base, "popularity": popularity(plays),
             "first_seen": first_seen or updated, "alt_titles": " ".join(alts)[:4000],
@@ -368,7 +368,8 @@ SELECT c.content_id, c.kind, c.title, c.original_title, c.year, c.genres, c.over
        (SELECT array_agg(DISTINCT x) FROM platform_titles t, unnest(t.people) x
          WHERE t.content_id = c.content_id),
        (SELECT array_agg(DISTINCT x) FROM platform_titles t, unnest(t.keywords) x
-         WHERE t.content_id = c.content_id)
+         WHERE t.content_id = c.content_id),
+       c.rating
   FROM content c
  WHERE c.content_id = ANY(%(ids)s) AND c.kind IN ('movie', 'series')
 """

@@ -22,7 +22,7 @@ import numpy as np
 from psycopg import AsyncConnection
 
 from domain.discovery.documents import filter_keys
-from domain.discovery.filters import SearchFilters, allowed_ratings
+from domain.discovery.filters import SearchFilters, allowed_ratings, unrated_admitted
 
 COLLECTION = "content"
 DIMS = 384
@@ -76,9 +76,13 @@ def filter_clause(f: SearchFilters, params: dict[str, Any]) -> str:
         conds.append("offer_keys && %(f_offers)s")
         params["f_offers"] = keys
     if f.max_rating:
-        # "when known": a title no source rated is not hidden by a rating limit
-        conds.append("(rating IS NULL OR rating = ANY(%(f_ratings)s))")
+        # the one ladder of domain/identity/ratings.py; a title without a rating follows
+        # the unrated policy (MGW_UNRATED_AS): by default it counts as the strictest
         params["f_ratings"] = allowed_ratings(f.max_rating)
+        if unrated_admitted(f.max_rating, f.unrated_as):
+            conds.append("(rating IS NULL OR rating = ANY(%(f_ratings)s))")
+        else:
+            conds.append("rating = ANY(%(f_ratings)s)")
     return " AND ".join(conds)
 
 
@@ -243,9 +247,13 @@ class QdrantVectorStore:
             should_rating = [
                 models.FieldCondition(
                     key="rating", match=models.MatchAny(any=allowed_ratings(where.max_rating))
-                ),
-                models.IsEmptyCondition(is_empty=models.PayloadField(key="rating")),
+                )
             ]
+            if unrated_admitted(where.max_rating, where.unrated_as):
+                # is_empty matches a missing key, null and []: an unrated title
+                should_rating.append(
+                    models.IsEmptyCondition(is_empty=models.PayloadField(key="rating"))
+                )
         flt = models.Filter(
             must=must + ([models.Filter(should=should_rating)] if should_rating else [])
         )

@@ -69,6 +69,7 @@ def test_round_trip_every_event_type() -> None:
         "episode": 1,
         "people": ["Bryan Cranston"],
         "keywords": ["chemistry teacher"],
+        "rating": "TV-MA",
     }
     observed = {
         "platform": "netflix",

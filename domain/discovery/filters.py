@@ -13,18 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain.catalog import OFFER_TYPES, PLATFORMS
+from domain.identity.ratings import (
+    RATINGS,
+    TOP_LEVEL,
+    UNRATED_POLICIES,
+    level,
+    normalize_rating,
+    ratings_at_or_below,
+)
 
 KINDS = ("movie", "series")
-
-#: parental ratings from youngest to oldest audience, one ladder per system
-RATING_LADDERS: tuple[tuple[str, ...], ...] = (
-    ("G", "PG", "PG-13", "R", "NC-17"),
-    ("TV-Y", "TV-Y7", "TV-G", "TV-PG", "TV-14", "TV-MA"),
-)
-#: where a rating of one ladder sits on the other, for a limit set in either system
-_EQUIVALENT = {"G": "TV-G", "PG": "TV-PG", "PG-13": "TV-14", "R": "TV-MA", "NC-17": "TV-MA"}
-_EQUIVALENT.update({"TV-Y": "G", "TV-Y7": "G", "TV-G": "G", "TV-PG": "PG", "TV-14": "PG-13"})
-_EQUIVALENT["TV-MA"] = "R"
 MIN_YEAR, MAX_YEAR = 1870, 2100
 
 
@@ -45,6 +43,9 @@ class SearchFilters:
     offer_types: tuple[str, ...] = ()  # any of them
     max_rating: str | None = None
     people: tuple[str, ...] = ()  # all of them
+    #: how a title without a rating fares under ``max_rating`` (domain/identity/ratings.py):
+    #: None or "strictest" -- hidden unless the limit is the top of the ladder; "allowed"
+    unrated_as: str | None = None
 
     def merged(self, other: SearchFilters) -> SearchFilters:
         """These filters, with ``other``'s filled in where these say nothing."""
@@ -68,13 +69,27 @@ class SearchFilters:
 
 
 def allowed_ratings(max_rating: str) -> list[str]:
-    """Every rating at or below ``max_rating``, in both systems."""
-    out: list[str] = []
-    for rating in (max_rating, _EQUIVALENT[max_rating]):
-        for ladder in RATING_LADDERS:
-            if rating in ladder:
-                out.extend(ladder[: ladder.index(rating) + 1])
-    return sorted(set(out))
+    """Every rating at or below ``max_rating``, in both systems (MPAA and TV share one
+    ladder: domain/identity/ratings.py), sorted."""
+    return sorted(ratings_at_or_below(max_rating))
+
+
+def unrated_admitted(max_rating: str, unrated_as: str | None) -> bool:
+    """Does a limit of ``max_rating`` show titles without a rating? "allowed": always;
+    "strictest" (the default): only when the limit is the top of the ladder (NC-17),
+    where an unrated title is placed."""
+    policy = unrated_as or "strictest"
+    if policy not in UNRATED_POLICIES:
+        raise ValueError(f"unrated_as must be one of {', '.join(UNRATED_POLICIES)}")
+    return policy == "allowed" or level(max_rating) == TOP_LEVEL
+
+
+def stricter(a: str | None, b: str | None) -> str | None:
+    """The lower of two limits (None: no limit); either spelling, canonical out."""
+    a, b = normalize_rating(a), normalize_rating(b)
+    if a is None or b is None:
+        return a or b
+    return a if level(a) <= level(b) else b
 
 
 def _one_of(field: str, values: Iterable[str], known: Collection[str]) -> tuple[str, ...]:
@@ -126,8 +141,13 @@ def parse_filters(params: Mapping[str, list[str]], *, genres: Collection[str]) -
         region = region.upper()
     max_rating = one("max_rating")
     if max_rating is not None:
-        known = [r for ladder in RATING_LADDERS for r in ladder]
-        max_rating = _one_of("max_rating", [max_rating], known)[0]
+        canonical = normalize_rating(max_rating)
+        if canonical is None:
+            raise FilterError(
+                "max_rating",
+                f"unknown max_rating {max_rating!r}; known: {', '.join(RATINGS)}",
+            )
+        max_rating = canonical
     year_from, year_to = _year("year_from", one("year_from")), _year("year_to", one("year_to"))
     if year_from is not None and year_to is not None and year_from > year_to:
         raise FilterError("year_from", "year_from must not be after year_to")
