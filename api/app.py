@@ -25,6 +25,7 @@ from api import (
     mfa,
     oauth,
     playback,
+    profiles,
     ranking,
     search,
     search_analytics,
@@ -147,6 +148,7 @@ def create_app(
         *external.routes,
         *admin_users.routes,
         *admin_ratelimits.routes,
+        *profiles.routes,
     ]
     return Starlette(
         routes=routes,

@@ -207,14 +207,26 @@ async def _run_embedded_worker(settings: Settings, projector_name: str, shard: S
 
 
 def shardable(settings: Settings, projectors: Sequence[Projector]) -> list[Projector]:
-    """Projectors that may run in several processes: on the embedded log, and not
-    holding Qdrant's local mode (one process only) unless a Qdrant server is set."""
+    """Projectors that may run in several processes: on the embedded log, reading a
+    topic with more than one partition (a second shard of a one-partition topic owns
+    nothing), and not holding Qdrant's local mode (one process only) unless a Qdrant
+    server is set."""
     if settings.kafka_bootstrap_servers:
         return []  # on Kafka, scale with workers in the consumer group instead
+    from streams.topics import spec
+
+    def partitioned(topic: str) -> bool:
+        try:
+            return spec(topic).partitions > 1
+        except KeyError:  # a topic made at run time (tests): let its partitions decide
+            return True
+
     return [
         p
         for p in projectors
-        if getattr(p, "shardable", True) and ("qdrant" not in p.side_stores or settings.qdrant_url)
+        if getattr(p, "shardable", True)
+        and any(partitioned(t) for t in p.topics)
+        and ("qdrant" not in p.side_stores or settings.qdrant_url)
     ]
 
 
