@@ -120,6 +120,13 @@ def create_app(
                     await shards.stop()
                 stop.set()
                 await asyncio.wait_for(revocations, 5)
+                # mail still being sent gets a moment; nothing may outlive the pools
+                pending = list(context.identity.background)
+                if pending:
+                    _, late = await asyncio.wait(pending, timeout=5)
+                    for t in late:
+                        t.cancel()
+                    await asyncio.gather(*late, return_exceptions=True)
                 if index_task is not None:
                     try:
                         await asyncio.wait_for(index_task, 10)

@@ -17,10 +17,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from api.errors import Problem
 from core.settings import Settings
 from mgw.worker import worker_argv
-from tests.identity_helpers import admin_headers, new_user
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.identity_helpers import admin_headers, new_user, password_login
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,23 +99,20 @@ def _get_when_ready(
 def _api(
     settings: Settings, logs: Path, procs: list[subprocess.Popen[bytes]], deadline_s: float = 90
 ) -> Iterator[TestClient]:
-    """The API, started. Its start creates the first admin and waits (a few seconds at
-    most) for the identity worker's outcome; until that worker has joined its group the
-    start fails with 503, and is tried again: the account event is in the log already."""
+    """The API, started, and its first admin signed in once. With projectors in workers
+    the API creates that admin in the background, once the identity worker (which needs
+    a few seconds to join its group) answers: sign-in is retried until then."""
     deadline = time.monotonic() + deadline_s
-    while True:
-        client = TestClient(create_app(settings, run_projectors=False, with_qdrant=False))
-        try:
-            client.__enter__()
-            break
-        except Problem as exc:
-            assert exc.status == 503, exc
-        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-            raise AssertionError(
-                "the identity worker never answered:\n"
-                + "\n".join(p.read_text()[-3000:] for p in logs.glob("worker-*.log"))
-            )
+    client = TestClient(create_app(settings, run_projectors=False, with_qdrant=False))
+    client.__enter__()
     try:
+        while password_login(client, ADMIN_EMAIL, ADMIN_PASSWORD).status_code != 200:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise AssertionError(
+                    "the identity worker never answered:\n"
+                    + "\n".join(p.read_text()[-3000:] for p in logs.glob("worker-*.log"))
+                )
+            time.sleep(0.5)
         yield client
     finally:
         client.__exit__(None, None, None)
