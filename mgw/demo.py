@@ -148,6 +148,14 @@ def rating_plays(path: Path = RATINGS, known: set[str] | None = None) -> Iterato
             )
 
 
+#: the demo's viewers are accounts too: alice@demo.example ... all with this password
+DEMO_USER_PASSWORD = "popcorn-and-a-blanket"
+
+
+def demo_email(user: str) -> str:
+    return f"{user.removeprefix('demo-')}@demo.example"
+
+
 #: the account the printed examples register; any email and a password the policy takes do
 DEMO_EMAIL = "viewer@example.com"
 DEMO_PASSWORD = "popcorn-on-the-sofa-at-nine"
@@ -175,6 +183,8 @@ def example_requests(base: str, content_id: str) -> str:
             f"       -d username={DEMO_EMAIL} -d password={DEMO_PASSWORD} \\",
             "       | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
             f"  curl -s {auth} {base}/v1/me/continue-watching",
+            f"  # or sign in as a demo viewer who has watched things: {demo_email(DEMO_USERS[0])}"
+            f" / {DEMO_USER_PASSWORD}",
             f"  curl -s -X POST {base}/v1/playback/events {auth} "
             "-H 'content-type: application/json' \\",
             f'       -d \'{{"content_id":"{content_id}","device_id":"phone","kind":"progress",'

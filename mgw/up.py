@@ -22,6 +22,37 @@ from streams.topics import CATALOG
 log = logging.getLogger("mgw.up")
 
 
+async def load_demo_accounts(c: AppContext) -> int:
+    """The demo's viewers as accounts (alice@demo.example ... with DEMO_USER_PASSWORD),
+    so signing in as one shows the continue-watching the demo played for them."""
+    from core.events import Event
+    from mgw import demo
+
+    password_hash = await asyncio.to_thread(c.identity.passwords.hash, demo.DEMO_USER_PASSWORD)
+    accounts = [
+        Event(
+            "UserRegistered",
+            user,
+            {
+                "user_id": user,
+                "email": demo.demo_email(user),
+                "display_name": user.removeprefix("demo-").title(),
+                "password_hash": password_hash,
+                "source": "demo",
+                "email_verified": True,
+                "roles": ["user"],
+                "actor_id": "demo",
+                "ip": None,
+                "user_agent": None,
+            },
+            producer="demo",
+        )
+        for user in demo.DEMO_USERS
+    ]
+    await c.publisher.publish_many(accounts)
+    return len(accounts)
+
+
 async def load_demo(c: AppContext, base_url: str, *, progress: bool = True) -> int:
     """Publish the demo titles and playback once per log; returns events appended."""
     from mgw import demo
@@ -44,6 +75,7 @@ async def load_demo(c: AppContext, base_url: str, *, progress: bool = True) -> i
     plays = demo.playback_events([e.key for e in events])
     await c.publisher.publish_many(plays)
     appended += len(plays)
+    appended += await load_demo_accounts(c)
     ratings = list(demo.rating_plays())
     with tqdm(total=len(ratings), desc="demo plays", unit="ev", disable=not progress) as bar:
         for i in range(0, len(ratings), 5000):

@@ -173,9 +173,11 @@ def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
             out,
             proc,
         )
-        # the demo users' playback was appended (and, all caught up, projected): one
-        # PlaybackStarted per demo session. Those users have no accounts, so their
-        # continue-watching is not readable through the API any more.
+        # the demo viewers are accounts: signed in, each sees what the demo played
+        viewer = _sign_in(base, demo.demo_email(demo.DEMO_USERS[0]), demo.DEMO_USER_PASSWORD)
+        watching = httpx.get(f"{base}/v1/me/continue-watching", headers=viewer).json()["items"]
+        assert watching and all(0.05 <= i["progress"] <= 0.9 for i in watching), watching
+        # one PlaybackStarted per demo session was appended (and, all caught up, projected)
         sessions = sum(e.event_type == "PlaybackStarted" for e in demo.playback_events(["x"]))
         assert sessions == len(demo.DEMO_USERS) * 12
         started = re.search(
