@@ -215,7 +215,7 @@ def main() -> int:
                     argon2_memory_kib=params.memory_kib,
                     argon2_parallelism=params.parallelism,
                     rate_limits=",".join(
-                        f"{r}=10000000/60" for r in ("login", "register", "token", "mfa")
+                        f"{r}=1000000/60" for r in ("login", "register", "token", "mfa")
                     ),
                 ),
             )

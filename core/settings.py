@@ -151,7 +151,7 @@ class IdentitySettings:
     #: base64 of 32 bytes; default: <keys dir>/secret.key, created on first start
     secret_key: str | None = None
     #: argon2id parameters (measured: docs/identity.md)
-    argon2_time_cost: int = 2
+    argon2_time_cost: int = 3
     argon2_memory_kib: int = 30720
     argon2_parallelism: int = 1
     #: SMTP for verification and reset mails; no host: `mgw up` runs a local sink
@@ -199,7 +199,7 @@ class IdentitySettings:
             device_interval_s=_int(e, "MGW_DEVICE_INTERVAL_S", 5),
             keys_dir=Path(e["MGW_KEYS_DIR"]) if e.get("MGW_KEYS_DIR") else None,
             secret_key=e.get("MGW_SECRET_KEY") or None,
-            argon2_time_cost=_int(e, "MGW_ARGON2_TIME_COST", 2),
+            argon2_time_cost=_int(e, "MGW_ARGON2_TIME_COST", 3),
             argon2_memory_kib=_int(e, "MGW_ARGON2_MEMORY_KIB", 30720),
             argon2_parallelism=_int(e, "MGW_ARGON2_PARALLELISM", 1),
             smtp_host=e.get("MGW_SMTP_HOST") or None,

@@ -103,6 +103,9 @@ def test_calibrate_keeps_time_cost_and_whole_mebibytes() -> None:
     params = calibrate(target_ms=1.0)
     assert params == Argon2Params(time_cost=2, memory_kib=19456, parallelism=1)
     assert params.memory_kib % 1024 == 0
+    roomy = calibrate(target_ms=400.0)  # more time buys more memory or more passes
+    assert roomy.memory_kib % 1024 == 0 and roomy.time_cost >= 2
+    assert (roomy.memory_kib, roomy.time_cost) > (19456, 2)
 
 
 def test_password_length_bounds() -> None:
