@@ -29,8 +29,16 @@ from starlette.routing import Route
 from api.authn import require
 from api.context import AppContext, ctx
 from api.errors import Problem
+from api.mfa import issue_mfa_token
 from api.requests import read_json, reject_nul
-from api.sessions import OAuthError, decide, grant_scope, identity_event, start_session
+from api.sessions import (
+    OAuthError,
+    decide,
+    grant_scope,
+    identity_event,
+    revoke_session,
+    start_session,
+)
 from core.events import Event
 from core.ids import new_id, utcnow
 from domain.identity.emails import normalize_email, reset_message, verification_message
@@ -44,6 +52,7 @@ from projections.identity import (
     user_by_email,
     user_by_id,
 )
+from projections.sessions import sessions_of
 
 log = logging.getLogger("mgw.identity")
 VERIFY_TTL = timedelta(hours=48)
@@ -294,17 +303,24 @@ async def _reset_mail(request: Request, email: str) -> None:
 
 
 async def reset_password(request: Request) -> Response:
-    c = ctx(request)
     body = await read_json(request, ResetIn)
+    await complete_reset(request, body.token, body.password)
+    return JSONResponse({"detail": "password changed; every session was signed out"})
+
+
+async def complete_reset(request: Request, token: str, password: str) -> None:
+    """Spend a reset token on a new password (Problem when refused); the JSON route and
+    the page of the mailed link share it."""
+    c = ctx(request)
     await _limit(request, "password_reset")
-    hashed = token_hash(body.token)
+    hashed = token_hash(token)
     async with c.stores.pg.connection() as conn:
         found = await email_token(conn, hashed, "reset")
         user = await user_by_id(conn, found[0]) if found else None
     if found is None or user is None or found[2] is not None or found[1] <= utcnow():
         raise Problem(400, "token: this reset link is not valid, used or expired", field="token")
-    _policy(body.password, "password", email=user.email, name=user.display_name)
-    new_hash = await asyncio.to_thread(c.identity.passwords.hash, body.password)
+    _policy(password, "password", email=user.email, name=user.display_name)
+    new_hash = await asyncio.to_thread(c.identity.passwords.hash, password)
     outcome, _ = await decide(
         c,
         identity_event(
@@ -317,7 +333,6 @@ async def reset_password(request: Request) -> Response:
     if outcome != "ok":
         raise Problem(400, "token: this reset link is not valid, used or expired", field="token")
     await c.identity.revocations.refresh()
-    return JSONResponse({"detail": "password changed; every session was signed out"})
 
 
 async def change_password(request: Request) -> Response:
@@ -345,7 +360,12 @@ async def change_password(request: Request) -> Response:
             {"user_id": user.user_id, "password_hash": new_hash, "reason": "change"},
         ),
     )
-    return JSONResponse({"detail": "password changed"})
+    # a session someone else opened with the old password ends with it
+    async with c.stores.pg.connection() as conn:
+        others = [s for s in await sessions_of(conn, user.user_id) if s.family_id != me.session_id]
+    for s in others:
+        await revoke_session(request, user.user_id, s.family_id, "password_change")
+    return JSONResponse({"detail": "password changed", "sessions_signed_out": len(others)})
 
 
 async def me(request: Request) -> Response:
@@ -372,6 +392,16 @@ async def sign_in_external(request: Request, identity: ExternalIdentity) -> Resp
         user = await user_by_id(conn, linked) if linked else None
         if user is None and identity.email and identity.email_verified:
             user = await user_by_email(conn, identity.email)
+            # an account nobody proved the email of could be someone's trap (registered
+            # with another's address before they ever came): never link into it
+            if user is not None and not user.email_verified:
+                raise Problem(
+                    409,
+                    "an unverified account holds this email: verify it from its mail, or "
+                    "reset its password (the reset link proves the email), then sign in "
+                    f"with {identity.provider} again",
+                    field="email",
+                )
     if user is None:
         if not identity.email or not identity.email_verified:
             raise Problem(
@@ -402,6 +432,25 @@ async def sign_in_external(request: Request, identity: ExternalIdentity) -> Resp
                 409, "this provider account is linked to another account", field="subject"
             )
     scope = grant_scope(None, user.roles)
+    if user.mfa_secret_sealed is not None:  # the provider is one factor, not two
+        mfa_token = await issue_mfa_token(
+            c,
+            user,
+            {
+                "client_id": "mgw-app",
+                "scope": scope,
+                "device_name": identity.provider,
+                "method": "external",
+                "first_factor": "ext",
+            },
+        )
+        return OAuthError(
+            "mfa_required",
+            "this account needs a second factor: send grant_type="
+            "urn:mgw:params:oauth:grant-type:mfa with mfa_token and otp (or backup_code)",
+            status=403,
+            mfa_token=mfa_token,
+        ).response()
     try:
         body = await start_session(
             request,
@@ -459,8 +508,20 @@ async def bootstrap_admin(c: AppContext) -> str | None:
     async with c.stores.pg.connection() as conn:
         user = await user_by_email(conn, email)
     if user is not None:
-        if "admin" not in user.roles:
-            await decide(c, Event("RoleGranted", user.user_id, _system(user.user_id, role="admin")))
+        if "admin" in user.roles:
+            return user.user_id
+        # whoever registered this email first must not become admin by it: only an
+        # account that proved the email and knows the bootstrap password is promoted
+        knows = user.password_hash is not None and await asyncio.to_thread(
+            c.identity.passwords.verify, user.password_hash, ident.bootstrap_admin_password
+        )
+        if not (user.email_verified and knows):
+            log.warning(
+                "MGW_BOOTSTRAP_ADMIN_EMAIL has an account that is not verified or has another "
+                "password: not granting it admin"
+            )
+            return None
+        await decide(c, Event("RoleGranted", user.user_id, _system(user.user_id, role="admin")))
         return user.user_id
     try:
         check_password(ident.bootstrap_admin_password, email=email)

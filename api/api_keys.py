@@ -135,6 +135,8 @@ async def revoke_key(request: Request) -> Response:
     me = await require(request, "profile")
     c = ctx(request)
     key_id = request.path_params["key_id"]
+    if len(key_id) > 64 or "\x00" in key_id:
+        raise Problem(404, "no such API key", field="key_id")
     async with c.stores.pg.connection() as conn:
         key = await api_key_of(conn, me.user_id, key_id)
     if key is None:

@@ -24,6 +24,7 @@ from api import (
     health,
     mfa,
     oauth,
+    pages,
     playback,
     profiles,
     ranking,
@@ -156,6 +157,7 @@ def create_app(
         *admin_users.routes,
         *admin_ratelimits.routes,
         *profiles.routes,
+        *pages.routes,
     ]
     return Starlette(
         routes=routes,

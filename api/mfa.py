@@ -160,6 +160,8 @@ async def start_totp(request: Request) -> Response:
     c, user = await _me(request)
     if user.mfa_secret_sealed is not None:
         raise Problem(409, "MFA is already on; disable it first", field="mfa")
+    if not user.email_verified:  # else a squatter's MFA would lock the real owner out
+        raise Problem(403, "verify your email before turning on MFA", field="email")
     secret = new_secret()
     await c.stores.redis.set(
         f"mgw:totp:pending:{token_hash(user.user_id)[:32]}",

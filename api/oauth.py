@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import re
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -35,6 +36,7 @@ from api.errors import Problem
 from api.mfa import issue_mfa_token, mfa_token_state, second_factor, spend_mfa_token
 from api.sessions import (
     NO_STORE,
+    OIDC_SCOPES,
     OAuthError,
     append,
     decide,
@@ -50,6 +52,7 @@ from domain.identity.clients import OAuthClient
 from domain.identity.device import format_user_code, new_user_code, normalize_user_code
 from domain.identity.opaque import new_token, token_hash
 from domain.identity.pkce import valid_challenge, verify_s256
+from domain.identity.roles import scopes_for
 from domain.identity.tokens import InvalidToken, jwks
 from projections.identity import User, user_by_email, user_by_id
 from projections.sessions import (
@@ -63,6 +66,15 @@ MAX_PARAM = 4096
 CODE_TTL_S = 60
 DEVICE_TTL_S = 600
 _GENERIC = "wrong email or password"
+_EMAILISH = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}$")
+#: sign-in pages: never cached, never framed (clickjacking)
+PAGE_HEADERS = {
+    **NO_STORE,
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "frame-ancestors 'none'; default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+    ),
+}
 
 
 async def read_params(request: Request) -> dict[str, str]:
@@ -87,10 +99,21 @@ async def read_params(request: Request) -> dict[str, str]:
             raise OAuthError("invalid_request", f"{k} is repeated")
         if not isinstance(v, str):
             raise OAuthError("invalid_request", f"{k} must be a string")
-        if len(v) > MAX_PARAM or "\x00" in v:
-            raise OAuthError("invalid_request", f"{k} is too long or has NUL characters")
+        if len(v) > MAX_PARAM or not _clean(v):
+            raise OAuthError("invalid_request", f"{k} is too long or not valid text")
         out[k] = v
     return out
+
+
+def _clean(value: str) -> bool:
+    """Text PostgreSQL and the hashes can take: no NUL, no lone UTF-16 surrogates."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _need(params: dict[str, str], name: str) -> str:
@@ -162,7 +185,9 @@ async def _password_grant(
                 user.user_id if user else "unknown",
                 {
                     "user_id": user.user_id if user else None,
-                    "email": username,
+                    # only what looks like an email: a password typed in the wrong
+                    # field must not land in the audit log
+                    "email": username if _EMAILISH.match(username) else None,
                     "reason": "locked" if ok and user and user.locked else "credentials",
                 },
             ),
@@ -177,12 +202,19 @@ async def _password_grant(
                 request,
                 "PasswordChanged",
                 user.user_id,
-                {"user_id": user.user_id, "password_hash": new_hash, "reason": "rehash"},
+                {
+                    "user_id": user.user_id,
+                    "password_hash": new_hash,
+                    "reason": "rehash",
+                    "previous_hash": user.password_hash,
+                },
             ),
         )
     scope = grant_scope(params.get("scope"), user.roles)
     amr = ["pwd"]
     if user.mfa_secret_sealed is not None:
+        if params.get("otp") or params.get("backup_code"):
+            await _limit(request, "mfa", f"acct:{user.user_id}")
         factor = await second_factor(request, user, params.get("otp"), params.get("backup_code"))
         if factor is None:
             if params.get("otp") or params.get("backup_code"):
@@ -194,6 +226,7 @@ async def _password_grant(
                     "client_id": client.client_id,
                     "scope": scope,
                     "device_name": params.get("device_name"),
+                    "credential": token_hash(user.password_hash),
                 },
             )
             raise OAuthError(
@@ -212,6 +245,7 @@ async def _password_grant(
         amr=amr,
         scope=scope,
         device_name=(params.get("device_name") or None),
+        credential=token_hash(user.password_hash),
     )
 
 
@@ -250,10 +284,11 @@ async def _mfa_grant(
         request,
         user,
         client_id=client.client_id,
-        method="password",
-        amr=["pwd", factor],
+        method=str(state.get("method") or "password"),
+        amr=[str(state.get("first_factor") or "pwd"), factor],
         scope=str(state.get("scope") or ""),
         device_name=str(state.get("device_name") or "") or None,
+        credential=str(state["credential"]) if state.get("credential") else None,
     )
 
 
@@ -404,16 +439,28 @@ async def device_code(request: Request) -> Response:
 async def device_approve(request: Request) -> Response:
     """A signed-in user approves (or denies) the code a TV shows."""
     me = await require(request, "profile")
-    c = ctx(request)
+    # the device gets every scope the account's roles grant: only a full session of the
+    # user may hand that out, not an API key or a token narrowed to fewer scopes
+    if me.kind != "user" or not scopes_for(me.roles) <= me.scopes:
+        raise Problem(
+            403, "approve devices from a signed-in app session, not a key", field="Authorization"
+        )
     try:
         params = await read_params(request)
     except OAuthError as err:
         return err.response()
-    await _limit(request, "device", f"acct:{me.user_id}")
-    code = normalize_user_code(params.get("user_code", ""))
+    approve = str(params.get("approve", "true")).lower() not in ("false", "0", "no", "deny")
+    client_id = await decide_device(request, me.user_id, params.get("user_code", ""), approve)
+    return JSONResponse({"approved": approve, "client_id": client_id})
+
+
+async def decide_device(request: Request, user_id: str, typed: str, approve: bool) -> str:
+    """Approve or deny the device showing ``typed``; its client id, or a Problem."""
+    c = ctx(request)
+    await _limit(request, "device", f"acct:{user_id}")
+    code = normalize_user_code(typed)
     if code is None:
         raise Problem(422, "user_code: 8 letters as shown on the device", field="user_code")
-    approve = str(params.get("approve", "true")).lower() not in ("false", "0", "no", "deny")
     async with c.stores.pg.connection() as conn:
         grant = await pending_device_grant(conn, code)
     if grant is None:
@@ -425,13 +472,13 @@ async def device_approve(request: Request) -> Response:
         identity_event(
             request,
             "DeviceAuthorizationApproved" if approve else "DeviceAuthorizationDenied",
-            me.user_id,
-            {"device_id": grant.device_id, "user_code": code, "user_id": me.user_id},
+            user_id,
+            {"device_id": grant.device_id, "user_code": code, "user_id": user_id},
         ),
     )
     if outcome != "ok":
         raise Problem(409, "the code was decided already or expired", field="user_code")
-    return JSONResponse({"approved": approve, "client_id": grant.client_id})
+    return grant.client_id
 
 
 # -- /oauth/authorize (authorization code + PKCE) ---------------------------------------
@@ -452,7 +499,7 @@ _FORM = """<!doctype html><html><head><meta charset="utf-8"><title>Sign in</titl
 <label>Email <input name="username" type="email" autocomplete="username" required></label>
 <label>Password <input name="password" type="password"
  autocomplete="current-password" required></label>
-<label>Authenticator code (if enabled) <input name="otp" inputmode="numeric"></label>
+<label>Authenticator or backup code (if enabled) <input name="otp"></label>
 <button type="submit">Allow</button></form></body></html>"""
 
 
@@ -465,6 +512,9 @@ async def authorize(request: Request) -> Response:
             return err.response()
     else:
         params = dict(request.query_params)
+        bad = [k for k, v in params.items() if len(v) > MAX_PARAM or not _clean(v)]
+        if bad:
+            return OAuthError("invalid_request", f"{bad[0]} is too long or malformed").response()
     client = c.identity.clients.get(params.get("client_id", ""))
     redirect_uri = params.get("redirect_uri", "")
     # before the redirect URI is known to be the client's, errors are shown, never sent
@@ -492,7 +542,7 @@ async def authorize(request: Request) -> Response:
         grant_scope(requested, ("admin",))
     except OAuthError as err:
         return _redirect_error(redirect_uri, state, err.error, err.description)
-    user, amr, error = await _authorizing_user(request, params)
+    user, amr, error, ceiling = await authorizing_user(request, params)
     if user is None:
         if request.method == "GET" and not error and "Authorization" in request.headers:
             error = "the bearer token was refused"
@@ -504,9 +554,12 @@ async def authorize(request: Request) -> Response:
         page = _FORM.format(
             client=html.escape(client.name), error=html.escape(error), hidden=hidden
         )
-        return HTMLResponse(page, status_code=401 if error else 200, headers=NO_STORE)
+        return HTMLResponse(page, status_code=401 if error else 200, headers=PAGE_HEADERS)
+    scope = grant_scope(requested, user.roles)
+    if ceiling is not None:
+        scope = " ".join(s for s in scope.split() if s in ceiling or s in OIDC_SCOPES)
     code = new_token()
-    await decide(
+    outcome, _ = await decide(
         c,
         identity_event(
             request,
@@ -518,13 +571,15 @@ async def authorize(request: Request) -> Response:
                 "client_id": client.client_id,
                 "redirect_uri": redirect_uri,
                 "code_challenge": params["code_challenge"],
-                "scope": grant_scope(requested, user.roles),
+                "scope": scope,
                 "nonce": params.get("nonce"),
                 "expires_at": utcnow() + timedelta(seconds=CODE_TTL_S),
                 "amr": amr,
             },
         ),
     )
+    if outcome != "ok":
+        return _redirect_error(redirect_uri, state, "server_error", "the code was not issued")
     q = {"code": code}
     if state is not None:
         q["state"] = state
@@ -532,23 +587,28 @@ async def authorize(request: Request) -> Response:
     return RedirectResponse(f"{redirect_uri}{sep}{urlencode(q)}", status_code=302)
 
 
-async def _authorizing_user(
+async def authorizing_user(
     request: Request, params: dict[str, str]
-) -> tuple[User | None, list[str], str]:
-    """The signed-in user: a bearer token (an app approving), or the form's credentials."""
+) -> tuple[User | None, list[str], str, frozenset[str] | None]:
+    """The signed-in user: a bearer token of a first-party app session (the app
+    approving; the code gets no scope that token lacks), or the form's credentials.
+    Returns (user, amr, error to show, scope ceiling or None)."""
     c = ctx(request)
     if "Authorization" in request.headers:
         try:
             me = await authenticate(request)
         except Problem:
-            return None, [], "the bearer token was refused"
-        if me is None or me.kind != "user":
-            return None, [], "sign in with your account"
+            return None, [], "the bearer token was refused", None
+        client = c.identity.clients.get(me.client_id or "") if me else None
+        if me is None or me.kind != "user" or client is None or not client.first_party:
+            return None, [], "sign in with your account", None
         async with c.stores.pg.connection() as conn:
             user = await user_by_id(conn, me.user_id)
-        return (user, list(me.amr), "") if user and not user.locked else (None, [], _GENERIC)
+        if user is None or user.locked:
+            return None, [], _GENERIC, None
+        return user, list(me.amr), "", me.scopes
     if request.method != "POST":
-        return None, [], ""
+        return None, [], "", None
     username = params.get("username", "").strip().lower()
     await _limit(request, "login", f"acct:{username}")
     async with c.stores.pg.connection() as conn:
@@ -556,17 +616,20 @@ async def _authorizing_user(
     password = params.get("password", "")
     if user is None or user.password_hash is None:
         await asyncio.to_thread(c.identity.passwords.dummy_verify, password)
-        return None, [], _GENERIC
+        return None, [], _GENERIC, None
     ok = await asyncio.to_thread(c.identity.passwords.verify, user.password_hash, password)
     if not ok or user.locked:
-        return None, [], _GENERIC
+        return None, [], _GENERIC, None
     amr = ["pwd"]
     if user.mfa_secret_sealed is not None:
-        factor = await second_factor(request, user, params.get("otp"), None)
+        if params.get("otp"):
+            await _limit(request, "mfa", f"acct:{user.user_id}")
+        # one field takes either: an authenticator code or a backup code
+        factor = await second_factor(request, user, params.get("otp"), params.get("otp"))
         if factor is None:
-            return None, [], "enter the code from your authenticator"
+            return None, [], "enter the code from your authenticator", None
         amr.append(factor)
-    return user, amr, ""
+    return user, amr, "", None
 
 
 # -- revocation, userinfo, keys, discovery -----------------------------------------------

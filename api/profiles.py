@@ -8,11 +8,16 @@ profile named by the ``X-Profile-Id`` header (one of the caller's own, else 404)
 account's default profile; anonymous callers have no limit (``rating_limit``).
 
 * ``GET /v1/me/profiles``, ``GET /v1/me/profiles/{id}``
-* ``POST /v1/me/profiles {name, kids?, max_rating?}``: a limit given at creation needs no
-  PIN (a new profile restricts nothing that was open before). A kids profile without a
+* ``POST /v1/me/profiles {name, kids?, max_rating?, pin?}``: a limit given at creation
+  needs no PIN (a new profile restricts nothing that was open before); once the account
+  has a PIN, a profile *without* a limit needs it. A kids profile without a
   ``max_rating`` gets ``TV-Y7`` (children 7 and older: level 1 of the ladder).
 * ``PATCH /v1/me/profiles/{id} {name}``: renaming only; the limit goes through the PIN.
-* ``DELETE /v1/me/profiles/{id}``: never the default profile (so never the last one).
+* ``DELETE /v1/me/profiles/{id}``: never the default profile (so never the last one); a
+  profile with a limit needs the PIN in ``X-Parental-Pin`` once one is set.
+
+Switching profiles is the app's: the API trusts ``X-Profile-Id`` from the account's own
+session, so a profile lock (a PIN to enter an unlimited profile) belongs in the app.
 * ``PUT /v1/me/parental-pin {pin, password | current_pin}``: 4 to 8 digits, stored as an
   argon2id hash. The first PIN is set with the account password, a later one with the
   current PIN.
@@ -139,8 +144,10 @@ class ProfileIn(BaseModel):
     name: str = Field(min_length=1, max_length=MAX_NAME)
     kids: bool = False
     max_rating: str | None = Field(default=None, max_length=32)
+    #: needed, once the account has a PIN, for a profile without a limit
+    pin: str | None = Field(default=None, max_length=64)
 
-    _nul = field_validator("name", "max_rating")(reject_nul)
+    _nul = field_validator("name", "max_rating", "pin")(reject_nul)
     _printable = field_validator("name")(_name)
     _canonical = field_validator("max_rating")(_rating)
 
@@ -218,6 +225,21 @@ async def _verify(hasher: Any, phc: str | None, secret: str | None) -> bool:
     return bool(await asyncio.to_thread(hasher.verify, phc, secret))
 
 
+async def _pin_if_set(request: Request, me: Principal, pin: str | None) -> None:
+    """When the account has a parental PIN, ``pin`` must be it (403 otherwise)."""
+    user = await _user(request, me)
+    if user.parental_pin_hash is None:
+        return
+    await _pin_limit(request, me.user_id)
+    if not pin or not await _verify(ctx(request).identity.pin_hasher, user.parental_pin_hash, pin):
+        raise Problem(
+            403,
+            "pin: parental controls are on: this needs the account's PIN"
+            ' (body "pin", or X-Parental-Pin on DELETE)',
+            field="pin",
+        )
+
+
 def _refused(outcome: str, detail: dict[str, Any]) -> Problem:
     if outcome == "limit":
         return Problem(
@@ -258,8 +280,10 @@ async def create_profile(request: Request) -> Response:
     max_rating = body.max_rating
     if body.kids and max_rating is None:
         max_rating = KIDS_DEFAULT_RATING
-    profile_id = new_id()
     c = ctx(request)
+    if max_rating is None:  # else a limited viewer would make an unlimited profile
+        await _pin_if_set(request, me, body.pin)
+    profile_id = new_id()
     outcome, detail = await decide(
         c,
         identity_event(
@@ -306,6 +330,8 @@ async def delete_profile(request: Request) -> Response:
     profile = await _mine(request, me)
     if profile.profile_id == default_profile_id(me.user_id):
         raise Problem(409, "the account's default profile cannot be deleted", field="profile_id")
+    if profile.max_rating is not None:  # removing a limited profile is lifting its limit
+        await _pin_if_set(request, me, request.headers.get("X-Parental-Pin"))
     outcome, detail = await decide(
         ctx(request),
         identity_event(

@@ -188,6 +188,7 @@ _REFUSED = {
     "reused": "the code was already used; the session it started is revoked",
     "expired": "the grant has expired",
     "invalid": "the grant is not valid",
+    "stale": "the password changed meanwhile; sign in again",
 }
 
 
@@ -202,6 +203,7 @@ async def start_session(
     grant_ref: str | None = None,
     device_name: str | None = None,
     nonce: str | None = None,
+    credential: str | None = None,
 ) -> dict[str, Any]:
     """Create a refresh-token family for ``user`` and answer with the token response."""
     c = ctx(request)
@@ -225,9 +227,13 @@ async def start_session(
                 "scope": scope,
                 "grant_ref": grant_ref,
                 "device_name": device_name,
+                "credential": credential,
             },
         ),
     )
+    if outcome == "ok":  # roles as they are now, after whatever the log decided before
+        async with c.stores.pg.connection() as conn:
+            user = await user_by_id(conn, user.user_id) or user
     if outcome != "ok":
         if outcome == "reused":  # the projector revoked the first session: refuse it here now
             await c.identity.revocations.refresh()
@@ -288,6 +294,8 @@ async def rotate(request: Request, presented: str, client_id: str) -> dict[str, 
         )
     if outcome != "ok":
         raise OAuthError("invalid_grant", f"refresh token refused ({outcome})")
+    async with c.stores.pg.connection() as conn:
+        user = await user_by_id(conn, user.user_id) or user
     return _tokens(
         c,
         user,
@@ -340,6 +348,8 @@ async def list_sessions(request: Request) -> Response:
 async def delete_session(request: Request) -> Response:
     me = await require(request, "profile")
     family_id = request.path_params["session_id"]
+    if len(family_id) > 64 or "\x00" in family_id:
+        raise Problem(404, "no such session", field="session_id")
     async with ctx(request).stores.pg.connection() as conn:
         session = await session_by_id(conn, family_id)
     if session is None or session.user_id != me.user_id:

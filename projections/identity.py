@@ -132,9 +132,19 @@ async def _verified(conn: AsyncConnection[Any], e: Envelope, at: datetime) -> Ou
 
 
 async def _password_changed(conn: AsyncConnection[Any], e: Envelope, at: datetime) -> Outcome:
+    p = e.payload
+    if p["reason"] == "rehash" and p.get("previous_hash"):
+        # a rehash only upgrades the hash it was computed from: after a reset or a
+        # change it would bring the old password back
+        cur = await conn.execute(
+            "UPDATE users SET password_hash = %s, updated_at = %s"
+            " WHERE user_id = %s AND password_hash = %s",
+            (p["password_hash"], at, p["user_id"], p["previous_hash"]),
+        )
+        return OK if cur.rowcount == 1 else ("stale", {})
     await conn.execute(
         "UPDATE users SET password_hash = %s, updated_at = %s WHERE user_id = %s",
-        (e.payload["password_hash"], at, e.payload["user_id"]),
+        (p["password_hash"], at, p["user_id"]),
     )
     return OK
 
@@ -150,8 +160,10 @@ async def _reset_completed(conn: AsyncConnection[Any], e: Envelope, at: datetime
         " WHERE user_id = %s AND purpose = 'reset' AND used_at IS NULL",
         (at, p["user_id"]),
     )
+    # following the mailed link proved the email, as a verification link would
     await conn.execute(
-        "UPDATE users SET password_hash = %s, updated_at = %s WHERE user_id = %s",
+        "UPDATE users SET password_hash = %s, email_verified = true, updated_at = %s"
+        " WHERE user_id = %s",
         (p["password_hash"], at, p["user_id"]),
     )
     await sessions.revoke_all(conn, p["user_id"], at, "password_reset")

@@ -15,6 +15,7 @@ tokens of revoked sessions from memory (api/authn.py), without a query per reque
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -127,6 +128,15 @@ async def _started(conn: AsyncConnection[Any], e: Envelope, at: datetime) -> Out
         return ("invalid", {"field": "user_id"})
     if state[1]:
         return ("locked", {})
+    if p.get("credential"):
+        rows = await fetch_rows(
+            conn, "SELECT password_hash FROM users WHERE user_id = %s", (p["user_id"],)
+        )
+        current = rows[0][0] or ""
+        # the password checked by the API is no longer the account's (a reset or a
+        # change came first in the log): that sign-in must not outlive it
+        if hashlib.sha256(current.encode()).hexdigest() != p["credential"]:
+            return ("stale", {})
     if p["grant_ref"] is not None:
         refused = await _spend_grant(conn, p["grant_ref"], p["user_id"], at)
         if refused is not None:

@@ -231,12 +231,34 @@ def test_the_whole_journey(client: TestClient, mailbox: MailBox, idp: FakeIdP) -
     assert poll_other().json()["error"] == "authorization_pending"
     slow = poll_other().json()
     assert slow["error"] == "slow_down" and slow["interval"] == 6
-    deny = client.post(
-        "/oauth/device/approve",
-        headers=phone_headers,
-        data={"user_code": other["user_code"], "approve": "false"},
+    # denied on the verification page itself, signing in there (no app at hand)
+    page = client.get("/device", params={"user_code": other["user_code"]})
+    assert page.status_code == 200 and "<form" in page.text
+    assert page.headers["X-Frame-Options"] == "DENY"
+    wrong_pw = client.post(
+        "/device",
+        data={
+            "user_code": other["user_code"],
+            "username": "alice@example.com",
+            "password": "not it at all",
+            "approve": "false",
+        },
     )
-    assert deny.status_code == 200 and deny.json()["approved"] is False
+    assert wrong_pw.status_code == 401 and "wrong email or password" in wrong_pw.text
+    deny = client.post(
+        "/device",
+        data={
+            "user_code": other["user_code"],
+            "username": "alice@example.com",
+            "password": PASSWORD,
+            "otp": backup_codes[3],
+            "approve": "false",
+        },
+    )
+    assert deny.status_code == 200, deny.text
+    assert "denied" in deny.text
+    time.sleep(6.1)
+    assert poll_other().json()["error"] == "access_denied"
 
     # -- password reset over mail revokes every session ----------------------------------
     forgot = client.post("/v1/auth/password/forgot", json={"email": "ALICE@example.com"})
@@ -251,8 +273,11 @@ def test_the_whole_journey(client: TestClient, mailbox: MailBox, idp: FakeIdP) -
     weak = client.post("/v1/auth/password/reset", json={"token": token, "password": "short"})
     assert weak.status_code == 422 and weak.json()["field"] == "password"
     new_password = "a brand new passphrase, surely"
-    done = client.post("/v1/auth/password/reset", json={"token": token, "password": new_password})
-    assert done.status_code == 200, done.text
+    # through the page the mailed link opens
+    form = client.get(f"/reset-password?token={token}")
+    assert form.status_code == 200 and token in form.text
+    done = client.post("/reset-password", data={"token": token, "password": new_password})
+    assert done.status_code == 200 and "Password changed" in done.text, done.text
     assert client.get("/v1/me", headers=phone_headers).status_code == 401
     assert client.get("/v1/me", headers=bearer(tv_tokens)).status_code == 401
     assert _refresh(client, tv_tokens["refresh_token"], "mgw-tv").status_code == 400
@@ -267,9 +292,13 @@ def test_the_whole_journey(client: TestClient, mailbox: MailBox, idp: FakeIdP) -
     # the provider vouches for alice's email: her existing account is linked, not copied
     idp.add_user("google-sub-alice", "alice@example.com", email_verified=True, name="Alice L")
     idp.approve_as("google-sub-alice")
-    linked = _sign_in_with_google(client)
+    # alice has MFA: the provider counts as one factor, her backup code as the second
+    first_factor = _sign_in_with_google(client)
+    assert first_factor.status_code == 403, first_factor.text
+    assert first_factor.json()["error"] == "mfa_required"
+    mfa_token = first_factor.json()["mfa_token"]
+    linked = mfa(backup_code=backup_codes[2])
     assert linked.status_code == 200, linked.text
-    assert linked.json()["user"]["id"] == user_id
     ext_me = client.get("/v1/me", headers=bearer(linked.json())).json()
     assert ext_me["id"] == user_id
     # an email no account has: a new, verified account
@@ -287,3 +316,16 @@ def test_the_whole_journey(client: TestClient, mailbox: MailBox, idp: FakeIdP) -
     idp.approve_as("google-sub-mallory")
     refused = _sign_in_with_google(client)
     assert refused.status_code == 400 and refused.json()["field"] == "email"
+
+
+def test_external_sign_in_never_links_into_an_unverified_account(
+    client: TestClient, idp: FakeIdP
+) -> None:
+    # someone registers another person's address and never verifies it
+    squat = _register(client, "carol@example.com", "squatting on this address")
+    assert squat.status_code == 201
+    idp.add_user("google-sub-carol", "carol@example.com", email_verified=True, name="Carol")
+    idp.approve_as("google-sub-carol")
+    refused = _sign_in_with_google(client)
+    assert refused.status_code == 409 and refused.json()["field"] == "email"
+    assert "reset" in refused.json()["detail"]

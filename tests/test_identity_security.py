@@ -424,3 +424,103 @@ def test_brute_force_meets_429_before_luck(settings: Settings) -> None:
         assert int(limited.headers["RateLimit-Reset"]) > 0
         # the right password does not get through either while the account is limited
         assert password_login(client, email, PASSWORD).status_code == 429
+
+
+def test_review_findings_stay_fixed(client: TestClient, settings: Settings) -> None:
+    admin = admin_headers(client)
+    _, user = new_user(client)
+    email = _me(client, user)["email"]
+    # a device cannot be handed a session by an API key or a narrowed token
+    key = client.post(
+        "/v1/me/api-keys", headers=admin, json={"name": "k", "scopes": ["profile"]}
+    ).json()["key"]
+    code = client.post("/oauth/device/code", data={"client_id": "mgw-tv"}).json()["user_code"]
+    by_key = client.post(
+        "/oauth/device/approve", headers={"X-Api-Key": key}, data={"user_code": code}
+    )
+    assert by_key.status_code == 403
+    narrow = password_login(client, email, PASSWORD, scope="profile search").json()
+    by_narrow = client.post(
+        "/oauth/device/approve", headers=bearer(narrow), data={"user_code": code}
+    )
+    assert by_narrow.status_code == 403
+    # /oauth/authorize with a bearer token issues no scope that token lacks
+    verifier = secrets.token_urlsafe(48)
+    q = {
+        "response_type": "code",
+        "client_id": "mgw-app",
+        "redirect_uri": REDIRECT,
+        "code_challenge": _b64(hashlib.sha256(verifier.encode()).digest()),
+        "code_challenge_method": "S256",
+        "scope": "playback profile search",
+    }
+    loc = client.get(
+        "/oauth/authorize", params=q, headers=bearer(narrow), follow_redirects=False
+    ).headers["location"]
+    got = client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "client_id": "mgw-app",
+            "redirect_uri": REDIRECT,
+            "code": parse_qs(urlsplit(loc).query)["code"][0],
+            "code_verifier": verifier,
+        },
+    ).json()
+    assert set(got["scope"].split()) == {"profile", "search"}
+    # lone surrogates and NUL bytes are 4xx, never 500
+    for body in (
+        {"grant_type": "refresh_token", "client_id": "mgw-app", "refresh_token": "\ud800" * 30},
+        {"grant_type": "password", "client_id": "mgw-app", "username": "a\ud800", "password": "x"},
+    ):
+        r = client.post(
+            "/oauth/token", content=json.dumps(body), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    r = client.post(
+        "/oauth/revoke",
+        content=json.dumps({"token": "\udfff" * 30}),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert client.delete("/v1/me/sessions/%00", headers=user).status_code == 404
+    assert client.delete("/v1/me/api-keys/%00", headers=user).status_code == 404
+    nul = client.get("/oauth/authorize", params={**q, "nonce": "\x00"}, follow_redirects=False)
+    assert nul.status_code == 400
+    # MFA only on a verified email (a squatter's MFA would lock the owner out)
+    enrol = client.post("/v1/me/mfa/totp", headers=user)
+    assert enrol.status_code == 403 and enrol.json()["field"] == "email"
+    # a password typed into the email field does not reach the audit log
+    password_login(client, "my secret passphrase", "whatever")
+    audit = client.get("/v1/admin/audit", headers=admin, params={"action": "LoginFailed"})
+    assert "my secret passphrase" not in audit.text
+
+
+def test_bootstrap_does_not_promote_a_squatter(settings: Settings) -> None:
+    plain = replace(
+        settings,
+        identity=replace(
+            settings.identity, bootstrap_admin_email=None, bootstrap_admin_password=None
+        ),
+    )
+    with TestClient(create_app(plain)) as c:
+        r = c.post(
+            "/v1/auth/register",
+            json={
+                "email": "boss@example.com",
+                "password": "squatting on this address",
+                "display_name": "Mallory",
+            },
+        )
+        assert r.status_code == 201
+    boot = replace(
+        settings,
+        identity=replace(
+            settings.identity,
+            bootstrap_admin_email="boss@example.com",
+            bootstrap_admin_password="the operators passphrase",
+        ),
+    )
+    with TestClient(create_app(boot)) as c:
+        squat = password_login(c, "boss@example.com", "squatting on this address").json()
+        assert "admin" not in _me(c, bearer(squat))["roles"]
