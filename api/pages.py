@@ -95,7 +95,7 @@ def _device_form(user_code: str, error: str = "") -> str:
         + html.escape(user_code)
         + '" autocomplete="off" required></label>'
         '<label>Email <input name="username" type="email" autocomplete="username" required>'
-        "</label><label>Password <input name=\"password\" type=\"password\" "
+        '</label><label>Password <input name="password" type="password" '
         'autocomplete="current-password" required></label>'
         '<label>Authenticator or backup code (if enabled) <input name="otp"></label>'
         '<button name="approve" value="true" type="submit">Allow</button> '
