@@ -26,7 +26,7 @@ from api.authn import require
 from api.context import AppContext, ctx
 from api.errors import Problem
 from api.requests import read_json
-from api.sessions import decide, identity_event
+from api.sessions import decide, identity_event, revoke_session
 from domain.identity.opaque import keyed_hash, new_token, token_hash
 from domain.identity.sealing import SealError, seal, unseal
 from domain.identity.totp import (
@@ -38,6 +38,7 @@ from domain.identity.totp import (
     verify_code,
 )
 from projections.identity import User, backup_codes_left, unused_backup_code, user_by_id
+from projections.sessions import sessions_of
 
 # KEYS[1] last step key; ARGV[1] step; ARGV[2] ttl. 1 when the step is newer and taken.
 _ADVANCE = """
@@ -208,6 +209,13 @@ async def confirm_totp(request: Request) -> Response:
         ),
     )
     await c.stores.redis.delete(f"mgw:totp:pending:{token_hash(user.user_id)[:32]}")
+    # a session opened before the second factor existed (perhaps by whoever MFA is meant
+    # to keep out) does not keep refreshing: every other session of the account ends
+    me = await require(request, "profile")
+    async with c.stores.pg.connection() as conn:
+        others = [s for s in await sessions_of(conn, user.user_id) if s.family_id != me.session_id]
+    for s in others:
+        await revoke_session(request, user.user_id, s.family_id, "mfa_enabled")
     return JSONResponse(
         {"mfa_enabled": outcome == "ok", "backup_codes": codes},
         headers={"Cache-Control": "no-store"},

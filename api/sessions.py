@@ -142,6 +142,7 @@ def _tokens(
     client_id: str,
     amr: list[str],
     nonce: str | None = None,
+    auth_time: int | None = None,
 ) -> dict[str, Any]:
     ident = c.identity
     ttl = c.settings.identity.access_token_ttl_s
@@ -175,7 +176,7 @@ def _tokens(
             nonce=nonce,
             email=user.email,
             email_verified=user.email_verified,
-            auth_time=int(now),
+            auth_time=auth_time or int(now),  # when the user signed in, not refreshed
             amr=amr,
             ttl_s=ttl,
             now=int(now),
@@ -304,6 +305,7 @@ async def rotate(request: Request, presented: str, client_id: str) -> dict[str, 
         scope=session.scope,
         client_id=client_id,
         amr=list(session.amr),
+        auth_time=int(session.created_at.timestamp()),
     )
 
 

@@ -12,6 +12,8 @@ without a socket in the way. Baseline in the same run: ``GET /health``.
   check, for tokens seen before (the cache: what an API sees from a client that calls it
   more than once in 15 minutes) and for never-seen tokens (a full ES256 verification);
   plus authenticated ``GET /v1/me`` requests/s through the whole app;
+* refused logins: median time for a wrong password, an unknown account and a locked
+  account (the answer is the same; the work should be too);
 * refresh rotations/s: the token endpoint, sequential and 8 sessions at once; each is
   an event the projector decides (reuse detection) before the answer.
 
@@ -102,6 +104,55 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
             out["logins_per_s"] = round(await _rate(args.logins, login, 2), 2)
 
+            # wrong password, unknown account, locked account: same answer, same work?
+            locked = emails[-1]
+            async with c.stores.pg.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT user_id FROM users WHERE email_normalized = %s", (locked,)
+                )
+                row = await cur.fetchone()
+            assert row is not None
+            from api.sessions import decide
+            from core.events import Event
+
+            await decide(
+                c,
+                Event(
+                    "UserLocked",
+                    row[0],
+                    {
+                        "user_id": row[0],
+                        "reason": "bench",
+                        "actor_id": "bench",
+                        "ip": None,
+                        "user_agent": None,
+                    },
+                ),
+            )
+
+            async def refused_ms(email: str, password: str) -> float:
+                times = []
+                for _ in range(args.refusals):
+                    t = time.perf_counter()
+                    r = await http.post(
+                        "/oauth/token",
+                        data={
+                            "grant_type": "password",
+                            "client_id": "mgw-app",
+                            "username": email,
+                            "password": password,
+                        },
+                    )
+                    times.append((time.perf_counter() - t) * 1000)
+                    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+                return round(statistics.median(times), 2)
+
+            out["refused_login_median_ms"] = {
+                "wrong_password": await refused_ms(emails[0], "not the right one at all"),
+                "unknown_account": await refused_ms("nobody@example.com", PASSWORD),
+                "locked_account": await refused_ms(locked, PASSWORD),
+            }
+
             # verification on the hot path: verifier + revocation check, as api/authn does
             ident = c.identity
             token = sessions[0]["access_token"]
@@ -184,6 +235,7 @@ def main() -> int:
     ap.add_argument("--verifications", type=int, default=200_000)
     ap.add_argument("--fresh", type=int, default=3000)
     ap.add_argument("--rotations", type=int, default=400)
+    ap.add_argument("--refusals", type=int, default=30, help="refused logins per case")
     args = ap.parse_args()
     defaults = Settings.from_env().identity
     params = Argon2Params(

@@ -113,6 +113,7 @@ def test_the_whole_journey(client: TestClient, mailbox: MailBox, idp: FakeIdP) -
     assert me["id"] == user_id and me["email_verified"] is True and me["mfa_enabled"] is False
 
     # -- MFA enrolment: provisioning URI + QR, confirmed with a first code --------------
+    laptop = password_login(client, "alice@example.com", PASSWORD).json()
     start = client.post("/v1/me/mfa/totp", headers=bearer(tokens))
     assert start.status_code == 200, start.text
     secret = start.json()["secret"]
@@ -125,6 +126,10 @@ def test_the_whole_journey(client: TestClient, mailbox: MailBox, idp: FakeIdP) -
     assert confirm.status_code == 200, confirm.text
     backup_codes = confirm.json()["backup_codes"]
     assert len(backup_codes) == 10 and len(set(backup_codes)) == 10
+    # sessions opened with the password alone end; the enrolling one goes on
+    assert client.get("/v1/me", headers=bearer(laptop)).status_code == 401
+    assert _refresh(client, laptop["refresh_token"]).status_code == 400
+    assert client.get("/v1/me", headers=bearer(tokens)).json()["mfa_enabled"] is True
 
     # -- login now needs the second factor ----------------------------------------------
     first = password_login(client, "alice@example.com", PASSWORD)
