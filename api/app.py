@@ -43,6 +43,7 @@ from api.errors import (
 )
 from api.identity import IdentityServices
 from api.limits import BodySizeLimit
+from api.ratelimit import RateLimitHeaders
 from core.codec import EncodeError
 from core.mail import mailer_from_settings
 from core.settings import Settings
@@ -161,7 +162,10 @@ def create_app(
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
+        middleware=[
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+            Middleware(RateLimitHeaders),
+        ],
         exception_handlers={
             Problem: problem_handler,
             EncodeError: encode_error_handler,

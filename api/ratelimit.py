@@ -324,3 +324,31 @@ class RulesSource:
 
     async def __call__(self) -> dict[str, Rule]:
         return {name: e.rule for name, e in (await self.effective()).items()}
+
+
+class RateLimitHeaders:
+    """ASGI middleware: a response to a rate-limited request that was let through carries
+    the ``RateLimit-*`` headers of the tightest rule it met, so clients can pace themselves
+    before meeting a 429 (which carries them already)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            decision = scope.get("mgw.ratelimit")
+            if message["type"] == "http.response.start" and decision is not None:
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [
+                    (k.lower().encode(), v.encode())
+                    for k, v in headers(decision).items()
+                    if k.lower().encode() not in present
+                ]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

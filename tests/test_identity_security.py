@@ -416,6 +416,10 @@ def test_brute_force_meets_429_before_luck(settings: Settings) -> None:
         email = _me(client, headers)["email"]
         answers = [password_login(client, email, f"guess number {i:04d}") for i in range(4)]
         assert [a.status_code for a in answers[:2]] == [400, 400]
+        # answers let through say how much is left
+        assert answers[0].headers["RateLimit-Limit"] == "3"
+        assert answers[0].headers["RateLimit-Remaining"] == "1"
+        assert answers[1].headers["RateLimit-Remaining"] == "0"
         limited = answers[2]
         assert limited.status_code == 429, limited.text
         assert int(limited.headers["Retry-After"]) > 0
