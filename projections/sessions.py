@@ -90,12 +90,16 @@ async def _spend_grant(
         return ("reused", {"field": "code"})
     code = await fetch_rows(
         conn,
-        "SELECT user_id, expires_at, used_at FROM auth_codes WHERE code_hash = %s",
+        "SELECT c.user_id, c.expires_at, c.used_at,"
+        " u.tokens_valid_after IS NOT NULL AND c.created_at < u.tokens_valid_after"
+        " FROM auth_codes c JOIN users u USING (user_id) WHERE c.code_hash = %s",
         (grant_ref,),
     )
     if code:
-        owner, expires_at, used_at = code[0]
-        if owner != user_id or used_at is not None:
+        owner, expires_at, used_at, predates_revocation = code[0]
+        # a code issued before a reset, lock or "sign out everywhere" dies with the
+        # sessions of that moment
+        if owner != user_id or used_at is not None or predates_revocation:
             return ("invalid", {"field": "code"})
         if at >= expires_at:
             return ("expired", {"field": "code"})

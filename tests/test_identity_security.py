@@ -528,3 +528,31 @@ def test_bootstrap_does_not_promote_a_squatter(settings: Settings) -> None:
     with TestClient(create_app(boot)) as c:
         squat = password_login(c, "boss@example.com", "squatting on this address").json()
         assert "admin" not in _me(c, bearer(squat))["roles"]
+
+
+def test_a_code_issued_before_sign_out_everywhere_is_dead(client: TestClient) -> None:
+    _, headers = new_user(client)
+    verifier = secrets.token_urlsafe(48)
+    q = {
+        "response_type": "code",
+        "client_id": "mgw-app",
+        "redirect_uri": REDIRECT,
+        "code_challenge": _b64(hashlib.sha256(verifier.encode()).digest()),
+        "code_challenge_method": "S256",
+    }
+    loc = client.get("/oauth/authorize", params=q, headers=headers, follow_redirects=False).headers[
+        "location"
+    ]
+    code = parse_qs(urlsplit(loc).query)["code"][0]
+    assert client.post("/v1/auth/logout-all", headers=headers).status_code == 204
+    r = client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "client_id": "mgw-app",
+            "redirect_uri": REDIRECT,
+            "code": code,
+            "code_verifier": verifier,
+        },
+    )
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
