@@ -30,6 +30,7 @@ from api.authn import require
 from api.context import AppContext, ctx
 from api.errors import Problem
 from api.mfa import issue_mfa_token
+from api.ratelimit import limit
 from api.requests import read_json, reject_nul
 from api.sessions import (
     OAuthError,
@@ -107,15 +108,6 @@ def _policy(password: str, field: str, *, email: str, name: str | None = None) -
         raise Problem(422, f"{field}: {exc}", field=field) from None
 
 
-async def _limit(request: Request, rule: str, *subjects: str) -> None:
-    limiter = ctx(request).identity.limiter
-    if limiter is None:
-        return
-    from api.ratelimit import client_ip
-
-    await limiter.enforce(request, rule, f"ip:{client_ip(request)}", *subjects)
-
-
 # -- mail ------------------------------------------------------------------------------
 
 
@@ -165,7 +157,7 @@ async def request_verification(request: Request, user_id: str, email: str, name:
 async def register(request: Request) -> Response:
     c = ctx(request)
     body = await read_json(request, RegisterIn)
-    await _limit(request, "register")
+    await limit(request, "register")
     email = _email(body.email)
     name = body.display_name.strip()
     if not name:
@@ -243,7 +235,7 @@ async def verify_email(request: Request) -> Response:
 async def resend_verification(request: Request) -> Response:
     me = await require(request, "profile")
     c = ctx(request)
-    await _limit(request, "password_reset", f"acct:{me.user_id}")
+    await limit(request, "password_reset", f"acct:{me.user_id}")
     async with c.stores.pg.connection() as conn:
         user = await user_by_id(conn, me.user_id)
     if user is None:
@@ -258,7 +250,7 @@ async def forgot_password(request: Request) -> Response:
     c = ctx(request)
     body = await read_json(request, ForgotIn)
     email = _email(body.email)
-    await _limit(request, "password_reset", f"acct:{email}")
+    await limit(request, "password_reset", f"acct:{email}")
     # the same answer and the same work in the request, account or not: the lookup,
     # the event and the mail happen after the response
     c.identity.spawn(_reset_mail(request, email))
@@ -312,7 +304,7 @@ async def complete_reset(request: Request, token: str, password: str) -> None:
     """Spend a reset token on a new password (Problem when refused); the JSON route and
     the page of the mailed link share it."""
     c = ctx(request)
-    await _limit(request, "password_reset")
+    await limit(request, "password_reset")
     hashed = token_hash(token)
     async with c.stores.pg.connection() as conn:
         found = await email_token(conn, hashed, "reset")
@@ -339,7 +331,7 @@ async def change_password(request: Request) -> Response:
     me = await require(request, "profile")
     c = ctx(request)
     body = await read_json(request, ChangeIn)
-    await _limit(request, "login", f"acct:{me.user_id}")
+    await limit(request, "login", f"acct:{me.user_id}")
     async with c.stores.pg.connection() as conn:
         user = await user_by_id(conn, me.user_id)
     if user is None:

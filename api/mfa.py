@@ -25,6 +25,7 @@ from starlette.routing import Route
 from api.authn import require
 from api.context import AppContext, ctx
 from api.errors import Problem
+from api.ratelimit import limit
 from api.requests import read_json
 from api.sessions import decide, identity_event, revoke_session
 from domain.identity.opaque import keyed_hash, new_token, token_hash
@@ -149,14 +150,6 @@ async def _me(request: Request) -> tuple[AppContext, User]:
     return c, user
 
 
-async def _limit(request: Request, user: User) -> None:
-    limiter = ctx(request).identity.limiter
-    if limiter is not None:
-        from api.ratelimit import client_ip
-
-        await limiter.enforce(request, "mfa", f"ip:{client_ip(request)}", f"acct:{user.user_id}")
-
-
 async def start_totp(request: Request) -> Response:
     c, user = await _me(request)
     if user.mfa_secret_sealed is not None:
@@ -185,7 +178,7 @@ async def start_totp(request: Request) -> Response:
 async def confirm_totp(request: Request) -> Response:
     c, user = await _me(request)
     body = await read_json(request, CodeIn)
-    await _limit(request, user)
+    await limit(request, "mfa", f"acct:{user.user_id}")
     sealed = await c.stores.redis.get(f"mgw:totp:pending:{token_hash(user.user_id)[:32]}")
     if sealed is None:
         raise Problem(409, "no enrolment pending: POST /v1/me/mfa/totp first", field="code")
@@ -225,7 +218,7 @@ async def confirm_totp(request: Request) -> Response:
 async def _fresh_factor(request: Request, c: AppContext, user: User, code: str) -> None:
     if user.mfa_secret_sealed is None:
         raise Problem(409, "MFA is not on", field="mfa")
-    await _limit(request, user)
+    await limit(request, "mfa", f"acct:{user.user_id}")
     if not await check_totp(c, user, code) and not await check_backup_code(request, user, code):
         raise Problem(
             422, "code: not a current authenticator code or unused backup code", field="code"

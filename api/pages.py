@@ -21,8 +21,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from api.accounts import complete_reset
+from api.authorize import PAGE_HEADERS, authorizing_user
+from api.device import decide_device
 from api.errors import Problem
-from api.oauth import PAGE_HEADERS, authorizing_user, decide_device
 
 _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width"></head><body><h1>{title}</h1>

@@ -44,6 +44,7 @@ from starlette.routing import Route
 from api.authn import Principal, require
 from api.context import ctx
 from api.errors import Problem
+from api.ratelimit import limit
 from api.requests import read_json, reject_nul
 from api.sessions import decide, identity_event
 from core.ids import new_id
@@ -209,16 +210,6 @@ async def _user(request: Request, me: Principal) -> User:
     return user
 
 
-async def _pin_limit(request: Request, user_id: str) -> None:
-    """PIN and password guesses count against the ``pin`` rule, per address and account."""
-    limiter = ctx(request).identity.limiter
-    if limiter is None:
-        return
-    from api.ratelimit import client_ip
-
-    await limiter.enforce(request, "pin", f"ip:{client_ip(request)}", f"acct:{user_id}")
-
-
 async def _verify(hasher: Any, phc: str | None, secret: str | None) -> bool:
     if not phc or not secret:
         return False
@@ -230,7 +221,7 @@ async def _pin_if_set(request: Request, me: Principal, pin: str | None) -> None:
     user = await _user(request, me)
     if user.parental_pin_hash is None:
         return
-    await _pin_limit(request, me.user_id)
+    await limit(request, "pin", f"acct:{me.user_id}")
     if not pin or not await _verify(ctx(request).identity.pin_hasher, user.parental_pin_hash, pin):
         raise Problem(
             403,
@@ -349,7 +340,7 @@ async def delete_profile(request: Request) -> Response:
 async def set_pin(request: Request) -> Response:
     me = await require(request, "profile")
     body = await read_json(request, PinIn)
-    await _pin_limit(request, me.user_id)
+    await limit(request, "pin", f"acct:{me.user_id}")
     c = ctx(request)
     user = await _user(request, me)
     if user.parental_pin_hash is None:
@@ -390,7 +381,7 @@ async def set_controls(request: Request) -> Response:
     me = await require(request, "profile")
     profile = await _mine(request, me)
     body = await read_json(request, ControlsIn)
-    await _pin_limit(request, me.user_id)
+    await limit(request, "pin", f"acct:{me.user_id}")
     c = ctx(request)
     user = await _user(request, me)
     if user.parental_pin_hash is None:

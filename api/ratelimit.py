@@ -326,6 +326,15 @@ class RulesSource:
         return {name: e.rule for name, e in (await self.effective()).items()}
 
 
+async def limit(request: Request, rule: str, *subjects: str) -> None:
+    """Count this request against ``rule`` for its client address and ``subjects``
+    (``acct:<id or email>``, ...); 429 when any is spent. Every identity route calls this
+    one door, so a rule means the same everywhere."""
+    limiter = request.app.state.mgw.identity.limiter
+    if limiter is not None:
+        await limiter.enforce(request, rule, f"ip:{client_ip(request)}", *subjects)
+
+
 class RateLimitHeaders:
     """ASGI middleware: a response to a rate-limited request that was let through carries
     the ``RateLimit-*`` headers of the tightest rule it met, so clients can pace themselves
