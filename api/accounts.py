@@ -10,8 +10,9 @@
   spends the token (single use, 30 minutes) and signs out every session.
 * ``POST /v1/me/password {current_password, new_password}``; ``GET /v1/me``.
 
-Unverified accounts can sign in, watch and search; they cannot create API keys, approve
-devices or enable MFA until the email is verified (docs/identity.md).
+Unverified accounts can sign in, watch and search; they cannot create API keys or enable
+MFA until the email is verified (docs/identity.md). Signing in through a provider is
+api/external_accounts.py, the first admin api/bootstrap.py.
 """
 
 from __future__ import annotations
@@ -29,27 +30,19 @@ from starlette.routing import Route
 from api.authn import require
 from api.context import AppContext, ctx
 from api.errors import Problem
-from api.mfa import issue_mfa_token
 from api.ratelimit import limit
 from api.requests import read_json, reject_nul
 from api.sessions import (
-    OAuthError,
     decide,
-    grant_scope,
     identity_event,
     revoke_session,
-    start_session,
 )
-from core.events import Event
 from core.ids import new_id, utcnow
 from domain.identity.emails import normalize_email, reset_message, verification_message
 from domain.identity.opaque import new_token, token_hash
 from domain.identity.passwords import PasswordRejected, check_password
-from domain.identity.providers import ExternalIdentity
 from projections.identity import (
-    User,
     email_token,
-    external_link,
     user_by_email,
     user_by_id,
 )
@@ -94,7 +87,29 @@ class ChangeIn(BaseModel):
     new_password: str = Field(min_length=1, max_length=1024)
 
 
-def _email(raw: str) -> str:
+def registration(
+    user_id: str,
+    email: str,
+    name: str,
+    *,
+    password_hash: str | None,
+    source: str,
+    verified: bool,
+    roles: tuple[str, ...] = ("user",),
+) -> dict[str, Any]:
+    """A ``UserRegistered`` payload (without the audit fields)."""
+    return {
+        "user_id": user_id,
+        "email": email,
+        "display_name": name,
+        "password_hash": password_hash,
+        "source": source,
+        "email_verified": verified,
+        "roles": list(roles),
+    }
+
+
+def email_or_422(raw: str) -> str:
     try:
         return normalize_email(raw)
     except ValueError as exc:
@@ -158,7 +173,7 @@ async def register(request: Request) -> Response:
     c = ctx(request)
     body = await read_json(request, RegisterIn)
     await limit(request, "register")
-    email = _email(body.email)
+    email = email_or_422(body.email)
     name = body.display_name.strip()
     if not name:
         raise Problem(422, "display_name: must not be blank", field="display_name")
@@ -171,15 +186,9 @@ async def register(request: Request) -> Response:
             request,
             "UserRegistered",
             user_id,
-            {
-                "user_id": user_id,
-                "email": email,
-                "display_name": name,
-                "password_hash": password_hash,
-                "source": "password",
-                "email_verified": False,
-                "roles": ["user"],
-            },
+            registration(
+                user_id, email, name, password_hash=password_hash, source="password", verified=False
+            ),
         ),
     )
     if outcome == "conflict":
@@ -249,7 +258,7 @@ async def resend_verification(request: Request) -> Response:
 async def forgot_password(request: Request) -> Response:
     c = ctx(request)
     body = await read_json(request, ForgotIn)
-    email = _email(body.email)
+    email = email_or_422(body.email)
     await limit(request, "password_reset", f"acct:{email}")
     # the same answer and the same work in the request, account or not: the lookup,
     # the event and the mail happen after the response
@@ -369,203 +378,6 @@ async def me(request: Request) -> Response:
     return JSONResponse(
         {**user.public(), "scopes": sorted(principal.scopes), "auth": principal.kind}
     )
-
-
-# -- external sign-in and the first admin ----------------------------------------------
-
-
-async def sign_in_external(request: Request, identity: ExternalIdentity) -> Response:
-    """Sign in with a provider: the linked account, else the account with the same
-    verified email (linked now), else a new account. An unverified provider email never
-    links to an existing account: that would let anyone claim it."""
-    c = ctx(request)
-    async with c.stores.pg.connection() as conn:
-        linked = await external_link(conn, identity.provider, identity.subject)
-        user = await user_by_id(conn, linked) if linked else None
-        if user is None and identity.email and identity.email_verified:
-            user = await user_by_email(conn, identity.email)
-            # an account nobody proved the email of could be someone's trap (registered
-            # with another's address before they ever came): never link into it
-            if user is not None and not user.email_verified:
-                raise Problem(
-                    409,
-                    "an unverified account holds this email: verify it from its mail, or "
-                    "reset its password (the reset link proves the email), then sign in "
-                    f"with {identity.provider} again",
-                    field="email",
-                )
-    if user is None:
-        if not identity.email or not identity.email_verified:
-            raise Problem(
-                400,
-                f"{identity.provider} did not share a verified email: verify it there first",
-                field="email",
-            )
-        user = await _register_external(request, identity)
-    if user.locked:
-        return OAuthError("invalid_grant", "the account is locked").response()
-    if linked is None:
-        outcome, _ = await decide(
-            c,
-            identity_event(
-                request,
-                "ExternalIdentityLinked",
-                user.user_id,
-                {
-                    "user_id": user.user_id,
-                    "provider": identity.provider,
-                    "subject": identity.subject,
-                    "email": identity.email or "",
-                },
-            ),
-        )
-        if outcome != "ok":
-            raise Problem(
-                409, "this provider account is linked to another account", field="subject"
-            )
-    scope = grant_scope(None, user.roles)
-    if user.mfa_secret_sealed is not None:  # the provider is one factor, not two
-        mfa_token = await issue_mfa_token(
-            c,
-            user,
-            {
-                "client_id": "mgw-app",
-                "scope": scope,
-                "device_name": identity.provider,
-                "method": "external",
-                "first_factor": "ext",
-            },
-        )
-        return OAuthError(
-            "mfa_required",
-            "this account needs a second factor: send grant_type="
-            "urn:mgw:params:oauth:grant-type:mfa with mfa_token and otp (or backup_code)",
-            status=403,
-            mfa_token=mfa_token,
-        ).response()
-    try:
-        body = await start_session(
-            request,
-            user,
-            client_id="mgw-app",
-            method="external",
-            amr=["ext"],
-            scope=scope,
-            device_name=identity.provider,
-        )
-    except OAuthError as err:
-        return err.response()
-    return JSONResponse(
-        {**body, "user": {"id": user.user_id, "email": user.email}, "provider": identity.provider},
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-async def _register_external(request: Request, identity: ExternalIdentity) -> User:
-    c = ctx(request)
-    assert identity.email is not None
-    email = _email(identity.email)
-    user_id = new_id()
-    outcome, _ = await decide(
-        c,
-        identity_event(
-            request,
-            "UserRegistered",
-            user_id,
-            {
-                "user_id": user_id,
-                "email": email,
-                "display_name": (identity.name or email.split("@")[0])[:100],
-                "password_hash": None,
-                "source": identity.provider,
-                "email_verified": True,
-                "roles": ["user"],
-            },
-        ),
-    )
-    async with c.stores.pg.connection() as conn:
-        user = await (user_by_id(conn, user_id) if outcome == "ok" else user_by_email(conn, email))
-    if user is None:
-        raise Problem(503, "the account is not ready yet; retry", headers={"Retry-After": "1"})
-    return user
-
-
-async def bootstrap_admin(c: AppContext) -> str | None:
-    """Create the first admin from MGW_BOOTSTRAP_ADMIN_EMAIL/PASSWORD if the email has
-    no account; grant admin to an existing account of that email. Returns its user id."""
-    ident = c.settings.identity
-    if not ident.bootstrap_admin_email or not ident.bootstrap_admin_password:
-        return None
-    email = normalize_email(ident.bootstrap_admin_email)
-    async with c.stores.pg.connection() as conn:
-        user = await user_by_email(conn, email)
-    if user is not None:
-        if "admin" in user.roles:
-            return user.user_id
-        # whoever registered this email first must not become admin by it: only an
-        # account that proved the email and knows the bootstrap password is promoted
-        knows = user.password_hash is not None and await asyncio.to_thread(
-            c.identity.passwords.verify, user.password_hash, ident.bootstrap_admin_password
-        )
-        if not (user.email_verified and knows):
-            log.warning(
-                "MGW_BOOTSTRAP_ADMIN_EMAIL has an account that is not verified or has another "
-                "password: not granting it admin"
-            )
-            return None
-        await decide(c, Event("RoleGranted", user.user_id, _system(user.user_id, role="admin")))
-        return user.user_id
-    try:
-        check_password(ident.bootstrap_admin_password, email=email)
-    except PasswordRejected as exc:
-        raise ValueError(f"MGW_BOOTSTRAP_ADMIN_PASSWORD: {exc}") from None
-    password_hash = await asyncio.to_thread(
-        c.identity.passwords.hash, ident.bootstrap_admin_password
-    )
-    user_id = new_id()
-    outcome, _ = await decide(
-        c,
-        Event(
-            "UserRegistered",
-            user_id,
-            _system(
-                user_id,
-                email=email,
-                display_name="Administrator",
-                password_hash=password_hash,
-                source="bootstrap",
-                email_verified=True,
-                roles=["user", "admin"],
-            ),
-            producer="bootstrap",
-        ),
-    )
-    if outcome != "ok":  # another process created it first
-        async with c.stores.pg.connection() as conn:
-            user = await user_by_email(conn, email)
-        return user.user_id if user else None
-    log.info("bootstrap admin created (user %s)", user_id)
-    return user_id
-
-
-async def bootstrap_admin_when_ready(c: AppContext, stop: asyncio.Event) -> None:
-    """``bootstrap_admin`` retried until the identity projector (in a worker) answers."""
-    delay = 1.0
-    while not stop.is_set():
-        try:
-            await bootstrap_admin(c)
-            return
-        except Problem:
-            log.warning("bootstrap admin waits for the identity projector; retrying")
-        except Exception as exc:
-            log.warning("bootstrap admin failed: %s", exc)
-            return
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 30.0)
-
-
-def _system(user_id: str, **payload: Any) -> dict[str, Any]:
-    return {"user_id": user_id, **payload, "actor_id": "system", "ip": None, "user_agent": None}
 
 
 routes = [

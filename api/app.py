@@ -19,6 +19,7 @@ from api import (
     admin_users,
     api_keys,
     authorize,
+    bootstrap,
     catalog,
     content,
     device,
@@ -111,9 +112,9 @@ def create_app(
                     index_task = asyncio.create_task(indexer.run(stop), name="search-indexer")
                 app.state.mgw = context
                 if run_projectors:
-                    await accounts.bootstrap_admin(context)
+                    await bootstrap.bootstrap_admin(context)
                 else:  # workers elsewhere decide: do not hold the start up for them
-                    context.identity.spawn(accounts.bootstrap_admin_when_ready(context, stop))
+                    context.identity.spawn(bootstrap.bootstrap_admin_when_ready(context, stop))
                 if on_ready is not None:
                     await on_ready(context)
                 yield

@@ -25,6 +25,7 @@ log = logging.getLogger("mgw.up")
 async def load_demo_accounts(c: AppContext) -> int:
     """The demo's viewers as accounts (alice@demo.example ... with DEMO_USER_PASSWORD),
     so signing in as one shows the continue-watching the demo played for them."""
+    from api.accounts import registration
     from core.events import Event
     from mgw import demo
 
@@ -34,13 +35,14 @@ async def load_demo_accounts(c: AppContext) -> int:
             "UserRegistered",
             user,
             {
-                "user_id": user,
-                "email": demo.demo_email(user),
-                "display_name": user.removeprefix("demo-").title(),
-                "password_hash": password_hash,
-                "source": "demo",
-                "email_verified": True,
-                "roles": ["user"],
+                **registration(
+                    user,
+                    demo.demo_email(user),
+                    user.removeprefix("demo-").title(),
+                    password_hash=password_hash,
+                    source="demo",
+                    verified=True,
+                ),
                 "actor_id": "demo",
                 "ip": None,
                 "user_agent": None,
