@@ -17,9 +17,9 @@ from starlette.requests import Request
 
 from api.errors import Problem
 from core.metrics import CONSISTENCY_WAITS
+from core.topics import spec
 from projections.base import Projector
 from streams.log import InvalidToken, Position
-from streams.topics import spec
 
 HEADER = "X-Consistency-Token"
 

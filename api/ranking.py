@@ -49,6 +49,7 @@ from api.errors import Problem
 from api.pagination import decode_cursor, encode_cursor
 from api.requests import int_param, read_json, reject_nul
 from core.events import Event
+from core.topics import RANKING
 from domain.discovery.ranking import (
     DEFAULT_PROFILE,
     DEFAULT_WEIGHTS,
@@ -67,7 +68,6 @@ from projections.ranking import (
 )
 from projections.registry import by_name
 from streams.log import InvalidToken, Position
-from streams.topics import RANKING
 
 PROJECTOR = "ranking"
 CACHE_TTL_S = 1.0

@@ -40,13 +40,13 @@ sys.path.insert(0, str(ROOT))
 from core.codec import default_codec  # noqa: E402
 from core.db import migrate, open_pool  # noqa: E402
 from core.events import Event  # noqa: E402
+from core.topics import PLAYBACK  # noqa: E402
 from mgw.worker import worker_argv  # noqa: E402
 from projections.base import Stores  # noqa: E402
 from projections.playback import PlaybackProjector  # noqa: E402
 from streams.log import OutgoingRecord  # noqa: E402
 from streams.processing import ProjectionPipeline  # noqa: E402
 from streams.runner import ProjectorLoop  # noqa: E402
-from streams.topics import PLAYBACK  # noqa: E402
 
 
 def make_records(n: int, users: int, seed: int = 11) -> list[OutgoingRecord]:
@@ -145,8 +145,8 @@ async def embedded_append(uri: str, records: list[OutgoingRecord]) -> None:
 
 
 async def kafka_append(bootstrap: str, records: list[OutgoingRecord]) -> float:
+    from core.topics import ALL_TOPICS
     from streams.kafka import KafkaLog
-    from streams.topics import ALL_TOPICS
 
     log = await KafkaLog(bootstrap).open()
     await log.ensure_topics(ALL_TOPICS)

@@ -14,10 +14,10 @@ from typing import Any
 
 from core.db import migrate, open_pool
 from core.settings import Settings
+from core.topics import ALL_TOPICS
 from projections.base import Stores
 from streams.log import EventLog
 from streams.publisher import Publisher
-from streams.topics import ALL_TOPICS
 
 log = logging.getLogger("mgw.platform")
 

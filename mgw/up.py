@@ -16,8 +16,8 @@ from tqdm import tqdm
 from api.app import create_app
 from api.context import AppContext
 from core.settings import Settings
+from core.topics import CATALOG
 from mgw.mailsink import mail_for_up
-from streams.topics import CATALOG
 
 log = logging.getLogger("mgw.up")
 

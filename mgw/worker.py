@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from core.db import migrate, open_pool
 from core.settings import Settings
+from core.topics import ALL_TOPICS
 from mgw.platform import open_qdrant, resolve_services
 from projections.base import Projector, Stores
 from projections.registry import PROJECTORS, by_name
@@ -29,7 +30,6 @@ from streams.faust_app import make_app
 from streams.kafka import KafkaLog
 from streams.processing import ProjectionPipeline
 from streams.runner import EmbeddedRunner, Shard
-from streams.topics import ALL_TOPICS
 
 log = logging.getLogger("mgw.worker")
 
@@ -123,8 +123,8 @@ def run_worker(
 
 
 def _ensure_topics(settings: Settings) -> None:
+    from core.topics import ALL_TOPICS
     from streams.kafka import KafkaLog
-    from streams.topics import ALL_TOPICS
 
     async def go() -> None:
         assert settings.kafka_bootstrap_servers
@@ -213,7 +213,7 @@ def shardable(settings: Settings, projectors: Sequence[Projector]) -> list[Proje
     server is set."""
     if settings.kafka_bootstrap_servers:
         return []  # on Kafka, scale with workers in the consumer group instead
-    from streams.topics import spec
+    from core.topics import spec
 
     def partitioned(topic: str) -> bool:
         try:

@@ -19,10 +19,10 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from core.topics import AVAILABILITY
 from domain.catalog import PLATFORMS
 from projections.base import Envelope, PostgresOnly, RejectedEvent
 from projections.bulk import stage
-from streams.topics import AVAILABILITY
 
 _REGION = re.compile(r"^[A-Z]{2}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")

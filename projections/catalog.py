@@ -21,12 +21,12 @@ from psycopg import AsyncConnection
 
 from core.events import Event
 from core.ids import derived_id
+from core.topics import CATALOG, RESOLUTION
 from domain.catalog import check_content, normalize_genres
 from domain.catalog.canonical import EntityUnion, SourceRecord, merge
 from domain.identity.ratings import level, normalize_rating
 from projections.base import Envelope, Output, PostgresOnly, RejectedEvent, fetch_rows
 from projections.bulk import stage
-from streams.topics import CATALOG, RESOLUTION
 
 _SOURCE_COLS = (
     "platform",

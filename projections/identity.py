@@ -27,9 +27,9 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from core.topics import IDENTITY
 from projections import account_data, audit, sessions
 from projections.base import Envelope, PostgresOnly, RejectedEvent, fetch_rows
-from streams.topics import IDENTITY
 
 Outcome = tuple[str, dict[str, Any]] | None
 Handler = Callable[[AsyncConnection[Any], Envelope, datetime], Awaitable[Outcome]]

@@ -19,9 +19,9 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from core.ids import from_millis, to_millis
+from core.topics import PLAYBACK
 from domain.playback import ProgressState, check_position, classify, progress_ratio
 from projections.base import Envelope, RejectedEvent, Stores
-from streams.topics import PLAYBACK
 
 # The kind of key comes before the user id, so no user id (they may contain ':') can make
 # one user's key equal to another user's key of the other kind.

@@ -24,6 +24,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from core.topics import RANKING
 from domain.discovery.ranking import (
     DEFAULT_PROFILE,
     PROFILE_NAME,
@@ -31,7 +32,6 @@ from domain.discovery.ranking import (
     effective_weights,
 )
 from projections.base import Envelope, PostgresOnly, RejectedEvent
-from streams.topics import RANKING
 
 
 class RankingProjector(PostgresOnly):

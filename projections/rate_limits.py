@@ -23,9 +23,9 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from core.topics import IDENTITY
 from domain.identity.ratelimits import RULE_NAME, Rule, validate_rule
 from projections.base import Envelope, PostgresOnly, RejectedEvent, fetch_rows
-from streams.topics import IDENTITY
 
 log = logging.getLogger(__name__)
 

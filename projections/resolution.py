@@ -25,11 +25,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.events import Event
 from core.ids import derived_id
+from core.topics import OBSERVATIONS
 from domain.catalog import KINDS
 from domain.catalog.resolution import Member, block_key, match, title_variants
 from projections.base import Envelope, Output, PostgresOnly, RejectedEvent
 from projections.bulk import stage
-from streams.topics import OBSERVATIONS
 
 _MEMBER_COLS = (
     "platform, platform_id, block_key, cluster_id, kind, titles, year, runtime_min,"

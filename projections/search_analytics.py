@@ -35,9 +35,9 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from core.topics import SEARCHES
 from projections.base import Envelope, PostgresOnly, RejectedEvent
 from projections.bulk import stage
-from streams.topics import SEARCHES
 
 QUERY_KEY_MAX = 200
 IMPRESSION_DEPTH = 10  # first-page positions that count as seen

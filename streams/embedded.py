@@ -15,8 +15,8 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from core.events import LazyHeaders, pack_headers
+from core.topics import ALL_TOPICS, TopicSpec
 from streams.log import LogError, LogRecord, OutgoingRecord, Position, partition_for
-from streams.topics import ALL_TOPICS, TopicSpec
 
 CHANNEL = "mgw_log"
 log = logging.getLogger("mgw.log.embedded")

@@ -67,7 +67,7 @@ def make_app(
         store="memory://",
         web_enabled=False,
         topic_disable_leader=True,
-        topic_allow_declare=False,  # topics come from streams/topics.py specs, created by admin
+        topic_allow_declare=False,  # topics come from core/topics.py specs, created by admin
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=settings.batch_size,
         stream_buffer_maxsize=settings.batch_size * 4,

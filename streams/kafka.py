@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from core.topics import ALL_TOPICS, TopicSpec
 from streams.log import (
     LogError,
     LogRecord,
@@ -29,7 +30,6 @@ from streams.log import (
     TransientLogError,
     partition_for,
 )
-from streams.topics import ALL_TOPICS, TopicSpec
 
 
 def producer_config(bootstrap: str) -> dict[str, Any]:

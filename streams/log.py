@@ -21,7 +21,7 @@ from typing import NamedTuple, Protocol
 from aiokafka.partitioner import murmur2  # pure function, Java-compatible
 
 from core.events import Headers
-from streams.topics import TopicSpec
+from core.topics import TopicSpec
 
 
 class LogError(Exception):

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from core.codec import AvroCodec, default_codec
 from core.events import Event
 from core.metrics import EVENTS_APPENDED
+from core.topics import topic_for
 from streams.log import EventLog, OutgoingRecord, Position
-from streams.topics import topic_for
 
 
 class Publisher:

@@ -19,7 +19,7 @@ from core.codec import (
     UnknownSchemaError,
     fingerprint_of,
 )
-from streams.topics import IDENTITY
+from core.topics import IDENTITY
 
 FINGERPRINTS = SCHEMA_ROOT.parent / "fingerprints.txt"
 

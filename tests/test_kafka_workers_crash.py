@@ -18,11 +18,11 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from core.settings import Settings
+from core.topics import PLAYBACK
 from mgw.worker import worker_argv
 from streams.faust_app import app_id
 from streams.kafka import KafkaLog
 from streams.publisher import Publisher
-from streams.topics import PLAYBACK
 from tests.helpers import play
 
 pytestmark = pytest.mark.kafka
@@ -57,7 +57,7 @@ async def test_worker_crash_and_stop_mid_stream(
 ) -> None:
     s = replace(settings, kafka_bootstrap_servers=kafka)
     log = await KafkaLog(kafka).open()
-    from streams.topics import ALL_TOPICS
+    from core.topics import ALL_TOPICS
 
     await log.ensure_topics(ALL_TOPICS)
     start = _committed(kafka)

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from core.topics import TopicSpec
 from streams.log import EventLog, OutgoingRecord, Position, partition_for
-from streams.topics import TopicSpec
 from tests.conftest import unique_topic
 
 BACKENDS = ["embedded", pytest.param("kafka", marks=pytest.mark.kafka)]

@@ -16,6 +16,7 @@ import pytest
 
 from core.codec import default_codec
 from core.events import headers_dict
+from core.topics import CATALOG, PLAYBACK
 from projections import maintenance
 from projections.base import Stores
 from projections.catalog import CatalogProjector
@@ -25,7 +26,6 @@ from streams.log import OutgoingRecord
 from streams.processing import ProjectionPipeline
 from streams.publisher import Publisher
 from streams.runner import ProjectorLoop
-from streams.topics import CATALOG, PLAYBACK
 from tests.helpers import content, play
 
 ROOT = Path(__file__).resolve().parent.parent

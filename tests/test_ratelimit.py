@@ -23,6 +23,7 @@ from api.ratelimit import (
     subject_key,
 )
 from core.events import Event
+from core.topics import IDENTITY
 from domain.identity.ratelimits import (
     DEFAULT_RULES,
     SOURCE_ADMIN,
@@ -39,7 +40,6 @@ from projections.rate_limits import RateLimitsProjector, rule_overrides, stored_
 from streams.embedded import EmbeddedLog
 from streams.processing import ProjectionPipeline
 from streams.publisher import Publisher
-from streams.topics import IDENTITY
 
 
 @pytest.fixture

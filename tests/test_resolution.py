@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from core.events import Event
+from core.topics import RESOLUTION
 from domain.catalog import Offer, PlatformRecord
 from domain.catalog.resolution import Member, block_key, match, title_variants
 from projections import maintenance
@@ -20,7 +21,6 @@ from streams.feeds import record_events
 from streams.processing import ProjectionPipeline
 from streams.publisher import Publisher
 from streams.runner import ProjectorLoop
-from streams.topics import RESOLUTION
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -20,6 +20,7 @@ from api.search_analytics import publish_search, search_performed_event
 from core.codec import AvroCodec
 from core.events import Event
 from core.settings import Settings
+from core.topics import RANKING, SEARCHES
 from domain.discovery.ranking import DEFAULT_WEIGHTS, validate_weights
 from projections import maintenance
 from projections.base import Stores
@@ -30,7 +31,6 @@ from streams.log import Position
 from streams.processing import ProjectionPipeline
 from streams.publisher import Publisher
 from streams.runner import ProjectorLoop
-from streams.topics import RANKING, SEARCHES
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.identity_helpers import PASSWORD, admin_headers, bearer, new_user, password_login
 
