@@ -21,7 +21,7 @@ class AppContext:
     stores: Stores
     publisher: Publisher
     runner: Any = None  # the embedded runner when projectors run in this process
-    search: Any = None  # api.search_engine.SearchEngine
+    search: Any = None  # projections.search_engine.SearchEngine
     identity: Any = None  # api.identity.IdentityServices
     where: dict[str, str] = field(default_factory=dict)
 

@@ -38,10 +38,10 @@ from api.profiles import RatingLimit, rating_limit
 from api.ranking import resolve_profile
 from api.requests import int_param
 from api.search_analytics import publish_search
-from api.search_engine import SearchEngine, availability_summary
 from domain.discovery.documents import fold
 from domain.discovery.filters import FilterError, SearchFilters, parse_filters, stricter
 from projections.content import ratings_of
+from projections.search_engine import SearchEngine, availability_summary
 
 MAX_QUERY = 2000
 #: longer queries are descriptions: their genre words are not turned into filters

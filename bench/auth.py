@@ -37,12 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from api.app import create_app  # noqa: E402
 from core.db import migrate  # noqa: E402
 from core.settings import IdentitySettings, Settings  # noqa: E402
 from domain.identity.passwords import Argon2Params, Passwords  # noqa: E402
 from domain.identity.tokens import issue_access_token  # noqa: E402
 from mgw import embedded  # noqa: E402
+from mgw.app import create_app  # noqa: E402
 
 PASSWORD = "quiet rivers carry old stones"
 

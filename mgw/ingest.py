@@ -99,7 +99,7 @@ async def run_ingest(
     except FeedError as exc:
         print(f"mgw ingest: {exc.message}", file=sys.stderr)
         return 2
-    async with open_platform(settings, with_qdrant=False) as pf:
+    async with open_platform(settings, with_vectors=False) as pf:
         stores = pf.stores
         if True:
             await catch_up(pf, stores, ["resolution", "availability"], progress=progress)

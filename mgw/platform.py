@@ -6,6 +6,7 @@ order. Embedded services are started for whatever URL is missing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -96,10 +97,49 @@ async def open_log(settings: Settings, db_url: str, where: dict[str, str]) -> Ev
     return elog
 
 
+def vector_store(settings: Settings, stores: Stores, where: dict[str, str]) -> Any:
+    """The search vectors' store for these settings (projections/search_vectors.py)."""
+    from projections.search_vectors import EdgeVectorStore, PgVectorStore, QdrantVectorStore
+
+    if settings.vector_store == "qdrant":
+        if stores.qdrant is None:
+            raise RuntimeError("MGW_VECTOR_STORE=qdrant needs Qdrant: set QDRANT_URL")
+        return QdrantVectorStore(stores.qdrant)
+    if settings.vector_store == "pgvector":
+        where["vectors"] = "pgvector (search_vectors table)"
+        return PgVectorStore(stores.pg)
+    path = settings.data_dir / "vectors" / "content"
+    where["vectors"] = f"Qdrant Edge in-process at {path}"
+    return EdgeVectorStore(path)
+
+
+def search_setup(
+    settings: Settings, stores: Stores, where: dict[str, str], *, with_vectors: bool = True
+) -> Any:
+    """Without vectors (another process holds the embedded store) search answers from
+    full text and trigram, flagged ``degraded``."""
+    from projections.search_index import SearchSetup
+
+    embedder = None
+    if settings.embeddings == "minilm" and with_vectors:
+        from core.embedding import shared_embedder
+
+        embedder = shared_embedder
+    return SearchSetup(
+        vectors=vector_store(settings, stores, where) if with_vectors else None,
+        embedder=embedder,
+        cache_path=settings.embedding_cache or settings.data_dir / "embeddings" / "cache.sqlite",
+        half_life_days=settings.freshness_half_life_days,
+        background=settings.search_indexer,
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_platform(
-    settings: Settings, *, with_qdrant: bool = True, pool_size: int = 8
+    settings: Settings, *, with_vectors: bool = True, pool_size: int = 8
 ) -> AsyncIterator[Platform]:
+    """``with_vectors``: open the search vector store here. The embedded one (Qdrant Edge)
+    belongs to one process: the one that runs the search projector and answers searches."""
     started: list[Any] = []
     try:
         db_url, redis_url, where = resolve_services(settings, started)
@@ -109,17 +149,19 @@ async def open_platform(
         pool = open_pool(db_url, max_size=pool_size)
         await pool.open(wait=True)
         redis = aioredis.from_url(redis_url)
-        # only the qdrant vector store uses it (the catalog keeps no other state there)
-        use_qdrant = with_qdrant and settings.vector_store == "qdrant"
+        use_qdrant = with_vectors and settings.vector_store == "qdrant"
         qdrant = await open_qdrant(settings, where) if use_qdrant else None
         event_log = await open_log(settings, db_url, where)
         stores = Stores(pg=pool, redis=redis, qdrant=qdrant)
+        stores.search = search_setup(settings, stores, where, with_vectors=with_vectors)
         resolved = replace(settings, database_url=db_url, redis_url=redis_url)
         platform = Platform(settings, event_log, stores, Publisher(event_log), where, resolved)
         try:
             yield platform
         finally:
             await event_log.close()
+            if stores.search is not None and stores.search.vectors is not None:
+                await stores.search.vectors.close()
             if qdrant is not None:
                 await qdrant.close()
             await redis.aclose()
@@ -129,35 +171,35 @@ async def open_platform(
             svc.stop()
 
 
-def search_runtime(settings: Settings, stores: Stores) -> tuple[Any, Any]:
-    """The search engine for the API and, unless turned off, the indexer feeding it."""
-    from api.search_engine import SearchEngine
-    from projections.search_index import SearchIndexer
-    from projections.search_vectors import PgVectorStore, QdrantVectorStore, VectorStore
+def search_engine(settings: Settings, stores: Stores) -> Any:
+    """The query side of the search read model, over the same vector store."""
+    from projections.search_engine import SearchEngine
 
-    vectors: VectorStore
-    if settings.vector_store == "qdrant":
-        if stores.qdrant is None:
-            raise RuntimeError("MGW_VECTOR_STORE=qdrant needs Qdrant: set QDRANT_URL")
-        vectors = QdrantVectorStore(stores.qdrant)
-    else:
-        vectors = PgVectorStore()
-    embedder = None
-    if settings.embeddings == "minilm":
-        from core.embedding import shared_embedder
-
-        embedder = shared_embedder
-    engine = SearchEngine(
-        stores.pg, vectors, embedder, half_life_days=settings.freshness_half_life_days
+    setup = stores.search
+    return SearchEngine(
+        stores.pg, setup.vectors, setup.embedder, half_life_days=settings.freshness_half_life_days
     )
-    indexer = None
-    if settings.search_indexer:
-        indexer = SearchIndexer(
-            stores.pg,
-            vectors,
-            embedder=embedder,
-            cache_path=settings.embedding_cache
-            or settings.data_dir / "embeddings" / "cache.sqlite",
-            half_life_days=settings.freshness_half_life_days,
-        )
-    return engine, indexer
+
+
+def start_background(
+    projectors: Any, stores: Stores, stop: asyncio.Event
+) -> list[asyncio.Task[None]]:
+    """The background steps of the projectors this process runs (the search projector's
+    vectors): started beside them, so a worker fleet and `mgw up` run the same work."""
+    tasks = []
+    for p in projectors:
+        make = getattr(p, "background", None)
+        step = make(stores) if make is not None else None
+        if step is not None:
+            tasks.append(asyncio.create_task(step.run(stop), name=f"background-{p.name}"))
+    return tasks
+
+
+async def stop_background(tasks: list[asyncio.Task[None]], timeout: float = 10) -> None:
+    for t in tasks:
+        try:
+            await asyncio.wait_for(t, timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            t.cancel()
+        except Exception:
+            log.exception("background step %s failed", t.get_name())

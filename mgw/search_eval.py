@@ -67,7 +67,7 @@ def run_eval_search(
     ("hybrid:p1", ...) beside the default profile's."""
     from starlette.testclient import TestClient
 
-    from api.app import create_app
+    from mgw.app import create_app
 
     events = list(demo.content_events(limit=limit_titles))
     titles = {e.key: e.payload["title"] for e in events}
@@ -77,7 +77,7 @@ def run_eval_search(
     with tempfile.TemporaryDirectory(prefix="mgw-eval-search-") as tmp:
         s = replace(
             settings, data_dir=Path(tmp), database_url=None, redis_url=None, qdrant_url=None,
-            vector_store="pgvector", embedding_cache=cache,
+            vector_store="edge", embedding_cache=cache,
         )  # fmt: skip
         with TestClient(create_app(s)) as c:
             pub = c.app.state.mgw.publisher  # type: ignore[attr-defined]

@@ -13,10 +13,10 @@ from typing import Any
 import uvicorn
 from tqdm import tqdm
 
-from api.app import create_app
 from api.context import AppContext
 from core.settings import Settings
 from core.topics import CATALOG
+from mgw.app import create_app
 from mgw.mailsink import mail_for_up
 
 log = logging.getLogger("mgw.up")
@@ -179,14 +179,15 @@ def run_up(settings: Settings, *, demo: bool = False) -> int:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    # Qdrant local mode admits one process: with projectors in workers, leave it to them.
-    with_qdrant = settings.run_projectors or bool(settings.qdrant_url)
+    # The embedded vector store (Qdrant Edge) belongs to one process: with projectors in
+    # workers, the search worker holds it and this API answers from full text and trigram.
+    with_vectors = settings.run_projectors or settings.vector_store != "edge"
     with mail_for_up(settings) as (mailer, mail_where):
         where_mail.append(mail_where)
         app = create_app(
             settings,
             run_projectors=settings.run_projectors,
-            with_qdrant=with_qdrant,
+            with_vectors=with_vectors,
             on_ready=on_ready,
             on_stop=on_stop,
             mailer=mailer,

@@ -23,7 +23,13 @@ import redis.asyncio as aioredis
 from core.db import migrate, open_pool
 from core.settings import Settings
 from core.topics import ALL_TOPICS
-from mgw.platform import open_qdrant, resolve_services
+from mgw.platform import (
+    open_qdrant,
+    resolve_services,
+    search_setup,
+    start_background,
+    stop_background,
+)
 from projections.base import Projector, Stores
 from projections.registry import PROJECTORS, by_name
 from streams.faust_app import make_app
@@ -32,6 +38,8 @@ from streams.processing import ProjectionPipeline
 from streams.runner import EmbeddedRunner, Shard
 
 log = logging.getLogger("mgw.worker")
+#: background steps of the projector a Faust or confluent worker runs (held, not collected)
+_BACKGROUND: list[asyncio.Task[None]] = []
 
 
 async def open_pipeline(settings: Settings, name: str) -> ProjectionPipeline:
@@ -45,16 +53,22 @@ async def open_pipeline(settings: Settings, name: str) -> ProjectionPipeline:
         opened.append(pool.close)
         redis = aioredis.from_url(settings.redis_url)
         opened.append(redis.aclose)
-        # Qdrant local mode admits one process: open it only where the projector needs it.
+        # the vector store (Qdrant Edge admits one process): only where the projector needs it
         qdrant = None
-        if "qdrant" in projector.side_stores:
+        needs_vectors = "vectors" in projector.side_stores
+        if needs_vectors and settings.vector_store == "qdrant":
             qdrant = await open_qdrant(settings, {})
             opened.append(qdrant.close)
         klog = await KafkaLog(settings.kafka_bootstrap_servers).open()  # for dead letters
         opened.append(klog.close)
         await klog.ensure_topics(ALL_TOPICS)
         stores = Stores(pg=pool, redis=redis, qdrant=qdrant)
+        stores.search = search_setup(settings, stores, {}, with_vectors=needs_vectors)
+        if stores.search.vectors is not None:
+            opened.append(stores.search.vectors.close)
         await projector.prepare(stores)
+        # its background step (the search vectors) lives as long as the worker's loop
+        _BACKGROUND.extend(start_background([projector], stores, asyncio.Event()))
     except BaseException:
         for close in reversed(opened):
             with contextlib.suppress(Exception):
@@ -192,8 +206,8 @@ async def _run_embedded_worker(settings: Settings, projector_name: str, shard: S
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    with_qdrant = "qdrant" in projector.side_stores
-    async with open_platform(settings, with_qdrant=with_qdrant, pool_size=4) as pf:
+    with_vectors = "vectors" in projector.side_stores
+    async with open_platform(settings, with_vectors=with_vectors, pool_size=4) as pf:
         runner = EmbeddedRunner(
             pf.log,
             pf.stores,
@@ -203,14 +217,18 @@ async def _run_embedded_worker(settings: Settings, projector_name: str, shard: S
             shards={projector.name: shard},
         )
         log.info("%s: embedded worker, shard %d/%d", projector.name, *shard)
-        await runner.run(stop)
+        background = start_background([projector], pf.stores, stop) if shard[0] == 0 else []
+        try:
+            await runner.run(stop)
+        finally:
+            stop.set()
+            await stop_background(background)
 
 
 def shardable(settings: Settings, projectors: Sequence[Projector]) -> list[Projector]:
     """Projectors that may run in several processes: on the embedded log, reading a
     topic with more than one partition (a second shard of a one-partition topic owns
-    nothing), and not holding Qdrant's local mode (one process only) unless a Qdrant
-    server is set."""
+    nothing), and not holding the embedded vector store (one process only)."""
     if settings.kafka_bootstrap_servers:
         return []  # on Kafka, scale with workers in the consumer group instead
     from core.topics import spec
@@ -226,7 +244,7 @@ def shardable(settings: Settings, projectors: Sequence[Projector]) -> list[Proje
         for p in projectors
         if getattr(p, "shardable", True)
         and any(partitioned(t) for t in p.topics)
-        and ("qdrant" not in p.side_stores or settings.qdrant_url)
+        and ("vectors" not in p.side_stores or settings.vector_store != "edge")
     ]
 
 

@@ -70,6 +70,8 @@ class Stores:
     pg: AsyncConnectionPool
     redis: Any = None  # redis.asyncio.Redis
     qdrant: Any = None  # qdrant_client.AsyncQdrantClient
+    #: the search read model's vector store, embedder and settings (search_index.SearchSetup)
+    search: Any = None
 
 
 class Projector(Protocol):

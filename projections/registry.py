@@ -11,11 +11,13 @@ from projections.ranking import RankingProjector
 from projections.rate_limits import RateLimitsProjector
 from projections.resolution import ResolutionProjector
 from projections.search_analytics import SearchAnalyticsProjector
+from projections.search_index import SearchProjector
 
 PROJECTORS: tuple[Projector, ...] = (
     CatalogProjector(),
     ResolutionProjector(),
     AvailabilityProjector(),
+    SearchProjector(),
     PlaybackProjector(),
     RankingProjector(),
     SearchAnalyticsProjector(),

@@ -1,21 +1,26 @@
-"""The search indexer: keeps ``search_docs`` in step with the catalog projection.
+"""The search documents read model: the ``search`` projector and its background step.
 
 The catalog's tables (``content``, ``platform_titles``, ``availability``) queue every
-title they touch in ``search_queue``, by trigger, inside the projector's own transaction:
-no catalog change can commit without its title queued. The indexer then works in two
-phases, because one is 100 times slower than the other:
+title they touch in ``search_queue``, by trigger, inside the upstream projector's own
+transaction: no catalog change can commit without its title queued. The ``search``
+projector reads the same topics as those projectors (catalog, resolution, availability);
+for a batch it waits until the upstream projectors' watermarks cover it, then rebuilds the
+queued titles' documents (folded title, weighted tsvector, offer keys, quality,
+popularity) and dequeues them, in the pipeline's transaction with its checkpoint. So its
+watermark means what every watermark means: a consistency token from a catalog write is
+in the search documents once ``search`` covers it, and ``mgw replay search`` rebuilds them.
 
-1. **Documents** (thousands per second): rebuild the queued titles' documents (folded
-   title, weighted tsvector, offer keys, quality, popularity) and dequeue them in one
-   transaction. Full-text and trigram search see a title as soon as this commits.
-2. **Vectors** (about 85 per second with the default model on two cores): embed the
-   documents whose text changed since their vector was made, most popular first, from
-   the embedding cache in the data dir when that text was embedded before. Search uses
-   vectors as they arrive.
+Vectors are the background step of the same projector (about 85 titles per second with
+the default model on two cores, 100 times slower than documents): it embeds the documents
+whose text changed since their vector was made, most popular first, from the embedding
+cache in the data dir when that text was embedded before, and writes them to the vector
+store (projections/search_vectors.py). Search uses vectors as they arrive. The same step
+folds plays into popularity, re-queues titles whose offers start or end with time, and
+drains the queue when no event comes to do it (after a catalog replay).
 
-A crash in either phase rolls back or repeats idempotent work: the queue row goes only
-if its ``seq`` is still the one read, and a vector is written only for the text it was
-computed from. One indexer runs at a time (an advisory lock), whichever process wins.
+A crash in either part rolls back or repeats idempotent work: the queue row goes only
+if its ``seq`` is still the one read, and a vector is recorded only for the text it was
+computed from. One background step runs at a time (an advisory lock).
 """
 
 from __future__ import annotations
@@ -23,16 +28,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from core.topics import AVAILABILITY, CATALOG, RESOLUTION
 from domain.catalog.quality import quality_score
 from domain.discovery.documents import embedding_text, fold, offer_keys, popularity, text_hash
-from projections.base import fetch_rows
+from projections.base import Envelope, Stores, fetch_rows
 from projections.search_vectors import VectorDoc, VectorStore
 
 log = logging.getLogger("mgw.search.indexer")
@@ -44,11 +52,215 @@ _DOC_COLS = (
     "popularity", "first_seen", "alt_titles", "overview", "keywords", "embed_text",
     "text_hash",
 )  # fmt: skip
+#: which projector's tables a topic's events land in: the documents are read from them
+UPSTREAM = {CATALOG.name: "catalog", RESOLUTION.name: "catalog", AVAILABILITY.name: "availability"}
+
+
+class UpstreamBehind(Exception):
+    """The catalog's projectors have not applied this batch yet: retried, like any batch."""
 
 
 def payload(row: dict[str, Any]) -> dict[str, Any]:
     """The filter fields a vector store keeps beside a vector."""
     return {k: row[k] for k in ("kind", "genres", "people", "year", "rating", "offer_keys")}
+
+
+@dataclass
+class SearchSetup:
+    """What the search read model needs besides connections (composed in mgw/)."""
+
+    vectors: VectorStore | None = None
+    embedder: Callable[[], Any] | None = None
+    cache_path: Path | None = None
+    half_life_days: float = 14.0
+    #: run the background step (vectors, popularity, time sweeps) where the projector runs
+    background: bool = True
+
+
+def document(r: tuple[Any, ...], now: datetime, half_life_days: float) -> dict[str, Any]:
+    (cid, kind, title, orig, year, genres, overview, imdb, tmdb, first_seen, updated,
+     source_count, completeness, agreement, alt_titles, offers, plays, people,
+     keywords, rating) = r  # fmt: skip
+    q = quality_score(
+        completeness=completeness, agreement=agreement, source_count=source_count,
+        plays=plays, first_seen=first_seen or updated, now=now,
+        half_life_days=half_life_days,
+    )  # fmt: skip
+    keys = offer_keys(tuple(o.split("|", 2)) for o in offers or ())  # type: ignore[misc]
+    alts = sorted({a for a in alt_titles or () if a and fold(a) != fold(title)})
+    keywords = sorted(keywords or ())
+    text = embedding_text(title, orig, genres, overview, keywords)
+    return {
+        "content_id": cid, "kind": kind, "title": title, "title_norm": fold(title),
+        "original_title": orig, "year": year, "genres": list(genres),
+        "people": sorted(people or ()),
+        "rating": rating, "imdb_id": imdb, "tmdb_id": tmdb, "offer_keys": keys,
+        "platforms": sorted({k.split("|")[1] for k in keys} - {"*"}),
+        "quality": q.base, "popularity": popularity(plays),
+        "first_seen": first_seen or updated, "alt_titles": " ".join(alts)[:4000],
+        "overview": overview or "", "keywords": " ".join(keywords)[:4000],
+        "embed_text": text, "text_hash": text_hash(text),
+    }  # fmt: skip
+
+
+async def index_queued(
+    conn: AsyncConnection[Any], *, half_life_days: float, limit: int = 2000
+) -> tuple[int, list[str]]:
+    """Rebuild up to ``limit`` queued documents on ``conn`` (the caller's transaction);
+    returns (titles dequeued, titles whose document is gone)."""
+    queued = await fetch_rows(
+        conn, "SELECT content_id, seq FROM search_queue ORDER BY seq LIMIT %s", (limit,)
+    )
+    if not queued:
+        return 0, []
+    ids = [r[0] for r in queued]
+    now = datetime.now(UTC)
+    rows = await fetch_rows(conn, _SOURCE_SQL, {"ids": ids})
+    docs = [document(r, now, half_life_days) for r in rows]
+    if docs:
+        await _upsert(conn, docs)
+    present = {d["content_id"] for d in docs}
+    gone = [i for i in ids if i not in present]
+    if gone:
+        await conn.execute("DELETE FROM search_docs WHERE content_id = ANY(%s)", (gone,))
+    await conn.execute(
+        "DELETE FROM search_queue q USING unnest(%s::text[], %s::bigint[]) AS t(id, s)"
+        " WHERE q.content_id = t.id AND q.seq = t.s",
+        (ids, [r[1] for r in queued]),
+    )
+    return len(ids), gone
+
+
+async def push_payloads(conn: AsyncConnection[Any], vectors: VectorStore, limit: int) -> int:
+    """Push changed filter fields of already-embedded documents to a vector store that
+    keeps them beside the vector (Qdrant); marked synced only after it took them, so a
+    store that is down gets them later."""
+    if vectors.name == "pgvector":
+        return 0  # it filters on the documents' own columns
+    rows = await fetch_rows(
+        conn,
+        "SELECT content_id, kind, genres, people, year, rating, offer_keys, indexed_at"
+        " FROM search_docs WHERE NOT payload_synced AND embedded_hash IS NOT NULL LIMIT %s",
+        (limit,),
+    )
+    if not rows:
+        return 0
+    fields = ("kind", "genres", "people", "year", "rating", "offer_keys")
+    await vectors.set_payloads([(r[0], dict(zip(fields, r[1:7], strict=True))) for r in rows])
+    await conn.execute(
+        "UPDATE search_docs SET payload_synced = TRUE FROM unnest(%s::text[],"
+        " %s::timestamptz[]) AS t(id, at) WHERE content_id = t.id AND indexed_at = t.at",
+        ([r[0] for r in rows], [r[7] for r in rows]),
+    )
+    return len(rows)
+
+
+async def upstream_covers(conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> bool:
+    """Have the projectors whose tables the documents are read from applied ``batch``?"""
+    last: dict[tuple[str, int], int] = {}
+    for e in batch:
+        tp = (e.topic, e.partition)
+        last[tp] = max(last.get(tp, -1), e.offset)
+    rows = await fetch_rows(
+        conn,
+        "SELECT t.topic, t.part FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[])"
+        " AS t(projector, topic, part, off) LEFT JOIN projection_watermarks w"
+        " ON w.projector = t.projector AND w.topic = t.topic AND w.partition = t.part"
+        " WHERE coalesce(w.next_offset, 0) <= t.off",
+        (
+            [UPSTREAM[t] for t, _ in last],
+            [t for t, _ in last],
+            [p for _, p in last],
+            list(last.values()),
+        ),
+    )
+    return not rows
+
+
+class SearchProjector:
+    """The ``search`` read model (``search_docs``), in the registry like every other."""
+
+    name = "search"
+    topics = (CATALOG.name, RESOLUTION.name, AVAILABILITY.name)
+    tables = ("search_docs",)
+    side_stores = ("vectors",)
+    #: one process holds the embedded vector store; documents are one queue anyway
+    shardable = False
+    #: what a replay must rebuild identically: quality and popularity move with the clock
+    #: and the plays, and the vector bookkeeping with the background step
+    checksum_columns = {
+        "search_docs": (
+            "content_id", "kind", "title", "title_norm", "original_title", "year", "genres",
+            "people", "rating", "imdb_id", "tmdb_id", "offer_keys", "platforms", "first_seen",
+            "tsv", "embed_text", "text_hash",
+        )
+    }  # fmt: skip
+    upstream_wait_s = 5.0
+
+    def __init__(self) -> None:
+        self.half_life_days = 14.0
+
+    def check(self, event: Envelope) -> None:
+        return None  # the upstream projectors judge the events; this one only follows
+
+    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> list[str]:
+        deadline = time.monotonic() + self.upstream_wait_s
+        delay = 0.01
+        while not await upstream_covers(conn, batch):
+            if time.monotonic() >= deadline:
+                raise UpstreamBehind("catalog projectors have not applied this batch yet; retrying")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        gone: list[str] = []
+        while True:
+            n, g = await index_queued(conn, half_life_days=self.half_life_days)
+            gone += g
+            if not n:
+                return gone
+
+    async def sync_side_stores(
+        self, stores: Stores, conn: AsyncConnection[Any], applied: Any, redelivered: Any
+    ) -> None:
+        setup: SearchSetup | None = stores.search
+        if setup is None or setup.vectors is None:
+            return
+        try:  # a store that is down catches up from the flags in search_docs
+            if applied:  # a point left behind is never returned (hydrate drops it)
+                await setup.vectors.delete(applied)
+            # the filter fields beside each vector follow the documents at once
+            while await push_payloads(conn, setup.vectors, 2000):
+                pass
+        except Exception as exc:
+            log.warning("vector store behind the search documents (%r); catching up later", exc)
+
+    async def reset_side_stores(self, stores: Stores) -> None:
+        """A replay starts from nothing: every title is queued again, every vector goes."""
+        async with stores.pg.connection() as conn:
+            await conn.execute(
+                "INSERT INTO search_queue (content_id) SELECT content_id FROM content"
+                " ON CONFLICT (content_id) DO UPDATE SET seq = nextval('search_queue_seq')"
+            )
+        setup: SearchSetup | None = stores.search
+        if setup is not None and setup.vectors is not None:
+            await setup.vectors.reset()
+
+    async def prepare(self, stores: Stores) -> None:
+        setup: SearchSetup | None = stores.search
+        if setup is not None:
+            self.half_life_days = setup.half_life_days
+
+    def background(self, stores: Stores) -> SearchIndexer | None:
+        """The step that derives vectors (and keeps popularity and time windows current)."""
+        setup: SearchSetup | None = stores.search
+        if setup is None or not setup.background or setup.vectors is None:
+            return None
+        return SearchIndexer(
+            stores.pg,
+            setup.vectors,
+            embedder=setup.embedder,
+            cache_path=setup.cache_path,
+            half_life_days=setup.half_life_days,
+        )
 
 
 class SearchIndexer:
@@ -79,65 +291,20 @@ class SearchIndexer:
 
     # -- phase 1: documents ----------------------------------------------------------
     async def index_documents(self) -> int:
-        """Rebuild one batch of queued documents; returns how many titles were dequeued."""
-        async with self.pool.connection() as conn:
-            queued = await fetch_rows(
-                conn, "SELECT content_id, seq FROM search_queue ORDER BY seq LIMIT %s",
-                (self.doc_batch,),
-            )  # fmt: skip
-            if not queued:
-                return 0
-            ids = [r[0] for r in queued]
-            now = datetime.now(UTC)
-            # read and write in one transaction: a catalog rebuild (TRUNCATE content) waits
-            # for it, so a document read before the rebuild cannot be written after it
-            async with conn.transaction():
-                rows = await fetch_rows(conn, _SOURCE_SQL, {"ids": ids})
-                docs = [self._document(r, now) for r in rows]
-                if docs:
-                    await _upsert(conn, docs)
-                present = {d["content_id"] for d in docs}
-                gone = [i for i in ids if i not in present]
-                if gone:
-                    await conn.execute(
-                        "DELETE FROM search_docs WHERE content_id = ANY(%s)", (gone,)
-                    )
-                await conn.execute(
-                    "DELETE FROM search_queue q USING unnest(%s::text[], %s::bigint[]) AS t(id, s)"
-                    " WHERE q.content_id = t.id AND q.seq = t.s",
-                    (ids, [r[1] for r in queued]),
-                )
-            if gone and self.vectors.name != "pgvector":
-                try:  # best effort: a point left behind is never returned (hydrate drops it)
-                    await self.vectors.delete(gone)
-                except Exception as exc:
-                    log.warning("could not delete %d vectors (%r)", len(gone), exc)
-            return len(ids)
-
-    def _document(self, r: tuple[Any, ...], now: datetime) -> dict[str, Any]:
-        (cid, kind, title, orig, year, genres, overview, imdb, tmdb, first_seen, updated,
-         source_count, completeness, agreement, alt_titles, offers, plays, people,
-         keywords, rating) = r  # fmt: skip
-        q = quality_score(
-            completeness=completeness, agreement=agreement, source_count=source_count,
-            plays=plays, first_seen=first_seen or updated, now=now,
-            half_life_days=self.half_life_days,
-        )  # fmt: skip
-        keys = offer_keys(tuple(o.split("|", 2)) for o in offers or ())  # type: ignore[misc]
-        alts = sorted({a for a in alt_titles or () if a and fold(a) != fold(title)})
-        keywords = sorted(keywords or ())
-        text = embedding_text(title, orig, genres, overview, keywords)
-        return {
-            "content_id": cid, "kind": kind, "title": title, "title_norm": fold(title),
-            "original_title": orig, "year": year, "genres": list(genres),
-            "people": sorted(people or ()),
-            "rating": rating, "imdb_id": imdb, "tmdb_id": tmdb, "offer_keys": keys,
-            "platforms": sorted({k.split("|")[1] for k in keys} - {"*"}),
-            "quality": q.base, "popularity": popularity(plays),
-            "first_seen": first_seen or updated, "alt_titles": " ".join(alts)[:4000],
-            "overview": overview or "", "keywords": " ".join(keywords)[:4000],
-            "embed_text": text, "text_hash": text_hash(text),
-        }  # fmt: skip
+        """Rebuild one batch of queued documents outside any event (after a catalog replay,
+        or when offers crossed a time window); returns how many titles were dequeued."""
+        # read and write in one transaction: a catalog rebuild (TRUNCATE content) waits
+        # for it, so a document read before the rebuild cannot be written after it
+        async with self.pool.connection() as conn, conn.transaction():
+            n, gone = await index_queued(
+                conn, half_life_days=self.half_life_days, limit=self.doc_batch
+            )
+        if gone:
+            try:  # best effort: a point left behind is never returned (hydrate drops it)
+                await self.vectors.delete(gone)
+            except Exception as exc:
+                log.warning("could not delete %d vectors (%r)", len(gone), exc)
+        return n
 
     # -- phase 2: vectors --------------------------------------------------------------
     def _embedder_instance(self) -> Any:
@@ -153,45 +320,8 @@ class SearchIndexer:
         return self._embedder
 
     async def sync_payloads(self) -> int:
-        """Push changed filter fields of already-embedded documents to a vector store that
-        keeps them beside the vector (Qdrant); marked synced only after it took them, so a
-        store that is down gets them later."""
-        if self.vectors.name == "pgvector":
-            return 0
         async with self.pool.connection() as conn:
-            rows = await fetch_rows(
-                conn,
-                "SELECT content_id, kind, genres, people, year, rating, offer_keys, indexed_at"
-                " FROM search_docs WHERE NOT payload_synced AND embedded_hash IS NOT NULL"
-                " LIMIT %s",
-                (self.doc_batch,),
-            )
-            if not rows:
-                return 0
-            await self.vectors.set_payloads(
-                [
-                    (
-                        r[0],
-                        payload(
-                            {
-                                "kind": r[1],
-                                "genres": r[2],
-                                "people": r[3],
-                                "year": r[4],
-                                "rating": r[5],
-                                "offer_keys": r[6],
-                            }
-                        ),
-                    )
-                    for r in rows
-                ]  # fmt: skip
-            )
-            await conn.execute(
-                "UPDATE search_docs SET payload_synced = TRUE FROM unnest(%s::text[],"
-                " %s::timestamptz[]) AS t(id, at) WHERE content_id = t.id AND indexed_at = t.at",
-                ([r[0] for r in rows], [r[7] for r in rows]),
-            )
-            return len(rows)
+            return await push_payloads(conn, self.vectors, self.doc_batch)
 
     async def index_vectors(self) -> int:
         """Embed one batch of documents whose vector is missing or stale."""
@@ -234,8 +364,15 @@ class SearchIndexer:
                 )  # fmt: skip
                 for i, r in enumerate(rows)
             ]
-            async with conn.transaction():
-                await self.vectors.write(conn, docs)
+            await self.vectors.upsert(docs)
+            # recorded after the store has it, and only for the text it was computed from:
+            # a crash in between only embeds it again (from the cache)
+            await conn.execute(
+                "UPDATE search_docs SET embedded_hash = t.h, payload_synced = TRUE"
+                " FROM unnest(%s::text[], %s::text[]) AS t(id, h)"
+                " WHERE content_id = t.id AND text_hash = t.h",
+                ([d.content_id for d in docs], [d.text_hash for d in docs]),
+            )
             self.embedded_total += len(docs)
             return len(docs)
 
@@ -253,6 +390,8 @@ class SearchIndexer:
     async def catch_up(self, *, vectors: bool = True, stop: asyncio.Event | None = None) -> None:
         """Index until the queue is empty (and, with ``vectors``, every vector is made)."""
         while await self.index_documents():
+            pass
+        while await self.sync_payloads():
             pass
         while vectors and (stop is None or not stop.is_set()):
             if not (await self.sync_payloads() or await self.index_vectors()):
@@ -326,6 +465,10 @@ class SearchIndexer:
                         did = 0
                         await _wait(stop, 2.0)
                     if did <= 0:
+                        try:  # caught up: build the graph over what was written meanwhile
+                            await self.vectors.optimize()
+                        except Exception as exc:
+                            log.warning("vector index build failed (%r); retrying later", exc)
                         await _wait(stop, idle_s)
             finally:
                 await lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))

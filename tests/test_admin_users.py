@@ -17,9 +17,9 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from api import admin_users
-from api.app import create_app
 from core.settings import Settings
 from domain.identity.opaque import token_hash
+from mgw.app import create_app
 from tests.identity_helpers import PASSWORD, admin_headers, bearer, new_user, password_login
 
 

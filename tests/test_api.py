@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 from starlette.testclient import TestClient
 
-from api.app import create_app
 from core.settings import Settings
+from mgw.app import create_app
 from projections.playback import continue_watching
 from tests.helpers import play
 from tests.identity_helpers import admin_headers, new_user

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from api.app import create_app
 from core.settings import Settings
 from domain.catalog.webhooks import sign
+from mgw.app import create_app
 from projections.resolution import new_cluster_id
 
 SECRET = "s3cret-for-tests"

@@ -18,8 +18,8 @@ import pyotp
 import pytest
 from starlette.testclient import TestClient
 
-from api.app import create_app
 from core.settings import OidcProviderSettings, Settings
+from mgw.app import create_app
 from tests.fake_idp import FakeIdP, running_fake_idp
 from tests.identity_helpers import PASSWORD, bearer, password_login
 from tests.mail_server import MailBox, link_in, smtp_server

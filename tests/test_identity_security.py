@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.testclient import TestClient
 
-from api.app import create_app
 from core.keys import KeyStore
 from core.settings import Settings
+from mgw.app import create_app
 from tests.conftest import ADMIN_EMAIL
 from tests.identity_helpers import PASSWORD, admin_headers, bearer, new_user, password_login
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from api.app import create_app
 from core.settings import Settings
+from mgw.app import create_app
 from mgw.worker import worker_argv
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.identity_helpers import admin_headers, new_user, password_login
@@ -103,7 +103,7 @@ def _api(
     the API creates that admin in the background, once the identity worker (which needs
     a few seconds to join its group) answers: sign-in is retried until then."""
     deadline = time.monotonic() + deadline_s
-    client = TestClient(create_app(settings, run_projectors=False, with_qdrant=False))
+    client = TestClient(create_app(settings, run_projectors=False, with_vectors=False))
     client.__enter__()
     try:
         while password_login(client, ADMIN_EMAIL, ADMIN_PASSWORD).status_code != 200:

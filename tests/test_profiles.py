@@ -22,9 +22,9 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from api import profiles
-from api.app import create_app
 from core.settings import Settings
 from domain.catalog.webhooks import sign
+from mgw.app import create_app
 from tests.identity_helpers import PASSWORD, admin_headers, new_user
 
 SECRET = "profiles-tests"

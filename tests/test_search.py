@@ -16,10 +16,10 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from api.app import create_app
 from core.settings import Settings
 from domain.catalog.webhooks import sign
 from mgw import demo
+from mgw.app import create_app
 from tests.conftest import _TEMPLATE, TEST_IDENTITY, Services
 from tests.identity_helpers import admin_headers, new_user
 

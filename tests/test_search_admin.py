@@ -12,7 +12,6 @@ from starlette.requests import Request
 from starlette.testclient import TestClient
 
 import api.ranking
-from api.app import create_app
 from api.context import AppContext
 from api.errors import Problem
 from api.ranking import resolve_profile
@@ -22,6 +21,7 @@ from core.events import Event
 from core.settings import Settings
 from core.topics import RANKING, SEARCHES
 from domain.discovery.ranking import DEFAULT_WEIGHTS, validate_weights
+from mgw.app import create_app
 from projections import maintenance
 from projections.base import Stores
 from projections.ranking import RankingProjector, current_profile, list_profiles

@@ -1,7 +1,6 @@
 -- Search documents: one row per canonical title, derived from the catalog projection
 -- (content, platform_titles, availability) by the search indexer. See docs/search.md.
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
-CREATE EXTENSION IF NOT EXISTS vector;
 
 CREATE TABLE IF NOT EXISTS search_docs (
     content_id    text PRIMARY KEY,
@@ -25,7 +24,6 @@ CREATE TABLE IF NOT EXISTS search_docs (
     tsv           tsvector NOT NULL,
     embed_text    text NOT NULL,
     text_hash     text NOT NULL,            -- sha256 of embed_text
-    embedding     vector(384),              -- NULL until the vector phase catches up
     embedded_hash text,                     -- text_hash the embedding was computed from
     indexed_at    timestamptz NOT NULL DEFAULT now()
 );
@@ -38,8 +36,6 @@ CREATE INDEX IF NOT EXISTS search_docs_offers_idx ON search_docs USING gin (offe
 CREATE INDEX IF NOT EXISTS search_docs_genres_idx ON search_docs USING gin (genres);
 CREATE INDEX IF NOT EXISTS search_docs_browse_idx
     ON search_docs (popularity DESC, quality DESC, content_id DESC);
-CREATE INDEX IF NOT EXISTS search_docs_embedding_idx ON search_docs
-    USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64);
 CREATE INDEX IF NOT EXISTS search_docs_pending_idx ON search_docs (popularity DESC)
     WHERE embedded_hash IS DISTINCT FROM text_hash;
 

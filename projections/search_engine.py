@@ -75,7 +75,7 @@ class SearchEngine:
     def __init__(
         self,
         pool: AsyncConnectionPool,
-        vectors: VectorStore,
+        vectors: VectorStore | None,
         embedder: Callable[[], Any] | None,
         *,
         half_life_days: float = 14.0,
@@ -149,11 +149,10 @@ class SearchEngine:
         return v
 
     async def vector_ids(self, text: str, where: SearchFilters, limit: int) -> list[str]:
-        if self._embedder_factory is None:
-            raise RuntimeError("no embedding model configured")
+        if self._embedder_factory is None or self.vectors is None:
+            raise RuntimeError("no embedding model or vector store in this process")
         vec = await asyncio.to_thread(self._query_vector, text)
-        async with self.pool.connection() as conn:
-            return await self.vectors.search(conn, vec, where, limit)
+        return await self.vectors.search(vec, where, limit)
 
     async def fulltext_ids(
         self, words: Sequence[str], where: SearchFilters, limit: int
