@@ -56,8 +56,9 @@ _DOC_COLS = (
 UPSTREAM = {CATALOG.name: "catalog", RESOLUTION.name: "catalog", AVAILABILITY.name: "availability"}
 
 
-class UpstreamBehind(Exception):
-    """The catalog's projectors have not applied this batch yet: retried, like any batch."""
+class UpstreamBehind(TimeoutError):
+    """The catalog's projectors have not applied this batch yet. A timeout, so the pipeline
+    treats it as transient: the batch is retried, never dead-lettered."""
 
 
 def payload(row: dict[str, Any]) -> dict[str, Any]:

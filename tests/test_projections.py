@@ -158,13 +158,13 @@ async def test_poison_records_go_to_the_dead_letter_topic(
     assert len(await _read_everything(elog, f"{PLAYBACK.name}.dlq")) == 3
 
 
-async def test_catalog_writes_rows_and_the_indexer_vectors(
+async def test_catalog_writes_rows_and_the_search_projector_follows(
     elog: EmbeddedLog, stores: Stores, tmp_path: Path
 ) -> None:
     from core.embedding import shared_embedder
     from domain.discovery.filters import SearchFilters
-    from projections.search_index import SearchIndexer
-    from projections.search_vectors import COLLECTION, QdrantVectorStore, point_id
+    from projections.search_index import SearchProjector, SearchSetup, UpstreamBehind
+    from projections.search_vectors import EdgeVectorStore
 
     pub = Publisher(elog)
     await pub.publish_many(
@@ -177,6 +177,18 @@ async def test_catalog_writes_rows_and_the_indexer_vectors(
             content("c3", "  "),  # rejected: empty title
         ]
     )  # fmt: skip
+    vectors = EdgeVectorStore(tmp_path / "vectors")
+    stores.search = SearchSetup(
+        vectors=vectors, embedder=shared_embedder, cache_path=tmp_path / "cache.sqlite"
+    )
+    search = SearchProjector()
+    search.upstream_wait_s = 0.2
+    await search.prepare(stores)
+    search_loop = ProjectorLoop(ProjectionPipeline(search, stores, elog), elog, linger_ms=0)
+    # the documents are read from the catalog's tables: ahead of the catalog, it waits
+    with pytest.raises(UpstreamBehind):
+        await search_loop.catch_up()
+
     proj = CatalogProjector()
     await proj.prepare(stores)
     loop = ProjectorLoop(ProjectionPipeline(proj, stores, elog), elog, linger_ms=0)
@@ -191,24 +203,25 @@ async def test_catalog_writes_rows_and_the_indexer_vectors(
     dlq = await _read_everything(elog, f"{CATALOG.name}.dlq")
     assert [headers_dict(r.headers)["dlq_reason"] for r in dlq] == ["rejected"]
 
-    # the indexer turns them into documents and vectors in Qdrant (local mode)
-    vectors = QdrantVectorStore(stores.qdrant)
-    await vectors.prepare()
-    indexer = SearchIndexer(
-        stores.pg, vectors, embedder=shared_embedder, cache_path=tmp_path / "cache.sqlite"
-    )
-    await indexer.catch_up()
-    points = await stores.qdrant.retrieve(
-        COLLECTION, [point_id("c1"), point_id("c2")], with_vectors=True
-    )
-    assert {p.payload["content_id"] for p in points} == {"c1", "c2"}
-    assert all(abs(sum(v * v for v in p.vector) - 1) < 1e-4 for p in points)
-    query = shared_embedder().encode(["toys that come to life"])[0]
+    # once the catalog covers the events, the search projector builds the documents
+    assert await search_loop.catch_up() == 4  # it follows every record, rejected or not
     async with stores.pg.connection() as conn:
-        assert (await vectors.search(conn, query, SearchFilters(), 2))[0] == "c1"
-        only_crime = await vectors.search(conn, query, SearchFilters(genres=("Crime",)), 2)
-        assert only_crime == ["c2"]  # the filter applies inside the vector search
-        assert await vectors.search(conn, query, SearchFilters(region="US"), 2) == []
+        docs = await (
+            await conn.execute("SELECT content_id, year FROM search_docs ORDER BY 1")
+        ).fetchall()
+        left = await (await conn.execute("SELECT count(*) FROM search_queue")).fetchone()
+    assert docs == [("c1", 1996), ("c2", 1995)] and left == (0,)
+
+    # its background step embeds them into the vector store (Qdrant Edge here)
+    indexer = search.background(stores)
+    assert indexer is not None
+    await indexer.catch_up()
+    assert await vectors.count() == 2
+    query = shared_embedder().encode(["toys that come to life"])[0]
+    assert (await vectors.search(query, SearchFilters(), 2))[0] == "c1"
+    only_crime = await vectors.search(query, SearchFilters(genres=("Crime",)), 2)
+    assert only_crime == ["c2"]  # the filter applies inside the vector search
+    assert await vectors.search(query, SearchFilters(region="US"), 2) == []
     assert indexer.encoded_total == 2
 
     # a change that lands while a document is being rebuilt is not lost
@@ -232,6 +245,7 @@ async def test_catalog_writes_rows_and_the_indexer_vectors(
         ).fetchone()
     assert doc == ("Heat (1995)", "Heat (1995). Crime. changed", True)
     assert indexer.encoded_total == 3  # only the changed text was embedded again
+    await vectors.close()
 
 
 def _spawn(db_uri: str, redis_url: str, log_path: Path) -> subprocess.Popen[bytes]:
