@@ -360,18 +360,25 @@ class QdrantVectorStore:
 
         if not docs:
             return
-        await self.client.batch_update_points(
-            COLLECTION,
-            update_operations=[
-                models.SetPayloadOperation(
-                    set_payload=models.SetPayload(
-                        payload={**payload, "content_id": cid}, points=[point_id(cid)]
-                    )
+        # a payload never creates a point (its vector brings it later), and Qdrant refuses
+        # a payload for a point it does not have: send only those it has
+        have = {
+            str(p.id)
+            for p in await self.client.retrieve(
+                COLLECTION, [point_id(cid) for cid, _ in docs], with_payload=False
+            )
+        }
+        ops = [
+            models.SetPayloadOperation(
+                set_payload=models.SetPayload(
+                    payload={**payload, "content_id": cid}, points=[point_id(cid)]
                 )
-                for cid, payload in docs
-            ],
-            wait=True,
-        )
+            )
+            for cid, payload in docs
+            if point_id(cid) in have
+        ]
+        if ops:
+            await self.client.batch_update_points(COLLECTION, update_operations=ops, wait=True)
 
     async def delete(self, content_ids: Sequence[str]) -> None:
         from qdrant_client import models
