@@ -14,23 +14,36 @@ from collections.abc import Sequence
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from core.backoff import Backoff, Retry
 from core.events import LazyHeaders, pack_headers
 from core.topics import ALL_TOPICS, TopicSpec
-from streams.log import LogError, LogRecord, OutgoingRecord, Position, partition_for
+from streams.log import (
+    LogError,
+    LogRecord,
+    OutgoingRecord,
+    Position,
+    TransientLogError,
+    partition_for,
+)
 
 CHANNEL = "mgw_log"
 log = logging.getLogger("mgw.log.embedded")
+#: between reconnection attempts of the listener: 0.1 s doubling up to 5 s, full jitter
+LISTEN_BACKOFF = Backoff(first=0.1, cap=5.0)
 
 
 class EmbeddedLog:
     backend = "embedded"
 
-    def __init__(self, conninfo: str, *, pool_size: int = 4) -> None:
+    def __init__(self, conninfo: str, *, pool_size: int = 4, timeout: float = 30.0) -> None:
+        """``timeout``: how long a call waits for a connection (the database away) before
+        it fails with a ``TransientLogError``."""
         self._conninfo = conninfo
         self._pool = AsyncConnectionPool(
             conninfo,
             min_size=1,
             max_size=pool_size,
+            timeout=timeout,
             open=False,
             name="mgw-log",
             kwargs={"autocommit": True},
@@ -59,6 +72,12 @@ class EmbeddedLog:
         await self._pool.close()
 
     async def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        try:
+            await self._ensure_topics(specs)
+        except psycopg.OperationalError as exc:
+            raise TransientLogError(f"creating topics failed: {exc}") from exc
+
+    async def _ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
         async with self._pool.connection() as conn, conn.transaction():
             for s in specs:
                 row = await (
@@ -130,31 +149,37 @@ class EmbeddedLog:
                     await conn.execute(
                         "SELECT pg_notify(%s, %s)", (CHANNEL, f"{p}:{row[0]}:{topic}")
                     )
-        except psycopg.OperationalError as exc:
-            raise LogError(f"append to {topic} failed: {exc}") from exc
+        except psycopg.OperationalError as exc:  # connection lost, server away: retry
+            raise TransientLogError(f"append to {topic} failed: {exc}") from exc
         return positions  # type: ignore[return-value]
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int
     ) -> list[LogRecord]:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                'SELECT "offset", key, value, headers,'
-                " (extract(epoch FROM appended_at) * 1000)::bigint"
-                ' FROM log_records WHERE topic = %s AND partition = %s AND "offset" >= %s'
-                ' ORDER BY "offset" LIMIT %s',
-                (topic, partition, offset, max_records),
-                binary=True,
-            )
-            rows = await cur.fetchall()
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    'SELECT "offset", key, value, headers,'
+                    " (extract(epoch FROM appended_at) * 1000)::bigint"
+                    ' FROM log_records WHERE topic = %s AND partition = %s AND "offset" >= %s'
+                    ' ORDER BY "offset" LIMIT %s',
+                    (topic, partition, offset, max_records),
+                    binary=True,
+                )
+                rows = await cur.fetchall()
+        except psycopg.OperationalError as exc:
+            raise TransientLogError(f"read of {topic}[{partition}] failed: {exc}") from exc
         return [LogRecord(topic, partition, o, k, v, LazyHeaders(h), ts) for o, k, v, h, ts in rows]
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT partition, next_offset FROM log_heads WHERE topic = %s", (topic,)
-            )
-            return {p: o for p, o in await cur.fetchall()}
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT partition, next_offset FROM log_heads WHERE topic = %s", (topic,)
+                )
+                return {p: o for p, o in await cur.fetchall()}
+        except psycopg.OperationalError as exc:
+            raise TransientLogError(f"end offsets of {topic} failed: {exc}") from exc
 
     async def wait(self, topic: str, partition: int, offset: int, timeout: float) -> bool:
         key = (topic, partition)
@@ -182,7 +207,16 @@ class EmbeddedLog:
         woken.set()
 
     async def _listen(self) -> None:
-        backoff = 0.1
+        # A lost listener only delays wake-ups (waiters re-read the heads after their
+        # timeout), so it reconnects for as long as the database is away, saying so once.
+        retry = Retry(
+            "log listener",
+            log,
+            backoff=LISTEN_BACKOFF,
+            postgres=self._conninfo,
+            # waiters poll when it is gone, so an error that is not transient ends it
+            give_up_after=5,
+        )
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
@@ -190,7 +224,7 @@ class EmbeddedLog:
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
-                    backoff = 0.1
+                    retry.succeeded()
                     async for note in conn.notifies():
                         p, head, topic = note.payload.split(":", 2)
                         k = (topic, int(p))
@@ -199,10 +233,15 @@ class EmbeddedLog:
                         self._wake()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # reconnect: a lost listener only delays wake-ups
-                log.warning("log listener lost its connection (%s); reconnecting", exc)
+            except Exception as exc:
                 # Waiters re-read heads after a timeout, so nothing is lost meanwhile.
                 self._heads.clear()
                 self._wake()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = retry.failed(exc)
+                if delay is None:
+                    log.error(
+                        "log listener stopped: readers now notice new records only by "
+                        "polling (about once a second); restart the process to listen again"
+                    )
+                    return
+                await asyncio.sleep(delay)

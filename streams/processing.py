@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from core.backoff import Backoff, Retry, is_transient
 from core.codec import AvroCodec, CodecError, default_codec
 from core.metrics import BATCH_SECONDS, BATCH_SIZE, RECORDS_APPLIED, RECORDS_SKIPPED
 from projections.base import Envelope, Output, Projector, RejectedEvent, Stores
@@ -164,7 +164,7 @@ class ProjectionPipeline:
             async with conn.transaction():  # savepoint: a failing batch leaves no trace
                 return await self.projector.apply(conn, batch), []
         except Exception as exc:
-            if _is_transient(exc):
+            if is_transient(exc):
                 raise
             log.warning(
                 "%s: batch of %d failed (%s); isolating the poison record",
@@ -180,7 +180,7 @@ class ProjectionPipeline:
                 async with conn.transaction():
                     applied.append(await self.projector.apply(conn, [env]))
             except Exception as exc:
-                if _is_transient(exc):
+                if is_transient(exc):
                     raise
                 rec = by_offset[(env.topic, env.partition, env.offset)]
                 letters.append(DeadLetter(rec, "apply", f"{type(exc).__name__}: {exc}"))
@@ -254,27 +254,35 @@ def _merge(parts: list[Any]) -> Any:
     return rows
 
 
-def _is_transient(exc: BaseException) -> bool:
-    import psycopg
-
-    return isinstance(exc, psycopg.OperationalError | ConnectionError | TimeoutError)
+#: between attempts at one batch: 0.2 s doubling up to 10 s, with full jitter
+BACKOFF = Backoff(first=0.2, cap=10.0)
 
 
 async def apply_until_done(
-    pipeline: Callable[[], Awaitable[ProjectionPipeline]], records: Sequence[LogRecord], name: str
+    pipeline: Callable[[], Awaitable[ProjectionPipeline]],
+    records: Sequence[LogRecord],
+    name: str,
+    *,
+    give_up_after: int | None = None,
 ) -> None:
     """Apply a batch, retrying until it lands: a runtime never drops a batch. The
     checkpoint makes a partly applied retry harmless, and poison records never get here
-    (the pipeline dead-letters them)."""
-    delay = 0.2
-    while True:
-        try:
-            await (await pipeline()).process(records)
-            return
-        except Exception:
-            log.exception("%s: batch failed; retrying in %.1fs", name, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+    (the pipeline dead-letters them).
+
+    Transient failures (the database away) are retried for as long as it takes, logged
+    when they start and when they end. A failure that is not transient is logged with
+    its traceback, then quietly retried; ``give_up_after`` failures in a row of that kind
+    raise it instead. It is None by default because under Faust leaving with an
+    exception would ack the batch (``take_events`` acks in a ``finally``): a runtime
+    may set it only where raising leaves the batch uncommitted."""
+    retry = Retry(f"{name}: batch", log, backoff=BACKOFF, give_up_after=give_up_after)
+
+    async def once() -> None:
+        p = await pipeline()
+        retry.postgres = getattr(p.stores.pg, "conninfo", None)
+        await p.process(records)
+
+    await retry.call(once)
 
 
 async def load_watermarks(stores: Stores, projector: str) -> dict[tuple[str, int], int]:

@@ -6,17 +6,22 @@ records to the shared pipeline and resumes from the watermarks after a restart.
 When a batch comes back short it lingers ``batch_linger_ms`` for more, so a
 steady trickle still makes batches; when everything is caught up it sleeps
 until the log wakes it.
+
+A failed batch is retried from the watermarks with backoff (core/backoff.py): a
+transient failure (the database or broker away) for as long as it takes, logged once
+for all loops when it starts and once when it ends; any other failure
+``GIVE_UP_AFTER`` times, then that projector's loop stops and says why.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from core.backoff import Backoff, Outages, Retry, pause
 from core.metrics import PROJECTOR_LAG
 from projections.base import Projector, Stores
 from streams.log import EventLog, LogRecord, wait_any
@@ -28,6 +33,10 @@ ProgressHook = Callable[[BatchResult], None]
 #: projector run in separate processes to use more cores; each partition has one owner,
 #: and the checkpoint lock keeps even a misconfigured overlap from applying twice.
 Shard = tuple[int, int]
+#: between failed batches: 0.2 s doubling up to 10 s, with full jitter
+BACKOFF = Backoff(first=0.2, cap=10.0)
+#: failures in a row that are not transient (a bug, a missing table) before a loop stops
+GIVE_UP_AFTER = 5
 
 
 def parse_shard(text: str) -> Shard:
@@ -57,10 +66,16 @@ class ProjectorLoop:
         batch_size: int = 5000,
         linger_ms: int = 10,
         shard: Shard = (0, 1),
+        outages: Outages | None = None,
     ) -> None:
+        """``outages`` is shared by the loops of one runner, so a database that goes away
+        is reported once, not once per projector."""
         self.pipeline = pipeline
         self.log = log_
         self.shard = shard
+        self.outages = outages or Outages(log)
+        #: why the loop stopped for good (a failure that is not transient), or None
+        self.failure: BaseException | None = None
         self.batch_size = batch_size
         self.linger = linger_ms / 1000
         self.positions: dict[tuple[str, int], int] = {}
@@ -143,7 +158,14 @@ class ProjectorLoop:
         return out
 
     async def run(self, stop: asyncio.Event, *, idle_wait: float = 1.0) -> None:
-        backoff = 0.2
+        retry = Retry(
+            f"projector {self.name}",
+            log,
+            backoff=BACKOFF,
+            give_up_after=GIVE_UP_AFTER,
+            postgres=getattr(self.pipeline.stores.pg, "conninfo", None),
+            outages=self.outages,
+        )
         loaded = False
         lag_at = 0.0
         while not stop.is_set():
@@ -152,22 +174,30 @@ class ProjectorLoop:
                     await self.load_positions()
                     loaded = True
                 result = await self.step()
-                backoff = 0.2
                 if result is None or time.monotonic() - lag_at >= 1.0:
                     await self.lag()  # keeps the lag gauge current for /metrics
                     lag_at = time.monotonic()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # A transient failure (database restart, broker away): retry from the
-                # watermarks; the checkpoint makes the retry harmless. Never give up: a
-                # projector that stopped for good would leave its read model stale.
-                log.exception("projector %s: batch failed, retrying in %.1fs", self.name, backoff)
+                # watermarks, for as long as it takes; the checkpoint makes the retry
+                # harmless. Anything else (a bug, a missing table) a few times, then the
+                # loop stops: retrying would only fill the log.
                 loaded = False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 10.0)
+                self.cancel_prefetch()
+                delay = retry.failed(exc)
+                if delay is None:
+                    self.failure = exc
+                    log.error(
+                        "projector %s stopped; its read model falls behind until the cause "
+                        "is fixed and the process restarted (it resumes where it stopped)",
+                        self.name,
+                    )
+                    break
+                await pause(delay, stop)
                 continue
+            retry.succeeded()
             if result is None:
                 waits = [(t, p, o) for (t, p), o in self.positions.items()]
                 waiter = asyncio.ensure_future(wait_any(self.log, waits, idle_wait))
@@ -203,6 +233,7 @@ class EmbeddedRunner:
         linger_ms: int = 10,
         shards: dict[str, Shard] | None = None,
     ) -> None:
+        self.outages = Outages(log)
         self.loops = [
             ProjectorLoop(
                 ProjectionPipeline(p, stores, log_),
@@ -210,6 +241,7 @@ class EmbeddedRunner:
                 batch_size=batch_size,
                 linger_ms=linger_ms,
                 shard=(shards or {}).get(p.name, (0, 1)),
+                outages=self.outages,
             )
             for p in projectors
         ]
@@ -220,7 +252,16 @@ class EmbeddedRunner:
         for p in self.projectors:
             await p.prepare(self.stores)
 
+    def stopped(self) -> dict[str, str]:
+        """The projectors whose loop stopped for good, with the error that stopped it."""
+        return {
+            loop.name: f"{type(loop.failure).__name__}: {loop.failure}"
+            for loop in self.loops
+            if loop.failure is not None
+        }
+
     async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set. A loop that stops for good does not stop the others."""
         await self.prepare()
         started = time.monotonic()
         tasks = [
