@@ -19,8 +19,6 @@ write in log order wins.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.authn import require
-from api.consistency import covered, wait_for_token
+from api.consistency import wait_for_token, wait_until_covered
 from api.context import AppContext, accepted, ctx
 from api.errors import Problem
 from api.requests import read_json
@@ -87,14 +85,9 @@ def _rule_name(request: Request, known: dict[str, Rule]) -> str:
 
 async def _applied(c: AppContext, pos: Position) -> bool:
     """True once the rate_limits projection covers ``pos``; False after consistency_wait_s."""
-    started = time.monotonic()
-    delay = 0.002
-    while not await covered(c.stores.pg, [PROJECTOR.name], pos):
-        if time.monotonic() - started >= c.settings.consistency_wait_s:
-            return False
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    return True
+    return await wait_until_covered(
+        c.stores.pg, [PROJECTOR.name], pos, c.settings.consistency_wait_s
+    )
 
 
 async def get_rules(request: Request) -> Response:

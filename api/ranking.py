@@ -29,7 +29,6 @@ waits for that position, so a PUT followed by a search sees the new version.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import weakref
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from starlette.routing import Route
 
 from api.authn import require
 from api.consistency import HEADER as CONSISTENCY_HEADER
-from api.consistency import covered, wait_for_token
+from api.consistency import wait_for_token, wait_until_covered
 from api.context import AppContext, accepted, ctx
 from api.errors import Problem
 from api.pagination import decode_cursor, encode_cursor
@@ -77,14 +76,7 @@ CACHE_TTL_S = 1.0
 
 async def _applied(c: AppContext, pos: Position) -> bool:
     """True once the ranking projection covers ``pos``; False after consistency_wait_s."""
-    started = time.monotonic()
-    delay = 0.002
-    while not await covered(c.stores.pg, [PROJECTOR], pos):
-        if time.monotonic() - started >= c.settings.consistency_wait_s:
-            return False
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    return True
+    return await wait_until_covered(c.stores.pg, [PROJECTOR], pos, c.settings.consistency_wait_s)
 
 
 def _not_caught_up(what: str, wait_s: float) -> Problem:

@@ -9,7 +9,6 @@ Routes: ``GET /v1/me/sessions``, ``DELETE /v1/me/sessions/{id}``, ``POST /v1/aut
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from starlette.routing import Route
 from api.authn import require
 from api.context import AppContext, ctx
 from api.errors import Problem
+from core.backoff import Backoff
 from core.events import Event
 from core.ids import new_id, utcnow
 from domain.identity.opaque import new_token, token_hash
@@ -31,6 +31,8 @@ from projections.sessions import session_by_id, session_by_refresh, sessions_of
 
 OIDC_SCOPES = frozenset({"openid", "email", "offline_access"})
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+#: a decision is waited for at 1 ms doubling to 20 ms: sign-ins are latency-bound
+_DECIDE_POLL = Backoff(first=0.001, cap=0.02, jitter=False)
 
 
 class OAuthError(Exception):
@@ -80,29 +82,20 @@ def identity_event(
 async def decide(c: AppContext, event: Event) -> tuple[str, dict[str, Any]]:
     """Append ``event`` and wait for the identity projector's outcome for it."""
     pos = await c.publisher.publish(event)
-    from api.consistency import covered
+    from api.consistency import wait_until_covered
 
-    deadline = time.monotonic() + max(c.settings.consistency_wait_s, 5.0)
-    delay = 0.001
-    while True:
-        async with c.stores.pg.connection() as conn:
-            found = await outcome_of(conn, event.event_id)
-        if found is not None:
-            return found
-        if await covered(c.stores.pg, ["identity"], pos):
-            # the outcome and the checkpoint commit together: read once more, after the
-            # checkpoint, before concluding the projector refused the event itself
-            async with c.stores.pg.connection() as conn:
-                found = await outcome_of(conn, event.event_id)
-            return found if found is not None else ("rejected", {})
-        if time.monotonic() >= deadline:
-            raise Problem(
-                503,
-                "the identity projection has not caught up; retry",
-                headers={"Retry-After": "1"},
-            )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.02)
+    # The outcome and the watermark commit in one transaction: once the watermark covers
+    # the event, no outcome means the projector refused the event itself.
+    wait_s = max(c.settings.consistency_wait_s, 5.0)
+    if not await wait_until_covered(c.stores.pg, ["identity"], pos, wait_s, poll=_DECIDE_POLL):
+        raise Problem(
+            503,
+            "the identity projection has not caught up; retry",
+            headers={"Retry-After": "1"},
+        )
+    async with c.stores.pg.connection() as conn:
+        found = await outcome_of(conn, event.event_id)
+    return found if found is not None else ("rejected", {})
 
 
 async def append(c: AppContext, event: Event) -> None:
