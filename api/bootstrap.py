@@ -18,6 +18,7 @@ from api.errors import Problem
 from api.sessions import (
     decide,
 )
+from core.backoff import Backoff, Failure, Retry, is_transient, pause
 from core.events import Event
 from core.ids import new_id
 from domain.identity.emails import normalize_email
@@ -93,19 +94,44 @@ async def bootstrap_admin(c: AppContext) -> str | None:
 
 
 async def bootstrap_admin_when_ready(c: AppContext, stop: asyncio.Event) -> None:
-    """``bootstrap_admin`` retried until the identity projector (in a worker) answers."""
-    delay = 1.0
+    """``bootstrap_admin`` retried until the identity projector (in a worker) answers.
+
+    Waiting for the projector (a 503 ``Problem``) and transient failures (the database
+    away) are retried with backoff, 1 s doubling up to 30 s, and logged once; any other
+    failure ends it."""
+    retry = Retry(
+        "bootstrap admin",
+        log,
+        backoff=Backoff(first=1.0, cap=30.0),
+        transient=lambda exc: isinstance(exc, Problem) or is_transient(exc),
+        give_up_after=None,
+        postgres=getattr(c.stores.pg, "conninfo", None),
+        explain=_waiting_for_projector,
+    )
     while not stop.is_set():
         try:
             await bootstrap_admin(c)
-            return
-        except Problem:
-            log.warning("bootstrap admin waits for the identity projector; retrying")
         except Exception as exc:
-            log.warning("bootstrap admin failed: %s", exc)
-            return
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 30.0)
+            if not (isinstance(exc, Problem) or is_transient(exc)):
+                log.warning("bootstrap admin failed: %s", exc)
+                return
+            delay = retry.failed(exc)
+            assert delay is not None  # give_up_after=None: never gives up
+            if await pause(delay, stop):
+                return
+            continue
+        retry.succeeded()
+        return
+
+
+def _waiting_for_projector(exc: BaseException) -> Failure | None:
+    if not isinstance(exc, Problem):
+        return None
+    return Failure(
+        "the identity projector",
+        "has not answered yet",
+        "It runs in the `mgw worker` processes: start them if they are not running.",
+    )
 
 
 def _system(payload: dict[str, Any]) -> dict[str, Any]:

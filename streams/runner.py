@@ -73,7 +73,15 @@ class ProjectorLoop:
         self.pipeline = pipeline
         self.log = log_
         self.shard = shard
-        self.outages = outages or Outages(log)
+        #: the failures in a row of ``run``, and how long it waits before the next try
+        self.retry = Retry(
+            f"projector {pipeline.name}",
+            log,
+            backoff=BACKOFF,
+            give_up_after=GIVE_UP_AFTER,
+            postgres=getattr(pipeline.stores.pg, "conninfo", None),
+            outages=outages or Outages(log),
+        )
         #: why the loop stopped for good (a failure that is not transient), or None
         self.failure: BaseException | None = None
         self.batch_size = batch_size
@@ -158,14 +166,7 @@ class ProjectorLoop:
         return out
 
     async def run(self, stop: asyncio.Event, *, idle_wait: float = 1.0) -> None:
-        retry = Retry(
-            f"projector {self.name}",
-            log,
-            backoff=BACKOFF,
-            give_up_after=GIVE_UP_AFTER,
-            postgres=getattr(self.pipeline.stores.pg, "conninfo", None),
-            outages=self.outages,
-        )
+        retry = self.retry
         loaded = False
         lag_at = 0.0
         while not stop.is_set():
