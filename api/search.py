@@ -314,7 +314,9 @@ async def index_status(request: Request) -> Response:
         body["pending"] = 0  # MGW_EMBEDDINGS=none: no vector is ever coming
     lags = await projector_lag(c)
     body["catalog_lag"] = sum(
-        v["lag"] for k, v in lags.items() if k in ("catalog", "resolution", "availability")
+        v["lag"]
+        for k, v in lags.items()
+        if k in ("catalog", "resolution", "availability", "search")
     )
     body["caught_up"] = body["catalog_lag"] == 0 and body["queued"] == 0 and body["pending"] == 0
     return JSONResponse(body)

@@ -136,8 +136,12 @@ async def push_payloads(conn: AsyncConnection[Any], vectors: VectorStore, limit:
     """Push changed filter fields of already-embedded documents to a vector store that
     keeps them beside the vector (Qdrant); marked synced only after it took them, so a
     store that is down gets them later."""
-    if vectors.name == "pgvector":
-        return 0  # it filters on the documents' own columns
+    if vectors.name == "pgvector":  # it filters on the documents' own columns
+        cur = await conn.execute(
+            "UPDATE search_docs SET payload_synced = TRUE WHERE NOT payload_synced"
+            " AND embedded_hash IS NOT NULL"
+        )
+        return cur.rowcount
     rows = await fetch_rows(
         conn,
         "SELECT content_id, kind, genres, people, year, rating, offer_keys, indexed_at"
@@ -482,10 +486,19 @@ async def status(pool: AsyncConnectionPool) -> dict[str, int]:
         rows = await fetch_rows(
             conn,
             "SELECT (SELECT count(*) FROM search_queue), count(*),"
-            " count(*) FILTER (WHERE embedded_hash = text_hash) FROM search_docs",
+            " count(*) FILTER (WHERE embedded_hash = text_hash),"
+            " count(*) FILTER (WHERE embedded_hash IS NOT NULL AND NOT payload_synced)"
+            " FROM search_docs",
         )
-    queued, docs, embedded = rows[0]
-    return {"queued": queued, "documents": docs, "embedded": embedded, "pending": docs - embedded}
+    queued, docs, embedded, unsynced = rows[0]
+    # a vector whose filter fields are not yet beside it is pending too: filtered vector
+    # searches would miss it
+    return {
+        "queued": queued,
+        "documents": docs,
+        "embedded": embedded,
+        "pending": docs - embedded + unsynced,
+    }
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

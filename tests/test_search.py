@@ -28,7 +28,7 @@ SECRET = "search-tests"
 EXTRA = {
     "858", "1221", "4022", "2571", "3114", "1214", "1200", "260", "1580", "1270", "2716",
     "480", "1721", "6377", "4306", "296", "356", "1240", "589", "2959", "79132", "58559",
-    "1136", "2762", "318", "593", "1197", "1291", "4993", "5952", "7153", "68954",
+    "1136", "2762", "318", "593", "1197", "1291", "4993", "5952", "7153", "68954", "60069",
 }  # fmt: skip
 
 
@@ -406,3 +406,39 @@ def test_offers_count_only_while_their_window_is_open(catalog: TestClient) -> No
     assert "Jumanji" in titles(search(catalog, q="jumanji", platform="netflix", region="US"))
     assert catalog.portal.call(end_jumanji_offer) >= 1  # type: ignore[union-attr]
     assert "Jumanji" not in titles(search(catalog, q="jumanji", platform="netflix", region="US"))
+
+
+def test_a_described_film_is_found_by_its_meaning(catalog: TestClient) -> None:
+    # no title word in the query: the vectors (Qdrant Edge) carry it
+    found = titles(search(catalog, q="a lonely robot cleans up an abandoned earth", limit=10))
+    assert "WALL·E" in found, found
+
+
+def test_replay_rebuilds_the_search_documents_identically(catalog: TestClient) -> None:
+    """Last in this module: the replay resets the vector store, which re-embeds behind it."""
+    from projections import maintenance
+    from projections.registry import by_name
+    from streams.processing import ProjectionPipeline
+    from streams.runner import ProjectorLoop
+
+    mgw = catalog.app.state.mgw  # type: ignore[attr-defined]
+    search_projector = by_name("search")
+
+    async def replay() -> tuple[str, int, int, str]:
+        before = await maintenance.checksum(mgw.stores, search_projector)
+        await maintenance.clear(mgw.stores, search_projector)
+        async with mgw.stores.pg.connection() as conn:
+            row = await (await conn.execute("SELECT count(*) FROM search_docs")).fetchone()
+        loop = ProjectorLoop(
+            ProjectionPipeline(search_projector, mgw.stores, mgw.log, dead_letters=False),
+            mgw.log,
+            linger_ms=0,
+        )
+        applied = await loop.catch_up()
+        return before, row[0], applied, await maintenance.checksum(mgw.stores, search_projector)
+
+    _wait_indexed(catalog, 0)  # every projector the documents come from, search included
+    before, emptied, applied, after = catalog.portal.call(replay)  # type: ignore[union-attr]
+    assert emptied == 0 and applied > 300
+    assert after == before
+    assert "Heat" in titles(search(catalog, q="heat"))
