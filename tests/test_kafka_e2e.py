@@ -25,7 +25,7 @@ from tests.identity_helpers import admin_headers, new_user, password_login
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
 #: identity: accounts and sessions (the API waits for its outcomes to sign anyone in)
-PROJECTORS = ("catalog", "playback", "identity")
+PROJECTORS = ("catalog", "availability", "search", "playback", "identity")
 
 
 @pytest.fixture
@@ -161,8 +161,8 @@ def test_post_project_get_on_kafka_with_faust_workers(
         # its presence is checked here; exact lag is tested on the embedded log)
         assert ready["projectors"]["playback"]["lag"] >= 0
 
-        # the catalog the Kafka workers projected is searchable: the API's indexer picked
-        # the title up from the catalog tables
+        # the catalog the Kafka workers projected is searchable: the search worker follows
+        # the catalog worker and builds the documents (vectors stay with that worker)
         deadline = time.monotonic() + 60
         while True:
             found = c.get("/v1/search", params={"q": "heat"}).json()
