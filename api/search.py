@@ -40,12 +40,11 @@ from api.requests import int_param
 from api.search_analytics import publish_search
 from domain.discovery.documents import fold
 from domain.discovery.filters import FilterError, SearchFilters, parse_filters, stricter
+from domain.discovery.planning import plan_query
 from projections.content import ratings_of
 from projections.search_engine import SearchEngine, availability_summary
 
 MAX_QUERY = 2000
-#: longer queries are descriptions: their genre words are not turned into filters
-DESCRIPTION_WORDS = 8
 _PARAMS = {
     "q", "limit", "cursor", "profile", "intent", "explain", "kind", "genre", "year_from",
     "year_to", "platform", "region", "offer", "max_rating",
@@ -120,41 +119,16 @@ async def search(request: Request) -> Response:
 
     intent = vocab.intent.parse(text, now_year=datetime.now(UTC).year)
     use_intent = _flag(params, "intent", True)
-    # A description ("a cowboy doll jealous of a space ranger toy") mentions genre words
-    # without asking for the genre: past a few words only explicit constraints (platform,
-    # offer, years) become filters, and the words stay in the text.
-    described = len(text.split()) > DESCRIPTION_WORDS
-    parsed = SearchFilters(
-        kinds=(intent.kind,) if intent.kind and not described else (),
-        genres=intent.genres if not described else (),
-        year_from=intent.year_from,
-        year_to=intent.year_to,
-        platforms=intent.platforms,
-        offer_types=intent.offer_types,
-        people=getattr(intent, "people", ()),
-    )
-    where = explicit.merged(parsed) if use_intent else explicit
-    remainder = intent.text if use_intent and not described else text
-    only_filters = use_intent and not fold(remainder) and bool(intent.genres)
-    if only_filters:
-        # "funny sci-fi from the 90s": the filters select, and the words still rank
-        # (closest to "funny sci-fi" first) rather than falling back to the popular list
-        remainder = " ".join(intent.matched)
-    corrected = vocab.speller.correct(remainder) if remainder else None
-    did_you_mean = None
-    if corrected:
-        did_you_mean = (
-            corrected
-            if not use_intent or corrected == remainder
-            else (text.replace(remainder, corrected, 1) if remainder in text else corrected)
-        )
+    plan = plan_query(text, intent, explicit, vocab.speller, use_intent=use_intent)
+    where, remainder, corrected = plan.where, plan.remainder, plan.corrected
+    did_you_mean = plan.did_you_mean
     fp = _fingerprint(text, where.as_dict(), profile.name, profile.version)
     cursor = (params.get("cursor") or [None])[0]
     notes: list[str] = []
     degraded = False
     timings: dict[str, float] = {}
 
-    if not fold(remainder):
+    if plan.browse:
         # nothing left to match on: the popular list under the filters
         after = None
         if cursor:
@@ -178,8 +152,7 @@ async def search(request: Request) -> Response:
             offset, cfp = decode_cursor(cursor, (int, str))
             if cfp != fp or offset < 0:
                 raise Problem(422, "cursor belongs to a different search", field="cursor")
-        use = ("fulltext", "vector") if only_filters else ("fulltext", "trigram", "vector")
-        ranked = await eng.retrieve(remainder, where, weights, also=corrected, use=use)
+        ranked = await eng.retrieve(remainder, where, weights, also=corrected, use=plan.retrievers)
         if not ranked.items and corrected:
             ranked = await eng.retrieve(corrected, where, weights)
             notes.append("corrected")
