@@ -252,8 +252,9 @@ class Retry:
 
     ``what`` names the loop in the log ("projector playback"). ``transient`` decides what
     is retried for as long as it takes (default ``is_transient``); anything else is given
-    up after ``give_up_after`` failures in a row (None: never). ``explain`` may describe a
-    failure better than ``describe`` does (return None to let it)."""
+    up after ``give_up_after`` failures in a row (None: never), and the log says
+    ``gives_up``: what that means and what to do. ``explain`` may describe a failure
+    better than ``describe`` does (return None to let it)."""
 
     def __init__(
         self,
@@ -266,6 +267,7 @@ class Retry:
         postgres: str | None = None,
         outages: Outages | None = None,
         explain: Callable[[BaseException], Failure | None] | None = None,
+        gives_up: str = "fix the cause and restart",
         rand: Rand = random.random,
     ) -> None:
         self.what = what
@@ -276,6 +278,7 @@ class Retry:
         self.postgres = postgres
         self.outages = outages or Outages(logger)
         self.explain = explain
+        self.gives_up = gives_up
         self.rand = rand
         self.failures = 0  # in a row, of any kind
         self.hard_failures = 0  # in a row, not transient
@@ -305,10 +308,11 @@ class Retry:
             self._keys.pop(key, None)
             self.logger.error(
                 "%s: gave up after %d failures in a row (%s); this is not a connection "
-                "problem, so retrying will not help: fix the cause and restart",
+                "problem, so retrying will not help: %s",
                 self.what,
                 self.hard_failures,
                 detail,
+                self.gives_up,
                 exc_info=exc,
             )
             return None

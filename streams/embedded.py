@@ -216,6 +216,8 @@ class EmbeddedLog:
             postgres=self._conninfo,
             # waiters poll when it is gone, so an error that is not transient ends it
             give_up_after=5,
+            gives_up="the log listener stops, and readers notice new records only by "
+            "polling (about once a second); restart the process to listen again",
         )
         while True:
             try:
@@ -238,10 +240,6 @@ class EmbeddedLog:
                 self._heads.clear()
                 self._wake()
                 delay = retry.failed(exc)
-                if delay is None:
-                    log.error(
-                        "log listener stopped: readers now notice new records only by "
-                        "polling (about once a second); restart the process to listen again"
-                    )
+                if delay is None:  # logged, with what it means
                     return
                 await asyncio.sleep(delay)

@@ -81,6 +81,8 @@ class ProjectorLoop:
             give_up_after=GIVE_UP_AFTER,
             postgres=getattr(pipeline.stores.pg, "conninfo", None),
             outages=outages or Outages(log),
+            gives_up=f"projector {pipeline.name} stops; its read model falls behind until "
+            "the cause is fixed and the process restarted (it resumes where it stopped)",
         )
         #: why the loop stopped for good (a failure that is not transient), or None
         self.failure: BaseException | None = None
@@ -188,13 +190,8 @@ class ProjectorLoop:
                 loaded = False
                 self.cancel_prefetch()
                 delay = retry.failed(exc)
-                if delay is None:
+                if delay is None:  # logged: what failed, that the loop stops, what to do
                     self.failure = exc
-                    log.error(
-                        "projector %s stopped; its read model falls behind until the cause "
-                        "is fixed and the process restarted (it resumes where it stopped)",
-                        self.name,
-                    )
                     break
                 await pause(delay, stop)
                 continue

@@ -263,3 +263,52 @@ async def _has(stores: Stores, n: int) -> bool:
 
 async def _async(value: bool) -> bool:
     return value
+
+
+class _BrokenSideStores(PlaybackProjector):
+    """Applies like the playback projector, under its own name and tables' checkpoints,
+    then fails where no dead letter can catch it: a bug, not an outage."""
+
+    name = "broken_playback"
+
+    async def apply(self, conn: Any, batch: Any) -> Any:
+        return []  # no rows: playback's own loop writes those
+
+    async def sync_side_stores(
+        self, stores: Any, conn: Any, applied: Any, redelivered: Any
+    ) -> None:
+        raise KeyError("a bug in sync_side_stores")
+
+
+async def test_a_projector_failing_for_good_stops_alone_and_says_so(
+    db_uri: str, stores: Stores, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streams import runner as runner_module
+
+    caplog.set_level(logging.DEBUG, logger="mgw")
+    elog = await EmbeddedLog(db_uri).open()
+    runner = EmbeddedRunner(elog, stores, [_BrokenSideStores(), PlaybackProjector()], linger_ms=0)
+    broken, playback = runner.loops
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await Publisher(elog).publish_many(
+            [play(f"u{i}", "c1", 60.0, seconds=i) for i in range(10)]
+        )
+        # 5 tries, 0.2 s doubling with full jitter: about 1.5 s, at most 3 s
+        await _until(lambda: _async(broken.failure is not None), "the broken loop stopping", 15)
+        await _until(lambda: _has(stores, 10), "the healthy projector applying everything")
+        assert isinstance(broken.failure, KeyError)
+        assert playback.failure is None and not task.done()  # the others keep running
+        assert runner.stopped() == {"broken_playback": "KeyError: 'a bug in sync_side_stores'"}
+        errors = _loud(caplog, "mgw.runner")
+        # the first failure with its traceback, then the giving up, saying what to do
+        assert len(errors) == 2, [e.getMessage() for e in errors]
+        assert errors[0].exc_info is not None
+        last = errors[1].getMessage()
+        assert f"gave up after {runner_module.GIVE_UP_AFTER} failures" in last
+        assert "read model falls behind" in last and "restarted" in last
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await elog.close()
