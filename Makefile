@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install install-dev kafka-jars lint typecheck bench clean
+.PHONY: demo test install install-dev kafka-jars qemu lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,21 @@ install-dev: $(BIN)/python
 kafka-jars:
 	PYTHON=$(abspath $(BIN)/python) ops/kafka/kafka.sh fetch
 
+# qemu-x86_64 (Debian qemu-user) runs the portability tests on a CPU without AVX-512
+# (docs/portability.md)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT   = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+qemu:
+	@command -v qemu-x86_64 >/dev/null || { \
+	  $(APT) install -y -qq qemu-user || { $(APT) update -qq && $(APT) install -y -qq qemu-user; }; }
+
 demo: install
 	$(BIN)/mgw up --demo
 
 # Everything the tests need is installed and started by this target and the fixtures:
-# Python packages, Kafka's jars (Maven Central), then pytest starts embedded PostgreSQL,
-# Redis, Qdrant local mode and one KRaft Kafka node on loopback.
-test: install-dev kafka-jars
+# Python packages, Kafka's jars (Maven Central), qemu-user (Debian), then pytest starts
+# embedded PostgreSQL, Redis, Qdrant local mode and one KRaft Kafka node on loopback.
+test: install-dev kafka-jars qemu
 	$(BIN)/python -m pytest -q
 
 lint: install-dev
