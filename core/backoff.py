@@ -150,9 +150,12 @@ def describe(exc: BaseException, *, postgres: str | None = None) -> Failure:
         # no SQLSTATE: the client could not reach the server at all; class 08 is a lost
         # connection, 57P0x a server shutting down or starting
         if sqlstate is None or sqlstate.startswith(("08", "57P")):
+            from psycopg_pool import PoolTimeout
+
+            busy = " or all its pooled connections are busy" if isinstance(pg, PoolTimeout) else ""
             return Failure(
                 f"PostgreSQL at {where}",
-                f"is unreachable ({_first_line(pg)})",
+                f"is unreachable{busy} ({_first_line(pg)})",
                 "Check that the server is running: `mgw up` starts the embedded one from "
                 "its data dir (<data dir>/postgres); otherwise start the server DATABASE_URL "
                 "names.",
