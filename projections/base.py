@@ -75,12 +75,18 @@ class Stores:
 
 
 class Projector(Protocol):
-    name: str
-    topics: tuple[str, ...]
-    #: tables holding this read model (cleared by replay)
-    tables: tuple[str, ...]
-    #: side stores it writes besides PostgreSQL: "redis", "qdrant"
-    side_stores: tuple[str, ...]
+    # read-only members: a projector declares them as class attributes of any tuple length
+    @property
+    def name(self) -> str: ...
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """Tables holding this read model (cleared by replay)."""
+
+    @property
+    def side_stores(self) -> tuple[str, ...]:
+        """Side stores it writes besides PostgreSQL: "redis", "vectors"."""
 
     def check(self, event: Envelope) -> None:
         """Raise RejectedEvent when the event cannot be applied. Pure."""

@@ -401,7 +401,9 @@ class CatalogProjector(PostgresOnly):
         groups: dict[str, list[SourceRecord]] = {}
         rated: dict[str, list[str | None]] = {}
         for r in rows:
-            groups.setdefault(r[0], []).append(SourceRecord(*r[1:8], tuple(r[8]), *r[9:18]))
+            # the row's columns are SourceRecord's fields in order (the SELECT above)
+            fields = (*r[1:8], tuple(r[8]), *r[9:18])
+            groups.setdefault(r[0], []).append(SourceRecord(*fields))
             rated.setdefault(r[0], []).append(r[18])
         out = []
         for i, cid in enumerate(sorted(groups)):

@@ -74,10 +74,10 @@ class PlaybackProjector:
             p = e.payload
             k = (p["user_id"], p["content_id"])
             counts[k] = counts.get(k, 0) + 1
-            cur = latest.get(k)
-            if cur is None or (p["occurred_at"], e.offset) >= (
-                cur.payload["occurred_at"],
-                cur.offset,
+            seen = latest.get(k)
+            if seen is None or (p["occurred_at"], e.offset) >= (
+                seen.payload["occurred_at"],
+                seen.offset,
             ):
                 latest[k] = e
         # Binary COPY into a per-connection staging table, then one upsert from it: psycopg

@@ -141,12 +141,12 @@ class SearchEngine:
                 assert self._embedder_factory is not None
                 self._embedder = self._embedder_factory()
             embedder = self._embedder
-        v = embedder.encode([text])[0]
+        vec: np.ndarray = embedder.encode([text])[0]
         with self._qlock:
-            self._qcache[text] = v
+            self._qcache[text] = vec
             if len(self._qcache) > 2048:
                 self._qcache.popitem(last=False)
-        return v
+        return vec
 
     async def vector_ids(self, text: str, where: SearchFilters, limit: int) -> list[str]:
         if self._embedder_factory is None or self.vectors is None:

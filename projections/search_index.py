@@ -18,8 +18,9 @@ store (projections/search_vectors.py). Search uses vectors as they arrive. The s
 folds plays into popularity, re-queues titles whose offers start or end with time, and
 drains the queue when no event comes to do it (after a catalog replay).
 
-A crash in either part rolls back or repeats idempotent work: the queue row goes only
-if its ``seq`` is still the one read, and a vector is recorded only for the text it was
+A crash in either part rolls back or repeats idempotent work: a drain locks the queue rows
+it takes (skipping locked ones, so drains and catalog writers never deadlock), and the row goes
+only if its ``seq`` is still the one read, and a vector is recorded only for the text it was
 computed from. One background step runs at a time (an advisory lock).
 """
 
@@ -87,7 +88,7 @@ def document(r: tuple[Any, ...], now: datetime, half_life_days: float) -> dict[s
         plays=plays, first_seen=first_seen or updated, now=now,
         half_life_days=half_life_days,
     )  # fmt: skip
-    keys = offer_keys(tuple(o.split("|", 2)) for o in offers or ())  # type: ignore[misc]
+    keys = offer_keys(tuple(o.split("|", 2)) for o in offers or ())
     alts = sorted({a for a in alt_titles or () if a and fold(a) != fold(title)})
     keywords = sorted(keywords or ())
     text = embedding_text(title, orig, genres, overview, keywords)
@@ -109,8 +110,13 @@ async def index_queued(
 ) -> tuple[int, list[str]]:
     """Rebuild up to ``limit`` queued documents on ``conn`` (the caller's transaction);
     returns (titles dequeued, titles whose document is gone)."""
+    # SKIP LOCKED: a title a catalog transaction is queueing right now, or that the other
+    # drain (projector or background step) holds, is left for the next round. So a drain
+    # never waits on a queue row, and two transactions never wait on each other (deadlock).
     queued = await fetch_rows(
-        conn, "SELECT content_id, seq FROM search_queue ORDER BY seq LIMIT %s", (limit,)
+        conn,
+        "SELECT content_id, seq FROM search_queue ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED",
+        (limit,),
     )
     if not queued:
         return 0, []
