@@ -5,7 +5,8 @@ Setup: the 9,742 MovieLens titles are published as events and indexed by the rea
 indexer and model (vectors come from the embedding cache after the first run). The
 100,000-title point adds synthetic titles straight into the search documents: variants
 of real titles (a sequel number, a subtitle word) with their vectors jittered, so the
-full-text, trigram and HNSW indexes have 100,000 entries of realistic shape. Embedding
+full-text, trigram and vector (Qdrant Edge HNSW) indexes have 100,000 entries of realistic
+shape. Embedding
 100,000 overviews at ~85 texts/s would take 20 minutes, and latency depends on the size
 of the indexes, not on what the extra titles mean.
 
@@ -102,48 +103,63 @@ def prepare(data_dir: Path, cache: Path, extra: int) -> dict[str, Any]:
             time.sleep(0.5)
         info["index_seconds"] = round(time.perf_counter() - started, 1)
         if extra:
-            pool = c.app.state.mgw.stores.pg  # type: ignore[attr-defined]
+            stores = c.app.state.mgw.stores  # type: ignore[attr-defined]
             t = time.perf_counter()
-            c.portal.call(_synthesize, pool, extra)  # type: ignore[union-attr]
+            c.portal.call(_synthesize, stores, cache, extra)  # type: ignore[union-attr]
             info["synthetic_seconds"] = round(time.perf_counter() - t, 1)
     return info
 
 
-async def _synthesize(pool: Any, n: int) -> None:
-    from projections.search_vectors import vector_literal
+async def _synthesize(stores: Any, cache_path: Path, n: int) -> None:
+    """``n`` variants of the indexed titles: documents in PostgreSQL, jittered vectors (from
+    the embedding cache) through the search vector store, as the indexer would write them."""
+    from core.embedding import EmbeddingCache, shared_embedder
+    from projections.search_index import payload
+    from projections.search_vectors import VectorDoc
 
     rng = np.random.default_rng(5)
-    async with pool.connection() as conn:
+    vectors = stores.search.vectors
+    embedder = shared_embedder()
+    cache = EmbeddingCache(cache_path, embedder.model_id, embedder.dims)
+    async with stores.pg.connection() as conn:
         cur = await conn.execute(
-            "SELECT content_id, kind, title, year, genres, offer_keys, embed_text, embedding::text"
-            " FROM search_docs"
+            "SELECT content_id, kind, title, year, genres, offer_keys, embed_text, text_hash,"
+            " people, rating FROM search_docs WHERE embedded_hash = text_hash"
         )
         base = await cur.fetchall()
+        known = cache.get_many([r[7] for r in base])
+        base = [r for r in base if r[7] in known]
         words = ["II", "III", "Returns", "Reloaded", "Origins", "Legacy", "Redux", "Rising",
                  "Chronicles", "Forever", "Revenge", "Dawn", "Night", "Saga",
                  "Unleashed"]  # fmt: skip
-        rows = []
+        rows, docs = [], []
         for i in range(n):
-            cid, kind, title, year, genres, offers, text, emb = base[i % len(base)]
-            v = np.array(json.loads(emb), dtype=np.float32)
+            cid, kind, title, year, genres, offers, text, th, people, rating = base[i % len(base)]
+            v = np.array(known[th], dtype=np.float32)
             v += rng.normal(0, 0.35 / np.sqrt(v.size), v.size).astype(np.float32)
             v /= np.linalg.norm(v)
             t2 = f"{title} {words[i % len(words)]} {i // len(words) % 97 + 2}"
-            rows.append((f"syn-{i}", kind, t2, (year or 2000) + i % 7, genres, offers,
-                         text, vector_literal(v)))  # fmt: skip
+            y = (year or 2000) + i % 7
+            rows.append((f"syn-{i}", kind, t2, y, genres, offers, text))
+            fields = {"kind": kind, "genres": genres, "people": people, "year": y,
+                      "rating": rating, "offer_keys": offers}  # fmt: skip
+            docs.append(VectorDoc(f"syn-{i}", th, v, payload(fields)))
         async with conn.cursor() as cur2:
             for j in range(0, len(rows), 5000):
                 await cur2.executemany(
                     "INSERT INTO search_docs (content_id, kind, title, title_norm, year, genres,"
-                    " offer_keys, quality, popularity, tsv, embed_text, text_hash, embedding,"
-                    " embedded_hash) VALUES (%s, %s, %s, lower(%s), %s, %s, %s, 0.5, 0,"
-                    " setweight(to_tsvector('english', %s), 'A') ||"
-                    " setweight(to_tsvector('english', %s), 'C'), %s, md5(%s), %s::vector,"
-                    " md5(%s))",
-                    [(r[0], r[1], r[2], r[2], r[3], r[4], r[5], r[2], r[6], r[6], r[6], r[7],
-                      r[6]) for r in rows[j : j + 5000]],
+                    " offer_keys, quality, popularity, tsv, embed_text, text_hash,"
+                    " embedded_hash, payload_synced) VALUES (%s, %s, %s, lower(%s), %s, %s, %s,"
+                    " 0.5, 0, setweight(to_tsvector('english', %s), 'A') ||"
+                    " setweight(to_tsvector('english', %s), 'C'), %s, md5(%s), md5(%s), TRUE)",
+                    [(r[0], r[1], r[2], r[2], r[3], r[4], r[5], r[2], r[6], r[6], r[6], r[6])
+                     for r in rows[j : j + 5000]],
                 )  # fmt: skip
         await conn.execute("ANALYZE search_docs")
+    cache.close()
+    for j in range(0, len(docs), 1000):
+        await vectors.upsert(docs[j : j + 1000])
+    await vectors.optimize()
 
 
 def serve(data_dir: Path, cache: Path, port: int) -> subprocess.Popen[bytes]:

@@ -179,6 +179,9 @@ class EdgeVectorStore:
                     shard.update(
                         qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer)
                     )
+                info = shard.info()
+                if info.points_count > info.indexed_vectors_count:
+                    self._dirty = 1  # written before a restart: the next optimize looks
                 self._shard = shard
             return self._shard
 
