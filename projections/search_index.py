@@ -206,7 +206,7 @@ class SearchProjector:
             "tsv", "embed_text", "text_hash",
         )
     }  # fmt: skip
-    upstream_wait_s = 5.0
+    upstream_wait_s = 30.0
 
     def __init__(self) -> None:
         self.half_life_days = 14.0

@@ -102,7 +102,7 @@ def make_app(
                 await work
                 raise
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stub wants signal=
     async def _drain(app: Any, **kwargs: Any) -> None:
         # Faust stops the consumer (committing acked offsets) before this signal, but the
         # agent may still be applying a batch: let it land. The stores are deliberately

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from core.topics import ALL_TOPICS, TopicSpec
 from streams.log import (
@@ -42,6 +42,15 @@ def producer_config(bootstrap: str) -> dict[str, Any]:
         "compression.type": "lz4",
         "client.id": "mgw-producer",
     }
+
+
+def record_of(m: Any) -> LogRecord:
+    """A consumed confluent-kafka message as a LogRecord. ``Any``: the stubs type every field
+    of a message as optional, and a message that was consumed without error has them all."""
+    _, ts = m.timestamp()
+    return LogRecord(
+        m.topic(), m.partition(), m.offset(), m.key(), m.value(), tuple(m.headers() or ()), ts
+    )
 
 
 class KafkaLog:
@@ -118,7 +127,7 @@ class KafkaLog:
         if new:
             for topic, fut in self._admin.create_topics(new, operation_timeout=10).items():
                 try:
-                    await asyncio.wrap_future(fut)  # type: ignore[arg-type]
+                    await asyncio.wrap_future(fut)
                 except KafkaException as exc:
                     if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise LogError(f"cannot create topic {topic}: {exc}") from exc
@@ -203,7 +212,10 @@ class KafkaLog:
         key = (topic, partition)
         lock = self._reader_locks.setdefault(key, asyncio.Lock())
         async with lock:
-            return await self._run(self._read_sync, topic, partition, offset, max_records)
+            records: list[LogRecord] = await self._run(
+                self._read_sync, topic, partition, offset, max_records
+            )
+            return records
 
     def _read_sync(
         self, topic: str, partition: int, offset: int, max_records: int
@@ -225,14 +237,9 @@ class KafkaLog:
                 if err.code() == KafkaError._PARTITION_EOF or err.retriable():
                     continue  # librdkafka recovers by itself; the caller reads again
                 raise LogError(str(err))
-            if m.offset() < offset:
-                continue
-            _, ts = m.timestamp()
-            out.append(
-                LogRecord(
-                    topic, partition, m.offset(), m.key(), m.value(), tuple(m.headers() or ()), ts
-                )
-            )
+            record = record_of(m)
+            if record.offset >= offset:
+                out.append(record)
         nxt = out[-1].offset + 1 if out else offset
         self._readers[key] = (consumer, nxt)
         return out

@@ -28,6 +28,7 @@ from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, TopicPartition
 
 from core.settings import Settings
 from projections.registry import by_name
+from streams.kafka import record_of
 from streams.log import LogRecord
 from streams.processing import ProjectionPipeline, apply_until_done
 
@@ -98,18 +99,7 @@ class GroupWorker:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("%s: consume error %s", self.group, err)
                 continue
-            _, ts = m.timestamp()
-            out.append(
-                LogRecord(
-                    m.topic(),
-                    m.partition(),
-                    m.offset(),
-                    m.key(),
-                    m.value(),
-                    tuple(m.headers() or ()),
-                    ts,
-                )
-            )
+            out.append(record_of(m))
         return out
 
     async def run(self, pipeline: ProjectionPipeline) -> None:

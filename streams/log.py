@@ -87,7 +87,7 @@ class LogRecord(NamedTuple):
 
 def partition_for(key: bytes, partitions: int) -> int:
     # Kafka's Java DefaultPartitioner: toPositive(murmur2(key)) % numPartitions
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class EventLog(Protocol):

@@ -244,8 +244,8 @@ class ProjectionPipeline:
 def _merge(parts: list[Any]) -> Any:
     """Join what per-record applies returned (lists of rows or Outputs, or None)."""
     if parts and all(isinstance(p, Output) for p in parts):
-        rows = _merge([p.rows for p in parts])
-        return Output(rows, [e for p in parts for e in p.events])
+        merged = _merge([p.rows for p in parts])
+        return Output(merged, [e for p in parts for e in p.events])
     rows: list[Any] = []
     for p in parts:
         if p is None:
