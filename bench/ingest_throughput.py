@@ -17,7 +17,8 @@ End to end, two ways:
               own, one process doing every stage in turn;
   pipelined   the projectors run as `mgw worker --runtime embedded` processes (one per
               projector, as `mgw up` runs them) while the feeds are appended; timed from
-              the first append until the canonical catalog has applied every resolution.
+              the first append until the canonical catalog and the search documents have
+              applied every resolution and offer (embedding off: it is model-bound).
 Baseline in the same run: a naive pipeline on the first --naive-sample records of every
 feed: one append per event and one record per projector transaction.
 
@@ -128,20 +129,33 @@ async def bench_pipeline(settings: Settings, feeds: dict[str, Path]) -> dict[str
     }
 
 
-def _caught_up(uri: str) -> bool:
-    """Every catalog projector has applied everything its topics hold now."""
+#: (projector, topic) pairs that must have applied everything for the catalog to be done;
+#: the search documents follow the catalog's projectors (projections/search_index.py)
+_FOLLOWED = (
+    ("resolution", "catalog.observations"),
+    ("availability", "catalog.availability"),
+    ("catalog", "catalog.resolution"),
+    ("search", "catalog.resolution"),
+    ("search", "catalog.availability"),
+)
+
+
+def _caught_up(uri: str, followed: tuple[tuple[str, str], ...] = _FOLLOWED[:3]) -> bool:
+    """Every projector named has applied everything its topic holds now."""
+    values = ", ".join(f"('{p}', '{t}')" for p, t in followed)
     with psycopg.connect(uri, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT w.projector, h.topic, sum(h.next_offset), sum(coalesce(w.next_offset, 0))"
-            " FROM log_heads h JOIN (VALUES ('resolution', 'catalog.observations'),"
-            " ('availability', 'catalog.availability'), ('catalog', 'catalog.resolution'))"
+            "SELECT r.projector, h.topic, sum(h.next_offset), sum(coalesce(w.next_offset, 0))"
+            f" FROM log_heads h JOIN (VALUES {values})"
             " AS r(projector, topic) ON r.topic = h.topic"
             " LEFT JOIN projection_watermarks w ON w.projector = r.projector"
             " AND w.topic = h.topic AND w.partition = h.partition"
-            " GROUP BY w.projector, h.topic"
+            " GROUP BY r.projector, h.topic"
         ).fetchall()
-    heads = {t: (int(end), int(done)) for _, t, end, done in rows}
-    return len(heads) == 3 and all(end > 0 and done >= end for end, done in heads.values())
+    heads = {(p, t): (int(end), int(done)) for p, t, end, done in rows}
+    return len(heads) == len(followed) and all(
+        end > 0 and done >= end for end, done in heads.values()
+    )
 
 
 def bench_pipelined(settings: Settings, feeds: dict[str, Path], logdir: Path) -> dict[str, Any]:
@@ -154,11 +168,14 @@ def bench_pipelined(settings: Settings, feeds: dict[str, Path], logdir: Path) ->
         "MGW_LOG_LEVEL": "WARNING",
         "KAFKA_BOOTSTRAP_SERVERS": "",
         "QDRANT_URL": "",
+        # documents only: embedding is model-bound (~85 titles/s on two cores, docs/search.md)
+        # and would take the cores from the stages measured here
+        "MGW_EMBEDDINGS": "none",
     }
     assert settings.database_url
     migrate(settings.database_url)
     procs = []
-    for name in ("resolution", "availability", "catalog"):
+    for name in ("resolution", "availability", "catalog", "search"):
         with open(logdir / f"worker-{name}.log", "wb") as out:
             procs.append(
                 subprocess.Popen(
@@ -180,7 +197,7 @@ def bench_pipelined(settings: Settings, feeds: dict[str, Path], logdir: Path) ->
         records = asyncio.run(append())
         appended = time.perf_counter() - t0
         deadline = time.perf_counter() + 1800
-        while not _caught_up(settings.database_url):
+        while not _caught_up(settings.database_url, _FOLLOWED):
             if time.perf_counter() > deadline or any(p.poll() is not None for p in procs):
                 logs = "\n".join(f.read_text()[-2000:] for f in logdir.glob("worker-*.log"))
                 raise RuntimeError(f"pipelined workers stalled:\n{logs}")
