@@ -6,9 +6,8 @@ indexer and model (vectors come from the embedding cache after the first run). T
 100,000-title point adds synthetic titles straight into the search documents: variants
 of real titles (a sequel number, a subtitle word) with their vectors jittered, so the
 full-text, trigram and vector (Qdrant Edge HNSW) indexes have 100,000 entries of realistic
-shape. Embedding
-100,000 overviews at ~85 texts/s would take 20 minutes, and latency depends on the size
-of the indexes, not on what the extra titles mean.
+shape. Embedding 100,000 overviews at ~85 texts/s would take 20 minutes, and latency
+depends on the size of the indexes, not on what the extra titles mean.
 
 The API runs as `mgw up` in its own process (uvicorn), the clients here with httpx over
 loopback. The baseline in the same run is a bare `GET /health`: the cost of HTTP
