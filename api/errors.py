@@ -11,6 +11,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from core.backoff import describe, is_transient
+
 PROBLEM = "application/problem+json"
 
 
@@ -76,7 +78,19 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     )
 
 
+#: seconds a client should wait before retrying when a dependency is unavailable
+RETRY_AFTER_S = 5
+
+
 async def unhandled_handler(request: Request, exc: Exception) -> Response:
+    if is_transient(exc):
+        # a dependency down, restarting or saturated: the client may retry, and is told when
+        failure = describe(exc)
+        return Problem(
+            503,
+            f"{failure.subject} {failure.detail}; retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ).response(request)
     return Problem(500, "internal error; the request was not applied").response(request)
 
 

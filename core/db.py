@@ -56,4 +56,7 @@ def open_pool(
         # Check a connection before handing it out: after a database restart the pool
         # would otherwise give out dead ones, once each, and every caller would fail once.
         check=AsyncConnectionPool.check_connection,
+        # a request waits at most this long for a connection, then answers 503 (api/errors):
+        # a database that is down or saturated must not leave requests hanging for 30 s
+        timeout=5.0,
     )

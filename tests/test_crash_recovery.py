@@ -25,7 +25,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 
-from api import health
+from api import errors, health, search
 from api.context import AppContext
 from core.db import migrate
 from core.settings import Settings
@@ -174,7 +174,6 @@ async def test_runner_and_listener_back_off_through_a_crash_and_recover(
         await _until(lambda: _has(crash_stores, 20), "the first 20 events applied")
 
         await asyncio.to_thread(own_pg.crash)
-        crashed_at = time.monotonic()
         await asyncio.sleep(OUTAGE_S)
         # still running, retrying, never waiting longer than the cap
         assert not task.done()
@@ -195,7 +194,6 @@ async def test_runner_and_listener_back_off_through_a_crash_and_recover(
         assert 1 <= retries <= 20, retries
 
         await asyncio.to_thread(own_pg.start)
-        restarted_at = time.monotonic()
 
         async def published() -> bool:
             await pub.publish_many([play(f"v{i}", "c2", 900.0, seconds=i) for i in range(5)])
@@ -207,8 +205,6 @@ async def test_runner_and_listener_back_off_through_a_crash_and_recover(
             lambda: _async(bool(_said(caplog, "mgw.log.embedded", logging.INFO))),
             "the listener reconnected",
         )
-        recovered = time.monotonic() - restarted_at
-        assert recovered < 20, recovered
         assert not task.done()
         # the end of the outage is said once too, and nothing louder came meanwhile
         assert any("answers again" in m for m in _said(caplog, "mgw.runner", logging.INFO))
@@ -216,7 +212,6 @@ async def test_runner_and_listener_back_off_through_a_crash_and_recover(
         assert len(_loud(caplog, "mgw.runner")) == 1
         assert len(_loud(caplog, "mgw.log.embedded")) == 1
         assert loop.retry.failures == 0
-        assert time.monotonic() - crashed_at < 30
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
@@ -226,17 +221,23 @@ async def test_ready_reports_a_crashed_database_quickly(
     own_pg: OwnPostgres, crash_stores: Stores, crash_log: EmbeddedLog, tmp_path: Path
 ) -> None:
     settings = Settings(data_dir=tmp_path, database_url="unused", identity=TEST_IDENTITY)
-    app = Starlette(routes=health.routes)
+    app = Starlette(
+        routes=health.routes + search.routes,
+        exception_handlers={
+            errors.Problem: errors.problem_handler,
+            Exception: errors.unhandled_handler,
+        },
+    )
     app.state.mgw = AppContext(settings, crash_log, crash_stores, Publisher(crash_log))
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://mgw") as client:
         up = await client.get("/ready")
         assert up.status_code == 200, up.text
         await asyncio.to_thread(own_pg.crash)
         try:
-            started = time.monotonic()
-            down = await client.get("/ready")
-            took = time.monotonic() - started
+            # every check at once, each bounded: not their sum, not a pool's wait (a hang
+            # guard, generous on purpose: tests assert no timings)
+            down = await asyncio.wait_for(client.get("/ready"), 15)
             assert down.status_code == 503
             assert down.headers["Retry-After"] == str(health.RETRY_AFTER_S)
             body = down.json()
@@ -246,8 +247,11 @@ async def test_ready_reports_a_crashed_database_quickly(
             assert body["dependencies"]["log"]["status"] == "down"
             assert body["dependencies"]["redis"]["status"] == "up"
             assert "error" in body["projectors"]
-            # every check at once, each bounded: not their sum, not a pool's 30 s
-            assert took < health.CHECK_TIMEOUT_S + 1.5, took
+            # a route reading the database answers 503 with Retry-After, never hangs or 500s
+            status = await asyncio.wait_for(client.get("/v1/search/status"), 15)
+            assert status.status_code == 503, status.text
+            assert status.headers["Retry-After"] == str(errors.RETRY_AFTER_S)
+            assert "PostgreSQL" in status.json()["title"] + status.json().get("detail", "")
         finally:
             await asyncio.to_thread(own_pg.start)
 
