@@ -67,8 +67,10 @@ async def open_pipeline(settings: Settings, name: str) -> ProjectionPipeline:
         if stores.search.vectors is not None:
             opened.append(stores.search.vectors.close)
         await projector.prepare(stores)
-        # its background step (the search vectors) lives as long as the worker's loop
-        _BACKGROUND.extend(start_background([projector], stores, asyncio.Event()))
+        # its background step (the search vectors) lives as long as the worker's loop; a
+        # pipeline opened again after a failure does not start a second one
+        if not any(not t.done() for t in _BACKGROUND):
+            _BACKGROUND[:] = start_background([projector], stores, asyncio.Event())
     except BaseException:
         for close in reversed(opened):
             with contextlib.suppress(Exception):
