@@ -30,13 +30,10 @@ from starlette.routing import Route
 from api.authn import require
 from api.context import AppContext, ctx
 from api.errors import Problem
+from api.identity.commands import decide, identity_event
+from api.identity.tokens import revoke_session
 from api.ratelimit import limit
 from api.requests import read_json, reject_nul
-from api.sessions import (
-    decide,
-    identity_event,
-    revoke_session,
-)
 from core.ids import new_id, utcnow
 from domain.identity.emails import normalize_email, reset_message, verification_message
 from domain.identity.opaque import new_token, token_hash

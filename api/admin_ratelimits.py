@@ -30,8 +30,8 @@ from api.authn import require
 from api.consistency import wait_for_token, wait_until_covered
 from api.context import AppContext, accepted, ctx
 from api.errors import Problem
+from api.identity.commands import identity_event
 from api.requests import read_json
-from api.sessions import identity_event
 from domain.identity.ratelimits import (
     DEFAULT_RULES,
     LIMIT_MAX,

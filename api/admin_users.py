@@ -15,8 +15,8 @@
 * ``GET /v1/admin/audit?target=&action=&limit=&cursor=`` (``audit:read``): newest first.
 
 Every change is an identity event carrying the admin as ``actor_id`` (and the ip and user
-agent), decided by the identity projector (api/sessions.py ``decide``), so each one is an
-audit row. Reads honour ``X-Consistency-Token`` for the identity projection.
+agent), decided by the identity projector (api/identity/commands.py ``decide``), so each
+one is an audit row. Reads honour ``X-Consistency-Token`` for the identity projection.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from api.authn import Principal, forget_api_key, require
 from api.consistency import wait_for_token
 from api.context import AppContext, ctx
 from api.errors import Problem
+from api.identity.commands import decide, identity_event
+from api.identity.tokens import revoke_all
 from api.pagination import decode_cursor, encode_cursor
 from api.requests import int_param, read_json, reject_nul
-from api.sessions import decide, identity_event, revoke_all
 from domain.identity.roles import ADMIN, ROLES, USER, scopes_for
 from projections import audit
 from projections.account_data import api_keys_of

@@ -26,8 +26,8 @@ from starlette.routing import Route
 from api.authn import forget_api_key, require
 from api.context import ctx
 from api.errors import Problem
+from api.identity.commands import decide, identity_event
 from api.requests import read_json, reject_nul
-from api.sessions import decide, identity_event
 from core.ids import new_id, utcnow
 from domain.identity.opaque import new_api_key, token_hash
 from domain.identity.roles import ALL_SCOPES, scopes_for

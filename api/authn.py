@@ -5,7 +5,7 @@ Every route that reads or writes user data calls ``require(request, scope)``; it
 lacks). Two credentials are accepted:
 
 * ``Authorization: Bearer <access token>``: an ES256 JWT of this server; its session must
-  not be revoked (api/identity.py keeps revocations in memory);
+  not be revoked (api/identity/services.py keeps revocations in memory);
 * ``Authorization: Bearer mgw_<prefix>_<secret>`` or ``X-Api-Key: mgw_...``: an API key,
   found by prefix, its secret compared in constant time. Its scopes are the key's scopes
   that its owner's roles still grant.

@@ -21,22 +21,18 @@ from starlette.routing import Route
 from api.authn import authenticate
 from api.context import ctx
 from api.errors import Problem
+from api.identity.commands import decide, identity_event
+from api.identity.tokens import OIDC_SCOPES, grant_scope
 from api.mfa import second_factor
 from api.oauth_requests import (
     MAX_PARAM,
+    NO_STORE,
     WRONG_CREDENTIALS,
+    OAuthError,
     clean,
     read_params,
 )
 from api.ratelimit import limit
-from api.sessions import (
-    NO_STORE,
-    OIDC_SCOPES,
-    OAuthError,
-    decide,
-    grant_scope,
-    identity_event,
-)
 from core.ids import utcnow
 from domain.identity import clients as grants
 from domain.identity.opaque import new_token, token_hash

@@ -15,9 +15,7 @@ from typing import Any
 from api.accounts import registration
 from api.context import AppContext
 from api.errors import Problem
-from api.sessions import (
-    decide,
-)
+from api.identity.commands import decide
 from core.backoff import Backoff, Failure, Retry, is_transient, pause
 from core.events import Event
 from core.ids import new_id

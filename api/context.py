@@ -22,7 +22,7 @@ class AppContext:
     publisher: Publisher
     runner: Any = None  # the embedded runner when projectors run in this process
     search: Any = None  # projections.search_engine.SearchEngine
-    identity: Any = None  # api.identity.IdentityServices
+    identity: Any = None  # api.identity.services.IdentityServices
     where: dict[str, str] = field(default_factory=dict)
 
 

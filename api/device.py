@@ -21,20 +21,16 @@ from starlette.routing import Route
 from api.authn import require
 from api.context import ctx
 from api.errors import Problem
+from api.identity.commands import decide, identity_event
+from api.identity.tokens import grant_scope, start_session
 from api.oauth_requests import (
+    NO_STORE,
+    OAuthError,
     client_for,
     need,
     read_params,
 )
 from api.ratelimit import limit
-from api.sessions import (
-    NO_STORE,
-    OAuthError,
-    decide,
-    grant_scope,
-    identity_event,
-    start_session,
-)
 from core.ids import new_id, utcnow
 from domain.identity import clients as grants
 from domain.identity.clients import OAuthClient

@@ -16,14 +16,10 @@ from starlette.responses import JSONResponse, Response
 from api.accounts import email_or_422, registration
 from api.context import ctx
 from api.errors import Problem
+from api.identity.commands import decide, identity_event
+from api.identity.tokens import grant_scope, start_session
 from api.mfa import issue_mfa_token
-from api.sessions import (
-    OAuthError,
-    decide,
-    grant_scope,
-    identity_event,
-    start_session,
-)
+from api.oauth_requests import OAuthError
 from core.ids import new_id
 from domain.identity.providers import ExternalIdentity
 from projections.identity import (

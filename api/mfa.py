@@ -25,9 +25,10 @@ from starlette.routing import Route
 from api.authn import require
 from api.context import AppContext, ctx
 from api.errors import Problem
+from api.identity.commands import decide, identity_event
+from api.identity.tokens import revoke_session
 from api.ratelimit import limit
 from api.requests import read_json
-from api.sessions import decide, identity_event, revoke_session
 from domain.identity.opaque import keyed_hash, new_token, token_hash
 from domain.identity.sealing import SealError, seal, unseal
 from domain.identity.totp import (

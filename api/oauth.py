@@ -32,24 +32,18 @@ from api.authn import require
 from api.context import ctx
 from api.device import device_grant
 from api.errors import Problem
+from api.identity.commands import append, identity_event
+from api.identity.tokens import grant_scope, revoke_session, rotate, start_session
 from api.mfa import issue_mfa_token, mfa_token_state, second_factor, spend_mfa_token
 from api.oauth_requests import (
+    NO_STORE,
     WRONG_CREDENTIALS,
+    OAuthError,
     client_for,
     need,
     read_params,
 )
 from api.ratelimit import limit
-from api.sessions import (
-    NO_STORE,
-    OAuthError,
-    append,
-    grant_scope,
-    identity_event,
-    revoke_session,
-    rotate,
-    start_session,
-)
 from domain.identity import clients as grants
 from domain.identity.clients import OAuthClient
 from domain.identity.opaque import token_hash

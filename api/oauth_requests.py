@@ -1,22 +1,44 @@
-"""Reading OAuth requests: form-encoded (RFC 6749) or JSON parameters, the client they
-name, and the one answer every refused credential gets."""
+"""The OAuth wire: reading requests (form-encoded, RFC 6749, or JSON parameters), the
+client they name, the error answer (RFC 6749 §5.2) and the one answer every refused
+credential gets."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from api.context import AppContext
-from api.sessions import (
-    OAuthError,
-)
 from domain.identity.clients import OAuthClient
 
 MAX_PARAM = 4096
 #: wrong password, unknown account, locked account: one answer for all three
 WRONG_CREDENTIALS = "wrong email or password"
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class OAuthError(Exception):
+    """An RFC 6749 §5.2 error: ``{"error", "error_description"}``."""
+
+    def __init__(self, error: str, description: str, status: int = 400, **extra: Any) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.status = status
+        self.extra = extra
+
+    def response(self) -> Response:
+        headers = dict(NO_STORE)
+        if self.status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="mgw"'
+        return JSONResponse(
+            {"error": self.error, "error_description": self.description, **self.extra},
+            status_code=self.status,
+            headers=headers,
+        )
 
 
 async def read_params(request: Request) -> dict[str, str]:

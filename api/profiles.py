@@ -25,7 +25,7 @@ session, so a profile lock (a PIN to enter an unlimited profile) belongs in the 
   ``null``) a limit needs the PIN. PIN and password checks count against the ``pin``
   rate limit (per address and per account).
 
-Every change is an identity event decided by the identity projector (api/sessions.py
+Every change is an identity event decided by the identity projector (api/identity/commands.py
 ``decide``); every route needs the ``profile`` scope, and a profile id of another account
 is not found (404), never shown.
 """
@@ -44,9 +44,9 @@ from starlette.routing import Route
 from api.authn import Principal, require
 from api.context import ctx
 from api.errors import Problem
+from api.identity.commands import decide, identity_event
 from api.ratelimit import limit
 from api.requests import read_json, reject_nul
-from api.sessions import decide, identity_event
 from core.ids import new_id
 from domain.identity.ratings import RATINGS, allowed, normalize_rating
 from projections.account_data import MAX_PROFILES, Profile, profile_of, profiles_of

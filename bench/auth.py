@@ -112,7 +112,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
                 )
                 row = await cur.fetchone()
             assert row is not None
-            from api.sessions import decide
+            from api.identity.commands import decide
             from core.events import Event
 
             await decide(

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from api import bootstrap
 from api.app import build_app
 from api.context import AppContext
-from api.identity import IdentityServices
+from api.identity.services import IdentityServices
 from core.mail import mailer_from_settings
 from core.settings import Settings
 from mgw.platform import open_platform, search_engine, start_background, stop_background
