@@ -11,25 +11,13 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from api import (
-    accounts,
-    admin_ratelimits,
-    admin_users,
-    api_keys,
-    authorize,
     catalog,
     content,
-    device,
-    external,
     health,
-    mfa,
-    oauth,
-    pages,
     playback,
-    profiles,
     ranking,
     search,
     search_analytics,
-    sessions,
     webhooks,
 )
 from api.errors import (
@@ -38,6 +26,20 @@ from api.errors import (
     http_exception_handler,
     problem_handler,
     unhandled_handler,
+)
+from api.identity import (
+    accounts,
+    admin_ratelimits,
+    admin_users,
+    api_keys,
+    authorize,
+    device,
+    external,
+    mfa,
+    oauth,
+    pages,
+    profiles,
+    sessions,
 )
 from api.limits import BodySizeLimit
 from api.ratelimit import RateLimitHeaders

@@ -24,8 +24,8 @@ from api.errors import Problem
 from domain.identity.opaque import parse_api_key, same, token_hash
 from domain.identity.roles import scopes_for
 from domain.identity.tokens import InvalidToken
-from projections.account_data import ApiKey, api_key_by_prefix
-from projections.identity import user_by_id
+from projections.identity.account_data import ApiKey, api_key_by_prefix
+from projections.identity.accounts import user_by_id
 
 #: how long a process trusts an API key row it read (revocations by this process are
 #: forgotten at once; by another process within this time)

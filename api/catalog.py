@@ -1,6 +1,6 @@
 """Catalog lists: new arrivals and titles leaving soon, per region (and platform).
 
-Titles above the active profile's parental limit (api/profiles.py) are left out of a
+Titles above the active profile's parental limit (api/identity/profiles.py) are left out of a
 page after it is read, so a limited profile's page may hold fewer than ``limit`` items
 while ``next_cursor`` still leads on.
 """
@@ -18,8 +18,8 @@ from api.authn import optional
 from api.consistency import wait_for_token
 from api.context import ctx
 from api.errors import Problem
+from api.identity.profiles import rating_limit
 from api.pagination import decode_cursor, encode_cursor
-from api.profiles import rating_limit
 from api.requests import int_param
 from core.ids import utcnow
 from domain.catalog import PLATFORMS

@@ -2,7 +2,7 @@
 
 A title may carry a parental ``rating`` (MPAA or TV, any spelling ``normalize_rating``
 reads; stored canonical). Reading a title, or its availability, honours the active
-profile's limit (api/profiles.py): a title above it is 403, naming ``X-Profile-Id``.
+profile's limit (api/identity/profiles.py): a title above it is 403, naming ``X-Profile-Id``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from api.catalog import region_param
 from api.consistency import wait_for_token
 from api.context import accepted, ctx
 from api.errors import Problem
+from api.identity.profiles import blocked, rating_limit
 from api.pagination import decode_cursor, encode_cursor
-from api.profiles import blocked, rating_limit
 from api.requests import INT32_MAX, int_param, read_json, reject_nul
 from core.events import Event
 from core.ids import new_id, utcnow

@@ -306,7 +306,7 @@ class RulesSource:
         loaded = self._loaded_at
         if loaded is not None and (self._refreshing or time.monotonic() - loaded < self.ttl_s):
             return self._admin  # while one request refreshes, the others use the last rules
-        from projections.rate_limits import rule_overrides
+        from projections.identity.rate_limits import rule_overrides
 
         self._refreshing = True
         started = time.monotonic()

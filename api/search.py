@@ -9,7 +9,7 @@ know is corrected for ``did_you_mean``, and the query is retried corrected when 
 nothing; a query whose parsed filters left nothing is retried without them.
 
 Parental limits: a signed-in caller searches as their active profile (``X-Profile-Id``,
-else the account's default profile; api/profiles.py), and the profile's ``max_rating``
+else the account's default profile; api/identity/profiles.py), and the profile's ``max_rating``
 is a filter no parameter can lift: the limit applied is the stricter of the profile's
 and an explicit ``max_rating``. Titles without a rating follow ``MGW_UNRATED_AS``.
 Autocomplete drops title suggestions above the limit (their ratings are looked up for
@@ -33,8 +33,8 @@ from starlette.routing import Route
 from api.authn import optional
 from api.context import ctx
 from api.errors import Problem
+from api.identity.profiles import RatingLimit, rating_limit
 from api.pagination import decode_cursor, encode_cursor
-from api.profiles import RatingLimit, rating_limit
 from api.ranking import resolve_profile
 from api.requests import int_param
 from api.search_analytics import publish_search

@@ -16,9 +16,9 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from api import bootstrap
 from api.app import build_app
 from api.context import AppContext
+from api.identity import bootstrap
 from api.identity.services import IdentityServices
 from core.mail import mailer_from_settings
 from core.settings import Settings

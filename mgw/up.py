@@ -25,7 +25,7 @@ log = logging.getLogger("mgw.up")
 async def load_demo_accounts(c: AppContext) -> int:
     """The demo's viewers as accounts (alice@demo.example ... with DEMO_USER_PASSWORD),
     so signing in as one shows the continue-watching the demo played for them."""
-    from api.accounts import registration
+    from api.identity.accounts import registration
     from core.events import Event
     from mgw import demo
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from projections.availability import AvailabilityProjector
 from projections.base import Projector
 from projections.catalog import CatalogProjector
-from projections.identity import IdentityProjector
+from projections.identity.accounts import IdentityProjector
+from projections.identity.rate_limits import RateLimitsProjector
 from projections.playback import PlaybackProjector
 from projections.ranking import RankingProjector
-from projections.rate_limits import RateLimitsProjector
 from projections.resolution import ResolutionProjector
 from projections.search_analytics import SearchAnalyticsProjector
 from projections.search_index import SearchProjector

@@ -16,7 +16,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from api import admin_users
+from api.identity import admin_users
 from core.settings import Settings
 from domain.identity.opaque import token_hash
 from mgw.app import create_app

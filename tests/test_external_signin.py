@@ -24,8 +24,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api import external
 from api.errors import Problem, problem_handler
+from api.identity import external
 from core.settings import OidcProviderSettings, Settings
 from domain.identity.providers import (
     ExternalIdentity,

@@ -21,7 +21,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from api import profiles
+from api.identity import profiles
 from core.settings import Settings
 from domain.catalog.webhooks import sign
 from mgw.app import create_app

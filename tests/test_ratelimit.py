@@ -36,7 +36,7 @@ from domain.identity.ratelimits import (
 )
 from projections import maintenance
 from projections.base import Stores
-from projections.rate_limits import RateLimitsProjector, rule_overrides, stored_rules
+from projections.identity.rate_limits import RateLimitsProjector, rule_overrides, stored_rules
 from streams.embedded import EmbeddedLog
 from streams.processing import ProjectionPipeline
 from streams.publisher import Publisher

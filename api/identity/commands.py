@@ -18,7 +18,7 @@ from api.errors import Problem
 from core.backoff import Backoff
 from core.events import Event
 from core.ids import utcnow
-from projections.identity import outcome_of
+from projections.identity.accounts import outcome_of
 
 #: a decision is waited for at 1 ms doubling to 20 ms: sign-ins are latency-bound
 _DECIDE_POLL = Backoff(first=0.001, cap=0.02, jitter=False)

@@ -29,7 +29,7 @@ from domain.identity.clients import OAuthClient, parse_clients
 from domain.identity.passwords import Argon2Params, Passwords
 from domain.identity.sealing import derive_key
 from domain.identity.tokens import AccessClaims, AccessTokenVerifier, KeySet
-from projections.sessions import revocations_since
+from projections.identity.sessions import revocations_since
 
 log = logging.getLogger("mgw.identity")
 

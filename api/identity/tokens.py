@@ -5,7 +5,7 @@ token, revoking it.
 refresh and, for ``openid``, ID token); ``rotate`` spends a refresh token for a new one;
 ``revoke_session`` and ``revoke_all`` end one session or every session of an account and
 refresh this process's revocation cache at once. The routes over sessions are
-api/sessions.py.
+api/identity/sessions.py.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from starlette.requests import Request
 
 from api.context import AppContext, ctx
 from api.identity.commands import append, decide, identity_event
-from api.oauth_requests import OAuthError
+from api.identity.oauth_requests import OAuthError
 from core.ids import new_id, utcnow
 from domain.identity.opaque import new_token, token_hash
 from domain.identity.roles import ALL_SCOPES, scopes_for
 from domain.identity.tokens import issue_access_token, issue_id_token
-from projections.identity import User, user_by_id
-from projections.sessions import session_by_refresh
+from projections.identity.accounts import User, user_by_id
+from projections.identity.sessions import session_by_refresh
 
 OIDC_SCOPES = frozenset({"openid", "email", "offline_access"})
 

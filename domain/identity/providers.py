@@ -16,7 +16,7 @@ Apple differs in three ways: the callback arrives as a POST form (``response_mod
 form_post``), the client secret is a short ES256 JWT signed with the team's key
 (``apple_client_secret``), and ``email_verified`` may be the string ``"true"``.
 
-Nothing here opens a connection; ``api/external.py`` does the HTTP.
+Nothing here opens a connection; ``api/identity/external.py`` does the HTTP.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Three layers, later ones winning per rule name:
 * ``DEFAULT_RULES``, below;
 * ``MGW_RATE_LIMITS``, ``"login=10/60,register=5/3600"`` (an operator's setting);
 * rules an admin set through the API (``RateLimitRuleSet`` events, folded by
-  projections/rate_limits.py).
+  projections/identity/rate_limits.py).
 
 The defaults are for one human at a keyboard: a few mistakes are fine, a script is not.
 Guessing-sized secrets (a 4-6 digit PIN, a 6 digit TOTP code) get the tightest rules.

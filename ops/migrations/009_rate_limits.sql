@@ -1,4 +1,4 @@
--- Rate-limit rules set by admins (projections/rate_limits.py), one row per rule name:
+-- Rate-limit rules set by admins (projections/identity/rate_limits.py), one row per rule name:
 -- the last RateLimitRuleSet in log order wins. Defaults and MGW_RATE_LIMITS live in
 -- code and settings; this table only holds what an admin changed.
 CREATE TABLE IF NOT EXISTS rate_limit_rules (

@@ -11,9 +11,10 @@ are decided, deterministically, from the events alone:
 
 For a command whose answer depends on such a rule, the projector writes the outcome under
 the event id in ``identity_outcomes``; the API that appended the event reads it there.
-Every event also becomes one audit row (projections/audit.py) in the same transaction.
-The handlers for sessions and grants live in projections/sessions.py, those for keys and
-profiles in projections/account_data.py; this module holds accounts and the dispatch.
+Every event also becomes one audit row (projections/identity/audit.py) in the same
+transaction. The handlers for sessions and grants live in projections/identity/sessions.py,
+those for keys and profiles in projections/identity/account_data.py; this module holds
+accounts and the dispatch.
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from core.topics import IDENTITY
-from projections import account_data, audit, sessions
 from projections.base import Envelope, PostgresOnly, RejectedEvent, fetch_rows
+from projections.identity import account_data, audit, sessions
 
 Outcome = tuple[str, dict[str, Any]] | None
 Handler = Callable[[AsyncConnection[Any], Envelope, datetime], Awaitable[Outcome]]
 OK: Outcome = ("ok", {})
 
-#: handled by projections/rate_limits.py; the audit row is still written here
+#: handled by projections/identity/rate_limits.py; the audit row is still written here
 _NOT_OURS = frozenset({"RateLimitRuleSet"})
 
 

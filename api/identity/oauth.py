@@ -1,6 +1,6 @@
 """The OAuth 2 token endpoint, revocation, userinfo, JWKS and discovery.
 
-The authorization endpoint is api/authorize.py, the device flow api/device.py.
+The authorization endpoint is api/identity/authorize.py, the device flow api/identity/device.py.
 
 Grants at ``POST /oauth/token`` (form-encoded, or JSON):
 
@@ -30,12 +30,11 @@ from starlette.routing import Route
 
 from api.authn import require
 from api.context import ctx
-from api.device import device_grant
 from api.errors import Problem
 from api.identity.commands import append, identity_event
-from api.identity.tokens import grant_scope, revoke_session, rotate, start_session
-from api.mfa import issue_mfa_token, mfa_token_state, second_factor, spend_mfa_token
-from api.oauth_requests import (
+from api.identity.device import device_grant
+from api.identity.mfa import issue_mfa_token, mfa_token_state, second_factor, spend_mfa_token
+from api.identity.oauth_requests import (
     NO_STORE,
     WRONG_CREDENTIALS,
     OAuthError,
@@ -43,14 +42,15 @@ from api.oauth_requests import (
     need,
     read_params,
 )
+from api.identity.tokens import grant_scope, revoke_session, rotate, start_session
 from api.ratelimit import limit
 from domain.identity import clients as grants
 from domain.identity.clients import OAuthClient
 from domain.identity.opaque import token_hash
 from domain.identity.pkce import verify_s256
 from domain.identity.tokens import InvalidToken, jwks
-from projections.identity import User, user_by_email, user_by_id
-from projections.sessions import (
+from projections.identity.accounts import User, user_by_email, user_by_id
+from projections.identity.sessions import (
     auth_code,
     session_by_refresh,
 )

@@ -5,7 +5,7 @@ both the provider and this side verified it (linked now); else a new, verified a
 An unverified provider email never links to an account, and an unverified local account
 is never linked into: someone could have registered another person's address and wait.
 A provider is one factor: with MFA on, the answer is ``mfa_required`` like a password
-sign-in. api/external.py runs the protocol and hands the verified identity here.
+sign-in. api/identity/external.py runs the protocol and hands the verified identity here.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api.accounts import email_or_422, registration
 from api.context import ctx
 from api.errors import Problem
+from api.identity.accounts import email_or_422, registration
 from api.identity.commands import decide, identity_event
+from api.identity.mfa import issue_mfa_token
+from api.identity.oauth_requests import OAuthError
 from api.identity.tokens import grant_scope, start_session
-from api.mfa import issue_mfa_token
-from api.oauth_requests import OAuthError
 from core.ids import new_id
 from domain.identity.providers import ExternalIdentity
-from projections.identity import (
+from projections.identity.accounts import (
     User,
     external_link,
     user_by_email,

@@ -37,11 +37,11 @@ from api.identity.tokens import revoke_all
 from api.pagination import decode_cursor, encode_cursor
 from api.requests import int_param, read_json, reject_nul
 from domain.identity.roles import ADMIN, ROLES, USER, scopes_for
-from projections import audit
-from projections.account_data import api_keys_of
-from projections.identity import HANDLERS, User, search_users, user_by_id
+from projections.identity import audit
+from projections.identity.account_data import api_keys_of
+from projections.identity.accounts import HANDLERS, User, search_users, user_by_id
+from projections.identity.sessions import sessions_of
 from projections.registry import by_name
-from projections.sessions import sessions_of
 
 MAX_ID = 128
 MAX_QUERY = 200

@@ -5,7 +5,8 @@ endpoint. The provider sends the browser back to ``GET`` (Apple: ``POST`` form)
 ``/v1/auth/external/{provider}/callback``; the client redeems the code, verifies who
 signed in, and hands the ``ExternalIdentity`` to the sign-in hook, whose response the
 route returns. Linking accounts and issuing tokens is the hook's job
-(``api.external_accounts.sign_in_external`` unless ``app.state.external_sign_in`` names another).
+(``api.identity.external_accounts.sign_in_external`` unless ``app.state.external_sign_in``
+names another).
 
 The flow's secrets (PKCE verifier, nonce, where to go afterwards) stay in Redis under
 the SHA-256 of ``state`` for 10 minutes and are taken with GETDEL, so a state is spent
@@ -411,7 +412,7 @@ def _client_of(request: Request) -> ExternalSignIn:
 def _hook_of(request: Request) -> SignInHook:
     hook: SignInHook | None = getattr(request.app.state, "external_sign_in", None)
     if hook is None:
-        from api.external_accounts import sign_in_external  # account linking lives there
+        from api.identity.external_accounts import sign_in_external  # account linking lives there
 
         hook = sign_in_external
     return hook

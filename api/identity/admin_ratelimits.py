@@ -45,7 +45,7 @@ from domain.identity.ratelimits import (
     parse_overrides,
     validate_rule,
 )
-from projections.rate_limits import RateLimitsProjector, stored_rules
+from projections.identity.rate_limits import RateLimitsProjector, stored_rules
 from streams.log import Position
 
 PROJECTOR = RateLimitsProjector()

@@ -12,16 +12,16 @@ import asyncio
 import logging
 from typing import Any
 
-from api.accounts import registration
 from api.context import AppContext
 from api.errors import Problem
+from api.identity.accounts import registration
 from api.identity.commands import decide
 from core.backoff import Backoff, Failure, Retry, is_transient, pause
 from core.events import Event
 from core.ids import new_id
 from domain.identity.emails import normalize_email
 from domain.identity.passwords import PasswordRejected, check_password
-from projections.identity import (
+from projections.identity.accounts import (
     user_by_email,
 )
 

@@ -12,7 +12,7 @@
 
 Unverified accounts can sign in, watch and search; they cannot create API keys or enable
 MFA until the email is verified (docs/identity.md). Signing in through a provider is
-api/external_accounts.py, the first admin api/bootstrap.py.
+api/identity/external_accounts.py, the first admin api/identity/bootstrap.py.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from core.ids import new_id, utcnow
 from domain.identity.emails import normalize_email, reset_message, verification_message
 from domain.identity.opaque import new_token, token_hash
 from domain.identity.passwords import PasswordRejected, check_password
-from projections.identity import (
+from projections.identity.accounts import (
     email_token,
     user_by_email,
     user_by_id,
 )
-from projections.sessions import sessions_of
+from projections.identity.sessions import sessions_of
 
 log = logging.getLogger("mgw.identity")
 VERIFY_TTL = timedelta(hours=48)

@@ -1,10 +1,11 @@
 """The two pages a person reaches from outside an app: the reset link and the TV code.
 
 * ``GET /reset-password?token=...`` (the link in the reset mail) shows a form for the new
-  password; ``POST /reset-password`` spends the token (api/accounts.py ``complete_reset``).
+  password; ``POST /reset-password`` spends the token (api/identity/accounts.py
+  ``complete_reset``).
 * ``GET /device[?user_code=...]`` (the ``verification_uri`` a TV shows) asks for the code
   and the account's credentials (and authenticator code when MFA is on); ``POST /device``
-  approves or denies the device (api/oauth.py ``decide_device``).
+  approves or denies the device (api/identity/device.py ``decide_device``).
 
 Plain HTML forms without scripts, never cached or framed. A device approved here gets a
 full session, so these credentials are checked like a sign-in (same answer for a wrong
@@ -20,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from api.accounts import complete_reset
-from api.authorize import PAGE_HEADERS, authorizing_user
-from api.device import decide_device
 from api.errors import Problem
+from api.identity.accounts import complete_reset
+from api.identity.authorize import PAGE_HEADERS, authorizing_user
+from api.identity.device import decide_device
 
 _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width"></head><body><h1>{title}</h1>

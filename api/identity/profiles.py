@@ -1,6 +1,6 @@
 """Viewing profiles and parental controls.
 
-An account has up to 8 profiles (projections/account_data.py decides the limit); the
+An account has up to 8 profiles (projections/identity/account_data.py decides the limit); the
 first, the *default* profile, comes with the account and cannot be deleted. A profile may
 carry a maximum rating (MPAA G ... NC-17 or TV-Y ... TV-MA, one ladder:
 domain/identity/ratings.py). Content queries honour the *active* profile's limit: the
@@ -49,8 +49,8 @@ from api.ratelimit import limit
 from api.requests import read_json, reject_nul
 from core.ids import new_id
 from domain.identity.ratings import RATINGS, allowed, normalize_rating
-from projections.account_data import MAX_PROFILES, Profile, profile_of, profiles_of
-from projections.identity import User, default_profile_id, user_by_id
+from projections.identity.account_data import MAX_PROFILES, Profile, profile_of, profiles_of
+from projections.identity.accounts import User, default_profile_id, user_by_id
 
 PROFILE_HEADER = "X-Profile-Id"
 #: the limit a kids profile created without one gets

@@ -3,7 +3,7 @@
 The client must be registered with the exact redirect URI; until that is known, errors are
 shown, never redirected. The signed-in user is either a first-party app session presenting
 its bearer token (the code then carries no scope that token lacks) or the sign-in form's
-credentials and second factor. The code lives 60 s, is spent once (api/oauth.py), and
+credentials and second factor. The code lives 60 s, is spent once (api/identity/oauth.py), and
 ``state`` comes back unchanged.
 """
 
@@ -22,9 +22,8 @@ from api.authn import authenticate
 from api.context import ctx
 from api.errors import Problem
 from api.identity.commands import decide, identity_event
-from api.identity.tokens import OIDC_SCOPES, grant_scope
-from api.mfa import second_factor
-from api.oauth_requests import (
+from api.identity.mfa import second_factor
+from api.identity.oauth_requests import (
     MAX_PARAM,
     NO_STORE,
     WRONG_CREDENTIALS,
@@ -32,12 +31,13 @@ from api.oauth_requests import (
     clean,
     read_params,
 )
+from api.identity.tokens import OIDC_SCOPES, grant_scope
 from api.ratelimit import limit
 from core.ids import utcnow
 from domain.identity import clients as grants
 from domain.identity.opaque import new_token, token_hash
 from domain.identity.pkce import valid_challenge
-from projections.identity import User, user_by_email, user_by_id
+from projections.identity.accounts import User, user_by_email, user_by_id
 
 CODE_TTL_S = 60
 #: sign-in pages: never cached, never framed (clickjacking)

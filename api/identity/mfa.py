@@ -39,8 +39,8 @@ from domain.identity.totp import (
     qr_svg,
     verify_code,
 )
-from projections.identity import User, backup_codes_left, unused_backup_code, user_by_id
-from projections.sessions import sessions_of
+from projections.identity.accounts import User, backup_codes_left, unused_backup_code, user_by_id
+from projections.identity.sessions import sessions_of
 
 # KEYS[1] last step key; ARGV[1] step; ARGV[2] ttl. 1 when the step is newer and taken.
 _ADVANCE = """

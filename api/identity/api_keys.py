@@ -31,8 +31,8 @@ from api.requests import read_json, reject_nul
 from core.ids import new_id, utcnow
 from domain.identity.opaque import new_api_key, token_hash
 from domain.identity.roles import ALL_SCOPES, scopes_for
-from projections.account_data import api_key_of, api_keys_of
-from projections.identity import user_by_id
+from projections.identity.account_data import api_key_of, api_keys_of
+from projections.identity.accounts import user_by_id
 
 MAX_KEYS = 50
 

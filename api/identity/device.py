@@ -5,7 +5,7 @@
 ``authorization_pending``, ``slow_down`` (+5 s), ``access_denied`` or ``expired_token``
 until a user approves: at ``POST /oauth/device/approve`` with a full app session (not an
 API key or a narrowed token: the device gets every scope the roles grant), or on the
-``/device`` page (api/pages.py).
+``/device`` page (api/identity/pages.py).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from api.authn import require
 from api.context import ctx
 from api.errors import Problem
 from api.identity.commands import decide, identity_event
-from api.identity.tokens import grant_scope, start_session
-from api.oauth_requests import (
+from api.identity.oauth_requests import (
     NO_STORE,
     OAuthError,
     client_for,
     need,
     read_params,
 )
+from api.identity.tokens import grant_scope, start_session
 from api.ratelimit import limit
 from core.ids import new_id, utcnow
 from domain.identity import clients as grants
@@ -37,8 +37,8 @@ from domain.identity.clients import OAuthClient
 from domain.identity.device import format_user_code, new_user_code, normalize_user_code
 from domain.identity.opaque import new_token, token_hash
 from domain.identity.roles import scopes_for
-from projections.identity import user_by_id
-from projections.sessions import (
+from projections.identity.accounts import user_by_id
+from projections.identity.sessions import (
     device_grant_by_code,
     pending_device_grant,
 )

@@ -15,7 +15,7 @@ from api.authn import require
 from api.context import ctx
 from api.errors import Problem
 from api.identity.tokens import revoke_all, revoke_session
-from projections.sessions import session_by_id, sessions_of
+from projections.identity.sessions import session_by_id, sessions_of
 
 
 async def list_sessions(request: Request) -> Response:

@@ -1,6 +1,6 @@
 """Sessions (refresh-token families), authorization codes and device grants.
 
-Handlers called by the identity projector (projections/identity.py) inside its batch
+Handlers called by the identity projector (projections/identity/accounts.py) inside its batch
 transaction, and the queries the token endpoint reads.
 
 A session is a family of refresh tokens: each use of the current token moves the family
