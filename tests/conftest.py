@@ -3,6 +3,10 @@ and one KRaft Kafka broker per session (ops/kafka/kafka.sh). Nothing is mocked.
 
 Each test gets its own database (cloned from a migrated template), its own Redis
 database number flushed before use, and its own Qdrant directory.
+
+``client`` is the whole app over those services (``mgw.app.create_app``, its lifespan
+run). It runs with ``app_settings``, which is ``settings`` unless a test module
+overrides that fixture (webhook secrets, a mail server, an identity provider, ...).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from starlette.testclient import TestClient
 
 from core.db import migrate, open_pool
 from core.settings import IdentitySettings, Settings
@@ -119,6 +124,31 @@ def settings(db_uri: str, redis_url: str, tmp_path: Path) -> Settings:
         batch_linger_ms=0,
         identity=TEST_IDENTITY,
     )
+
+
+@pytest.fixture
+def app_settings(settings: Settings) -> Settings:
+    """The settings ``client`` runs the app with; a test module overrides this fixture to
+    change them."""
+    return settings
+
+
+@pytest.fixture
+def client(app_settings: Settings) -> Iterator[TestClient]:
+    """The whole app, started (projectors, background steps, the first admin)."""
+    from mgw.app import create_app
+
+    with TestClient(create_app(app_settings)) as c:
+        yield c
+
+
+@pytest.fixture
+def admin(client: TestClient) -> dict[str, str]:
+    """The bootstrapped admin's headers: every admin route (and ``catalog:write``) takes
+    them."""
+    from tests.identity_helpers import admin_headers  # it imports this module
+
+    return admin_headers(client)
 
 
 @pytest.fixture

@@ -8,33 +8,16 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from api.identity import admin_users
 from core.settings import Settings
 from domain.identity.opaque import token_hash
 from mgw.app import create_app
 from tests.identity_helpers import PASSWORD, admin_headers, bearer, new_user, password_login
-
-
-def _app(settings: Settings) -> Starlette:
-    app = create_app(settings)
-    # until api/app.py mounts them, mount the admin routes here
-    if not any(getattr(r, "path", None) == "/v1/admin/users" for r in app.routes):
-        app.router.routes.extend(admin_users.routes)
-    return app
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(_app(settings)) as c:
-        yield c
 
 
 def _register(client: TestClient, email: str, name: str, password: str = PASSWORD) -> str:
@@ -301,7 +284,7 @@ def test_no_secret_reaches_the_audit_log_or_the_logs(
     password = "Violet harbor lantern 92 quietly"
     email = "secretive@example.com"
     secrets: list[str] = [password]
-    with TestClient(_app(settings)) as client:
+    with TestClient(create_app(settings)) as client:
         user_id = _register(client, email, "Secretive Sam", password)
         tokens = _login(client, email, password)
         assert password_login(client, email, password + "!").status_code == 400

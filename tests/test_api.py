@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
-import pytest
 from starlette.testclient import TestClient
 
 from core.settings import Settings
@@ -13,18 +11,6 @@ from mgw.app import create_app
 from projections.playback import continue_watching
 from tests.helpers import play
 from tests.identity_helpers import admin_headers, new_user
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-@pytest.fixture
-def admin(client: TestClient) -> dict[str, str]:
-    """Headers of the bootstrapped admin: POST /v1/content needs ``catalog:write``."""
-    return admin_headers(client)
 
 
 def _movie(**over: object) -> dict[str, object]:

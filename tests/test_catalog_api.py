@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -16,7 +16,6 @@ from starlette.testclient import TestClient
 
 from core.settings import Settings
 from domain.catalog.webhooks import sign
-from mgw.app import create_app
 from projections.resolution import new_cluster_id
 
 SECRET = "s3cret-for-tests"
@@ -24,10 +23,8 @@ NUL = "a\x00"
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    s = replace(settings, webhook_secrets=(("netflix", SECRET), ("hulu", SECRET)))
-    with TestClient(create_app(s)) as c:
-        yield c
+def app_settings(settings: Settings) -> Settings:
+    return replace(settings, webhook_secrets=(("netflix", SECRET), ("hulu", SECRET)))
 
 
 def day(offset: int) -> str:

@@ -19,7 +19,6 @@ import pytest
 from starlette.testclient import TestClient
 
 from core.settings import OidcProviderSettings, Settings
-from mgw.app import create_app
 from tests.fake_idp import FakeIdP, running_fake_idp
 from tests.identity_helpers import PASSWORD, bearer, password_login
 from tests.mail_server import MailBox, link_in, smtp_server
@@ -38,11 +37,11 @@ def idp() -> Iterator[FakeIdP]:
 
 
 @pytest.fixture
-def client(settings: Settings, mailbox: MailBox, idp: FakeIdP) -> Iterator[TestClient]:
+def app_settings(settings: Settings, mailbox: MailBox, idp: FakeIdP) -> Settings:
     idp.register_client(
         "mgw-google", "g-secret", redirect_uris=[CALLBACK.format(base=settings.base_url)]
     )
-    s = replace(
+    return replace(
         settings,
         identity=replace(
             settings.identity,
@@ -52,8 +51,6 @@ def client(settings: Settings, mailbox: MailBox, idp: FakeIdP) -> Iterator[TestC
             providers=(OidcProviderSettings("google", idp.issuer, "mgw-google", "g-secret"),),
         ),
     )
-    with TestClient(create_app(s)) as c:
-        yield c
 
 
 CALLBACK = "{base}/v1/auth/external/google/callback"

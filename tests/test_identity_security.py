@@ -12,13 +12,11 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.testclient import TestClient
@@ -30,12 +28,6 @@ from tests.conftest import ADMIN_EMAIL
 from tests.identity_helpers import PASSWORD, admin_headers, bearer, new_user, password_login
 
 REDIRECT = "http://127.0.0.1:8765/callback"
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def _b64(data: bytes) -> str:

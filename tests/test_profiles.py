@@ -11,32 +11,21 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from api.identity import profiles
 from core.settings import Settings
 from domain.catalog.webhooks import sign
 from mgw.app import create_app
 from tests.identity_helpers import PASSWORD, admin_headers, new_user
 
 SECRET = "profiles-tests"
-
-
-def _app(settings: Settings) -> Starlette:
-    """The app, with the profile routes mounted if api/app.py does not mount them yet."""
-    app = create_app(settings)
-    mounted = {getattr(r, "path", None) for r in app.router.routes}
-    if "/v1/me/profiles" not in mounted:
-        app.router.routes.extend(profiles.routes)
-    return app
 
 
 def _settings(settings: Settings, **identity: Any) -> Settings:
@@ -49,9 +38,8 @@ def _settings(settings: Settings, **identity: Any) -> Settings:
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(_app(_settings(settings))) as c:
-        yield c
+def app_settings(settings: Settings) -> Settings:
+    return _settings(settings)
 
 
 def _problem(r: httpx.Response, status: int, field: str | None) -> dict[str, Any]:
@@ -356,7 +344,7 @@ def test_limited_profiles_see_only_what_their_limit_allows(client: TestClient) -
 
 
 def test_unrated_titles_can_be_allowed(settings: Settings) -> None:
-    with TestClient(_app(_settings(settings, unrated_as="allowed"))) as c:
+    with TestClient(create_app(_settings(settings, unrated_as="allowed"))) as c:
         ids = _post_titles(c)
         _, parent = new_user(c, "relaxed")
         family = _as(parent, _create(c, parent, name="Family", max_rating="PG"))
@@ -399,7 +387,7 @@ def _deliver(c: TestClient, body: dict[str, Any]) -> None:
 
 def test_pin_guesses_meet_the_rate_limit(settings: Settings) -> None:
     tight = _settings(settings, rate_limits="pin=3/900,login=100/60,register=100/60")
-    with TestClient(_app(tight)) as c:
+    with TestClient(create_app(tight)) as c:
         _, me = new_user(c, "eve")
         kids = _create(c, me, name="Kids", kids=True)
         assert _set_pin(c, me, "1357", password=PASSWORD).status_code == 204  # 1 of 3

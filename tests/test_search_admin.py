@@ -3,7 +3,7 @@ search analytics, and their projections under redelivery and replay."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -18,10 +18,8 @@ from api.ranking import resolve_profile
 from api.search_analytics import publish_search, search_performed_event
 from core.codec import AvroCodec
 from core.events import Event
-from core.settings import Settings
 from core.topics import RANKING, SEARCHES
 from domain.discovery.ranking import DEFAULT_WEIGHTS, validate_weights
-from mgw.app import create_app
 from projections import maintenance
 from projections.base import Stores
 from projections.ranking import RankingProjector, current_profile, list_profiles
@@ -32,24 +30,12 @@ from streams.processing import ProjectionPipeline
 from streams.publisher import Publisher
 from streams.runner import ProjectorLoop
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-from tests.identity_helpers import PASSWORD, admin_headers, bearer, new_user, password_login
+from tests.identity_helpers import PASSWORD, bearer, new_user, password_login
 
 PROFILES = "/v1/admin/ranking/profiles"
 ANALYTICS = "/v1/admin/search/analytics"
 DAY = date(2020, 1, 1)  # never "today", so today's clicks stay out of its numbers
 T0 = datetime(2020, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-@pytest.fixture
-def admin(client: TestClient) -> dict[str, str]:
-    """The bootstrapped admin's headers: every admin route takes them."""
-    return admin_headers(client)
 
 
 def _ctx(client: TestClient) -> AppContext:
