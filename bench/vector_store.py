@@ -345,7 +345,7 @@ async def run_store(backend: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _edge(data: Data, n: int, queries: int, tmp: Path) -> dict[str, Any]:
-    from projections.search_vectors import EdgeVectorStore
+    from projections.search_vector_stores import EdgeVectorStore
 
     path = tmp / "edge"
     store = EdgeVectorStore(path)
@@ -377,7 +377,7 @@ async def _qdrant_local(
 ) -> dict[str, Any]:
     from qdrant_client import AsyncQdrantClient
 
-    from projections.search_vectors import QdrantVectorStore
+    from projections.search_vector_stores import QdrantVectorStore
 
     path = tmp / "qdrant"
     client = AsyncQdrantClient(path=str(path))
@@ -413,7 +413,7 @@ async def _qdrant_local(
 async def _pgvector(data: Data, n: int, queries: int, tmp: Path) -> dict[str, Any]:
     from core.db import migrate, open_pool
     from mgw.embedded import start_postgres
-    from projections.search_vectors import PgVectorStore
+    from projections.search_vector_stores import PgVectorStore
 
     t = time.perf_counter()
     pg = start_postgres(tmp)

@@ -98,8 +98,8 @@ async def open_log(settings: Settings, db_url: str, where: dict[str, str]) -> Ev
 
 
 def vector_store(settings: Settings, stores: Stores, where: dict[str, str]) -> Any:
-    """The search vectors' store for these settings (projections/search_vectors.py)."""
-    from projections.search_vectors import EdgeVectorStore, PgVectorStore, QdrantVectorStore
+    """The search vectors' store for these settings (projections/search_vector_stores.py)."""
+    from projections.search_vector_stores import EdgeVectorStore, PgVectorStore, QdrantVectorStore
 
     if settings.vector_store == "qdrant":
         if stores.qdrant is None:

@@ -164,7 +164,7 @@ async def test_catalog_writes_rows_and_the_search_projector_follows(
     from core.embedding import shared_embedder
     from domain.discovery.filters import SearchFilters
     from projections.search_index import SearchProjector, SearchSetup, UpstreamBehind
-    from projections.search_vectors import EdgeVectorStore
+    from projections.search_vector_stores import EdgeVectorStore
 
     pub = Publisher(elog)
     await pub.publish_many(

@@ -396,7 +396,7 @@ def test_offers_count_only_while_their_window_is_open(catalog: TestClient) -> No
                 " WHERE platform = 'netflix' AND platform_id = '3'"
             )
             await conn.execute("UPDATE search_sweep SET last_sweep = now() - interval '1 minute'")
-        from projections.search_index import SearchIndexer
+        from projections.search_embedding import SearchIndexer
 
         indexer = SearchIndexer(eng.pool, eng.vectors, embedder=None, cache_path=None)
         queued = await indexer.requeue_offer_changes()

@@ -17,7 +17,8 @@ import pytest
 
 from domain.discovery.documents import offer_keys
 from domain.discovery.filters import SearchFilters
-from projections.search_vectors import EdgeVectorStore, QdrantVectorStore, VectorDoc, VectorStore
+from projections.search_vector_stores import EdgeVectorStore, QdrantVectorStore
+from projections.search_vectors import VectorDoc, VectorStore
 
 Opener = Callable[[], Awaitable[VectorStore]]
 
