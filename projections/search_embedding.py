@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.backoff import Backoff, Retry, pause
 from projections.base import fetch_rows
-from projections.search_index import index_queued, payload, push_payloads
+from projections.search_index import hold_drain, index_queued, payload, push_payloads
 from projections.search_vectors import VectorDoc, VectorStore
 
 log = logging.getLogger("mgw.search.indexer")
@@ -63,6 +63,8 @@ class SearchIndexer:
         # read and write in one transaction: a catalog rebuild (TRUNCATE content) waits
         # for it, so a document read before the rebuild cannot be written after it
         async with self.pool.connection() as conn, conn.transaction():
+            if not await hold_drain(conn, wait=False):
+                return 0  # the projector is draining; it takes these titles too
             n, gone = await index_queued(
                 conn, half_life_days=self.half_life_days, limit=self.doc_batch
             )

@@ -105,6 +105,23 @@ def document(r: tuple[Any, ...], now: datetime, half_life_days: float) -> dict[s
     }  # fmt: skip
 
 
+#: held by a drain for its transaction: the projector waits for it, the background step
+#: only tries. SKIP LOCKED alone would let the projector pass over titles the background
+#: step is rebuilding and report a batch applied (a replay finished) before they exist.
+DRAIN_LOCK = 0x6D677764  # "mgwd"
+
+
+async def hold_drain(conn: AsyncConnection[Any], *, wait: bool) -> bool:
+    """Take the drain lock for the caller's transaction; False if ``wait`` is off and
+    another drain has it. Catalog transactions never take it, so waiting cannot deadlock
+    with them; the queue rows they lock are still skipped (their own events follow)."""
+    if wait:
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (DRAIN_LOCK,))
+        return True
+    rows = await fetch_rows(conn, "SELECT pg_try_advisory_xact_lock(%s)", (DRAIN_LOCK,))
+    return bool(rows[0][0])
+
+
 async def index_queued(
     conn: AsyncConnection[Any], *, half_life_days: float, limit: int = 2000
 ) -> tuple[int, list[str]]:
@@ -222,6 +239,7 @@ class SearchProjector:
                 raise UpstreamBehind("catalog projectors have not applied this batch yet; retrying")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
+        await hold_drain(conn, wait=True)
         gone: list[str] = []
         while True:
             n, g = await index_queued(conn, half_life_days=self.half_life_days)

@@ -424,7 +424,19 @@ def test_replay_rebuilds_the_search_documents_identically(catalog: TestClient) -
     mgw = catalog.app.state.mgw  # type: ignore[attr-defined]
     search_projector = by_name("search")
 
+    cols = ", ".join(search_projector.checksum_columns["search_docs"])  # type: ignore[attr-defined]
+
+    async def rows() -> dict[str, str]:  # which documents differ, when the checksums do
+        async with mgw.stores.pg.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT content_id, t::text FROM (SELECT {cols} FROM search_docs) t"
+            )
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    snapshots: list[dict[str, str]] = []
+
     async def replay() -> tuple[str, int, int, str]:
+        snapshots.append(await rows())
         before = await maintenance.checksum(mgw.stores, search_projector)
         await maintenance.clear(mgw.stores, search_projector)
         async with mgw.stores.pg.connection() as conn:
@@ -435,10 +447,18 @@ def test_replay_rebuilds_the_search_documents_identically(catalog: TestClient) -
             linger_ms=0,
         )
         applied = await loop.catch_up()
+        snapshots.append(await rows())
         return before, row[0], applied, await maintenance.checksum(mgw.stores, search_projector)
 
     _wait_indexed(catalog, 0)  # every projector the documents come from, search included
     before, emptied, applied, after = catalog.portal.call(replay)  # type: ignore[union-attr]
     assert emptied == 0 and applied > 300
+    first, second = snapshots
+    changed = {
+        k: (first.get(k), second.get(k))
+        for k in first.keys() | second.keys()
+        if first.get(k) != second.get(k)
+    }
+    assert not changed, changed
     assert after == before
     assert "Heat" in titles(search(catalog, q="heat"))
