@@ -14,10 +14,12 @@ from api import (
     catalog,
     content,
     health,
+    library,
     playback,
     ranking,
     search,
     search_analytics,
+    sync,
     webhooks,
 )
 from api.errors import (
@@ -59,6 +61,8 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
         *catalog.routes,
         *webhooks.routes,
         *playback.routes,
+        *library.routes,
+        *sync.routes,
         *search.routes,
         *ranking.routes,
         *search_analytics.routes,

@@ -33,6 +33,24 @@ PLAYBACK = TopicSpec(
     event_types=("PlaybackStarted", "PlaybackProgressed", "PlaybackStopped"),
 )
 
+#: a user's library (watchlist, history, ratings, services, settings, up next), keyed by
+#: user id: one user's changes stay in order in one partition, so a replay folds them alike
+LIBRARY = TopicSpec(
+    "library.events",
+    8,
+    event_types=(
+        "WatchlistItemAdded",
+        "WatchlistItemRemoved",
+        "WatchRecorded",
+        "WatchesRemoved",
+        "RatingSet",
+        "RatingRemoved",
+        "ServicesSet",
+        "LibrarySettingsSet",
+        "UpNextHidden",
+    ),
+)
+
 #: ranking profile versions, keyed by profile name; one partition keeps versions in order
 RANKING = TopicSpec("discovery.ranking", 1, event_types=("RankingProfileSet",))
 #: searches and the clicks on their results, both keyed by search_id: a click follows its
@@ -90,6 +108,7 @@ EVENT_TOPICS: tuple[TopicSpec, ...] = (
     AVAILABILITY,
     RESOLUTION,
     PLAYBACK,
+    LIBRARY,
     RANKING,
     SEARCHES,
     IDENTITY,

@@ -7,6 +7,7 @@ from projections.base import Projector
 from projections.catalog import CatalogProjector
 from projections.identity.accounts import IdentityProjector
 from projections.identity.rate_limits import RateLimitsProjector
+from projections.library import LibraryProjector
 from projections.playback import PlaybackProjector
 from projections.ranking import RankingProjector
 from projections.resolution import ResolutionProjector
@@ -19,6 +20,7 @@ PROJECTORS: tuple[Projector, ...] = (
     AvailabilityProjector(),
     SearchProjector(),
     PlaybackProjector(),
+    LibraryProjector(),
     RankingProjector(),
     SearchAnalyticsProjector(),
     IdentityProjector(),

@@ -328,6 +328,7 @@ async def openid_configuration(request: Request) -> Response:
                 "offline_access",
                 "profile",
                 "playback",
+                "library",
                 "search",
             ],
             "claims_supported": ["sub", "email", "email_verified", "name", "amr", "nonce"],

@@ -24,6 +24,7 @@ SCOPES: Mapping[str, str] = MappingProxyType(
     {
         "profile": "your account, profiles, sessions and API keys",
         "playback": "read and write your playback positions",
+        "library": "your watchlist, history, ratings, services and settings, and sync",
         "search": "search and browse the catalog",
         "users:read": "read other users' accounts",
         "audit:read": "read the audit log",
@@ -36,7 +37,7 @@ SCOPES: Mapping[str, str] = MappingProxyType(
 )
 ALL_SCOPES: frozenset[str] = frozenset(SCOPES)
 
-_USER_SCOPES = frozenset({"profile", "playback", "search"})
+_USER_SCOPES = frozenset({"profile", "playback", "library", "search"})
 _SUPPORT_SCOPES = _USER_SCOPES | {"users:read", "audit:read", "analytics:read"}
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {

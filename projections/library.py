@@ -1,0 +1,380 @@
+"""Library read model: watchlist, history, ratings, services, settings and up-next hides,
+and the per-user change feed devices sync from.
+
+``library_items`` is both the state and the feed: one row per (user, entity, key) with
+the user's change counter (``seq``) at its last visible change, so "what changed after
+cursor N" is one index range, and a removal is a row too (a tombstone) that syncs like
+any other change. Watchlist and history are observed-remove sets over ``library_tags``;
+ratings, services and settings are last-writer-wins registers on the op's HLC stamp.
+
+A batch is folded in memory (one read of the rows it touches, one write of each), in
+log order. A user's events live in one partition, so a replay folds them in the same
+order and hands out the same ``seq`` numbers: cursors survive a rebuild.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from core.topics import LIBRARY
+from domain.library import OPS, RATING_MAX, RATING_MIN, SET_ENTITIES, remover_saw
+from domain.sync.hlc import Stamp
+from projections.base import Envelope, PostgresOnly, RejectedEvent, fetch_rows
+
+#: event type -> entity
+ENTITY_OF: dict[str, str] = {event_type: entity for entity, event_type in OPS.values()}
+_ADDS = frozenset({"WatchlistItemAdded", "WatchRecorded"})
+_REMOVES = frozenset({"WatchlistItemRemoved", "WatchesRemoved"})
+_NO_CONTENT = frozenset({"ServicesSet", "LibrarySettingsSet"})
+_TYPES = frozenset(LIBRARY.event_types)
+
+
+@dataclass(slots=True)
+class _Tag:
+    tag: str
+    stamp: str
+    seq: int
+    at: datetime
+    device_id: str
+    removed: bool = False
+    new: bool = False
+
+
+@dataclass(slots=True)
+class _Item:
+    seq: int
+    deleted: bool
+    value: Any
+    stamp: str
+    op_id: str
+    device_id: str
+    changed_at: datetime
+    dirty: bool = False
+
+
+@dataclass(slots=True)
+class _User:
+    seq: int = 0
+    activity: dict[str, int] = field(default_factory=dict)
+    dirty: bool = False
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _set_value(entity: str, live: list[_Tag]) -> Any:
+    """What a device sees of an observed-remove element: None when absent."""
+    if not live:
+        return None
+    if entity == "watchlist":
+        return {"added_at": _iso(min(t.at for t in live))}
+    watched = sorted(t.at for t in live)
+    return {
+        "plays": len(watched),
+        "first_watched_at": _iso(watched[0]),
+        "last_watched_at": _iso(watched[-1]),
+    }
+
+
+def _register_value(event_type: str, p: dict[str, Any]) -> Any:
+    if event_type == "RatingSet":
+        return {"rating": p["rating"]}
+    if event_type == "ServicesSet":
+        return {
+            "region": p["region"],
+            "platforms": list(p["platforms"]),
+            "offer_types": list(p["offer_types"]),
+        }
+    if event_type == "LibrarySettingsSet":
+        return {k: p[k] for k in ("min_resume_pct", "watched_pct", "min_play_s")}
+    if event_type == "UpNextHidden":
+        return {"hidden": True}
+    return None  # RatingRemoved: a tombstone
+
+
+class LibraryProjector(PostgresOnly):
+    name = "library"
+    topics: tuple[str, ...] = (LIBRARY.name,)
+    tables: tuple[str, ...] = ("library_items", "library_tags", "library_ops", "library_users")
+    #: the purge horizon moves with the clock, not with the log
+    checksum_columns = {"library_users": ("user_id", "seq", "activity")}
+
+    def check(self, event: Envelope) -> None:
+        if event.event_type not in _TYPES:
+            raise RejectedEvent(f"library does not handle {event.event_type}")
+        p = event.payload
+        for name in ("user_id", "op_id", "device_id", "stamp"):
+            if not p[name] or "\x00" in p[name]:
+                raise RejectedEvent(f"{name}: must be non-empty text")
+        if event.key != p["user_id"]:
+            raise RejectedEvent("record key must be the user id")
+        if event.event_type not in _NO_CONTENT and not p["content_id"]:
+            raise RejectedEvent("content_id: must be non-empty")
+        if event.event_type == "RatingSet" and not RATING_MIN <= p["rating"] <= RATING_MAX:
+            raise RejectedEvent(f"rating: must be between {RATING_MIN} and {RATING_MAX}")
+
+    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> None:
+        users_in = sorted({e.payload["user_id"] for e in batch})
+        keys = {
+            (e.payload["user_id"], ENTITY_OF[e.event_type], e.payload.get("content_id") or "")
+            for e in batch
+        }
+        ops = {(e.payload["user_id"], e.payload["op_id"]) for e in batch}
+        k_users, k_entities, k_keys = (list(c) for c in zip(*keys, strict=True))
+
+        seen_ops = {
+            (r[0], r[1])
+            for r in await fetch_rows(
+                conn,
+                "SELECT o.user_id, o.op_id FROM library_ops o JOIN unnest(%s::text[],"
+                " %s::text[]) AS t(u, op) ON o.user_id = t.u AND o.op_id = t.op",
+                ([u for u, _ in ops], [o for _, o in ops]),
+            )
+        }
+        users: dict[str, _User] = {u: _User() for u in users_in}
+        for uid, seq, activity in await fetch_rows(
+            conn,
+            "SELECT user_id, seq, activity FROM library_users WHERE user_id = ANY(%s)",
+            (users_in,),
+        ):
+            users[uid] = _User(seq, dict(activity))
+        items: dict[tuple[str, str, str], _Item] = {}
+        for r in await fetch_rows(
+            conn,
+            "SELECT i.user_id, i.entity, i.key, i.seq, i.deleted, i.value, i.stamp, i.op_id,"
+            " i.device_id, i.changed_at FROM library_items i"
+            " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS t(u, e, k)"
+            " ON i.user_id = t.u AND i.entity = t.e AND i.key = t.k",
+            (k_users, k_entities, k_keys),
+        ):
+            items[(r[0], r[1], r[2])] = _Item(*r[3:])
+        tags: dict[tuple[str, str, str], dict[str, _Tag]] = {}
+        set_keys = [k for k in keys if k[1] in SET_ENTITIES]
+        if set_keys:
+            for r in await fetch_rows(
+                conn,
+                "SELECT g.user_id, g.entity, g.key, g.tag, g.stamp, g.seq, g.at, g.device_id"
+                " FROM library_tags g JOIN unnest(%s::text[], %s::text[], %s::text[])"
+                " AS t(u, e, k) ON g.user_id = t.u AND g.entity = t.e AND g.key = t.k"
+                " WHERE NOT g.removed",
+                ([k[0] for k in set_keys], [k[1] for k in set_keys], [k[2] for k in set_keys]),
+            ):
+                tags.setdefault((r[0], r[1], r[2]), {})[r[3]] = _Tag(*r[3:])
+
+        new_ops: list[tuple[str, str, int]] = []
+        removed_tags: list[tuple[str, str, str, str]] = []
+        for e in batch:
+            p = e.payload
+            uid, op_id = p["user_id"], p["op_id"]
+            if (uid, op_id) in seen_ops:
+                continue  # a repeated op (retry, duplicate send) changes nothing
+            seen_ops.add((uid, op_id))
+            user = users[uid]
+            entity = ENTITY_OF[e.event_type]
+            key = (uid, entity, p.get("content_id") or "")
+            item = items.get(key)
+            stamp, device = p["stamp"], p["device_id"]
+            at = e.happened_at
+            changed: tuple[bool, Any] | None = None  # (deleted, value) when visible
+            if entity in SET_ENTITIES:
+                element = tags.setdefault(key, {})
+                if e.event_type in _ADDS:
+                    when = (
+                        p["watched_at"]
+                        if e.event_type == "WatchRecorded"
+                        else datetime.fromtimestamp(Stamp.decode(stamp).wall_ms / 1000, UTC)
+                    )  # when the device says it happened
+                    element[op_id] = _Tag(op_id, stamp, user.seq, when, device, new=True)
+                else:
+                    for t in element.values():
+                        if not t.removed and remover_saw(
+                            t.seq, t.device_id, t.stamp, seen=p["seen"], device=device,
+                            stamp=stamp,
+                        ):  # fmt: skip
+                            t.removed = True
+                            if not t.new:
+                                removed_tags.append((*key, t.tag))
+                value = _set_value(entity, [t for t in element.values() if not t.removed])
+                deleted = value is None
+                if item is None or item.deleted != deleted or item.value != value:
+                    changed = (deleted, value)
+                    if e.event_type in _ADDS:
+                        element[op_id].seq = user.seq + 1  # stored with the change it made
+            else:
+                value = _register_value(e.event_type, p)
+                if item is None or (stamp, op_id) > (item.stamp, item.op_id):
+                    changed = (value is None, value)
+                    if item is not None and item.deleted == changed[0] and item.value == value:
+                        # same state, newer write: the stamp moves, the feed does not
+                        item.stamp, item.op_id, item.dirty = stamp, op_id, True
+                        changed = None
+            if changed is not None:
+                user.seq += 1
+                user.activity[entity] = int(at.timestamp() * 1000)
+                user.dirty = True
+                items[key] = _Item(
+                    user.seq, changed[0], changed[1], stamp, op_id, device, at, dirty=True
+                )
+            new_ops.append((uid, op_id, user.seq if changed is not None else 0))
+
+        if new_ops:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO library_ops (user_id, op_id, seq) VALUES (%s, %s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    new_ops,
+                )
+                tag_rows = [
+                    (k[0], k[1], k[2], t.tag, t.stamp, t.seq, t.at, t.device_id, t.removed)
+                    for k, element in tags.items()
+                    for t in element.values()
+                    if t.new
+                ]
+                if tag_rows:
+                    await cur.executemany(
+                        "INSERT INTO library_tags (user_id, entity, key, tag, stamp, seq, at,"
+                        " device_id, removed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                        " ON CONFLICT DO NOTHING",
+                        tag_rows,
+                    )
+                if removed_tags:
+                    await cur.executemany(
+                        "UPDATE library_tags SET removed = TRUE WHERE user_id = %s"
+                        " AND entity = %s AND key = %s AND tag = %s",
+                        removed_tags,
+                    )
+                item_rows = [
+                    (*k, i.seq, i.deleted, Jsonb(i.value) if i.value is not None else None,
+                     i.stamp, i.op_id, i.device_id, i.changed_at)
+                    for k, i in items.items()
+                    if i.dirty
+                ]  # fmt: skip
+                if item_rows:
+                    await cur.executemany(
+                        "INSERT INTO library_items (user_id, entity, key, seq, deleted, value,"
+                        " stamp, op_id, device_id, changed_at)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                        " ON CONFLICT (user_id, entity, key) DO UPDATE SET seq = EXCLUDED.seq,"
+                        " deleted = EXCLUDED.deleted, value = EXCLUDED.value,"
+                        " stamp = EXCLUDED.stamp, op_id = EXCLUDED.op_id,"
+                        " device_id = EXCLUDED.device_id, changed_at = EXCLUDED.changed_at",
+                        item_rows,
+                    )
+                user_rows = [(u, s.seq, Jsonb(s.activity)) for u, s in users.items() if s.dirty]
+                if user_rows:
+                    await cur.executemany(
+                        "INSERT INTO library_users (user_id, seq, activity) VALUES (%s, %s, %s)"
+                        " ON CONFLICT (user_id) DO UPDATE SET seq = EXCLUDED.seq,"
+                        " activity = library_users.activity || EXCLUDED.activity",
+                        user_rows,
+                    )
+        return None
+
+
+# -- queries -----------------------------------------------------------------------
+
+
+class CursorGone(LookupError):
+    """The cursor is older than the oldest tombstone still kept: the device must resync."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    seq: int
+    entity: str
+    key: str
+    deleted: bool
+    value: Any
+    changed_at: datetime
+    device_id: str
+
+
+async def feed_position(conn: AsyncConnection[Any], user_id: str) -> tuple[int, int]:
+    """(the user's newest change, the newest purged tombstone)."""
+    rows = await fetch_rows(
+        conn, "SELECT seq, purged_seq FROM library_users WHERE user_id = %s", (user_id,)
+    )
+    return (rows[0][0], rows[0][1]) if rows else (0, 0)
+
+
+async def changes(
+    conn: AsyncConnection[Any], user_id: str, since: int | None, limit: int, horizon: int = 0
+) -> tuple[list[Change], bool, int]:
+    """The user's changes after ``since`` (None: from the start), oldest first, and the
+    purge horizon now. ``horizon`` is the one the cursor was issued under: a cursor that
+    a later purge passed raises CursorGone (removals it has not seen are no longer here
+    to tell the device). A full resync needs no tombstone: the device starts empty."""
+    _, purged = await feed_position(conn, user_id)
+    if since is not None and since < purged and horizon < purged:
+        raise CursorGone(purged)
+    rows = await fetch_rows(
+        conn,
+        "SELECT seq, entity, key, deleted, value, changed_at, device_id FROM library_items"
+        " WHERE user_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+        (user_id, since or 0, limit + 1),
+    )
+    return [Change(*r) for r in rows[:limit]], len(rows) > limit, purged
+
+
+async def last_activities(conn: AsyncConnection[Any], user_id: str) -> dict[str, int]:
+    rows = await fetch_rows(
+        conn, "SELECT activity FROM library_users WHERE user_id = %s", (user_id,)
+    )
+    return dict(rows[0][0]) if rows else {}
+
+
+async def known_ops(conn: AsyncConnection[Any], user_id: str, op_ids: list[str]) -> set[str]:
+    rows = await fetch_rows(
+        conn,
+        "SELECT op_id FROM library_ops WHERE user_id = %s AND op_id = ANY(%s)",
+        (user_id, op_ids),
+    )
+    return {r[0] for r in rows}
+
+
+async def register(conn: AsyncConnection[Any], user_id: str, entity: str) -> Any:
+    """The value of a per-user register (services, settings); None when unset or removed."""
+    rows = await fetch_rows(
+        conn,
+        "SELECT value FROM library_items WHERE user_id = %s AND entity = %s AND key = ''"
+        " AND NOT deleted",
+        (user_id, entity),
+    )
+    return rows[0][0] if rows else None
+
+
+async def entries(
+    conn: AsyncConnection[Any], user_id: str, entity: str
+) -> list[tuple[str, Any, datetime]]:
+    """Present (key, value, changed_at) of one entity, merged titles read as their
+    survivor (the newest change of the two wins)."""
+    rows = await fetch_rows(
+        conn,
+        "SELECT coalesce(m.into_id, i.key), i.value, i.changed_at FROM library_items i"
+        " LEFT JOIN content_merges m ON m.merged_id = i.key"
+        " WHERE i.user_id = %s AND i.entity = %s AND NOT i.deleted ORDER BY i.seq",
+        (user_id, entity),
+    )
+    out: dict[str, tuple[str, Any, datetime]] = {}
+    for key, value, changed_at in rows:
+        out[key] = (key, value, changed_at)
+    return list(out.values())
+
+
+async def purge_tombstones(conn: AsyncConnection[Any], older_than: datetime) -> int:
+    """Forget removals older than the retention; cursors before them answer 410."""
+    cur = await conn.execute(
+        "WITH gone AS (DELETE FROM library_items WHERE deleted AND changed_at < %s"
+        " RETURNING user_id, seq), top AS (SELECT user_id, max(seq) AS s FROM gone"
+        " GROUP BY user_id) UPDATE library_users u SET purged_seq = greatest(u.purged_seq, top.s)"
+        " FROM top WHERE u.user_id = top.user_id",
+        (older_than,),
+    )
+    return cur.rowcount
