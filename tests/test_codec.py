@@ -52,6 +52,28 @@ def _identity_sample(codec: AvroCodec, event_type: str) -> dict[str, Any]:
     return out
 
 
+def _library_samples() -> dict[str, dict[str, Any]]:
+    op = {"user_id": "u1", "op_id": "op-1", "device_id": "tv", "stamp": "1.0.tv"}
+    title = {**op, "content_id": "c1"}
+    return {
+        "WatchlistItemAdded": title,
+        "WatchlistItemRemoved": {**title, "seen": 42},
+        "WatchRecorded": {
+            **title, "watched_at": datetime(2026, 1, 2, tzinfo=UTC), "source": "playback"
+        },
+        "WatchesRemoved": {**title, "seen": None},
+        "RatingSet": {**title, "rating": 8},
+        "RatingRemoved": title,
+        "ServicesSet": {
+            **op, "region": "US", "platforms": ["netflix"], "offer_types": ["subscription"]
+        },
+        "LibrarySettingsSet": {
+            **op, "min_resume_pct": 5.0, "watched_pct": 90.0, "min_play_s": 300.0
+        },
+        "UpNextHidden": title,
+    }  # fmt: skip
+
+
 def test_round_trip_every_event_type() -> None:
     codec = AvroCodec()
     content = {
@@ -160,6 +182,7 @@ def test_round_trip_every_event_type() -> None:
         "PlaybackProgressed": PLAY,
         "PlaybackStopped": PLAY,
         **{t: _identity_sample(codec, t) for t in IDENTITY.event_types},
+        **_library_samples(),
     }
     assert set(samples) == set(codec.event_types)
     for event_type, payload in samples.items():
