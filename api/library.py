@@ -16,16 +16,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.authn import require
-from api.consistency import wait_for_token
+from api.consistency import HEADER, wait_for_token, wait_until_covered
 from api.context import ctx
 from api.errors import Problem
 from api.pagination import decode_cursor, encode_cursor
 from api.requests import int_param
 from api.sync import device_of, submit
 from core.ids import new_id, utcnow
+from core.topics import LIBRARY, PLAYBACK
 from domain import library as lib
 from projections import library as store
 from projections.registry import by_name
+from streams.log import Position, partition_for
 
 #: an offer ending within this window makes a watchlist item "leaving"
 LEAVING_WINDOW = timedelta(days=30)
@@ -72,9 +74,25 @@ async def _command(
 
 
 async def _read(request: Request) -> tuple[str, Any]:
+    """The caller and the app, once the library covers the request's consistency token.
+    A playback token is followed through: the play's watch (if it was one) is appended by
+    the playback projector to the user's library partition, which is then waited for."""
     user = (await require(request, "library")).user_id
     c = ctx(request)
-    await wait_for_token(request, c.stores.pg, [by_name("library")], c.settings.consistency_wait_s)
+    wait = c.settings.consistency_wait_s
+    reads = [by_name("library"), by_name("playback")]
+    await wait_for_token(request, c.stores.pg, reads, wait)
+    token = request.headers.get(HEADER) or request.query_params.get("consistency_token")
+    if token and token.startswith(f"{PLAYBACK.name}:"):
+        part = partition_for(user.encode(), LIBRARY.partitions)
+        end = (await c.log.end_offsets(LIBRARY.name)).get(part, 0)
+        if end and not await wait_until_covered(
+            c.stores.pg, ["library"], Position(LIBRARY.name, part, end - 1), wait
+        ):
+            raise Problem(
+                503, "the library has not caught up with this play yet; retry",
+                field=HEADER, headers={"Retry-After": "1"},
+            )  # fmt: skip
     return user, c
 
 

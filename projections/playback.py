@@ -10,7 +10,7 @@ from the rows after each batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,10 +18,13 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from core.ids import from_millis, to_millis
+from core.events import Event
+from core.ids import derived_id, from_millis, to_millis
 from core.topics import PLAYBACK
+from domain.library import DEFAULT_RULES, ResumeRules, play_counts
 from domain.playback import ProgressState, check_position, classify, progress_ratio
-from projections.base import Envelope, RejectedEvent, Stores
+from domain.sync.hlc import Stamp
+from projections.base import Envelope, Output, RejectedEvent, Stores
 
 # The kind of key comes before the user id, so no user id (they may contain ':') can make
 # one user's key equal to another user's key of the other kind.
@@ -66,7 +69,9 @@ class PlaybackProjector:
         if violation:
             raise RejectedEvent(f"{violation.field}: {violation.message}")
 
-    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> list[Row]:
+    async def apply(
+        self, conn: AsyncConnection[Any], batch: Sequence[Envelope]
+    ) -> list[Row] | Output:
         # Fold the batch in memory first: one row per key reaches the database.
         latest: dict[tuple[str, str], Envelope] = {}
         counts: dict[tuple[str, str], int] = {}
@@ -80,6 +85,7 @@ class PlaybackProjector:
                 seen.offset,
             ):
                 latest[k] = e
+        armed, watches = await _watches(conn, batch, latest)
         # Binary COPY into a per-connection staging table, then one upsert from it: psycopg
         # formats COPY rows in C, much cheaper than binding eight arrays.
         await conn.execute(
@@ -89,9 +95,11 @@ class PlaybackProjector:
         await conn.execute("DELETE FROM playback_batch")  # an isolation retry reuses it
         async with conn.cursor().copy(
             "COPY playback_batch (user_id, content_id, device_id, position_s, duration_s,"
-            " updated_at, event_count) FROM STDIN (FORMAT BINARY)"
+            " updated_at, event_count, armed) FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["text", "text", "text", "float8", "float8", "timestamptz", "int8"])
+            copy.set_types(
+                ["text", "text", "text", "float8", "float8", "timestamptz", "int8", "bool"]
+            )
             for k, e in latest.items():
                 p = e.payload
                 await copy.write_row(
@@ -103,26 +111,28 @@ class PlaybackProjector:
                         p["duration_s"],
                         p["occurred_at"],
                         counts[k],
+                        armed[k],
                     )
                 )
         newer = "EXCLUDED.updated_at >= t.updated_at"
         cur = await conn.execute(
             "INSERT INTO playback_positions AS t (user_id, content_id, device_id, position_s,"
-            " duration_s, updated_at, event_count)"
+            " duration_s, updated_at, event_count, armed)"
             " SELECT user_id, content_id, device_id, position_s, duration_s, updated_at,"
-            " event_count FROM playback_batch"
+            " event_count, armed FROM playback_batch"
             " ON CONFLICT (user_id, content_id) DO UPDATE SET"
             f" device_id = CASE WHEN {newer} THEN EXCLUDED.device_id ELSE t.device_id END,"
             f" position_s = CASE WHEN {newer} THEN EXCLUDED.position_s ELSE t.position_s END,"
             f" duration_s = CASE WHEN {newer} THEN COALESCE(EXCLUDED.duration_s, t.duration_s)"
             " ELSE t.duration_s END,"
             " updated_at = GREATEST(EXCLUDED.updated_at, t.updated_at),"
-            " event_count = t.event_count + EXCLUDED.event_count"
+            " event_count = t.event_count + EXCLUDED.event_count, armed = EXCLUDED.armed"
             # every key is updated (event_count), so this returns each key's final state
             " RETURNING t.user_id, t.content_id, t.position_s, t.duration_s,"
             " (extract(epoch FROM t.updated_at) * 1000)::bigint"
         )
-        return list(await cur.fetchall())
+        rows = list(await cur.fetchall())
+        return Output(rows, watches) if watches else rows
 
     async def sync_side_stores(
         self,
@@ -167,6 +177,61 @@ class PlaybackProjector:
 
     async def prepare(self, stores: Stores) -> None:
         return None
+
+
+async def _watches(
+    conn: AsyncConnection[Any], batch: Sequence[Envelope], keys: Iterable[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], bool], list[Event]]:
+    """Plays that crossed their user's watched threshold, as WatchRecorded events for the
+    library (appended with the batch: the decision is made once and kept in the log, so
+    the library's replay never depends on how two topics interleaved), and each title's
+    armed flag after the batch."""
+    armed = {k: True for k in keys}
+    rows = await conn.execute(
+        "SELECT p.user_id, p.content_id, p.armed FROM playback_positions p"
+        " JOIN unnest(%s::text[], %s::text[]) AS t(u, c)"
+        " ON p.user_id = t.u AND p.content_id = t.c",
+        ([k[0] for k in armed], [k[1] for k in armed]),
+    )
+    for user, content, on in await rows.fetchall():
+        armed[(user, content)] = on
+    users = sorted({k[0] for k in armed})
+    # the user's own rules, as the library has them now (its settings register)
+    cur = await conn.execute(
+        "SELECT user_id, value FROM library_items WHERE entity = 'settings' AND key = ''"
+        " AND NOT deleted AND user_id = ANY(%s)",
+        (users,),
+    )
+    rules = {u: ResumeRules(**v) for u, v in await cur.fetchall()}
+    events: list[Event] = []
+    for e in batch:  # log order: one user's reports are in one partition
+        p = e.payload
+        k = (p["user_id"], p["content_id"])
+        watch, armed[k] = play_counts(
+            rules.get(k[0], DEFAULT_RULES), p["position_s"], p["duration_s"], armed[k]
+        )
+        if watch:
+            op_id = f"play:{e.topic}:{e.partition}:{e.offset}"
+            at = p["occurred_at"]
+            events.append(
+                Event(
+                    "WatchRecorded",
+                    k[0],
+                    {
+                        "user_id": k[0],
+                        "op_id": op_id,
+                        "device_id": p["device_id"],
+                        "stamp": Stamp(to_millis(at), 0, p["device_id"]).encode(),
+                        "content_id": k[1],
+                        "watched_at": at,
+                        "source": "playback",
+                    },
+                    event_id=derived_id(op_id),
+                    occurred_at=at,
+                    producer="playback",
+                )
+            )
+    return armed, events
 
 
 def _num(v: float | None) -> str:

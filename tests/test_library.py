@@ -264,6 +264,48 @@ def test_history_counts_rewatches_and_unwatch_removes_them(lib_client: TestClien
     assert c.get("/v1/me/history", headers=h).json()["items"] == []
 
 
+def _play(c: TestClient, h: dict[str, str], content_id: str, pos: float, dur: float) -> str:
+    r = c.post(
+        "/v1/playback/events",
+        json={"content_id": content_id, "device_id": "tv", "kind": "progress",
+              "position_s": pos, "duration_s": dur},
+        headers=h,
+    )  # fmt: skip
+    assert r.status_code == 202, r.text
+    return str(r.headers["X-Consistency-Token"])
+
+
+def _plays(c: TestClient, h: dict[str, str], token: str) -> dict[str, int]:
+    r = c.get("/v1/me/history", headers={**h, "X-Consistency-Token": token})
+    assert r.status_code == 200, r.text
+    return {i["title"]: i["plays"] for i in r.json()["items"]}
+
+
+def test_a_play_past_the_watched_threshold_becomes_history_by_itself(
+    lib_client: TestClient,
+) -> None:
+    c = lib_client
+    _, h = new_user(c)
+    toy, heat = cid(c, "Toy Story"), cid(c, "Heat")
+    # an accidental play: 95 % of a 200 s trailer is under the 300 s a play needs to count
+    assert _plays(c, h, _play(c, h, heat, 190, 200)) == {}
+    _play(c, h, toy, 1200, 6000)
+    assert _plays(c, h, _play(c, h, toy, 5500, 6000)) == {"Toy Story": 1}  # past 90 %
+    assert _plays(c, h, _play(c, h, toy, 5900, 6000)) == {"Toy Story": 1}  # still one watch
+    _play(c, h, toy, 30, 6000)  # started over: a rewatch counts again
+    assert _plays(c, h, _play(c, h, toy, 5800, 6000)) == {"Toy Story": 2}
+    # the rules are the user's own: with 60 s and 80 %, the short play counts
+    r = c.put("/v1/me/settings", json={"min_play_s": 60, "watched_pct": 80}, headers=h)
+    assert r.status_code == 200, r.text
+    assert c.get("/v1/me/settings", headers=h).json() == {
+        "min_resume_pct": 5.0, "watched_pct": 80.0, "min_play_s": 60.0
+    }  # fmt: skip
+    _play(c, h, heat, 10, 200)
+    assert _plays(c, h, _play(c, h, heat, 170, 200)) == {"Toy Story": 2, "Heat": 1}
+    r = c.put("/v1/me/settings", json={"watched_pct": 3}, headers=h)
+    assert r.status_code == 422 and r.json()["field"] == "value.watched_pct"
+
+
 def test_services_filter_the_watchlist_and_say_what_is_leaving(lib_client: TestClient) -> None:
     c = lib_client
     _, h = new_user(c)

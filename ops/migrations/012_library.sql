@@ -53,3 +53,9 @@ CREATE TABLE IF NOT EXISTS library_ops (
     seq     bigint NOT NULL,
     PRIMARY KEY (user_id, op_id)
 );
+
+-- Whether the current play of a title may still become a watch (history). A play that
+-- crosses the user's watched threshold records one watch and disarms; going back under
+-- the resume threshold (starting over) arms it again, so rewatches count. The playback
+-- projector decides and appends WatchRecorded, so the library's feed comes from one log.
+ALTER TABLE playback_positions ADD COLUMN IF NOT EXISTS armed boolean NOT NULL DEFAULT true;
