@@ -310,7 +310,32 @@ async def get_ratings(request: Request) -> Response:
     return await _titled(request, "rating", "rated_at")
 
 
+# -- up next ----------------------------------------------------------------------------
+
+
+async def get_up_next(request: Request) -> Response:
+    user, c = await _read(request)
+    limit = int_param(request, "limit", 20, 1, 100)
+    async with c.stores.pg.connection() as conn:
+        current = await store.register(conn, user, "settings")
+        rules = lib.ResumeRules(**current) if current else lib.DEFAULT_RULES
+        items = await store.up_next(conn, user, rules)
+    raw = request.query_params.get("cursor")
+    if raw:
+        after = list(decode_cursor(raw, [str, str]))
+        items = [i for i in items if [i["at"], i["content_id"]] < after]
+    page = items[:limit]
+    nxt = encode_cursor([page[-1]["at"], page[-1]["content_id"]]) if len(items) > limit else None
+    return JSONResponse({"items": page, "next_cursor": nxt})
+
+
+async def hide_up_next(request: Request) -> Response:
+    return await _command(request, "up_next.hide", _content_id(request))
+
+
 routes = [
+    Route("/v1/me/up-next", get_up_next, methods=["GET"]),
+    Route("/v1/me/up-next/{content_id:path}/hide", hide_up_next, methods=["POST"]),
     Route("/v1/me/services", get_services, methods=["GET"]),
     Route("/v1/me/services", put_services, methods=["PUT"]),
     Route("/v1/me/settings", get_settings, methods=["GET"]),

@@ -306,6 +306,47 @@ def test_a_play_past_the_watched_threshold_becomes_history_by_itself(
     assert r.status_code == 422 and r.json()["field"] == "value.watched_pct"
 
 
+def test_up_next_merges_continue_watching_with_next_episodes(lib_client: TestClient) -> None:
+    from tests.helpers import content
+
+    c = lib_client
+    show = f"series-{uuid.uuid4().hex[:6]}"
+    ep = {(s, e): f"{show}-s{s}e{e}" for s, e in ((0, 1), (1, 1), (1, 2), (1, 3))}
+    events = [content(show, "The Show", kind="series")] + [
+        content(i, f"The Show {s}x{e}", kind="episode", series_id=show, season=s, episode=e)
+        for (s, e), i in ep.items()
+    ]
+    c.portal.call(c.app.state.mgw.publisher.publish_many, events)  # type: ignore[attr-defined,union-attr]
+    deadline = time.monotonic() + 30
+    while len(_sql(c, "SELECT 1 FROM content WHERE series_id = %s", show)) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    _, h = new_user(c)
+
+    def up_next() -> list[tuple[str, str]]:
+        r = c.get("/v1/me/up-next", headers=h)
+        assert r.status_code == 200, r.text
+        return [(i["title"], i["reason"]) for i in r.json()["items"]]
+
+    assert up_next() == []
+    c.post("/v1/me/history", json={"content_id": ep[(0, 1)]}, headers=h)  # a special
+    assert up_next() == []  # specials are no place in the series
+    c.post("/v1/me/history", json={"content_id": ep[(1, 1)]}, headers=h)
+    assert up_next() == [("The Show 1x2", "next_episode")]
+    toy = cid(c, "Toy Story")
+    token = _play(c, h, toy, 3000, 6000)  # half watched: resumable
+    assert _plays(c, h, token) == {"The Show 0x1": 1, "The Show 1x1": 1}
+    assert up_next() == [("Toy Story", "continue"), ("The Show 1x2", "next_episode")]
+    # the user's own resume rules decide what is in progress
+    c.put("/v1/me/settings", json={"min_resume_pct": 60}, headers=h)
+    assert up_next() == [("The Show 1x2", "next_episode")]
+    r = c.post(f"/v1/me/up-next/{ep[(1, 2)]}/hide", headers=h)
+    assert r.status_code == 200, r.text
+    assert up_next() == []
+    changes = pull(c, h)["changes"]
+    assert {"entity": "up_next", "content_id": ep[(1, 2)]}.items() <= changes[-1].items()
+
+
 def test_services_filter_the_watchlist_and_say_what_is_leaving(lib_client: TestClient) -> None:
     c = lib_client
     _, h = new_user(c)
