@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from core.events import Event
 from core.ids import derived_id, utcnow
@@ -117,6 +118,46 @@ def playback_events(content_ids: list[str], seed: int = 7) -> list[Event]:
                     )
                 )
     events.sort(key=lambda e: e.occurred_at)
+    return events
+
+
+def library_events(content_ids: list[str], seed: int = 11) -> list[Event]:
+    """Each demo viewer's services, a watchlist and a few ratings, as the app would send."""
+    from domain.catalog import PLATFORMS
+    from domain.library import payload
+    from domain.sync.hlc import device_stamp
+
+    rng = random.Random(seed)
+    now = utcnow()
+    events: list[Event] = []
+    for user in DEMO_USERS:
+        ops: list[tuple[str, str | None, dict[str, Any]]] = [
+            ("services.set", None,
+             {"region": "US", "platforms": sorted(rng.sample(PLATFORMS, 3)), "offer_types": []}),
+        ]  # fmt: skip
+        ops += [("watchlist.add", cid, {}) for cid in rng.sample(content_ids, 8)]
+        ops += [
+            ("rating.set", cid, {"rating": rng.randint(4, 10)})
+            for cid in rng.sample(content_ids, 6)
+        ]
+        for i, (kind, cid, value) in enumerate(ops):
+            at = now - timedelta(days=3, minutes=len(ops) - i)
+            ms = int(at.timestamp() * 1000)
+            event_type, body = payload(
+                kind, user_id=user, op_id=f"demo:{user}:{i}", device_id="demo",
+                stamp=device_stamp(ms, 0, "demo").encode(), content_id=cid, value=value,
+                at_ms=ms, seen=None,
+            )  # fmt: skip
+            events.append(
+                Event(
+                    event_type,
+                    user,
+                    body,
+                    event_id=derived_id(f"demo:{user}:{i}"),
+                    occurred_at=at,
+                    producer="mgw-demo",
+                )  # fmt: skip
+            )
     return events
 
 

@@ -78,6 +78,9 @@ async def load_demo(c: AppContext, base_url: str, *, progress: bool = True) -> i
     await c.publisher.publish_many(plays)
     appended += len(plays)
     appended += await load_demo_accounts(c)
+    library = demo.library_events([e.key for e in events[:2000]])
+    await c.publisher.publish_many(library)
+    appended += len(library)
     ratings = list(demo.rating_plays())
     with tqdm(total=len(ratings), desc="demo plays", unit="ev", disable=not progress) as bar:
         for i in range(0, len(ratings), 5000):

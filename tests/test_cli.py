@@ -177,6 +177,15 @@ def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         viewer = _sign_in(base, demo.demo_email(demo.DEMO_USERS[0]), demo.DEMO_USER_PASSWORD)
         watching = httpx.get(f"{base}/v1/me/continue-watching", headers=viewer).json()["items"]
         assert watching and all(0.05 <= i["progress"] <= 0.9 for i in watching), watching
+        # ... and has a library: services, a watchlist and ratings, all in the sync feed
+        services = httpx.get(f"{base}/v1/me/services", headers=viewer).json()
+        assert services["region"] == "US" and len(services["platforms"]) == 3, services
+        listed = httpx.get(f"{base}/v1/me/watchlist", headers=viewer).json()["items"]
+        assert len(listed) == 8 and all(i["title"] for i in listed), listed
+        assert len(httpx.get(f"{base}/v1/me/ratings", headers=viewer).json()["items"]) == 6
+        feed = httpx.get(f"{base}/v1/sync", headers=viewer).json()
+        assert not feed["has_more"]
+        assert {ch["entity"] for ch in feed["changes"]} >= {"services", "watchlist", "rating"}
         # one PlaybackStarted per demo session was appended (and, all caught up, projected)
         sessions = sum(e.event_type == "PlaybackStarted" for e in demo.playback_events(["x"]))
         assert sessions == len(demo.DEMO_USERS) * 12
