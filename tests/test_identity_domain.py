@@ -660,7 +660,7 @@ def test_device_user_codes() -> None:
 
 def test_roles_nest_and_map_to_scopes() -> None:
     user, support, admin = (roles.ROLE_SCOPES[r] for r in ("user", "support", "admin"))
-    assert user == {"profile", "playback", "search"}
+    assert user == {"profile", "playback", "library", "search"}
     assert user < support < admin == roles.ALL_SCOPES
     assert support - user == {"users:read", "audit:read", "analytics:read"}
     writes = {"users:write", "catalog:write", "ranking:write", "ratelimits:write"}
