@@ -41,6 +41,10 @@ class Settings:
     run_projectors: bool = True
     #: processes sharing each shardable projector under `mgw up` (embedded log only)
     projector_processes: int = 1
+    #: how often a streaming device beats (three missed end its session), and how many
+    #: streams an account runs at once unless an admin set its own limit
+    heartbeat_s: float = 30.0
+    max_streams: int = 4
     #: days for a new title's freshness boost in its quality score to halve
     freshness_half_life_days: float = 14.0
     #: platform -> HMAC-SHA256 secret for POST /v1/webhooks/{platform}
@@ -121,6 +125,14 @@ class Settings:
             s = replace(s, webhook_secrets=secrets, freshness_half_life_days=float(half_life))
         except ValueError as exc:
             raise ValueError(f"MGW_FRESHNESS_HALF_LIFE_DAYS must be a number: {exc}") from None
+        try:
+            s = replace(
+                s,
+                heartbeat_s=float(e.get("MGW_HEARTBEAT_S") or 30),
+                max_streams=int(e.get("MGW_MAX_STREAMS") or 4),
+            )
+        except ValueError as exc:
+            raise ValueError(f"MGW_HEARTBEAT_S, MGW_MAX_STREAMS must be numbers: {exc}") from None
         s = replace(s, identity=IdentitySettings.from_env(e))
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(s, **clean) if clean else s  # type: ignore[arg-type]

@@ -32,6 +32,18 @@ PLAYBACK = TopicSpec(
     8,
     event_types=("PlaybackStarted", "PlaybackProgressed", "PlaybackStopped"),
 )
+#: streaming sessions (start, heartbeat, end) and per-account stream limits, keyed by user
+#: id: one account's sessions in one partition, so the limit is decided in log order
+SESSIONS = TopicSpec(
+    "playback.sessions",
+    4,
+    event_types=(
+        "PlaybackSessionStarted",
+        "PlaybackSessionHeartbeat",
+        "PlaybackSessionEnded",
+        "StreamLimitSet",
+    ),
+)
 
 #: a user's library (watchlist, history, ratings, services, settings, up next), keyed by
 #: user id: one user's changes stay in order in one partition, so a replay folds them alike
@@ -108,6 +120,7 @@ EVENT_TOPICS: tuple[TopicSpec, ...] = (
     AVAILABILITY,
     RESOLUTION,
     PLAYBACK,
+    SESSIONS,
     LIBRARY,
     RANKING,
     SEARCHES,

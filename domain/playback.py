@@ -19,6 +19,9 @@ POSITION_SLACK_S = 30.0
 #: nothing on any platform runs longer than this; longer durations are corrupt data
 MAX_DURATION_S = 48 * 3600.0
 
+#: heartbeats a streaming device may miss before its session ends by itself
+MISSED_HEARTBEATS = 3
+
 EVENT_KINDS = {
     "start": "PlaybackStarted",
     "progress": "PlaybackProgressed",

@@ -72,6 +72,8 @@ class Stores:
     qdrant: Any = None  # qdrant_client.AsyncQdrantClient
     #: the search read model's vector store, embedder and settings (search_index.SearchSetup)
     search: Any = None
+    #: the event log, for background steps that append what they decide (expired sessions)
+    log: Any = None
 
 
 class Projector(Protocol):

@@ -9,6 +9,7 @@ from projections.identity.accounts import IdentityProjector
 from projections.identity.rate_limits import RateLimitsProjector
 from projections.library import LibraryProjector
 from projections.playback import PlaybackProjector
+from projections.playback_sessions import SessionsProjector
 from projections.ranking import RankingProjector
 from projections.resolution import ResolutionProjector
 from projections.search_analytics import SearchAnalyticsProjector
@@ -20,6 +21,7 @@ PROJECTORS: tuple[Projector, ...] = (
     AvailabilityProjector(),
     SearchProjector(),
     PlaybackProjector(),
+    SessionsProjector(),
     LibraryProjector(),
     RankingProjector(),
     SearchAnalyticsProjector(),

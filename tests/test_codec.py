@@ -74,6 +74,20 @@ def _library_samples() -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
+def _session_samples() -> dict[str, dict[str, Any]]:
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    s = {"session_id": "s1", "user_id": "u1"}
+    return {
+        "PlaybackSessionStarted": {
+            **s, "device_id": "tv", "content_id": "c1", "heartbeat_s": 30.0,
+            "default_max_streams": 4, "occurred_at": at,
+        },
+        "PlaybackSessionHeartbeat": {**s, "occurred_at": at},
+        "PlaybackSessionEnded": {**s, "reason": "expired", "occurred_at": at},
+        "StreamLimitSet": {"user_id": "u1", "max_streams": 2, "set_by": "a1", "occurred_at": at},
+    }  # fmt: skip
+
+
 def test_round_trip_every_event_type() -> None:
     codec = AvroCodec()
     content = {
@@ -183,6 +197,7 @@ def test_round_trip_every_event_type() -> None:
         "PlaybackStopped": PLAY,
         **{t: _identity_sample(codec, t) for t in IDENTITY.event_types},
         **_library_samples(),
+        **_session_samples(),
     }
     assert set(samples) == set(codec.event_types)
     for event_type, payload in samples.items():
