@@ -92,7 +92,8 @@ def _active_body(sessions: list[Any]) -> list[dict[str, Any]]:
 
 
 async def start_session(request: Request) -> Response:
-    user = (await require(request, "playback")).user_id
+    me = await require(request, "playback")
+    user = me.user_id
     c = ctx(request)
     body = await read_json(request, StartIn)
     position = _position(
@@ -111,6 +112,7 @@ async def start_session(request: Request) -> Response:
             "heartbeat_s": c.settings.heartbeat_s,
             "default_max_streams": c.settings.max_streams,
             "occurred_at": now,
+            "auth_session": me.session_id,
         },
         occurred_at=now,
         producer="api",

@@ -110,6 +110,7 @@ IDENTITY = TopicSpec(
         "DeviceAuthorizationApproved",
         "DeviceAuthorizationDenied",
         "ExternalIdentityLinked",
+        "DeviceRenamed",
         "RateLimitRuleSet",
     ),
 )

@@ -96,7 +96,7 @@ class SessionsProjector(PostgresOnly):
                 sessions[sid] = _Session(uid, state, p["occurred_at"], new=True)
                 starts.append(
                     (sid, uid, p["device_id"], p["content_id"], p["heartbeat_s"],
-                     p["occurred_at"], p["occurred_at"], state)
+                     p["occurred_at"], p["occurred_at"], state, p["auth_session"])
                 )  # fmt: skip
             elif s is None or s.state != "active" or s.user_id != uid:
                 continue  # a beat or end for a session that is not running: nothing to do
@@ -116,8 +116,8 @@ class SessionsProjector(PostgresOnly):
             if starts:
                 await cur.executemany(
                     "INSERT INTO playback_sessions (session_id, user_id, device_id, content_id,"
-                    " heartbeat_s, started_at, last_heartbeat, state)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    " heartbeat_s, started_at, last_heartbeat, state, auth_session)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                     starts,
                 )
             if beats:

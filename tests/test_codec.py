@@ -80,7 +80,7 @@ def _session_samples() -> dict[str, dict[str, Any]]:
     return {
         "PlaybackSessionStarted": {
             **s, "device_id": "tv", "content_id": "c1", "heartbeat_s": 30.0,
-            "default_max_streams": 4, "occurred_at": at,
+            "default_max_streams": 4, "occurred_at": at, "auth_session": "f1",
         },
         "PlaybackSessionHeartbeat": {**s, "occurred_at": at},
         "PlaybackSessionEnded": {**s, "reason": "expired", "occurred_at": at},

@@ -94,3 +94,48 @@ def test_an_admin_sets_an_accounts_own_limit(client: TestClient, admin: dict[str
     assert r.status_code == 422 and r.json()["field"] == "max_streams"
     r = client.put(f"/v1/admin/users/{uid}/stream-limit", json={"max_streams": 3}, headers=h)
     assert r.status_code == 403
+
+
+def test_devices_show_what_plays_where_and_removing_one_signs_it_out(
+    client: TestClient,
+) -> None:
+    from tests.identity_helpers import PASSWORD, bearer, password_login
+
+    email = "devices.owner@example.com"
+    r = client.post(
+        "/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": "Dee"}
+    )
+    assert r.status_code == 201, r.text
+    tv_tokens = password_login(client, email, PASSWORD, device_name="Living room TV").json()
+    phone_tokens = password_login(client, email, PASSWORD, device_name="Phone").json()
+    tv, phone = bearer(tv_tokens), bearer(phone_tokens)
+    assert start(client, tv, "tv-1", "some-title").status_code == 201
+
+    def devices(h: dict[str, str]) -> dict[str, Any]:
+        r = client.get("/v1/me/devices", headers=h)
+        assert r.status_code == 200, r.text
+        return {d["name"]: d for d in r.json()["items"]}
+
+    seen = devices(phone)
+    assert set(seen) == {"Living room TV", "Phone"}
+    assert seen["Living room TV"]["now_playing"]["content_id"] == "some-title"
+    assert seen["Phone"]["now_playing"] is None and seen["Phone"]["current"]
+    tv_id = seen["Living room TV"]["id"]
+    r = client.patch(f"/v1/me/devices/{tv_id}", json={"name": "Bedroom TV"}, headers=phone)
+    assert r.status_code == 200, r.text
+    assert "Bedroom TV" in devices(phone)
+    r = client.patch(f"/v1/me/devices/{tv_id}", json={"name": ""}, headers=phone)
+    assert r.status_code == 422 and r.json()["field"] == "name"
+    # another account cannot see or touch it
+    _, other = new_user(client)
+    assert client.delete(f"/v1/me/devices/{tv_id}", headers=other).status_code == 404
+    # removing it revokes its tokens: the TV is signed out, the phone is not
+    assert client.delete(f"/v1/me/devices/{tv_id}", headers=phone).status_code == 204
+    assert client.get("/v1/me/devices", headers=tv).status_code == 401
+    refreshed = client.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "client_id": "mgw-app",
+              "refresh_token": tv_tokens["refresh_token"]},
+    )  # fmt: skip
+    assert refreshed.status_code == 400
+    assert set(devices(phone)) == {"Phone"}

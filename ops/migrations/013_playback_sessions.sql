@@ -7,6 +7,8 @@ CREATE TABLE IF NOT EXISTS playback_sessions (
     device_id      text             NOT NULL,
     content_id     text             NOT NULL,
     heartbeat_s    double precision NOT NULL,
+    -- the sign-in it streams under (a device in /v1/me/devices), when known
+    auth_session   text,
     started_at     timestamptz      NOT NULL,
     last_heartbeat timestamptz      NOT NULL,
     state          text             NOT NULL CHECK (state IN ('active', 'refused', 'ended')),

@@ -27,6 +27,7 @@ SAFE_FIELDS: dict[str, tuple[str, ...]] = {
     "SessionStarted": ("family_id", "client_id", "method", "amr", "scope", "device_name"),
     "RefreshTokenRotated": ("family_id",),
     "SessionRevoked": ("family_id", "reason"),
+    "DeviceRenamed": ("family_id", "device_name"),
     "SessionsRevoked": ("reason",),
     "LoginSucceeded": ("method", "client_id"),
     "LoginFailed": ("email", "reason"),

@@ -287,12 +287,23 @@ async def _device_decided(conn: AsyncConnection[Any], e: Envelope, at: datetime)
     return OK if cur.rowcount == 1 else ("invalid", {"field": "user_code"})
 
 
+async def _renamed(conn: AsyncConnection[Any], e: Envelope, at: datetime) -> Outcome:
+    p = e.payload
+    cur = await conn.execute(
+        "UPDATE sessions SET device_name = %s WHERE family_id = %s AND user_id = %s"
+        " AND revoked_at IS NULL",
+        (p["device_name"], p["family_id"], p["user_id"]),
+    )
+    return OK if cur.rowcount == 1 else ("invalid", {"field": "device_id"})
+
+
 Handler = Callable[[AsyncConnection[Any], Envelope, datetime], Awaitable[Outcome]]
 HANDLERS: dict[str, Handler] = {
     "SessionStarted": _started,
     "RefreshTokenRotated": _rotated,
     "SessionRevoked": _revoked,
     "SessionsRevoked": _revoked_all,
+    "DeviceRenamed": _renamed,
     "AuthorizationCodeIssued": _code_issued,
     "DeviceAuthorizationStarted": _device_started,
     "DeviceAuthorizationApproved": _device_decided,
