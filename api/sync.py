@@ -313,7 +313,8 @@ async def get_sync(request: Request) -> Response:
         except store.CursorGone:
             raise Problem(
                 410,
-                f"this cursor is older than the {lib.TOMBSTONE_DAYS} days removals are kept;"
+                f"this cursor is older than the {c.settings.tombstone_days:g} days removals"
+                " are kept;"
                 " resync: drop local state and GET /v1/sync without since",
                 field="since",
             ) from None

@@ -45,6 +45,8 @@ class Settings:
     #: streams an account runs at once unless an admin set its own limit
     heartbeat_s: float = 30.0
     max_streams: int = 4
+    #: days a library removal stays in the sync feed (older cursors then answer 410)
+    tombstone_days: float = 90.0
     #: days for a new title's freshness boost in its quality score to halve
     freshness_half_life_days: float = 14.0
     #: platform -> HMAC-SHA256 secret for POST /v1/webhooks/{platform}
@@ -130,9 +132,12 @@ class Settings:
                 s,
                 heartbeat_s=float(e.get("MGW_HEARTBEAT_S") or 30),
                 max_streams=int(e.get("MGW_MAX_STREAMS") or 4),
+                tombstone_days=float(e.get("MGW_TOMBSTONE_DAYS") or 90),
             )
         except ValueError as exc:
-            raise ValueError(f"MGW_HEARTBEAT_S, MGW_MAX_STREAMS must be numbers: {exc}") from None
+            raise ValueError(
+                f"MGW_HEARTBEAT_S, MGW_MAX_STREAMS, MGW_TOMBSTONE_DAYS must be numbers: {exc}"
+            ) from None
         s = replace(s, identity=IdentitySettings.from_env(e))
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(s, **clean) if clean else s  # type: ignore[arg-type]

@@ -62,7 +62,7 @@ async def open_pipeline(settings: Settings, name: str) -> ProjectionPipeline:
         klog = await KafkaLog(settings.kafka_bootstrap_servers).open()  # for dead letters
         opened.append(klog.close)
         await klog.ensure_topics(ALL_TOPICS)
-        stores = Stores(pg=pool, redis=redis, qdrant=qdrant, log=klog)
+        stores = Stores(pg=pool, redis=redis, qdrant=qdrant, log=klog, settings=settings)
         stores.search = search_setup(settings, stores, {}, with_vectors=needs_vectors)
         if stores.search.vectors is not None:
             opened.append(stores.search.vectors.close)

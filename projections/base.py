@@ -74,6 +74,8 @@ class Stores:
     search: Any = None
     #: the event log, for background steps that append what they decide (expired sessions)
     log: Any = None
+    #: the process settings (core.settings.Settings), for background steps' knobs
+    settings: Any = None
 
 
 class Projector(Protocol):

@@ -14,25 +14,32 @@ order and hands out the same ``seq`` numbers: cursors survive a rebuild.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from core.backoff import pause
+from core.ids import utcnow
 from core.topics import LIBRARY
 from domain.library import (
     OPS,
     RATING_MAX,
     RATING_MIN,
     SET_ENTITIES,
+    TOMBSTONE_DAYS,
     ResumeRules,
     remover_saw,
 )
 from domain.sync.hlc import Stamp
-from projections.base import Envelope, PostgresOnly, RejectedEvent, fetch_rows
+from projections.base import Envelope, PostgresOnly, RejectedEvent, Stores, fetch_rows
+
+log = logging.getLogger("mgw.library")
 
 #: event type -> entity
 ENTITY_OF: dict[str, str] = {event_type: entity for entity, event_type in OPS.values()}
@@ -283,6 +290,29 @@ class LibraryProjector(PostgresOnly):
                         user_rows,
                     )
         return None
+
+    def background(self, stores: Stores) -> Any:
+        days = getattr(stores.settings, "tombstone_days", TOMBSTONE_DAYS)
+        return TombstonePurge(stores.pg, days)
+
+
+class TombstonePurge:
+    """Forgets removals older than the retention, hourly; cursors older than a purged
+    removal then answer 410 (the device resyncs from nothing)."""
+
+    def __init__(self, pool: Any, days: float, every_s: float = 3600.0) -> None:
+        self.pool = pool
+        self.days = days
+        self.every_s = every_s
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with self.pool.connection() as conn:
+                    await purge_tombstones(conn, utcnow() - timedelta(days=self.days))
+            except Exception as exc:  # the next round purges the same rows
+                log.warning("tombstone purge failed (%r); retrying later", exc)
+            await pause(self.every_s, stop)
 
 
 # -- queries -----------------------------------------------------------------------
