@@ -8,6 +8,14 @@ win over parsed ones, and ``intent=false`` turns parsing off. A word the catalog
 know is corrected for ``did_you_mean``, and the query is retried corrected when it found
 nothing; a query whose parsed filters left nothing is retried without them.
 
+Your services: ``services=mine`` keeps only titles streaming on the signed-in user's
+services (``PUT /v1/me/services``; the ``library`` scope): an offer in their region on any
+of their platforms, of one of their offer types when they chose some. It narrows the
+``platform`` and ``offer`` filters (a platform or offer type outside the services is 422)
+and an explicit ``region`` replaces the stored one. Signed out it is 401, without services
+409; ``services=any``, the default, changes nothing. An ``X-Consistency-Token`` from
+``PUT /v1/me/services`` is waited for, so a search right after the change sees it.
+
 Parental limits: a signed-in caller searches as their active profile (``X-Profile-Id``,
 else the account's default profile; api/identity/profiles.py), and the profile's ``max_rating``
 is a filter no parameter can lift: the limit applied is the stricter of the profile's
@@ -30,7 +38,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.authn import optional
+from api.authn import Principal, optional
+from api.consistency import HEADER, wait_for_token
 from api.context import ctx
 from api.errors import Problem
 from api.identity.profiles import RatingLimit, rating_limit
@@ -38,17 +47,21 @@ from api.pagination import decode_cursor, encode_cursor
 from api.ranking import resolve_profile
 from api.requests import int_param
 from api.search_analytics import publish_search
+from core.topics import LIBRARY
 from domain.discovery.documents import fold
 from domain.discovery.filters import FilterError, SearchFilters, parse_filters, stricter
 from domain.discovery.planning import plan_query
+from projections import library as library_store
 from projections.content import ratings_of
+from projections.registry import by_name
 from projections.search_engine import SearchEngine, availability_summary
 
 MAX_QUERY = 2000
 _PARAMS = {
     "q", "limit", "cursor", "profile", "intent", "explain", "kind", "genre", "year_from",
-    "year_to", "platform", "region", "offer", "max_rating",
+    "year_to", "platform", "region", "offer", "max_rating", "services",
 }  # fmt: skip
+SERVICES = ("any", "mine")
 
 
 def engine(request: Request) -> SearchEngine:
@@ -112,6 +125,9 @@ async def search(request: Request) -> Response:
         explicit = parse_filters(params, genres=vocab.genres)
     except FilterError as e:
         raise Problem(422, str(e), field=e.field) from None
+    services = _services_param(params)
+    if services == "mine":
+        explicit = await _on_my_services(request, principal, explicit)
     explicit = _capped(explicit, await rating_limit(request, principal))
     profile_name = (params.get("profile") or [None])[0]
     profile = await resolve_profile(request, profile_name)
@@ -178,6 +194,7 @@ async def search(request: Request) -> Response:
         "mode": mode,
         "intent": {**intent.as_dict(), "applied": use_intent} if text else None,
         "filters": where.as_dict(),
+        "services": services,
         "did_you_mean": did_you_mean,
         "retried": notes or None,
         "profile": {"name": profile.name, "version": profile.version},
@@ -206,6 +223,82 @@ async def search(request: Request) -> Response:
         user_id=principal.user_id if principal else None,
     )
     return JSONResponse(body, background=task)
+
+
+def _services_param(params: dict[str, list[str]]) -> str:
+    values = params.get("services", [])
+    if len(values) > 1:
+        raise Problem(422, "give services once", field="services")
+    raw = values[0].strip().lower() if values else ""
+    if not raw:
+        return "any"
+    if raw not in SERVICES:
+        raise Problem(422, f"services must be mine or any, not {values[0]!r}", field="services")
+    return raw
+
+
+async def _on_my_services(
+    request: Request, principal: Principal | None, filters: SearchFilters
+) -> SearchFilters:
+    """``filters`` narrowed to the caller's services: their region (unless ``region`` was
+    given), any of their platforms, and their offer types when they chose some; an explicit
+    ``platform`` or ``offer`` is kept to those within the services."""
+    if principal is None:
+        raise Problem(
+            401,
+            "services=mine searches your services: sign in (Authorization: Bearer <access token>)",
+            field="services",
+            headers={"WWW-Authenticate": 'Bearer realm="mgw"'},
+        )
+    if not principal.has("library"):
+        raise Problem(
+            403,
+            "services=mine reads your library: this needs the 'library' scope",
+            field="services",
+            headers={
+                "WWW-Authenticate": 'Bearer realm="mgw", error="insufficient_scope", '
+                'error_description="needs library", scope="library"'
+            },
+        )
+    c = ctx(request)
+    token = request.headers.get(HEADER)
+    if token and token.startswith(f"{LIBRARY.name}:"):
+        # read-your-writes after PUT /v1/me/services (other topics' tokens are not ours)
+        await wait_for_token(
+            request, c.stores.pg, [by_name("library")], c.settings.consistency_wait_s
+        )
+    async with c.stores.pg.connection() as conn:
+        mine = await library_store.register(conn, principal.user_id, "services")
+    platforms: tuple[str, ...] = tuple((mine or {}).get("platforms") or ())
+    if not platforms:
+        raise Problem(409, "set your services first: PUT /v1/me/services", field="services")
+    if filters.platforms:
+        outside = [p for p in filters.platforms if p not in platforms]
+        if outside:
+            raise Problem(
+                422,
+                f"platform {', '.join(outside)} is not one of your services"
+                f" ({', '.join(platforms)})",
+                field="platform",
+            )
+        platforms = filters.platforms
+    offer_types: tuple[str, ...] = tuple(mine.get("offer_types") or ())  # (): every type
+    if filters.offer_types:
+        outside = [t for t in filters.offer_types if offer_types and t not in offer_types]
+        if outside:
+            raise Problem(
+                422,
+                f"offer {', '.join(outside)} is not one of your services' offer types"
+                f" ({', '.join(offer_types)})",
+                field="offer",
+            )
+        offer_types = filters.offer_types
+    return dataclasses.replace(
+        filters,
+        platforms=platforms,
+        region=filters.region or mine["region"],
+        offer_types=offer_types,
+    )
 
 
 def _capped(filters: SearchFilters, cap: RatingLimit) -> SearchFilters:
