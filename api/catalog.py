@@ -19,6 +19,7 @@ from api.consistency import wait_for_token
 from api.context import ctx
 from api.errors import Problem
 from api.identity.profiles import rating_limit
+from api.library import my_services
 from api.pagination import decode_cursor, encode_cursor
 from api.requests import int_param
 from core.ids import utcnow
@@ -62,7 +63,11 @@ def _item(i: WindowItem, field: str) -> dict[str, object]:
 async def _window(request: Request, *, leaving: bool) -> Response:
     c = ctx(request)
     cap = await rating_limit(request, await optional(request))
-    region = region_param(request)
+    services = request.query_params.get("services", "any")
+    if services not in ("any", "mine"):
+        raise Problem(422, "services must be mine or any", field="services")
+    mine = await my_services(request) if services == "mine" else None
+    region = region_param(request, mine["region"] if mine else "US")
     assert region is not None
     platform = platform_param(request)
     days = int_param(request, "days", 14 if leaving else 7, 1, 365)
@@ -84,6 +89,8 @@ async def _window(request: Request, *, leaving: bool) -> Response:
         platform=platform,
         limit=limit + 1,
         cursor=cursor,  # type: ignore[arg-type]
+        platforms=mine["platforms"] if mine else None,
+        offer_types=mine["offer_types"] if mine else None,
     )
     page, more = items[:limit], len(items) > limit
     last = page[-1] if page else None
@@ -97,6 +104,7 @@ async def _window(request: Request, *, leaving: bool) -> Response:
         {
             "region": region,
             "platform": platform,
+            "services": services,
             "days": days,
             "items": [_item(i, field) for i in shown],
             "next_cursor": encode_cursor((last.at, last.content_id, last.platform))

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.authn import require
+from api.authn import optional, require
 from api.consistency import HEADER, wait_for_token, wait_until_covered
 from api.context import ctx
 from api.errors import Problem
@@ -94,6 +94,22 @@ async def _read(request: Request) -> tuple[str, Any]:
                 field=HEADER, headers={"Retry-After": "1"},
             )  # fmt: skip
     return user, c
+
+
+async def my_services(request: Request) -> dict[str, Any]:
+    """The signed-in caller's services for ``services=mine`` on a list: 401 signed out,
+    409 when none are set."""
+    me = await optional(request)
+    if me is None or not me.has("library"):
+        raise Problem(
+            401, "services=mine lists what streams on your services: sign in", field="services",
+            headers={"WWW-Authenticate": 'Bearer realm="mgw", scope="library"'},
+        )  # fmt: skip
+    async with ctx(request).stores.pg.connection() as conn:
+        services: dict[str, Any] | None = await store.register(conn, me.user_id, "services")
+    if not services or not services.get("platforms"):
+        raise Problem(409, "set your services first: PUT /v1/me/services", field="services")
+    return services
 
 
 def _content_id(request: Request) -> str:

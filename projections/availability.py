@@ -207,6 +207,8 @@ async def arrivals_or_departures(
     platform: str | None = None,
     limit: int = 20,
     cursor: tuple[datetime, str, str] | None = None,
+    platforms: list[str] | None = None,
+    offer_types: list[str] | None = None,
 ) -> list[WindowItem]:
     """New arrivals (available_from in the last ``days``, newest first) or titles leaving
     soon (available_until in the next ``days``, soonest first), one item per entity and
@@ -229,12 +231,17 @@ async def arrivals_or_departures(
         " ON t.platform = a.platform AND t.platform_id = a.platform_id"
         f" WHERE a.region = %(region)s AND {window}"
         " AND (%(platform)s::text IS NULL OR a.platform = %(platform)s)"
+        " AND (%(platforms)s::text[] IS NULL OR a.platform = ANY(%(platforms)s))"
+        " AND (%(offers)s::text[] IS NULL OR a.offer_type = ANY(%(offers)s))"
         " GROUP BY t.content_id, a.platform"
     )
     if cursor is not None:
         sql += f" HAVING ({agg}({when}), t.content_id, a.platform) {cmp} (%(c0)s, %(c1)s, %(c2)s)"
     sql += f" ORDER BY at {order}, t.content_id {order}, a.platform {order} LIMIT %(limit)s"
-    params = {"region": region, "now": now, "edge": edge, "platform": platform, "limit": limit}
+    params = {
+        "region": region, "now": now, "edge": edge, "platform": platform, "limit": limit,
+        "platforms": platforms, "offers": offer_types or None,
+    }  # fmt: skip
     if cursor is not None:
         params.update(c0=cursor[0], c1=cursor[1], c2=cursor[2])
     async with pg.connection() as conn:

@@ -369,6 +369,24 @@ def test_services_filter_the_watchlist_and_say_what_is_leaving(lib_client: TestC
     assert r.status_code == 422 and r.json()["field"] == "value.platforms"
 
 
+def test_catalog_lists_take_services_mine(lib_client: TestClient) -> None:
+    c = lib_client
+    _, h = new_user(c)
+
+    def leaving(**params: Any) -> Any:
+        return c.get("/v1/catalog/leaving", params={"days": 30, **params}, headers=h)
+
+    assert "Heat" in [i["title"] for i in leaving().json()["items"]]
+    assert leaving(services="mine").status_code == 409  # no services yet
+    c.put("/v1/me/services", json={"region": "US", "platforms": ["hulu"]}, headers=h)
+    assert leaving(services="mine").json()["items"] == []
+    c.put("/v1/me/services", json={"region": "US", "platforms": ["netflix"]}, headers=h)
+    assert [i["title"] for i in leaving(services="mine").json()["items"]] == ["Heat"]
+    r = c.get("/v1/catalog/leaving", params={"services": "mine"})
+    assert r.status_code == 401 and r.json()["field"] == "services"
+    assert leaving(services="all").status_code == 422
+
+
 def test_watchlist_pages_with_a_cursor(lib_client: TestClient) -> None:
     c = lib_client
     _, h = new_user(c)
