@@ -173,49 +173,38 @@ async def _session_content(request: Request, sid: str) -> tuple[str, str]:
     return row[0], row[1]
 
 
-async def heartbeat(request: Request) -> Response:
+async def _report(request: Request, kind: str, session_event: str, **extra: Any) -> tuple[str, Any]:
+    """A running session's heartbeat or stop: the session event and the position it
+    carries, appended together; returns the session id and the session event's position."""
     user = (await require(request, "playback")).user_id
     c = ctx(request)
     body = await read_json(request, BeatIn)
     sid = await _own_active(request, user)
     content_id, device_id = await _session_content(request, sid)
-    position = _position(
-        "PlaybackProgressed", user, content_id, device_id, body.position_s, body.duration_s
-    )
+    position = _position(kind, user, content_id, device_id, body.position_s, body.duration_s)
     now = utcnow()
-    beat = Event(
-        "PlaybackSessionHeartbeat",
+    event = Event(
+        session_event,
         user,
-        {"session_id": sid, "user_id": user, "occurred_at": now},
+        {"session_id": sid, "user_id": user, **extra, "occurred_at": now},
         occurred_at=now,
         producer="api",
     )
-    await c.publisher.publish_many([beat, position])
-    return JSONResponse({"session_id": sid, "heartbeat_s": c.settings.heartbeat_s}, 202)
+    positions = await c.publisher.publish_many([event, position])
+    return sid, positions[0]
+
+
+async def heartbeat(request: Request) -> Response:
+    sid, _ = await _report(request, "PlaybackProgressed", "PlaybackSessionHeartbeat")
+    return JSONResponse({"session_id": sid, "heartbeat_s": ctx(request).settings.heartbeat_s}, 202)
 
 
 async def stop_session(request: Request) -> Response:
-    user = (await require(request, "playback")).user_id
-    c = ctx(request)
-    body = await read_json(request, BeatIn)
-    sid = await _own_active(request, user)
-    content_id, device_id = await _session_content(request, sid)
-    position = _position(
-        "PlaybackStopped", user, content_id, device_id, body.position_s, body.duration_s
-    )
-    now = utcnow()
-    end = Event(
-        "PlaybackSessionEnded",
-        user,
-        {"session_id": sid, "user_id": user, "reason": "stopped", "occurred_at": now},
-        occurred_at=now,
-        producer="api",
-    )
-    positions = await c.publisher.publish_many([end, position])
+    sid, pos = await _report(request, "PlaybackStopped", "PlaybackSessionEnded", reason="stopped")
     return JSONResponse(
         {"session_id": sid, "state": "ended"},
         status_code=202,
-        headers={"X-Consistency-Token": positions[0].token()},
+        headers={"X-Consistency-Token": pos.token()},
     )
 
 
