@@ -26,6 +26,7 @@ from api.consistency import wait_for_token, wait_until_covered
 from api.context import ctx
 from api.errors import Problem
 from api.requests import int_param
+from core.backoff import Backoff
 from core.events import Event
 from core.ids import to_millis, utcnow
 from domain import library as lib
@@ -34,6 +35,8 @@ from projections import library as store
 from projections.registry import by_name
 from streams.log import Position
 
+#: a device waits on its answer: 1 ms doubling to 10 ms (a batch applies in tens of ms)
+_APPLIED_POLL = Backoff(first=0.001, cap=0.01, jitter=False)
 #: this process's clock: commands it stamps itself sort after every device stamp it took
 CLOCK = HybridClock("server")
 _MAX_TEXT = 128

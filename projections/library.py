@@ -15,6 +15,7 @@ order and hands out the same ``seq`` numbers: cursors survive a rebuild.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
 
 from core.backoff import pause
 from core.ids import utcnow
@@ -77,6 +77,11 @@ class _User:
     seq: int = 0
     activity: dict[str, int] = field(default_factory=dict)
     dirty: bool = False
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], n: int) -> list[list[Any]]:
+    """Rows as ``n`` column lists, for one ``unnest`` over arrays."""
+    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(n)]
 
 
 def _iso(ts: datetime) -> str:
@@ -239,56 +244,64 @@ class LibraryProjector(PostgresOnly):
             new_ops.append((uid, op_id, user.seq if changed is not None else 0))
 
         if new_ops:
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    "INSERT INTO library_ops (user_id, op_id, seq) VALUES (%s, %s, %s)"
-                    " ON CONFLICT DO NOTHING",
-                    new_ops,
+            # one statement per table over arrays: a batch of 500 ops is five statements,
+            # not 1,500 (executemany runs one per row, and PostgreSQL pays for each)
+            await conn.execute(
+                "INSERT INTO library_ops (user_id, op_id, seq) SELECT * FROM"
+                " unnest(%s::text[], %s::text[], %s::bigint[]) ON CONFLICT DO NOTHING",
+                _columns(new_ops, 3),
+            )
+            tag_rows = [
+                (k[0], k[1], k[2], t.tag, t.stamp, t.seq, t.at, t.device_id, t.removed)
+                for k, element in tags.items()
+                for t in element.values()
+                if t.new
+            ]
+            if tag_rows:
+                await conn.execute(
+                    "INSERT INTO library_tags (user_id, entity, key, tag, stamp, seq, at,"
+                    " device_id, removed) SELECT * FROM unnest(%s::text[], %s::text[],"
+                    " %s::text[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[],"
+                    " %s::text[], %s::bool[]) ON CONFLICT DO NOTHING",
+                    _columns(tag_rows, 9),
                 )
-                tag_rows = [
-                    (k[0], k[1], k[2], t.tag, t.stamp, t.seq, t.at, t.device_id, t.removed)
-                    for k, element in tags.items()
-                    for t in element.values()
-                    if t.new
-                ]
-                if tag_rows:
-                    await cur.executemany(
-                        "INSERT INTO library_tags (user_id, entity, key, tag, stamp, seq, at,"
-                        " device_id, removed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                        " ON CONFLICT DO NOTHING",
-                        tag_rows,
-                    )
-                if removed_tags:
-                    await cur.executemany(
-                        "UPDATE library_tags SET removed = TRUE WHERE user_id = %s"
-                        " AND entity = %s AND key = %s AND tag = %s",
-                        removed_tags,
-                    )
-                item_rows = [
-                    (*k, i.seq, i.deleted, Jsonb(i.value) if i.value is not None else None,
-                     i.stamp, i.op_id, i.device_id, i.changed_at)
-                    for k, i in items.items()
-                    if i.dirty
-                ]  # fmt: skip
-                if item_rows:
-                    await cur.executemany(
-                        "INSERT INTO library_items (user_id, entity, key, seq, deleted, value,"
-                        " stamp, op_id, device_id, changed_at)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                        " ON CONFLICT (user_id, entity, key) DO UPDATE SET seq = EXCLUDED.seq,"
-                        " deleted = EXCLUDED.deleted, value = EXCLUDED.value,"
-                        " stamp = EXCLUDED.stamp, op_id = EXCLUDED.op_id,"
-                        " device_id = EXCLUDED.device_id, changed_at = EXCLUDED.changed_at",
-                        item_rows,
-                    )
-                user_rows = [(u, s.seq, Jsonb(s.activity)) for u, s in users.items() if s.dirty]
-                if user_rows:
-                    await cur.executemany(
-                        "INSERT INTO library_users (user_id, seq, activity) VALUES (%s, %s, %s)"
-                        " ON CONFLICT (user_id) DO UPDATE SET seq = EXCLUDED.seq,"
-                        " activity = library_users.activity || EXCLUDED.activity",
-                        user_rows,
-                    )
+            if removed_tags:
+                await conn.execute(
+                    "UPDATE library_tags g SET removed = TRUE FROM unnest(%s::text[],"
+                    " %s::text[], %s::text[], %s::text[]) AS t(u, e, k, tag)"
+                    " WHERE g.user_id = t.u AND g.entity = t.e AND g.key = t.k"
+                    " AND g.tag = t.tag",
+                    _columns(removed_tags, 4),
+                )
+            item_rows = [
+                (*k, i.seq, i.deleted, json.dumps(i.value) if i.value is not None else None,
+                 i.stamp, i.op_id, i.device_id, i.changed_at)
+                for k, i in items.items()
+                if i.dirty
+            ]  # fmt: skip
+            if item_rows:
+                await conn.execute(
+                    "INSERT INTO library_items (user_id, entity, key, seq, deleted, value,"
+                    " stamp, op_id, device_id, changed_at)"
+                    " SELECT u, e, k, s, d, v::jsonb, st, o, dv, at FROM unnest(%s::text[],"
+                    " %s::text[], %s::text[], %s::bigint[], %s::bool[], %s::text[],"
+                    " %s::text[], %s::text[], %s::text[], %s::timestamptz[])"
+                    " AS t(u, e, k, s, d, v, st, o, dv, at)"
+                    " ON CONFLICT (user_id, entity, key) DO UPDATE SET seq = EXCLUDED.seq,"
+                    " deleted = EXCLUDED.deleted, value = EXCLUDED.value,"
+                    " stamp = EXCLUDED.stamp, op_id = EXCLUDED.op_id,"
+                    " device_id = EXCLUDED.device_id, changed_at = EXCLUDED.changed_at",
+                    _columns(item_rows, 10),
+                )
+            user_rows = [(u, s.seq, json.dumps(s.activity)) for u, s in users.items() if s.dirty]
+            if user_rows:
+                await conn.execute(
+                    "INSERT INTO library_users (user_id, seq, activity) SELECT u, s, a::jsonb"
+                    " FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS t(u, s, a)"
+                    " ON CONFLICT (user_id) DO UPDATE SET seq = EXCLUDED.seq,"
+                    " activity = library_users.activity || EXCLUDED.activity",
+                    _columns(user_rows, 3),
+                )
         return None
 
     def background(self, stores: Stores) -> Any:

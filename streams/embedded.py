@@ -111,8 +111,12 @@ class EmbeddedLog:
     async def append_batch(self, topic: str, records: Sequence[OutgoingRecord]) -> list[Position]:
         n = self.partitions(topic)
         by_partition: dict[int, list[int]] = defaultdict(list)
+        seen: dict[bytes, int] = {}  # a batch is often one key (a device's sync batch)
         for i, r in enumerate(records):
-            by_partition[partition_for(r.key, n)].append(i)
+            part = seen.get(r.key)
+            if part is None:
+                part = seen[r.key] = partition_for(r.key, n)
+            by_partition[part].append(i)
         positions: list[Position | None] = [None] * len(records)
         try:
             async with self._pool.connection() as conn, conn.transaction():
