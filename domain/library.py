@@ -70,12 +70,12 @@ def play_counts(
     rules: ResumeRules, position_s: float, duration_s: float | None, armed: bool
 ) -> tuple[bool, bool]:
     """(is this report a watch, armed after it) for one playback report. A play becomes a
-    watch once it crosses ``watched_pct`` having run ``min_play_s``; it counts once, until
+    watch once it passes ``watched_pct`` having run ``min_play_s``; it counts once, until
     the viewer starts over (under ``min_resume_pct``), so a rewatch counts again."""
     if not duration_s or duration_s <= 0:
         return False, armed  # nothing can be judged without a duration
     pct = 100.0 * position_s / duration_s
-    if armed and pct >= rules.watched_pct and position_s >= rules.min_play_s:
+    if armed and pct > rules.watched_pct and position_s >= rules.min_play_s:
         return True, False
     if not armed and pct < rules.min_resume_pct:
         return False, True

@@ -64,14 +64,20 @@ def progress_ratio(position_s: float, duration_s: float | None) -> float | None:
     return max(0.0, min(1.0, position_s / duration_s))
 
 
-def classify(position_s: float, duration_s: float | None) -> ProgressState:
+def classify(
+    position_s: float,
+    duration_s: float | None,
+    min_pct: float = MIN_RESUME_PCT,
+    max_pct: float = MAX_RESUME_PCT,
+) -> ProgressState:
+    """Where a position stands, by the defaults or by a user's own resume rules."""
     ratio = progress_ratio(position_s, duration_s)
     if ratio is None:
         return ProgressState.UNKNOWN
     pct = ratio * 100.0
-    if pct < MIN_RESUME_PCT:
+    if pct < min_pct:
         return ProgressState.NOT_STARTED
-    if pct > MAX_RESUME_PCT:
+    if pct > max_pct:
         return ProgressState.WATCHED
     return ProgressState.IN_PROGRESS
 

@@ -436,7 +436,7 @@ SELECT p.content_id, c.title, c.kind, c.series_id, c.season, c.episode, p.positi
   FROM playback_positions p LEFT JOIN content c USING (content_id)
  WHERE p.user_id = %(user)s AND p.duration_s > 0
    AND p.position_s * 100 / p.duration_s >= %(min_pct)s
-   AND p.position_s * 100 / p.duration_s < %(watched_pct)s
+   AND p.position_s * 100 / p.duration_s <= %(watched_pct)s
 """
 
 # The next episode of each series in progress: after the last one watched (by time), the

@@ -161,8 +161,10 @@ class PlaybackProjector:
         # One script call per batch: atomic like MULTI/EXEC, but one round trip and one
         # reply instead of two commands (and two replies to parse) per title.
         ops: list[list[Any]] = []
+        rules = await rules_of(conn, {r[0] for r in rows}) if rows else {}
         for user, content, pos, dur, ms in rows:
-            if classify(pos, dur) is ProgressState.IN_PROGRESS:
+            r = rules.get(user, DEFAULT_RULES)
+            if classify(pos, dur, r.min_resume_pct, r.watched_pct) is ProgressState.IN_PROGRESS:
                 ops.append([user, content, ms, f"[{pos!r},{_num(dur)},{ms}]"])
             else:
                 ops.append([user, content, -1, ""])
@@ -177,6 +179,17 @@ class PlaybackProjector:
 
     async def prepare(self, stores: Stores) -> None:
         return None
+
+
+async def rules_of(conn: AsyncConnection[Any], users: Iterable[str]) -> dict[str, ResumeRules]:
+    """The users' own resume rules, as the library has them now (its settings register);
+    users without any keep the defaults."""
+    cur = await conn.execute(
+        "SELECT user_id, value FROM library_items WHERE entity = 'settings' AND key = ''"
+        " AND NOT deleted AND user_id = ANY(%s)",
+        (sorted(users),),
+    )
+    return {u: ResumeRules(**v) for u, v in await cur.fetchall()}
 
 
 async def _watches(
@@ -195,14 +208,7 @@ async def _watches(
     )
     for user, content, on in await rows.fetchall():
         armed[(user, content)] = on
-    users = sorted({k[0] for k in armed})
-    # the user's own rules, as the library has them now (its settings register)
-    cur = await conn.execute(
-        "SELECT user_id, value FROM library_items WHERE entity = 'settings' AND key = ''"
-        " AND NOT deleted AND user_id = ANY(%s)",
-        (users,),
-    )
-    rules = {u: ResumeRules(**v) for u, v in await cur.fetchall()}
+    rules = await rules_of(conn, {k[0] for k in armed})
     events: list[Event] = []
     for e in batch:  # log order: one user's reports are in one partition
         p = e.payload

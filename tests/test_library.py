@@ -340,9 +340,16 @@ def test_up_next_merges_continue_watching_with_next_episodes(lib_client: TestCli
     # the user's own resume rules decide what is in progress
     c.put("/v1/me/settings", json={"min_resume_pct": 60}, headers=h)
     assert up_next() == [("The Show 1x2", "next_episode")]
+    # continue-watching follows the same rules from the next report on
+    token = _play(c, h, toy, 3300, 6000)  # 55 %: under the user's 60 %
+    cw = c.get("/v1/me/continue-watching", headers={**h, "X-Consistency-Token": token})
+    assert cw.status_code == 200 and cw.json()["items"] == [], cw.text
+    token = _play(c, h, toy, 4200, 6000)  # 70 %
+    cw = c.get("/v1/me/continue-watching", headers={**h, "X-Consistency-Token": token})
+    assert [i["title"] for i in cw.json()["items"]] == ["Toy Story"]
     r = c.post(f"/v1/me/up-next/{ep[(1, 2)]}/hide", headers=h)
     assert r.status_code == 200, r.text
-    assert up_next() == []
+    assert up_next() == [("Toy Story", "continue")]
     changes = pull(c, h)["changes"]
     assert {"entity": "up_next", "content_id": ep[(1, 2)]}.items() <= changes[-1].items()
 
