@@ -113,7 +113,7 @@ async def _synthesize(stores: Any, cache_path: Path, n: int) -> None:
     """``n`` variants of the indexed titles: documents in PostgreSQL, jittered vectors (from
     the embedding cache) through the search vector store, as the indexer would write them."""
     from core.embedding import EmbeddingCache, shared_embedder
-    from projections.search_index import payload
+    from projections.search_documents import payload
     from projections.search_vectors import VectorDoc
 
     rng = np.random.default_rng(5)

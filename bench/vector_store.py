@@ -9,7 +9,7 @@ the baseline of the same run.
 Data: N synthetic 384-dimension unit vectors (fixed seed), drawn around --clusters random
 centres so that neighbourhoods have some structure, as sentence embeddings do (--clusters 0:
 isotropic, the hardest case for HNSW). Payloads are shaped like the indexer's
-(projections/search_index.py `payload()`): kind, 1-3 genres out of 20 (weighted, Drama the
+(projections/search_documents.py `payload()`): kind, 1-3 genres out of 20 (weighted, Drama the
 most common), year 1920-2025 (more recent titles), rating G/PG/PG-13/R/unrated, a few
 people, and offer keys from `offer_keys()` for 0-3 offers over US/GB/DE and the 8 platforms.
 

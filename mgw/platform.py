@@ -152,10 +152,16 @@ async def open_platform(
         use_qdrant = with_vectors and settings.vector_store == "qdrant"
         qdrant = await open_qdrant(settings, where) if use_qdrant else None
         event_log = await open_log(settings, db_url, where)
-        stores = Stores(pg=pool, redis=redis, qdrant=qdrant, log=event_log, settings=settings)
+        stores = Stores(
+            pg=pool,
+            redis=redis,
+            qdrant=qdrant,
+            publisher=Publisher(event_log),
+            settings=settings,
+        )
         stores.search = search_setup(settings, stores, where, with_vectors=with_vectors)
         resolved = replace(settings, database_url=db_url, redis_url=redis_url)
-        platform = Platform(settings, event_log, stores, Publisher(event_log), where, resolved)
+        platform = Platform(settings, event_log, stores, stores.publisher, where, resolved)
         try:
             yield platform
         finally:

@@ -35,6 +35,7 @@ from projections.registry import PROJECTORS, by_name
 from streams.faust_app import make_app
 from streams.kafka import KafkaLog
 from streams.processing import ProjectionPipeline
+from streams.publisher import Publisher
 from streams.runner import EmbeddedRunner, Shard
 
 log = logging.getLogger("mgw.worker")
@@ -62,7 +63,9 @@ async def open_pipeline(settings: Settings, name: str) -> ProjectionPipeline:
         klog = await KafkaLog(settings.kafka_bootstrap_servers).open()  # for dead letters
         opened.append(klog.close)
         await klog.ensure_topics(ALL_TOPICS)
-        stores = Stores(pg=pool, redis=redis, qdrant=qdrant, log=klog, settings=settings)
+        stores = Stores(
+            pg=pool, redis=redis, qdrant=qdrant, publisher=Publisher(klog), settings=settings
+        )
         stores.search = search_setup(settings, stores, {}, with_vectors=needs_vectors)
         if stores.search.vectors is not None:
             opened.append(stores.search.vectors.close)

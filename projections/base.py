@@ -72,8 +72,9 @@ class Stores:
     qdrant: Any = None  # qdrant_client.AsyncQdrantClient
     #: the search read model's vector store, embedder and settings (search_index.SearchSetup)
     search: Any = None
-    #: the event log, for background steps that append what they decide (expired sessions)
-    log: Any = None
+    #: appends events (streams.publisher.Publisher), for background steps that append what
+    #: they decide (expired sessions)
+    publisher: Any = None
     #: the process settings (core.settings.Settings), for background steps' knobs
     settings: Any = None
 

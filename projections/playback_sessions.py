@@ -133,19 +133,17 @@ class SessionsProjector(PostgresOnly):
                 )
 
     def background(self, stores: Stores) -> Any:
-        if stores.log is None:
+        if stores.publisher is None:
             return None
-        return SessionSweeper(stores.pg, stores.log)
+        return SessionSweeper(stores.pg, stores.publisher)
 
 
 class SessionSweeper:
     """Appends the end of every session whose device missed three heartbeats."""
 
-    def __init__(self, pool: AsyncConnectionPool, log_: Any, every_s: float = 1.0) -> None:
-        from streams.publisher import Publisher
-
+    def __init__(self, pool: AsyncConnectionPool, publisher: Any, every_s: float = 1.0) -> None:
         self.pool = pool
-        self.publisher = Publisher(log_)
+        self.publisher = publisher
         self.every_s = every_s
 
     async def sweep(self) -> int:

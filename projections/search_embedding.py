@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.backoff import Backoff, Retry, pause
 from projections.base import fetch_rows
-from projections.search_index import hold_drain, index_queued, payload, push_payloads
+from projections.search_documents import hold_drain, index_queued, payload, push_payloads
 from projections.search_vectors import VectorDoc, VectorStore
 
 log = logging.getLogger("mgw.search.indexer")
