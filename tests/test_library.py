@@ -466,6 +466,42 @@ def test_idempotency_key_makes_a_retried_command_a_duplicate(lib_client: TestCli
     assert watchlist(c, h) == []  # the retry did not bring it back
 
 
+def test_merged_titles_follow_their_survivor(lib_client: TestClient) -> None:
+    from tests.test_resolution import CATALOG_RECORDS, LATE_EVIDENCE, events_of
+
+    c = lib_client
+    pub = c.app.state.mgw.publisher  # type: ignore[attr-defined]
+    c.portal.call(pub.publish_many, events_of(CATALOG_RECORDS))  # type: ignore[union-attr]
+
+    def ids() -> dict[str, str]:
+        rows = _sql(
+            c,
+            "SELECT platform, content_id FROM platform_titles WHERE (platform, platform_id)"
+            " IN (('apple_tv_plus', 't1'), ('paramount_plus', 'm1'))",
+        )
+        return {p: cid for p, cid in rows}
+
+    deadline = time.monotonic() + 30
+    while len(ids()) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    a, b = ids()["apple_tv_plus"], ids()["paramount_plus"]
+    assert a != b  # two titles until the IMDb id ties them
+    _, h = new_user(c)
+    for cid_ in (a, b):
+        assert c.post("/v1/me/watchlist", json={"content_id": cid_}, headers=h).status_code == 200
+    c.put(f"/v1/me/ratings/{max(a, b)}", json={"rating": 8}, headers=h)
+    c.portal.call(pub.publish_many, events_of([LATE_EVIDENCE]))  # type: ignore[union-attr]
+    survivor, loser = min(a, b), max(a, b)
+    while not _sql(c, "SELECT 1 FROM content_merges WHERE merged_id = %s", loser):
+        assert time.monotonic() < deadline + 30
+        time.sleep(0.05)
+    items = c.get("/v1/me/watchlist", headers=h).json()["items"]
+    assert [(i["content_id"], i["title"] is not None) for i in items] == [(survivor, True)]
+    ratings = c.get("/v1/me/ratings", headers=h).json()["items"]
+    assert [(r["content_id"], r["rating"]) for r in ratings] == [(survivor, 8)]
+
+
 def test_replay_rebuilds_the_library_identically(lib_client: TestClient) -> None:
     """After the others (every kind of change is in the log), before the purge."""
     from projections import maintenance
