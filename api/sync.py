@@ -40,6 +40,7 @@ _APPLIED_POLL = Backoff(first=0.001, cap=0.01, jitter=False)
 #: this process's clock: commands it stamps itself sort after every device stamp it took
 CLOCK = HybridClock("server")
 _MAX_TEXT = 128
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _ENTITY_NAMES = {"rating": "rating", **{e: e for e in lib.ENTITIES}}
 
 
@@ -106,6 +107,10 @@ def _at(value: Any) -> int:
         raise lib.OpError("at", "must be an RFC 3339 time such as 2026-12-04T10:00:00Z") from None
     if ts.tzinfo is None:
         raise lib.OpError("at", "must carry a time zone offset (Z or +hh:mm)")
+    if ts < _EARLIEST:
+        # a device whose clock was never set (1970) would lose every conflict, and the
+        # clock's text form only orders times after 1970
+        raise lib.OpError("at", "is before 2000: the device clock is not set; correct it")
     return to_millis(ts)
 
 

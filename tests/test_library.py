@@ -422,6 +422,7 @@ def test_bad_ops_are_rejected_one_by_one_and_never_fail_the_batch(lib_client: Te
         {**op("rating.set", toy, {"rating": 5}), "at": at(-600)},  # 10 min in the future
         {"kind": "watchlist.add", "content_id": toy, "at": at()},  # no op id
         good,  # the same op twice in one batch
+        {**op("watchlist.add", toy), "at": "1970-01-01T00:00:00Z"},  # a clock never set
     ]
     out = sync(c, h, "phone", ops)
     got = [(r["status"], r.get("field")) for r in out["results"]]
@@ -432,6 +433,7 @@ def test_bad_ops_are_rejected_one_by_one_and_never_fail_the_batch(lib_client: Te
         ("rejected", "at"),
         ("rejected", "op_id"),
         ("duplicate", None),
+        ("rejected", "at"),
     ]
     r = c.post("/v1/sync", json={"device_id": "p", "ops": [good] * 1001}, headers=h)
     assert r.status_code == 413 and r.headers["content-type"].startswith("application/problem")

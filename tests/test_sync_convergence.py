@@ -195,3 +195,13 @@ def test_a_concurrent_add_survives_the_remove() -> None:
     tv.merge(phone)
     assert phone.value() == tv.value() == frozenset({"heat"})
     assert [t.tag for t in phone.element("heat").live] == ["t1"]
+
+
+def test_a_million_stamps_in_one_millisecond_stay_in_order_and_encodable() -> None:
+    clock = HybridClock("server")
+    clock.observe(Stamp(5, 999_998, "phone"), 5)
+    a, b, c = clock.now(5), clock.now(5), clock.now(5)
+    assert a < b < c and (c.wall_ms, c.logical) == (6, 1)
+    assert a.encode() < b.encode() < c.encode()
+    with pytest.raises(ValueError):
+        Stamp(-1, 0, "phone").encode()  # before 1970 has no place in the text order

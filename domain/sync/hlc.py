@@ -17,6 +17,9 @@ from dataclasses import dataclass
 MAX_SKEW_MS = 60_000
 _WALL_DIGITS = 13  # milliseconds since 1970 fit in 13 digits until the year 2286
 _LOGICAL_DIGITS = 6
+#: the range the text form keeps in order; a clock never leaves it (see HybridClock.now)
+MAX_WALL_MS = 10**_WALL_DIGITS - 1
+MAX_LOGICAL = 10**_LOGICAL_DIGITS - 1
 
 
 class ClockSkew(ValueError):
@@ -32,6 +35,8 @@ class Stamp:
 
     def encode(self) -> str:
         """Text whose byte order is the stamp order (fixed-width numbers first)."""
+        if not (0 <= self.wall_ms <= MAX_WALL_MS and 0 <= self.logical <= MAX_LOGICAL):
+            raise ValueError(f"stamp out of the encodable range: {self}")
         return f"{self.wall_ms:0{_WALL_DIGITS}d}.{self.logical:0{_LOGICAL_DIGITS}d}.{self.node}"
 
     @classmethod
@@ -55,8 +60,10 @@ class HybridClock:
         """A stamp for a write made here: after every stamp this clock issued or saw."""
         if physical_ms > self.wall_ms:
             self.wall_ms, self.logical = physical_ms, 0
-        else:
+        elif self.logical < MAX_LOGICAL:
             self.logical += 1
+        else:  # a million stamps in one millisecond: borrow the next one, stay in order
+            self.wall_ms, self.logical = self.wall_ms + 1, 0
         return Stamp(self.wall_ms, self.logical, self.node)
 
     def check(self, remote_wall_ms: int, physical_ms: int) -> None:
