@@ -148,15 +148,18 @@ class LibraryProjector(PostgresOnly):
         ops = {(e.payload["user_id"], e.payload["op_id"]) for e in batch}
         k_users, k_entities, k_keys = (list(c) for c in zip(*keys, strict=True))
 
-        seen_ops = {
+        # claim the batch's op ids first: the ones already there are repeats (one statement
+        # instead of a read now and a write later)
+        fresh = {
             (r[0], r[1])
             for r in await fetch_rows(
                 conn,
-                "SELECT o.user_id, o.op_id FROM library_ops o JOIN unnest(%s::text[],"
-                " %s::text[]) AS t(u, op) ON o.user_id = t.u AND o.op_id = t.op",
+                "INSERT INTO library_ops (user_id, op_id) SELECT * FROM unnest(%b::text[],"
+                " %b::text[]) ON CONFLICT DO NOTHING RETURNING user_id, op_id",
                 ([u for u, _ in ops], [o for _, o in ops]),
             )
         }
+        seen_ops = ops - fresh
         users: dict[str, _User] = {u: _User() for u in users_in}
         for uid, seq, activity in await fetch_rows(
             conn,
@@ -169,7 +172,7 @@ class LibraryProjector(PostgresOnly):
             conn,
             "SELECT i.user_id, i.entity, i.key, i.seq, i.deleted, i.value, i.stamp, i.op_id,"
             " i.device_id, i.changed_at FROM library_items i"
-            " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS t(u, e, k)"
+            " JOIN unnest(%b::text[], %b::text[], %b::text[]) AS t(u, e, k)"
             " ON i.user_id = t.u AND i.entity = t.e AND i.key = t.k",
             (k_users, k_entities, k_keys),
         ):
@@ -180,14 +183,14 @@ class LibraryProjector(PostgresOnly):
             for r in await fetch_rows(
                 conn,
                 "SELECT g.user_id, g.entity, g.key, g.tag, g.stamp, g.seq, g.at, g.device_id"
-                " FROM library_tags g JOIN unnest(%s::text[], %s::text[], %s::text[])"
+                " FROM library_tags g JOIN unnest(%b::text[], %b::text[], %b::text[])"
                 " AS t(u, e, k) ON g.user_id = t.u AND g.entity = t.e AND g.key = t.k"
                 " WHERE NOT g.removed",
                 ([k[0] for k in set_keys], [k[1] for k in set_keys], [k[2] for k in set_keys]),
             ):
                 tags.setdefault((r[0], r[1], r[2]), {})[r[3]] = _Tag(*r[3:])
 
-        new_ops: list[tuple[str, str, int]] = []
+        applied = 0
         removed_tags: list[tuple[str, str, str, str]] = []
         for e in batch:
             p = e.payload
@@ -241,16 +244,11 @@ class LibraryProjector(PostgresOnly):
                 items[key] = _Item(
                     user.seq, changed[0], changed[1], stamp, op_id, device, at, dirty=True
                 )
-            new_ops.append((uid, op_id, user.seq if changed is not None else 0))
+            applied += 1
 
-        if new_ops:
+        if applied:
             # one statement per table over arrays: a batch of 500 ops is five statements,
             # not 1,500 (executemany runs one per row, and PostgreSQL pays for each)
-            await conn.execute(
-                "INSERT INTO library_ops (user_id, op_id, seq) SELECT * FROM"
-                " unnest(%s::text[], %s::text[], %s::bigint[]) ON CONFLICT DO NOTHING",
-                _columns(new_ops, 3),
-            )
             tag_rows = [
                 (k[0], k[1], k[2], t.tag, t.stamp, t.seq, t.at, t.device_id, t.removed)
                 for k, element in tags.items()
@@ -260,15 +258,15 @@ class LibraryProjector(PostgresOnly):
             if tag_rows:
                 await conn.execute(
                     "INSERT INTO library_tags (user_id, entity, key, tag, stamp, seq, at,"
-                    " device_id, removed) SELECT * FROM unnest(%s::text[], %s::text[],"
-                    " %s::text[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[],"
-                    " %s::text[], %s::bool[]) ON CONFLICT DO NOTHING",
+                    " device_id, removed) SELECT * FROM unnest(%b::text[], %b::text[],"
+                    " %b::text[], %b::text[], %b::text[], %b::bigint[], %b::timestamptz[],"
+                    " %b::text[], %b::bool[]) ON CONFLICT DO NOTHING",
                     _columns(tag_rows, 9),
                 )
             if removed_tags:
                 await conn.execute(
-                    "UPDATE library_tags g SET removed = TRUE FROM unnest(%s::text[],"
-                    " %s::text[], %s::text[], %s::text[]) AS t(u, e, k, tag)"
+                    "UPDATE library_tags g SET removed = TRUE FROM unnest(%b::text[],"
+                    " %b::text[], %b::text[], %b::text[]) AS t(u, e, k, tag)"
                     " WHERE g.user_id = t.u AND g.entity = t.e AND g.key = t.k"
                     " AND g.tag = t.tag",
                     _columns(removed_tags, 4),
@@ -283,9 +281,9 @@ class LibraryProjector(PostgresOnly):
                 await conn.execute(
                     "INSERT INTO library_items (user_id, entity, key, seq, deleted, value,"
                     " stamp, op_id, device_id, changed_at)"
-                    " SELECT u, e, k, s, d, v::jsonb, st, o, dv, at FROM unnest(%s::text[],"
-                    " %s::text[], %s::text[], %s::bigint[], %s::bool[], %s::text[],"
-                    " %s::text[], %s::text[], %s::text[], %s::timestamptz[])"
+                    " SELECT u, e, k, s, d, v::jsonb, st, o, dv, at FROM unnest(%b::text[],"
+                    " %b::text[], %b::text[], %b::bigint[], %b::bool[], %b::text[],"
+                    " %b::text[], %b::text[], %b::text[], %b::timestamptz[])"
                     " AS t(u, e, k, s, d, v, st, o, dv, at)"
                     " ON CONFLICT (user_id, entity, key) DO UPDATE SET seq = EXCLUDED.seq,"
                     " deleted = EXCLUDED.deleted, value = EXCLUDED.value,"
@@ -297,7 +295,7 @@ class LibraryProjector(PostgresOnly):
             if user_rows:
                 await conn.execute(
                     "INSERT INTO library_users (user_id, seq, activity) SELECT u, s, a::jsonb"
-                    " FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS t(u, s, a)"
+                    " FROM unnest(%b::text[], %b::bigint[], %b::text[]) AS t(u, s, a)"
                     " ON CONFLICT (user_id) DO UPDATE SET seq = EXCLUDED.seq,"
                     " activity = library_users.activity || EXCLUDED.activity",
                     _columns(user_rows, 3),

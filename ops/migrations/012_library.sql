@@ -48,9 +48,8 @@ CREATE TABLE IF NOT EXISTS library_tags (
 
 -- Op ids already folded (client op ids, Idempotency-Keys): a repeat changes nothing.
 CREATE TABLE IF NOT EXISTS library_ops (
-    user_id text   NOT NULL,
-    op_id   text   NOT NULL,
-    seq     bigint NOT NULL,
+    user_id text NOT NULL,
+    op_id   text NOT NULL,
     PRIMARY KEY (user_id, op_id)
 );
 
