@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from tests.identity_helpers import admin_headers, new_user, password_login
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
 #: identity: accounts and sessions (the API waits for its outcomes to sign anyone in)
-PROJECTORS = ("catalog", "availability", "search", "playback", "identity")
+PROJECTORS = ("catalog", "availability", "search", "playback", "identity", "library")
 
 
 @pytest.fixture
@@ -154,6 +155,20 @@ def test_post_project_get_on_kafka_with_faust_workers(
         )
         [item] = cw["items"]
         assert (item["content_id"], item["title"], item["progress"]) == ("heat-1995", "Heat", 0.25)
+
+        # a device's sync batch: the library worker folds it, the watchlist reads it
+        op = {"op_id": "kafka-op-1", "kind": "watchlist.add", "content_id": "heat-1995",
+              "at": datetime.now(UTC).isoformat()}  # fmt: skip
+        r = c.post("/v1/sync", json={"device_id": "phone", "ops": [op]}, headers=alice)
+        assert r.status_code == 200 and r.json()["results"][0]["status"] == "applied", r.text
+        listed = _get_when_ready(
+            c,
+            "/v1/me/watchlist",
+            {**alice, "X-Consistency-Token": r.headers["X-Consistency-Token"]},
+            tmp_path,
+            workers,
+        )
+        assert [(i["content_id"], i["title"]) for i in listed["items"]] == [("heat-1995", "Heat")]
 
         ready = c.get("/ready").json()
         assert ready["log_backend"] == "kafka" and ready["status"] == "ready"
