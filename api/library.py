@@ -8,7 +8,7 @@ op's id, so a retried request answers ``duplicate`` and changes nothing.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -22,7 +22,7 @@ from api.errors import Problem
 from api.pagination import decode_cursor, encode_cursor
 from api.requests import int_param
 from api.sync import device_of, submit
-from core.ids import new_id, utcnow
+from core.ids import iso_z, new_id, utcnow
 from core.topics import LIBRARY, PLAYBACK
 from domain import library as lib
 from projections import library as store
@@ -117,10 +117,6 @@ def _content_id(request: Request) -> str:
     if not 0 < len(cid) <= 128 or "\x00" in cid:
         raise Problem(422, "must be 1 to 128 characters", field="content_id")
     return cid
-
-
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # -- services and settings ------------------------------------------------------------
@@ -234,7 +230,7 @@ async def get_watchlist(request: Request) -> Response:
                 "kind": row[3] if row else None,
                 "added_at": value["added_at"],
                 "streaming": sorted(offers, key=lambda o: (o["platform"], o["offer_type"])),
-                "leaving_at": leaving.astimezone(UTC).isoformat().replace("+00:00", "Z")
+                "leaving_at": iso_z(leaving)
                 if leaving and leaving - now <= LEAVING_WINDOW
                 else None,
             }
@@ -290,7 +286,7 @@ async def _titled(request: Request, entity: str, value_key: str) -> Response:
             "title": titles[cid][1] if cid in titles else None,
             "year": titles[cid][2] if cid in titles else None,
             **value,
-            **({"rated_at": _iso(changed_at)} if entity == "rating" else {}),
+            **({"rated_at": iso_z(changed_at)} if entity == "rating" else {}),
         }
         for cid, value, changed_at in items
     ]

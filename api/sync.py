@@ -28,7 +28,7 @@ from api.errors import Problem
 from api.requests import int_param
 from core.backoff import Backoff
 from core.events import Event
-from core.ids import to_millis, utcnow
+from core.ids import from_millis, iso_z, to_millis, utcnow
 from domain import library as lib
 from domain.sync.hlc import ClockSkew, HybridClock, device_stamp
 from projections import library as store
@@ -41,7 +41,6 @@ _APPLIED_POLL = Backoff(first=0.001, cap=0.01, jitter=False)
 CLOCK = HybridClock("server")
 _MAX_TEXT = 128
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-_ENTITY_NAMES = {"rating": "rating", **{e: e for e in lib.ENTITIES}}
 
 
 @dataclass(slots=True)
@@ -304,10 +303,6 @@ async def post_sync(request: Request) -> Response:
     )
 
 
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 async def get_sync(request: Request) -> Response:
     user = (await require(request, "library")).user_id
     c = ctx(request)
@@ -334,7 +329,7 @@ async def get_sync(request: Request) -> Response:
         item["deleted"] = r.deleted
         if not r.deleted:
             item["value"] = r.value
-        item["changed_at"] = _iso(r.changed_at)
+        item["changed_at"] = iso_z(r.changed_at)
         item["device_id"] = r.device_id
         changes.append(item)
     cursor = encode_cursor(rows[-1].seq if rows else since or 0, purged)
@@ -348,8 +343,7 @@ async def get_last_activities(request: Request) -> Response:
     async with c.stores.pg.connection() as conn:
         activity = await store.last_activities(conn, user)
     out: dict[str, Any] = {
-        e: _iso(datetime.fromtimestamp(activity[e] / 1000, UTC)) if e in activity else None
-        for e in lib.ENTITIES
+        e: iso_z(from_millis(activity[e])) if e in activity else None for e in lib.ENTITIES
     }
     out["all"] = max((v for v in out.values() if v), default=None)
     return JSONResponse(out)

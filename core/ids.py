@@ -34,3 +34,8 @@ def to_millis(ts: datetime) -> int:
 
 def from_millis(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def iso_z(ts: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, as the API writes times."""
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -25,7 +25,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from core.backoff import pause
-from core.ids import utcnow
+from core.ids import iso_z, utcnow
 from core.topics import LIBRARY
 from domain.library import (
     OPS,
@@ -84,21 +84,17 @@ def _columns(rows: Sequence[tuple[Any, ...]], n: int) -> list[list[Any]]:
     return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(n)]
 
 
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _set_value(entity: str, live: list[_Tag]) -> Any:
     """What a device sees of an observed-remove element: None when absent."""
     if not live:
         return None
     if entity == "watchlist":
-        return {"added_at": _iso(min(t.at for t in live))}
+        return {"added_at": iso_z(min(t.at for t in live))}
     watched = sorted(t.at for t in live)
     return {
         "plays": len(watched),
-        "first_watched_at": _iso(watched[0]),
-        "last_watched_at": _iso(watched[-1]),
+        "first_watched_at": iso_z(watched[0]),
+        "last_watched_at": iso_z(watched[-1]),
     }
 
 
@@ -506,5 +502,5 @@ async def up_next(
     items = [i for i in out.values() if i["content_id"] not in hidden]
     items.sort(key=lambda i: (i["at"], i["content_id"]), reverse=True)
     for i in items:
-        i["at"] = _iso(i["at"])
+        i["at"] = iso_z(i["at"])
     return items
