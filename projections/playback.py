@@ -85,7 +85,8 @@ class PlaybackProjector:
                 seen.offset,
             ):
                 latest[k] = e
-        armed, watches = await _watches(conn, batch, latest)
+        rules = await rules_of(conn, {k[0] for k in latest})
+        armed, watches = _watches(batch, rules, await _armed(conn, latest))
         # Binary COPY into a per-connection staging table, then one upsert from it: psycopg
         # formats COPY rows in C, much cheaper than binding eight arrays.
         await conn.execute(
@@ -131,7 +132,8 @@ class PlaybackProjector:
             " RETURNING t.user_id, t.content_id, t.position_s, t.duration_s,"
             " (extract(epoch FROM t.updated_at) * 1000)::bigint"
         )
-        rows = list(await cur.fetchall())
+        # each row carries its user's rules, so the side store needs no second read
+        rows = [(*r, rules.get(r[0], DEFAULT_RULES)) for r in await cur.fetchall()]
         return Output(rows, watches) if watches else rows
 
     async def sync_side_stores(
@@ -157,13 +159,13 @@ class PlaybackProjector:
                 " USING (user_id, content_id)",
                 ([k[0] for k in missing], [k[1] for k in missing]),
             )
-            rows += await cur.fetchall()
+            back = await cur.fetchall()
+            rules = await rules_of(conn, {r[0] for r in back})
+            rows += [(*r, rules.get(r[0], DEFAULT_RULES)) for r in back]
         # One script call per batch: atomic like MULTI/EXEC, but one round trip and one
         # reply instead of two commands (and two replies to parse) per title.
         ops: list[list[Any]] = []
-        rules = await rules_of(conn, {r[0] for r in rows}) if rows else {}
-        for user, content, pos, dur, ms in rows:
-            r = rules.get(user, DEFAULT_RULES)
+        for user, content, pos, dur, ms, r in rows:
             if classify(pos, dur, r.min_resume_pct, r.watched_pct) is ProgressState.IN_PROGRESS:
                 ops.append([user, content, ms, f"[{pos!r},{_num(dur)},{ms}]"])
             else:
@@ -192,13 +194,10 @@ async def rules_of(conn: AsyncConnection[Any], users: Iterable[str]) -> dict[str
     return {u: ResumeRules(**v) for u, v in await cur.fetchall()}
 
 
-async def _watches(
-    conn: AsyncConnection[Any], batch: Sequence[Envelope], keys: Iterable[tuple[str, str]]
-) -> tuple[dict[tuple[str, str], bool], list[Event]]:
-    """Plays that crossed their user's watched threshold, as WatchRecorded events for the
-    library (appended with the batch: the decision is made once and kept in the log, so
-    the library's replay never depends on how two topics interleaved), and each title's
-    armed flag after the batch."""
+async def _armed(
+    conn: AsyncConnection[Any], keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], bool]:
+    """Whether each title's current play may still become a watch (new titles may)."""
     armed = {k: True for k in keys}
     rows = await conn.execute(
         "SELECT p.user_id, p.content_id, p.armed FROM playback_positions p"
@@ -208,7 +207,16 @@ async def _watches(
     )
     for user, content, on in await rows.fetchall():
         armed[(user, content)] = on
-    rules = await rules_of(conn, {k[0] for k in armed})
+    return armed
+
+
+def _watches(
+    batch: Sequence[Envelope], rules: dict[str, ResumeRules], armed: dict[tuple[str, str], bool]
+) -> tuple[dict[tuple[str, str], bool], list[Event]]:
+    """Plays that crossed their user's watched threshold, as WatchRecorded events for the
+    library (appended with the batch: the decision is made once and kept in the log, so
+    the library's replay never depends on how two topics interleaved), and each title's
+    armed flag after the batch."""
     events: list[Event] = []
     for e in batch:  # log order: one user's reports are in one partition
         p = e.payload
