@@ -27,6 +27,7 @@ from core.topics import LIBRARY, PLAYBACK
 from domain import library as lib
 from projections import library as store
 from projections.registry import by_name
+from projections.up_next import up_next
 from streams.log import Position, partition_for
 
 #: an offer ending within this window makes a watchlist item "leaving"
@@ -331,7 +332,7 @@ async def get_up_next(request: Request) -> Response:
     async with c.stores.pg.connection() as conn:
         current = await store.register(conn, user, "settings")
         rules = lib.ResumeRules(**current) if current else lib.DEFAULT_RULES
-        items = await store.up_next(conn, user, rules)
+        items = await up_next(conn, user, rules)
     raw = request.query_params.get("cursor")
     if raw:
         after = list(decode_cursor(raw, [str, str]))
