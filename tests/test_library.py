@@ -3,7 +3,6 @@ the library projector -> the queries, on real PostgreSQL and the embedded log.""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,10 +14,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from core.settings import Settings
-from domain.catalog.webhooks import sign
 from tests.identity_helpers import new_user
-
-SECRET = "library-tests"
+from tests.test_search import SECRET
+from tests.test_search import _deliver as deliver
+from tests.test_search import _nf as netflix_title
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +37,11 @@ def lib_client(tmp_path_factory: pytest.TempPathFactory, services: Any) -> Itera
         identity=TEST_IDENTITY,
     )
     with TestClient(create_app(settings)) as c:
-        _deliver(c, [
+        deliver(c, "netflix", {"titles": [
             _nf(101, "Toy Story", 1995, "tt0114709"),
             _nf(102, "Heat", 1995, "tt0113277", until=_days(10)),
             _nf(103, "Jumanji", 1995, "tt0113497", until=_days(200)),
-        ])  # fmt: skip
+        ]})  # fmt: skip
         c.app.state.db_uri = services.db_uri(name)  # type: ignore[attr-defined]
         _wait_titles(c, 3)
         yield c
@@ -53,31 +52,10 @@ def _days(n: int) -> str:
 
 
 def _nf(nid: int, title: str, year: int, imdb: str, until: str | None = None) -> dict[str, Any]:
-    offer: dict[str, Any] = {"country": "US", "plan": "standard", "maxQuality": "HD",
-                             "startDate": "2020-01-01"}  # fmt: skip
+    record = netflix_title(nid, title, year, imdb)
     if until:
-        offer["endDate"] = until
-    return {
-        "netflixId": nid, "type": "movie", "title": title, "releaseYear": year,
-        "runtimeMinutes": 100, "genres": ["Dramas"], "imdbId": imdb, "availability": [offer],
-        "links": {"web": f"https://www.netflix.com/title/{nid}", "app": f"nflx://title/{nid}"},
-    }  # fmt: skip
-
-
-def _deliver(c: TestClient, titles: list[dict[str, Any]]) -> None:
-    raw = json.dumps({"titles": titles}).encode()
-    ts = int(time.time())
-    r = c.post(
-        "/v1/webhooks/netflix",
-        content=raw,
-        headers={
-            "content-type": "application/json",
-            "X-MGW-Timestamp": str(ts),
-            "X-MGW-Signature": sign(SECRET, ts, raw),
-            "X-MGW-Delivery": uuid.uuid4().hex,
-        },
-    )
-    assert r.status_code in (200, 202), r.text
+        record["availability"][0]["endDate"] = until
+    return record
 
 
 def _sql(c: TestClient, sql: str, *args: Any) -> list[tuple[Any, ...]]:
