@@ -7,7 +7,6 @@ op's id, so a retried request answers ``duplicate`` and changes nothing.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,7 @@ from api.consistency import HEADER, wait_for_token, wait_until_covered
 from api.context import ctx
 from api.errors import Problem
 from api.pagination import decode_cursor, encode_cursor
-from api.requests import int_param
+from api.requests import int_param, read_body
 from api.sync import device_of, submit
 from core.ids import iso_z, new_id, utcnow
 from core.topics import LIBRARY, PLAYBACK
@@ -32,16 +31,6 @@ from streams.log import Position, partition_for
 
 #: an offer ending within this window makes a watchlist item "leaving"
 LEAVING_WINDOW = timedelta(days=30)
-
-
-async def _body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Problem(400, f"body is not valid JSON: {exc}", field="body") from None
 
 
 async def _command(
@@ -124,7 +113,7 @@ def _content_id(request: Request) -> str:
 
 
 async def put_services(request: Request) -> Response:
-    return await _command(request, "services.set", value=await _body(request))
+    return await _command(request, "services.set", value=await read_body(request))
 
 
 async def get_services(request: Request) -> Response:
@@ -137,7 +126,7 @@ async def get_services(request: Request) -> Response:
 
 
 async def put_settings(request: Request) -> Response:
-    return await _command(request, "settings.set", value=await _body(request))
+    return await _command(request, "settings.set", value=await read_body(request))
 
 
 async def get_settings(request: Request) -> Response:
@@ -151,7 +140,7 @@ async def get_settings(request: Request) -> Response:
 
 
 async def post_watchlist(request: Request) -> Response:
-    body = await _body(request)
+    body = await read_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("content_id"), str):
         raise Problem(422, 'is required: {"content_id": "..."}', field="content_id")
     return await _command(request, "watchlist.add", body["content_id"])
@@ -260,7 +249,7 @@ async def get_watchlist(request: Request) -> Response:
 
 
 async def post_history(request: Request) -> Response:
-    body = await _body(request)
+    body = await read_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("content_id"), str):
         raise Problem(422, 'is required: {"content_id": "..."}', field="content_id")
     value = {"watched_at": body["watched_at"]} if "watched_at" in body else None
@@ -311,7 +300,7 @@ async def get_history(request: Request) -> Response:
 
 
 async def put_rating(request: Request) -> Response:
-    body = await _body(request)
+    body = await read_body(request)
     return await _command(request, "rating.set", _content_id(request), body)
 
 

@@ -22,17 +22,25 @@ def reject_nul(value: Any) -> Any:
     return value
 
 
-async def read_json(request: Request, model: type[M]) -> M:
+async def read_body(request: Request) -> Any:
+    """The JSON body as parsed (None when empty): 415 for another media type, 400 for
+    text that is not JSON. For bodies checked field by field rather than by a model."""
     ctype = request.headers.get("content-type", "")
     if ctype and "json" not in ctype:
         raise Problem(415, "send the body as application/json", field="content-type")
     raw = await request.body()
     if not raw:
-        raise Problem(422, "a JSON body is required", field="body")
+        return None
     try:
-        data: Any = json.loads(raw)
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Problem(400, f"body is not valid JSON: {exc}", field="body") from None
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    data: Any = await read_body(request)
+    if data is None:
+        raise Problem(422, "a JSON body is required", field="body")
     if not isinstance(data, dict):
         raise Problem(422, "body must be a JSON object", field="body")
     try:

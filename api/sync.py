@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +24,7 @@ from api.authn import require
 from api.consistency import wait_for_token, wait_until_covered
 from api.context import ctx
 from api.errors import Problem
-from api.requests import int_param
+from api.requests import int_param, read_body
 from core.backoff import Backoff
 from core.events import Event
 from core.ids import from_millis, iso_z, to_millis, utcnow
@@ -266,11 +265,7 @@ def device_of(request: Request, body_device: Any = None) -> str:
 async def post_sync(request: Request) -> Response:
     user = (await require(request, "library")).user_id
     c = ctx(request)
-    raw = await request.body()
-    try:
-        body = json.loads(raw) if raw else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Problem(400, f"body is not valid JSON: {exc}", field="body") from None
+    body = await read_body(request)
     if not isinstance(body, dict):
         raise Problem(422, "body must be a JSON object with device_id and ops", field="body")
     extra = set(body) - {"device_id", "ops", "since"}
