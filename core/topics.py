@@ -115,6 +115,19 @@ IDENTITY = TopicSpec(
     ),
 )
 
+#: what people do with titles in the apps (impression, click, detail view, trailer, share,
+#: not interested, more like this), keyed by user id: the recommender's implicit feedback,
+#: and an analytics consumer's raw stream (docs/recommendations.md)
+ACTIVITY = TopicSpec("activity", 8, event_types=("ActivityRecorded",))
+
+#: A/B experiments: definitions, start and stop keyed by experiment key (one experiment's
+#: story in one partition), exposures keyed by user id
+EXPERIMENTS = TopicSpec(
+    "experiments",
+    4,
+    event_types=("ExperimentSet", "ExperimentStarted", "ExperimentStopped", "ExperimentExposed"),
+)
+
 EVENT_TOPICS: tuple[TopicSpec, ...] = (
     CATALOG,
     OBSERVATIONS,
@@ -126,6 +139,8 @@ EVENT_TOPICS: tuple[TopicSpec, ...] = (
     RANKING,
     SEARCHES,
     IDENTITY,
+    ACTIVITY,
+    EXPERIMENTS,
 )
 ALL_TOPICS: tuple[TopicSpec, ...] = EVENT_TOPICS + tuple(t.dead_letter for t in EVENT_TOPICS)
 
