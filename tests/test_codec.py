@@ -88,6 +88,24 @@ def _session_samples() -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
+def _experiment_samples() -> dict[str, dict[str, Any]]:
+    variant = {"name": "control", "weight": 50, "params": "{}"}
+    return {
+        "ExperimentSet": {
+            "key": "e1", "version": 1, "surface": "recommendations",
+            "variants": [variant, {**variant, "name": "treatment", "params": '{"model":"ease"}'}],
+            "primary_metric": "ctr", "guardrail_metrics": ["completion_rate"], "seed": "e1",
+            "description": "", "set_by": None,
+        },
+        "ExperimentStarted": {"key": "e1", "version": 1, "started_by": "a1"},
+        "ExperimentStopped": {"key": "e1", "reason": "sample ratio mismatch", "stopped_by": None},
+        "ExperimentExposed": {
+            "experiment": "e1", "user_id": "u1", "variant": "control", "version": 1,
+            "surface": "recommendations", "at": datetime(2026, 1, 2, tzinfo=UTC),
+        },
+    }  # fmt: skip
+
+
 def test_round_trip_every_event_type() -> None:
     codec = AvroCodec()
     content = {
@@ -198,6 +216,7 @@ def test_round_trip_every_event_type() -> None:
         **{t: _identity_sample(codec, t) for t in IDENTITY.event_types},
         **_library_samples(),
         **_session_samples(),
+        **_experiment_samples(),
     }
     assert set(samples) == set(codec.event_types)
     for event_type, payload in samples.items():
