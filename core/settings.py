@@ -62,6 +62,13 @@ class Settings:
     search_indexer: bool = True
     #: embeddings by text hash, kept across rebuilds (default: <data dir>/embeddings/cache.sqlite)
     embedding_cache: Path | None = None
+    #: recommendations (docs/recommendations.md): train where the interactions projector
+    #: runs; retrain after this many changed interactions, or after recs_retrain_s with any
+    recs_training: bool = True
+    recs_retrain_changes: int = 2000
+    recs_retrain_s: float = 3600.0
+    #: where model files go (default: <data dir>/recs); every API process reads them
+    recs_dir: Path | None = None
     #: sign-in, tokens, mail, rate limits (MGW_* variables below; docs/identity.md)
     identity: IdentitySettings = field(default_factory=lambda: IdentitySettings())
 
@@ -76,6 +83,10 @@ class Settings:
     @property
     def keys_dir(self) -> Path:
         return self.identity.keys_dir or self.data_dir / "keys"
+
+    @property
+    def recs_path(self) -> Path:
+        return self.recs_dir or self.data_dir / "recs"
 
     @property
     def log_backend(self) -> str:
@@ -133,11 +144,18 @@ class Settings:
                 heartbeat_s=float(e.get("MGW_HEARTBEAT_S") or 30),
                 max_streams=int(e.get("MGW_MAX_STREAMS") or 4),
                 tombstone_days=float(e.get("MGW_TOMBSTONE_DAYS") or 90),
+                recs_retrain_changes=int(e.get("MGW_RECS_RETRAIN_CHANGES") or 2000),
+                recs_retrain_s=float(e.get("MGW_RECS_RETRAIN_S") or 3600),
             )
         except ValueError as exc:
             raise ValueError(
-                f"MGW_HEARTBEAT_S, MGW_MAX_STREAMS, MGW_TOMBSTONE_DAYS must be numbers: {exc}"
+                "MGW_HEARTBEAT_S, MGW_MAX_STREAMS, MGW_TOMBSTONE_DAYS, MGW_RECS_RETRAIN_CHANGES,"
+                f" MGW_RECS_RETRAIN_S must be numbers: {exc}"
             ) from None
+        if e.get("MGW_RECS_DIR"):
+            s = replace(s, recs_dir=Path(e["MGW_RECS_DIR"]))
+        if (e.get("MGW_RECS_TRAINING") or "true").lower() in ("0", "false", "no", "off"):
+            s = replace(s, recs_training=False)
         s = replace(s, identity=IdentitySettings.from_env(e))
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(s, **clean) if clean else s  # type: ignore[arg-type]

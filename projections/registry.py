@@ -7,6 +7,7 @@ from projections.base import Projector
 from projections.catalog import CatalogProjector
 from projections.identity.accounts import IdentityProjector
 from projections.identity.rate_limits import RateLimitsProjector
+from projections.interactions import InteractionsProjector
 from projections.library import LibraryProjector
 from projections.playback import PlaybackProjector
 from projections.playback_sessions import SessionsProjector
@@ -23,6 +24,7 @@ PROJECTORS: tuple[Projector, ...] = (
     PlaybackProjector(),
     SessionsProjector(),
     LibraryProjector(),
+    InteractionsProjector(),
     RankingProjector(),
     SearchAnalyticsProjector(),
     IdentityProjector(),

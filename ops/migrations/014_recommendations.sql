@@ -35,3 +35,19 @@ CREATE TABLE IF NOT EXISTS activity_events (
     PRIMARY KEY (user_id, event_id)
 );
 CREATE INDEX IF NOT EXISTS activity_events_user_at_idx ON activity_events (user_id, at);
+
+-- Trained models: the artefact lives in a file (MGW_RECS_DIR, default <data dir>/recs);
+-- the newest row is the one every API process serves.
+CREATE TABLE IF NOT EXISTS rec_models (
+    version        text        PRIMARY KEY,
+    path           text        NOT NULL,
+    trained_at     timestamptz NOT NULL,
+    -- rec_interactions.updated_at of the newest row the training read
+    data_until     timestamptz,
+    users          integer     NOT NULL,
+    items          integer     NOT NULL,
+    interactions   integer     NOT NULL,
+    fit_s          real        NOT NULL,
+    description    jsonb       NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS rec_models_trained_idx ON rec_models (trained_at DESC);
