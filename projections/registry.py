@@ -5,6 +5,7 @@ from __future__ import annotations
 from projections.availability import AvailabilityProjector
 from projections.base import Projector
 from projections.catalog import CatalogProjector
+from projections.experiments import ExperimentsProjector
 from projections.identity.accounts import IdentityProjector
 from projections.identity.rate_limits import RateLimitsProjector
 from projections.interactions import InteractionsProjector
@@ -26,6 +27,7 @@ PROJECTORS: tuple[Projector, ...] = (
     LibraryProjector(),
     InteractionsProjector(),
     RankingProjector(),
+    ExperimentsProjector(),
     SearchAnalyticsProjector(),
     IdentityProjector(),
     RateLimitsProjector(),
