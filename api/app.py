@@ -13,6 +13,7 @@ from starlette.routing import Route
 from api import (
     catalog,
     content,
+    experiments,
     health,
     library,
     playback,
@@ -68,6 +69,7 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
         *sync.routes,
         *search.routes,
         *ranking.routes,
+        *experiments.routes,
         *search_analytics.routes,
         *oauth.routes,
         *authorize.routes,

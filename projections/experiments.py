@@ -6,7 +6,7 @@ only, so a replay decides it the same way:
 
 * the first ExperimentSet with a given (key, version) wins (ON CONFLICT DO NOTHING);
   the row keeps the winner's event id, which is how the API tells a writer that lost;
-* a version that would change a running experiment's allocation (surface, seed,
+* a version that would change a started experiment's allocation (surface, seed,
   variants) is not stored: moving users between variants mid-flight breaks the
   statistics (the API refuses it with 409 first);
 * draft -> running -> stopped; a start of a running or stopped experiment, a stop of a
@@ -160,14 +160,14 @@ class ExperimentsProjector(PostgresOnly):
             " WHERE x.key = %s",
             (p["key"],),
         )
-        if rows and rows[0][0] == "running":
+        if rows and rows[0][0] != "draft":
             _, surface, seed, variants = rows[0]
             if _allocation(surface, seed, variants) != _allocation(
                 p["surface"], p["seed"], p["variants"]
             ):
                 log.warning(
                     "experiment %s version %s ignored: it changes the allocation of a"
-                    " running experiment",
+                    " started experiment",
                     p["key"],
                     p["version"],
                 )

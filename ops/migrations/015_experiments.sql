@@ -2,7 +2,7 @@
 -- experiment's status, and who was exposed to which variant.
 
 -- Every version of every definition. The API picks the version (current + 1); the first
--- event with a given (key, version) wins. A version that would change a running
+-- event with a given (key, version) wins. A version that would change a started
 -- experiment's allocation (surface, seed, variants) is not stored.
 CREATE TABLE IF NOT EXISTS experiment_versions (
     key               text        NOT NULL,
