@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from api import (
+    activity,
     catalog,
     content,
     experiments,
@@ -19,6 +20,7 @@ from api import (
     playback,
     playback_sessions,
     ranking,
+    recommendations,
     search,
     search_analytics,
     sync,
@@ -71,6 +73,8 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
         *ranking.routes,
         *experiments.routes,
         *search_analytics.routes,
+        *activity.routes,
+        *recommendations.routes,
         *oauth.routes,
         *authorize.routes,
         *device.routes,

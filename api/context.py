@@ -22,6 +22,7 @@ class AppContext:
     publisher: Publisher
     runner: Any = None  # the embedded runner when projectors run in this process
     search: Any = None  # projections.search_engine.SearchEngine
+    recs: Any = None  # projections.recs_engine.RecsEngine
     identity: Any = None  # api.identity.services.IdentityServices
     where: dict[str, str] = field(default_factory=dict)
 

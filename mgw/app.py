@@ -25,6 +25,7 @@ from core.mail import mailer_from_settings
 from core.settings import Settings
 from mgw.platform import open_platform, search_engine, start_background, stop_background
 from mgw.worker import ShardSupervisor, shardable
+from projections.recs_engine import RecsEngine
 from projections.registry import PROJECTORS
 from streams.runner import EmbeddedRunner
 
@@ -81,6 +82,8 @@ def create_app(
                     task = asyncio.create_task(runner.run(stop), name="embedded-runner")
                     background = start_background(PROJECTORS, pf.stores, stop)
                 context.search = search_engine(settings, pf.stores)
+                context.recs = RecsEngine(pf.stores.pg, settings.recs_path)
+                background.append(asyncio.create_task(context.recs.run(stop), name="recs-engine"))
                 app.state.mgw = context
                 if run_projectors:
                     await bootstrap.bootstrap_admin(context)

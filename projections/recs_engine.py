@@ -36,7 +36,7 @@ from projections.recs_training import FACT_COLUMNS, Artefact, load
 log = logging.getLogger("mgw.recs")
 
 MODEL_CHECK_S = 2.0
-CATALOG_REFRESH_S = 60.0
+CATALOG_REFRESH_S = 10.0
 #: candidates scored before filters and diversity pick the answer
 POOL = 60
 
@@ -178,24 +178,33 @@ class RecsEngine:
         self._art: Artefact | None = None
         self._loaded_path: str | None = None
         self._catalog_at = 0.0
+        self._catalog_mark: Any = None
 
     # -- keeping current ---------------------------------------------------------------
 
     async def refresh(self, *, force_catalog: bool = False) -> None:
+        """Reload the catalog when search_docs changed (at most every
+        ``CATALOG_REFRESH_S`` while it keeps changing) and the model when a newer one
+        is recorded; swap in the pair as one object."""
         loop = asyncio.get_running_loop()
         changed = False
-        if (
-            force_catalog
-            or self.catalog is None
-            or loop.time() - self._catalog_at > CATALOG_REFRESH_S
-        ):
-            self.catalog = await load_catalog(self.pool)
-            self._catalog_at = loop.time()
-            changed = True
         async with self.pool.connection() as conn:
             rows = await fetch_rows(
                 conn, "SELECT version, path FROM rec_models ORDER BY trained_at DESC LIMIT 1"
             )
+            (mark,) = await fetch_rows(
+                conn, "SELECT count(*), max(indexed_at) FROM search_docs WHERE kind <> 'episode'"
+            )
+        stale = mark != self._catalog_mark and (
+            self.catalog is None
+            or not self.catalog.ids
+            or loop.time() - self._catalog_at > CATALOG_REFRESH_S
+        )
+        if force_catalog or stale:
+            self.catalog = await load_catalog(self.pool)
+            self._catalog_at = loop.time()
+            self._catalog_mark = mark
+            changed = True
         if rows and rows[0][1] != self._loaded_path:
             path = rows[0][1]
             try:
@@ -323,6 +332,40 @@ class RecsEngine:
             return pool[:limit]
         return serving.mmr(pool, [float(s[i]) for i in pool], catalog.features, limit, diversity)
 
+    def similar(self, i: int, k: int) -> list[tuple[int, float]]:
+        """Catalog titles like catalog title ``i``, best first: the model's item-item
+        neighbours, then (for titles the model does not know, or to fill up) titles
+        sharing its genres, ordered by genre overlap and popularity."""
+        catalog = self.catalog
+        assert catalog is not None
+        out: list[tuple[int, float]] = []
+        seen = {i}
+        served = self.served
+        j = served.model_ix.get(catalog.ids[i]) if served is not None else None
+        if served is not None and j is not None:
+            for m, sim in served.art.model.similar(j, k):
+                c = int(served.to_cat[m])
+                if c >= 0 and c not in seen:
+                    out.append((c, float(sim)))
+                    seen.add(c)
+        if len(out) < k:
+            genre = np.asarray(catalog.features @ catalog.features[i].T.toarray()).ravel()
+            fill = genre + serving.POPULARITY_PRIOR * catalog.popularity
+            fill[genre <= 0] = -np.inf
+            top = min(len(fill), 4 * k)
+            part = (
+                np.argpartition(-fill, top - 1)[:top] if top < len(fill) else np.arange(len(fill))
+            )
+            floor = min((s for _, s in out), default=1.0)
+            for c in part[np.argsort(-fill[part], kind="stable")]:
+                if len(out) >= k or not np.isfinite(fill[c]):
+                    break
+                if int(c) not in seen:
+                    seen.add(int(c))
+                    # below every model neighbour: the model's evidence ranks first
+                    out.append((int(c), float(floor * 0.5 * fill[c] / (fill[c] + 1))))
+        return out
+
     def because(self, scored: Scored, picked: Sequence[int]) -> list[Because | None]:
         """For each picked title, the history title that contributed most to it."""
         served = self.served
@@ -359,4 +402,6 @@ def _did(f: signals.Facts) -> str:
         return "rated"
     if f.watchlisted:
         return "watchlisted"
+    if f.started:
+        return "watching"
     return "liked"

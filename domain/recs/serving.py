@@ -86,7 +86,7 @@ class Because:
     """What made a title's score: a title from the user's history and what they did."""
 
     title: str
-    did: str  # watched, rated, watchlisted, asked, liked
+    did: str  # watched, watching, rated, watchlisted, asked, liked
 
 
 def reason_text(because: Because | None, *, trending_on: str | None = None) -> str:
@@ -96,6 +96,7 @@ def reason_text(because: Because | None, *, trending_on: str | None = None) -> s
             "rated": f"Because you rated {because.title}",
             "watchlisted": f"Because {because.title} is on your watchlist",
             "asked": f"Because you asked for more like {because.title}",
+            "watching": f"Because you are watching {because.title}",
         }.get(because.did, f"Because you liked {because.title}")
     if trending_on:
         return f"Trending on {trending_on}"

@@ -84,7 +84,7 @@ def raw_weight(f: Facts) -> float:
 
 def decay(last_at: datetime, now: datetime) -> float:
     age_days = max((now - last_at).total_seconds(), 0.0) / 86400.0
-    return max(0.5 ** (age_days / HALF_LIFE_DAYS), DECAY_FLOOR)
+    return float(max(0.5 ** (age_days / HALF_LIFE_DAYS), DECAY_FLOOR))
 
 
 def weight(f: Facts, last_at: datetime, now: datetime) -> float:

@@ -51,3 +51,6 @@ CREATE TABLE IF NOT EXISTS rec_models (
     description    jsonb       NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS rec_models_trained_idx ON rec_models (trained_at DESC);
+
+-- the recommender's engines reload their copy of the catalog when this moves
+CREATE INDEX IF NOT EXISTS search_docs_indexed_idx ON search_docs (indexed_at);
