@@ -1,0 +1,1 @@
+"""Recommendations: signals, models, blending and metrics (pure)."""
