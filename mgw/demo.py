@@ -232,6 +232,14 @@ def example_requests(base: str, content_id: str) -> str:
             '"position_s":1800,"duration_s":4860}\'',
             "  # then read your write: pass the returned token back",
             f"  curl -s {auth} -H 'X-Consistency-Token: <position>' {base}/v1/me/continue-watching",
+            "  # recommendations: explained rows, a list on your services, feedback that counts"
+            " at once",
+            f"  curl -s {auth} '{base}/v1/me/recommendations/rows?limit=5'",
+            f"  curl -s {auth} '{base}/v1/me/recommendations?limit=10&services=mine'",
+            f"  curl -s -X POST {base}/v1/me/recommendations/feedback {auth} "
+            "-H 'content-type: application/json' \\",
+            '       -d \'{"content_id":"<an id from the list>","kind":"not_interested"}\'',
+            f"  curl -s '{base}/v1/content/{content_id}/similar?limit=5'",
             f"  curl -s {base}/ready ; curl -s {base}/metrics | grep mgw_",
         ]
     )

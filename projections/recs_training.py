@@ -1,8 +1,9 @@
 """Training the recommender in the background, and the model files every API process loads.
 
 The ``interactions`` projector's background step. Every ``CHECK_S`` it asks how many
-interactions changed since the newest model's data; it trains when there is no model yet,
-after ``recs_retrain_changes`` changes, or after ``recs_retrain_s`` with any change. One
+interactions changed since the newest model's data. It trains the first model once the
+stream pauses, then again after ``recs_retrain_changes`` changes or after
+``recs_retrain_s`` with any change, never twice within ``MIN_INTERVAL_S``. One
 trainer runs at a time across processes (an advisory lock). Training reads the whole
 projection, weighs it (domain/recs/signals.py), fits in a worker thread (numpy and scipy
 release the GIL, so the event loop keeps serving), writes the artefact to a file, then
@@ -38,7 +39,11 @@ from projections.base import fetch_rows
 
 log = logging.getLogger("mgw.recs.training")
 
-CHECK_S = 10.0
+CHECK_S = 5.0
+#: seconds without a change before the first model trains
+QUIET_S = 3.0
+#: the least time between two trainings (each takes a core for a while)
+MIN_INTERVAL_S = 300.0
 KEEP_FILES = 3
 #: advisory lock key: one trainer at a time (any stable 64-bit number)
 LOCK_KEY = 0x5EC5_7A11
@@ -210,15 +215,25 @@ class Trainer:
             )
             since = EPOCH if not latest or latest[0][1] is None else latest[0][1]
             rows = await fetch_rows(
-                conn, "SELECT count(*) FROM rec_interactions WHERE updated_at > %s", (since,)
+                conn,
+                "SELECT count(*), max(updated_at) FROM rec_interactions WHERE updated_at > %s",
+                (since,),
             )
-            changed = rows[0][0]
+        changed, newest = rows[0]
         if changed == 0:
             return False
-        if not latest or changed >= self.settings.recs_retrain_changes:
-            return True
-        age = (utcnow() - latest[0][0]).total_seconds()
-        return bool(age >= self.settings.recs_retrain_s)
+        now = utcnow()
+        if not latest:
+            # the first model waits for a pause in the stream (a bulk load, a replay), so
+            # it is trained once on all of it rather than on each first few thousand
+            quiet = (now - newest).total_seconds() >= QUIET_S
+            return bool(quiet or changed >= 10 * self.settings.recs_retrain_changes)
+        age = (now - latest[0][0]).total_seconds()
+        if age < min(MIN_INTERVAL_S, self.settings.recs_retrain_s):
+            return False
+        return bool(
+            changed >= self.settings.recs_retrain_changes or age >= self.settings.recs_retrain_s
+        )
 
     async def step(self) -> str | None:
         """Train if due and no other process is training; the new version or None."""
