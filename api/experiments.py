@@ -89,6 +89,8 @@ CACHE_TTL_S = 1.0
 #: how long Redis remembers that a user's exposure was appended (the projection keeps
 #: the first exposure forever; this only saves appending repeats)
 EXPOSURE_MEMORY_S = 90 * 24 * 3600
+#: how long a claim to append an exposure holds before the append confirms it
+EXPOSURE_CLAIM_S = 60
 SRM_STOP_REASON = "sample ratio mismatch"
 
 
@@ -188,8 +190,10 @@ async def _expose(c: AppContext, exp: Experiment, variant: str, user_id: str) ->
     memo = f"mgw:experiments:exposed:{exp.key}:{user_id}"
     if redis is not None:
         try:
-            if not await redis.set(memo, variant, nx=True, ex=EXPOSURE_MEMORY_S):
-                return  # appended before: the projection keeps the first anyway
+            # a short claim first, made long once the event is on the log: a process
+            # that dies in between leaves a claim that expires, not a lost exposure
+            if not await redis.set(memo, variant, nx=True, ex=EXPOSURE_CLAIM_S):
+                return  # appended (or being appended): the projection keeps the first
         except Exception as exc:  # dedupe is an optimisation; the projection keeps one
             log.warning("exposure dedupe unavailable (Redis), appending anyway: %r", exc)
             redis = None
@@ -217,6 +221,11 @@ async def _expose(c: AppContext, exp: Experiment, variant: str, user_id: str) ->
             except Exception as exc:
                 log.warning("could not forget exposure memo %s: %r", memo, exc)
         raise
+    if redis is not None:
+        try:
+            await redis.expire(memo, EXPOSURE_MEMORY_S)
+        except Exception as exc:  # the claim expires; a later serve appends a repeat
+            log.warning("could not keep exposure memo %s: %r", memo, exc)
 
 
 async def assign(ctx: AppContext, user_id: str, surface: str) -> Assignment | None:

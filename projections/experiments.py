@@ -338,4 +338,3 @@ async def variant_counts(conn: AsyncConnection[Any], exp: Experiment) -> list[Va
     )
     by_name = {r[0]: [int(v or 0) for v in r[1:]] for r in rows}
     return [VariantCounts(v.name, v.weight, *by_name.get(v.name, [])) for v in exp.variants]
-
