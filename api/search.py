@@ -20,6 +20,10 @@ Parental limits: a signed-in caller searches as their active profile (``X-Profil
 else the account's default profile; api/identity/profiles.py), and the profile's ``max_rating``
 is a filter no parameter can lift: the limit applied is the stricter of the profile's
 and an explicit ``max_rating``. Titles without a rating follow ``MGW_UNRATED_AS``.
+Personal ranking: ``personalize=true`` (signed in) re-ranks the results by the caller's
+taste as the recommender sees it (domain/recs/serving.personalized_order): relevance still
+leads, and a title the caller would be recommended climbs by up to half its score.
+
 Autocomplete drops title suggestions above the limit (their ratings are looked up for
 the few ids it returns); genre and people suggestions are not titles and stay.
 """
@@ -51,6 +55,7 @@ from core.topics import LIBRARY
 from domain.discovery.documents import fold
 from domain.discovery.filters import FilterError, SearchFilters, parse_filters, stricter
 from domain.discovery.planning import plan_query
+from domain.recs.serving import personalized_order
 from projections import library as library_store
 from projections.content import ratings_of
 from projections.registry import by_name
@@ -59,7 +64,7 @@ from projections.search_engine import SearchEngine, availability_summary
 MAX_QUERY = 2000
 _PARAMS = {
     "q", "limit", "cursor", "profile", "intent", "explain", "kind", "genre", "year_from",
-    "year_to", "platform", "region", "offer", "max_rating", "services",
+    "year_to", "platform", "region", "offer", "max_rating", "services", "personalize",
 }  # fmt: skip
 SERVICES = ("any", "mine")
 
@@ -138,7 +143,18 @@ async def search(request: Request) -> Response:
     plan = plan_query(text, intent, explicit, vocab.speller, use_intent=use_intent)
     where, remainder, corrected = plan.where, plan.remainder, plan.corrected
     did_you_mean = plan.did_you_mean
-    fp = _fingerprint(text, where.as_dict(), profile.name, profile.version)
+    personal = _flag(params, "personalize", False)
+    if personal and principal is None:
+        raise Problem(
+            401,
+            "personalize=true ranks by your taste: sign in (Authorization: Bearer ...)",
+            field="personalize",
+            headers={"WWW-Authenticate": 'Bearer realm="mgw"'},
+        )
+    fp = _fingerprint(
+        text, where.as_dict(), profile.name, profile.version,
+        principal.user_id if personal and principal else None,
+    )  # fmt: skip
     cursor = (params.get("cursor") or [None])[0]
     notes: list[str] = []
     degraded = False
@@ -176,6 +192,8 @@ async def search(request: Request) -> Response:
             ranked = await eng.retrieve(text, explicit, weights)
             where = explicit
             notes.append("relaxed")
+        if personal and principal is not None and ranked.items:
+            ranked.items = await _personalized(request, principal.user_id, ranked.items)
         degraded = ranked.degraded
         facets = ranked.facets
         timings = ranked.timings
@@ -198,6 +216,7 @@ async def search(request: Request) -> Response:
         "did_you_mean": did_you_mean,
         "retried": notes or None,
         "profile": {"name": profile.name, "version": profile.version},
+        "personalized": personal and mode == "search",
         "degraded": degraded,
         "items": items,
         "total": total,
@@ -223,6 +242,25 @@ async def search(request: Request) -> Response:
         user_id=principal.user_id if principal else None,
     )
     return JSONResponse(body, background=task)
+
+
+async def _personalized(request: Request, user_id: str, items: list[Any]) -> list[Any]:
+    """The results re-ranked by the user's affinity from the recommender
+    (domain/recs/serving.personalized_order); unchanged while it is starting."""
+    recs = ctx(request).recs
+    if recs is None:
+        return items
+    catalog = await recs.ready()
+    scored = recs.score(await recs.user_facts(user_id))
+    top = float(scored.scores.max()) if scored.scores.size else 0.0
+    affinity = [
+        float(scored.scores[catalog.index[c.content_id]]) / top
+        if top > 0 and c.content_id in catalog.index
+        else 0.0
+        for c, _ in items
+    ]
+    order = personalized_order([c.score for c, _ in items], affinity)
+    return [items[i] for i in order]
 
 
 def _services_param(params: dict[str, list[str]]) -> str:

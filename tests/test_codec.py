@@ -88,6 +88,16 @@ def _session_samples() -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
+def _activity_samples() -> dict[str, dict[str, Any]]:
+    return {
+        "ActivityRecorded": {
+            "user_id": "u1", "event_id": "e1", "kind": "not_interested", "content_id": "c1",
+            "surface": "recommendations", "device_id": "tv", "position": 3,
+            "request_id": "r1", "occurred_at": datetime(2026, 1, 2, tzinfo=UTC),
+        },
+    }  # fmt: skip
+
+
 def _experiment_samples() -> dict[str, dict[str, Any]]:
     variant = {"name": "control", "weight": 50, "params": "{}"}
     return {
@@ -217,6 +227,7 @@ def test_round_trip_every_event_type() -> None:
         **_library_samples(),
         **_session_samples(),
         **_experiment_samples(),
+        **_activity_samples(),
     }
     assert set(samples) == set(codec.event_types)
     for event_type, payload in samples.items():

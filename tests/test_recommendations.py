@@ -285,3 +285,64 @@ def test_a_retrained_model_is_swapped_in_without_a_failed_request(
         assert out["model_version"] == before
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_an_experiment_on_the_surface_assigns_and_changes_the_model(
+    recs_client: TestClient,
+) -> None:
+    from tests.identity_helpers import admin_headers
+
+    c = recs_client
+    admin = admin_headers(c)
+    body = {
+        "surface": "recommendations",
+        "variants": [
+            {"name": "personal", "weight": 50, "params": {}},
+            {"name": "popular", "weight": 50, "params": {"model": "popularity"}},
+        ],
+        "primary_metric": "ctr",
+        "guardrail_metrics": [],
+    }
+    r = c.put("/v1/admin/experiments/recs-popular", json=body, headers=admin)
+    assert r.status_code in (200, 201, 202), r.text
+    r = c.post("/v1/admin/experiments/recs-popular/start", headers=admin)
+    assert r.status_code in (200, 202), r.text
+    try:
+        seen: dict[str, str] = {}
+        for _ in range(12):
+            _, h = new_user(c)
+            out = _recs(c, h)
+            deadline = time.monotonic() + 5
+            while out["experiment"] is None and time.monotonic() < deadline:
+                time.sleep(0.1)  # the running set is cached briefly
+                out = _recs(c, h)
+            assert out["experiment"]["key"] == "recs-popular"
+            again = _recs(c, h)
+            assert again["experiment"] == out["experiment"], "one user, one variant"
+            variant = out["experiment"]["variant"]
+            seen[variant] = out["model_version"]
+        assert set(seen) == {"personal", "popular"}
+        assert seen["popular"] == "popularity" and seen["personal"] != "popularity"
+        _wait(lambda: _sql(c, "SELECT count(*) FROM experiment_exposures"
+                              " WHERE experiment = 'recs-popular'")[0][0] == 12, 20)  # fmt: skip
+    finally:
+        c.post("/v1/admin/experiments/recs-popular/stop", json={"reason": "test over"},
+               headers=admin)  # fmt: skip
+
+
+def test_personalized_search_reorders_by_taste(recs_client: TestClient) -> None:
+    c = recs_client
+    assert c.get("/v1/search", params={"q": "story", "personalize": "true"}).status_code == 401
+    _, h = new_user(c)
+    for title in ("Toy Story", "Babe", "Balto"):
+        token = _watch(c, h, _cid(c, title))
+    params = {"q": "story", "limit": 100}
+    plain = c.get("/v1/search", params=params, headers=h).json()
+    mine = c.get("/v1/search", params={**params, "personalize": "true"},
+                 headers={**h, "X-Consistency-Token": token})  # fmt: skip
+    assert mine.status_code == 200, mine.text
+    body = mine.json()
+    assert body["personalized"] is True and plain["personalized"] is False
+    assert sorted(i["id"] for i in body["items"]) == sorted(i["id"] for i in plain["items"])
+    assert c.get("/v1/search", params={**params, "personalize": "maybe"},
+                 headers=h).status_code == 422  # fmt: skip
