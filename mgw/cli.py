@@ -13,6 +13,9 @@ from pathlib import Path
 from core.settings import Settings
 from domain.catalog import PLATFORMS as PLATFORM_IDS
 
+#: `mgw eval recs` default; the same rows as ml-latest-small ratings.csv, gzipped
+RECS_RATINGS = Path(__file__).parent / "data" / "movielens-ratings.csv.gz"
+
 DESCRIPTION = """\
 Media Gateway: one catalog from eight streaming platforms, continue-watching synced
 across devices, on an event log with projections in PostgreSQL, Redis and Qdrant.
@@ -150,6 +153,34 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         profiles=[json.loads(w) for w in args.weights],
         show=args.show,
+    )
+
+
+def cmd_eval_recs(args: argparse.Namespace) -> int:
+    from mgw.recs_eval import run_eval_recs
+
+    return run_eval_recs(
+        Path(args.ratings),
+        seed=args.seed,
+        sample_users=args.sample_users,
+        do_tune=not args.no_tune,
+        content=not args.no_content,
+        low_weight=args.low_weight,
+        progress=not args.no_progress,
+    )
+
+
+def cmd_recs_offline(args: argparse.Namespace) -> int:
+    from mgw.recs_offline import run_recs_offline
+
+    return run_recs_offline(
+        Path(args.interactions),
+        Path(args.users),
+        Path(args.out),
+        k=args.k,
+        do_tune=not args.no_tune,
+        low_weight=args.low_weight,
+        progress=not args.no_progress,
     )
 
 
@@ -362,6 +393,54 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--no-progress", action="store_true", help="no progress bars")
     data_dir(srch)
     srch.set_defaults(func=cmd_eval_search)
+    recs_ev = ev_sub.add_parser(
+        "recs",
+        help="recommendation quality: each model, the tuned blend, popularity, plain EASE",
+        description="Split each user's ratings >= 4 80/20 at random, train on the rest "
+        "(lower ratings count as weak interest), rank all items with the user's training "
+        "items removed, and print NDCG@10, Recall@20, HR@10 and coverage@10 per model; "
+        "the last line is one JSON object.",
+    )
+    recs_ev.add_argument("--ratings", default=str(RECS_RATINGS), metavar="CSV",
+                         help="MovieLens ratings CSV, optionally .gz "
+                         "(default: the bundled ml-latest-small ratings)")  # fmt: skip
+    recs_ev.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    recs_ev.add_argument("--sample-users", type=int, default=None, metavar="N",
+                         help="evaluate on N randomly chosen users only (quick runs)")  # fmt: skip
+    recs_ev.add_argument("--no-tune", action="store_true",
+                         help="use the default settings instead of tuning on the training "
+                         "rows")  # fmt: skip
+    recs_ev.add_argument("--no-content", action="store_true",
+                         help="leave out the genre/people/keyword content model")  # fmt: skip
+    recs_ev.add_argument("--low-weight", type=float, default=0.5, metavar="W",
+                         help="weight of a rating below 4 in the training input (0.5)")  # fmt: skip
+    recs_ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    recs_ev.set_defaults(func=cmd_eval_recs)
+
+    recs = sub.add_parser("recs", help="recommendation tools")
+    recs_sub = recs.add_subparsers(dest="recs_command", metavar="COMMAND", required=True)
+    off = recs_sub.add_parser(
+        "offline",
+        help="train on a ratings CSV and write top-k recommendations as JSON lines",
+        description="Train the recommender the online service uses (tune on the file, then "
+        "fit) on a MovieLens-style CSV (userId,movieId,rating,timestamp; every row is "
+        "interest, weighted by its rating) and write one line "
+        '{"user": ..., "items": [...]} per listed user, best first, never an item the user '
+        "has in the file. A user with no rows gets the most popular items.",
+    )
+    off.add_argument("--interactions", required=True, metavar="CSV",
+                     help="ratings CSV with header userId,movieId,rating,timestamp "
+                     "(.gz accepted)")  # fmt: skip
+    off.add_argument("--users", required=True, metavar="TXT",
+                     help="file with one userId per line: the users to recommend for")  # fmt: skip
+    off.add_argument("--k", type=int, default=20, help="items per user (default 20)")
+    off.add_argument("--out", required=True, metavar="JSONL", help="where to write the lines")
+    off.add_argument("--no-tune", action="store_true",
+                     help="skip tuning on the file (faster; default settings)")  # fmt: skip
+    off.add_argument("--low-weight", type=float, default=0.5, metavar="W",
+                     help="weight of a rating below 80%% of the top rating (0.5)")  # fmt: skip
+    off.add_argument("--no-progress", action="store_true", help="no progress bars")
+    off.set_defaults(func=cmd_recs_offline)
 
     keys = sub.add_parser(
         "keys",

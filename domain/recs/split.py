@@ -9,17 +9,23 @@ import scipy.sparse as sp
 
 
 def split_users(
-    x: sp.csr_matrix, test_fraction: float = 0.2, seed: int = 42, min_items: int = 2
+    x: sp.csr_matrix,
+    test_fraction: float = 0.2,
+    seed: int = 42,
+    min_items: int = 2,
+    relevant_min: float = 0.0,
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """(train, test) with the same shape as ``x``: each user with at least ``min_items``
-    positive entries moves round(test_fraction · n) of them (at least one) to test.
-    Non-positive entries stay in train: they are history, never something to predict."""
+    entries above ``relevant_min`` (and positive) moves round(test_fraction · n) of them
+    (at least one) to test. Other entries stay in train: weak or negative signals are
+    history, never something to predict."""
     x = sp.csr_matrix(x, dtype=np.float32)
     rng = np.random.default_rng(seed)
     test_mask = np.zeros(x.nnz, dtype=bool)
     for u in range(x.shape[0]):
         lo, hi = x.indptr[u], x.indptr[u + 1]
-        pos = lo + np.flatnonzero(x.data[lo:hi] > 0)
+        row = x.data[lo:hi]
+        pos = lo + np.flatnonzero((row > 0) & (row >= relevant_min))
         if pos.size < min_items:
             continue
         n_test = max(1, int(round(test_fraction * pos.size)))
