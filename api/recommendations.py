@@ -42,7 +42,7 @@ from core.ids import new_id, utcnow
 from domain.discovery.documents import filter_keys
 from domain.recs import serving
 from projections.base import fetch_rows
-from projections.recs_engine import Catalog, RecsEngine, Scored
+from projections.recs_engine import Catalog, RecsEngine, Scored, View
 from projections.registry import by_name
 
 SURFACE = "recommendations"
@@ -119,16 +119,17 @@ def _item(catalog: Catalog, i: int, score: float, reason: str) -> dict[str, Any]
     }
 
 
-async def _prepare(request: Request) -> tuple[Principal, RecsEngine, Catalog, Scored, Scope]:
+async def _prepare(request: Request) -> tuple[Principal, View, Scored, Scope]:
     principal = await require(request, "library")
     e = engine(request)
     c = ctx(request)
     await wait_for_token(
         request, c.stores.pg, [by_name("interactions")], c.settings.consistency_wait_s
     )
-    catalog = await e.ready()
-    scope = await _scope(request, principal, catalog)
-    return principal, e, catalog, e.score(await e.user_facts(principal.user_id)), scope
+    v = await e.ready()
+    facts = await e.user_facts(principal.user_id)
+    scope = await _scope(request, principal, v.catalog)
+    return principal, v, v.score(facts), scope
 
 
 def _variant(params: dict[str, Any]) -> tuple[bool, float]:
@@ -148,18 +149,18 @@ async def recommendations(request: Request) -> Response:
     if row not in ROWS:
         raise Problem(422, f"row must be one of {', '.join(ROWS)}", field="row")
     limit = int_param(request, "limit", 20, 1, 100)
-    principal, e, catalog, scored, scope = await _prepare(request)
+    principal, v, scored, scope = await _prepare(request)
     assignment = await experiments.assign(ctx(request), principal.user_id, SURFACE)
     use_model, diversity = _variant(assignment.params if assignment else {})
     if not use_model:
-        scored = e.score(scored.facts, model=False)
-    built = await _rows(request, e, catalog, scored, scope, limit, diversity, only=row)
+        scored = v.score(scored.facts, model=False)
+    built = await _rows(request, v, scored, scope, limit, diversity, only=row)
     items = built[0]["items"] if built else []
     return JSONResponse(
         {
             "items": items,
             "row": row,
-            "model_version": _version(e, use_model),
+            "model_version": v.version if use_model else "popularity",
             "experiment": (
                 {"key": assignment.experiment, "variant": assignment.variant}
                 if assignment
@@ -170,23 +171,18 @@ async def recommendations(request: Request) -> Response:
     )
 
 
-def _version(e: RecsEngine, use_model: bool) -> str:
-    served = e.served
-    return served.version if (use_model and served is not None) else "popularity"
-
-
 async def rows(request: Request) -> Response:
     limit = int_param(request, "limit", 10, 1, 50)
-    principal, e, catalog, scored, scope = await _prepare(request)
+    principal, v, scored, scope = await _prepare(request)
     assignment = await experiments.assign(ctx(request), principal.user_id, SURFACE)
     use_model, diversity = _variant(assignment.params if assignment else {})
     if not use_model:
-        scored = e.score(scored.facts, model=False)
-    built = await _rows(request, e, catalog, scored, scope, limit, diversity, only=None)
+        scored = v.score(scored.facts, model=False)
+    built = await _rows(request, v, scored, scope, limit, diversity, only=None)
     return JSONResponse(
         {
             "rows": built,
-            "model_version": _version(e, use_model),
+            "model_version": v.version if use_model else "popularity",
             "experiment": (
                 {"key": assignment.experiment, "variant": assignment.variant}
                 if assignment
@@ -199,8 +195,7 @@ async def rows(request: Request) -> Response:
 
 async def _rows(
     request: Request,
-    e: RecsEngine,
-    catalog: Catalog,
+    e: View,
     scored: Scored,
     scope: Scope,
     limit: int,
@@ -208,6 +203,7 @@ async def _rows(
     *,
     only: str | None,
 ) -> list[dict[str, Any]]:
+    catalog = e.catalog
     out: list[dict[str, Any]] = []
     shown: set[int] = set()
 
@@ -298,11 +294,11 @@ def _on(scope: Scope) -> str | None:
     return scope.platforms[0] if len(scope.platforms) == 1 else None
 
 
-def _anchors(e: RecsEngine, scored: Scored) -> list[tuple[int, str]]:
+def _anchors(e: View, scored: Scored) -> list[tuple[int, str]]:
     """The user's most recent favourites the model knows: finished or liked titles."""
     catalog = e.catalog
     served = e.served
-    if catalog is None or served is None:
+    if served is None:
         return []
     liked = [
         f
@@ -350,8 +346,8 @@ async def similar(request: Request) -> Response:
         raise Problem(422, "must be 1 to 128 characters", field="content_id")
     limit = int_param(request, "limit", 10, 1, 50)
     principal = await optional(request)
-    e = engine(request)
-    catalog = await e.ready()
+    v = await engine(request).ready()
+    catalog = v.catalog
     i = catalog.index.get(cid)
     if i is None:
         raise Problem(404, f"no title {cid!r}", field="content_id")
@@ -359,7 +355,7 @@ async def similar(request: Request) -> Response:
     allowed = scope.allowed
     near = [
         (j, s)
-        for j, s in e.similar(i, max(limit * 4, 60))
+        for j, s in v.similar(i, max(limit * 4, 60))
         if scope.admit(j) and (allowed is None or bool(allowed[j]))
     ][:limit]
     reason = f"Similar to {catalog.titles[i]}"
@@ -367,7 +363,7 @@ async def similar(request: Request) -> Response:
         {
             "id": cid,
             "items": [_item(catalog, j, s, reason) for j, s in near],
-            "model_version": _version(e, True),
+            "model_version": v.version,
         }
     )
 

@@ -250,8 +250,9 @@ async def _personalized(request: Request, user_id: str, items: list[Any]) -> lis
     recs = ctx(request).recs
     if recs is None:
         return items
-    catalog = await recs.ready()
-    scored = recs.score(await recs.user_facts(user_id))
+    view = await recs.ready()
+    catalog = view.catalog
+    scored = view.score(await recs.user_facts(user_id))
     top = float(scored.scores.max()) if scored.scores.size else 0.0
     affinity = [
         float(scored.scores[catalog.index[c.content_id]]) / top

@@ -102,7 +102,7 @@ async def _wait_model(c: Any, timeout: float = 900) -> tuple[str, float, int]:
                 " ORDER BY trained_at DESC LIMIT 1"
             )
             row = await cur.fetchone()
-        if row and c.recs.served is not None and c.recs.served.version == row[0]:
+        if row and c.recs.view is not None and c.recs.view.version == row[0]:
             return row[0], float(row[1]), int(row[2])
         await asyncio.sleep(1)
     raise TimeoutError("no model trained")

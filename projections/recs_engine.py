@@ -169,83 +169,20 @@ class Scored:
     excluded: np.ndarray  # catalog indexes never to show
 
 
-class RecsEngine:
-    def __init__(self, pool: AsyncConnectionPool, recs_dir: Path) -> None:
-        self.pool = pool
-        self.recs_dir = recs_dir
-        self.catalog: Catalog | None = None
-        self.served: Served | None = None
-        self._art: Artefact | None = None
-        self._loaded_path: str | None = None
-        self._catalog_at = 0.0
-        self._catalog_mark: Any = None
+@dataclass(frozen=True, slots=True)
+class View:
+    """One catalog and the model aligned with it: a request works on one View from
+    start to end, whatever the background swaps in meanwhile."""
 
-    # -- keeping current ---------------------------------------------------------------
+    catalog: Catalog
+    served: Served | None
 
-    async def refresh(self, *, force_catalog: bool = False) -> None:
-        """Reload the catalog when search_docs changed (at most every
-        ``CATALOG_REFRESH_S`` while it keeps changing) and the model when a newer one
-        is recorded; swap in the pair as one object."""
-        loop = asyncio.get_running_loop()
-        changed = False
-        async with self.pool.connection() as conn:
-            rows = await fetch_rows(
-                conn, "SELECT version, path FROM rec_models ORDER BY trained_at DESC LIMIT 1"
-            )
-            (mark,) = await fetch_rows(
-                conn, "SELECT count(*), max(indexed_at) FROM search_docs WHERE kind <> 'episode'"
-            )
-        stale = mark != self._catalog_mark and (
-            self.catalog is None
-            or not self.catalog.ids
-            or loop.time() - self._catalog_at > CATALOG_REFRESH_S
-        )
-        if force_catalog or stale:
-            self.catalog = await load_catalog(self.pool)
-            self._catalog_at = loop.time()
-            self._catalog_mark = mark
-            changed = True
-        if rows and rows[0][1] != self._loaded_path:
-            path = rows[0][1]
-            try:
-                self._art = await asyncio.to_thread(load, Path(path))
-                self._loaded_path = path
-                changed = True
-                log.info("recommender model %s loaded", self._art.version)
-            except FileNotFoundError:
-                log.warning("recommender model file %s is missing; keeping the one served", path)
-        if changed and self.catalog is not None:
-            self.served = align(self._art, self.catalog)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.refresh()
-            except Exception as exc:  # serve what is loaded; try again shortly
-                log.warning("recommender refresh failed (%r); retrying", exc)
-            await pause(MODEL_CHECK_S, stop)
-
-    async def ready(self) -> Catalog:
-        if self.catalog is None:
-            await self.refresh()
-        assert self.catalog is not None
-        return self.catalog
-
-    # -- scoring -----------------------------------------------------------------------
-
-    async def user_facts(self, user_id: str) -> dict[str, UserFact]:
-        async with self.pool.connection() as conn:
-            rows = await fetch_rows(
-                conn,
-                f"SELECT content_id, {FACT_COLUMNS}, last_at FROM rec_interactions"
-                " WHERE user_id = %s",
-                (user_id,),
-            )
-        return {r[0]: UserFact(r[0], signals.Facts(*r[1:9]), r[9]) for r in rows}
+    @property
+    def version(self) -> str:
+        return self.served.version if self.served is not None else "popularity"
 
     def score(self, facts: dict[str, UserFact], *, model: bool = True) -> Scored:
         catalog = self.catalog
-        assert catalog is not None
         served = self.served if model else None
         now = utcnow()
         pop = served.popularity if served is not None else catalog.popularity
@@ -302,7 +239,6 @@ class RecsEngine:
         parental mask, admitted by ``admit`` (services), within ``restrict`` when given;
         then diversified by MMR over a pool a few times larger."""
         catalog = self.catalog
-        assert catalog is not None
         s = scored.scores.copy()
         s[scored.excluded] = -np.inf
         if allowed is not None:
@@ -337,7 +273,6 @@ class RecsEngine:
         neighbours, then (for titles the model does not know, or to fill up) titles
         sharing its genres, ordered by genre overlap and popularity."""
         catalog = self.catalog
-        assert catalog is not None
         out: list[tuple[int, float]] = []
         seen = {i}
         served = self.served
@@ -370,7 +305,6 @@ class RecsEngine:
         """For each picked title, the history title that contributed most to it."""
         served = self.served
         catalog = self.catalog
-        assert catalog is not None
         out: list[Because | None] = [None] * len(picked)
         if served is None or scored.x is None:
             return out
@@ -392,6 +326,82 @@ class RecsEngine:
             out[n] = Because(catalog.titles[ci], _did(f.facts))
         return out
 
+
+
+class RecsEngine:
+    def __init__(self, pool: AsyncConnectionPool, recs_dir: Path) -> None:
+        self.pool = pool
+        self.recs_dir = recs_dir
+        self.view: View | None = None
+        self._catalog: Catalog | None = None
+        self._art: Artefact | None = None
+        self._loaded_path: str | None = None
+        self._catalog_at = 0.0
+        self._catalog_mark: Any = None
+
+    # -- keeping current ---------------------------------------------------------------
+
+    async def refresh(self, *, force_catalog: bool = False) -> None:
+        """Reload the catalog when search_docs changed (at most every
+        ``CATALOG_REFRESH_S`` while it keeps changing) and the model when a newer one
+        is recorded; swap in the pair as one object."""
+        loop = asyncio.get_running_loop()
+        changed = False
+        async with self.pool.connection() as conn:
+            rows = await fetch_rows(
+                conn, "SELECT version, path FROM rec_models ORDER BY trained_at DESC LIMIT 1"
+            )
+            (mark,) = await fetch_rows(
+                conn, "SELECT count(*), max(indexed_at) FROM search_docs WHERE kind <> 'episode'"
+            )
+        stale = mark != self._catalog_mark and (
+            self._catalog is None
+            or not self._catalog.ids
+            or loop.time() - self._catalog_at > CATALOG_REFRESH_S
+        )
+        if force_catalog or stale:
+            self._catalog = await load_catalog(self.pool)
+            self._catalog_at = loop.time()
+            self._catalog_mark = mark
+            changed = True
+        if rows and rows[0][1] != self._loaded_path:
+            path = rows[0][1]
+            try:
+                self._art = await asyncio.to_thread(load, Path(path))
+                self._loaded_path = path
+                changed = True
+                log.info("recommender model %s loaded", self._art.version)
+            except FileNotFoundError:
+                log.warning("recommender model file %s is missing; keeping the one served", path)
+        if changed and self._catalog is not None:
+            self.view = View(self._catalog, align(self._art, self._catalog))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh()
+            except Exception as exc:  # serve what is loaded; try again shortly
+                log.warning("recommender refresh failed (%r); retrying", exc)
+            await pause(MODEL_CHECK_S, stop)
+
+    async def ready(self) -> View:
+        if self.view is None:
+            await self.refresh()
+        if self.view is None:
+            raise RuntimeError("the recommender has no catalog yet")
+        return self.view
+
+    # -- scoring -----------------------------------------------------------------------
+
+    async def user_facts(self, user_id: str) -> dict[str, UserFact]:
+        async with self.pool.connection() as conn:
+            rows = await fetch_rows(
+                conn,
+                f"SELECT content_id, {FACT_COLUMNS}, last_at FROM rec_interactions"
+                " WHERE user_id = %s",
+                (user_id,),
+            )
+        return {r[0]: UserFact(r[0], signals.Facts(*r[1:9]), r[9]) for r in rows}
 
 def _did(f: signals.Facts) -> str:
     if f.more_like_this:

@@ -147,10 +147,17 @@ def test_rows_for_a_home_screen_name_real_history(recs_client: TestClient) -> No
     _, h = new_user(c)
     for title in ("Heat", "GoldenEye"):
         token = _watch(c, h, _cid(c, title))
-    r = c.get("/v1/me/recommendations/rows", params={"limit": 5},
-              headers={**h, "X-Consistency-Token": token})  # fmt: skip
-    assert r.status_code == 200, r.text
-    body = r.json()
+    seen = {**h, "X-Consistency-Token": token}
+    body: dict[str, Any] = {}
+
+    def watched() -> bool:  # the plays became watches: the library's WatchRecorded
+        nonlocal body
+        r = c.get("/v1/me/recommendations/rows", params={"limit": 5}, headers=seen)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return any(row["id"].startswith("because_you_watched") for row in body["rows"])
+
+    _wait(watched, 10)
     rows = {row["id"].split(":")[0]: row for row in body["rows"]}
     assert {"top_picks", "because_you_watched", "trending"} <= set(rows)
     because = [row for row in body["rows"] if row["id"].startswith("because_you_watched")]
