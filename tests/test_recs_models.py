@@ -9,12 +9,11 @@ import scipy.sparse as sp
 
 from domain.recs.blend import mmr, normalize_rows
 from domain.recs.metrics import coverage, evaluate, hit_at_k, ndcg_at_k, recall_at_k, top_k
-from domain.recs.models import RecsConfig, Recommender, fit
+from domain.recs.models import Recommender, RecsConfig, fit
 from domain.recs.split import split_users
 from domain.recs.tuning import tune
 
 N_ITEMS = 24  # 0-9 cluster A, 10-19 cluster B, 20-23 never touched
-MODELS = ("ease", "rp3b", "knn", "pop")
 
 
 def _clusters(n_users: int = 60, seed: int = 3) -> sp.csr_matrix:
