@@ -105,12 +105,22 @@ def test_items_outside_the_dense_cap_are_scored_by_content_and_popularity() -> N
     assert scores[20] > scores[22] and scores[21] > scores[23]
 
 
-def test_explain_names_the_history_item_behind_a_recommendation() -> None:
-    rec = fit(_clusters(), RecsConfig(ease_lambda=5.0))
+@pytest.mark.parametrize(
+    "weights", [{"ease": 1.0}, {"ease": 1.0, "rp3b": 0.5, "knn": 0.2}, {"knn": 1.0}]
+)
+def test_explain_names_the_history_item_behind_a_recommendation(
+    weights: dict[str, float],
+) -> None:
+    rec = fit(_clusters(), RecsConfig(weights=weights, ease_lambda=5.0))
     u = _row({2: 1.0, 14: 1.0})
-    reasons = rec.explain(u, [5, 16, 20])
-    assert reasons[0] == 2 and reasons[1] == 14
-    assert reasons[2] is None  # nothing in the history leads to an untouched item
+    scores = rec.score(u)[0]
+    scores[[2, 14]] = -np.inf
+    top = [int(i) for i in np.argsort(-scores)[:4]]
+    reasons = rec.explain(u, [*top, 20])
+    for item, reason in zip(top, reasons, strict=False):
+        assert reason in (2, 14)
+        assert (reason < 10) == (item < 10), (item, reason)  # the same cluster's history item
+    assert reasons[-1] is None  # nothing in the history leads to an untouched item
 
 
 def test_similar_excludes_the_item_and_stays_in_its_cluster() -> None:
