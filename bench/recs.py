@@ -73,7 +73,7 @@ def _token(ident: Any, settings: Settings, user: str) -> dict[str, str]:
         audience=settings.identity.audience,
         subject=user,
         session_id="bench",
-        scope="library",
+        scope="library playback",
         client_id="mgw-app",
         roles=["user"],
         amr=["pwd"],
@@ -106,6 +106,16 @@ async def _wait_model(c: Any, timeout: float = 900) -> tuple[str, float, int]:
             return row[0], float(row[1]), int(row[2])
         await asyncio.sleep(1)
     raise TimeoutError("no model trained")
+
+
+async def _caught_up(c: Any) -> None:
+    from api.health import projector_lag
+
+    while True:
+        lags = await projector_lag(c)
+        if all(v["lag"] == 0 for v in lags.values()):
+            return
+        await asyncio.sleep(1)
 
 
 async def _timed_gets(
@@ -158,19 +168,34 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             c = app.state.mgw
             t = time.perf_counter()
             out["plays"] = await _seed(c)
-            version, fit_s, interactions = await _wait_model(c)
+            await _wait_model(c)
             out["seed_to_first_model_s"] = round(time.perf_counter() - t, 1)
+            await _caught_up(c)
+            out["seed_to_caught_up_s"] = round(time.perf_counter() - t, 1)
+            # a model of everything, so the timings are of the demo's full size
+            await train_once(c.stores.pg, settings.recs_path)
+            version, fit_s, interactions = await _wait_model(c)
             out["model_version"] = version
             out["interactions"] = interactions
-            out["background_retrain_s"] = round(fit_s, 1)
+            out["train_s"] = round(fit_s, 1)
             rng = random.Random(7)
             ml_users = [f"ml-{u}" for u in rng.sample(range(1, 611), args.users)]
             heads = [_token(c.identity, settings, u) for u in ml_users]
             cold = [_token(c.identity, settings, f"bench-cold-{i}") for i in range(50)]
             await _timed_gets(http, "/v1/me/recommendations?limit=20", heads, 50)  # warm up
+            _log(f"model {version} after {out['seed_to_first_model_s']} s; timing requests")
             out["request_ms"] = _pcts(
                 await _timed_gets(http, "/v1/me/recommendations?limit=20", heads, args.requests)
             )
+            if args.profile:
+                import cProfile
+                import pstats
+
+                prof = cProfile.Profile()
+                prof.enable()
+                await _timed_gets(http, "/v1/me/recommendations?limit=20", heads, 300)
+                prof.disable()
+                pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(45)
             out["rows_request_ms"] = _pcts(
                 await _timed_gets(
                     http, "/v1/me/recommendations/rows?limit=10", heads, args.requests // 2
@@ -179,6 +204,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             out["baseline_popularity_request_ms"] = _pcts(
                 await _timed_gets(http, "/v1/me/recommendations?limit=20", cold, args.requests)
             )
+            _log(json.dumps(out))
+            if args.requests_only:
+                return out
             folds: dict[str, list[float]] = {"not_interested": [], "finished": []}
             for i in range(args.trials):
                 kind = "not_interested" if i % 2 == 0 else "finished"
@@ -198,6 +226,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--trials", type=int, default=40, help="fold-in trials (half each kind)")
     ap.add_argument("--users", type=int, default=200, help="MovieLens users asking")
+    ap.add_argument("--profile", action="store_true", help="cProfile 300 requests (stderr)")
+    ap.add_argument("--requests-only", action="store_true", help="skip fold-in and retrain")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="mgw-bench-recs-") as tmp:
@@ -222,6 +252,9 @@ def main() -> int:
             pg.stop()
     result["load_avg_1m"] = {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)}
     result["targets"] = {"fold_in_p95_ms": 1000, "request_p99_ms": 20, "retrain_s": 60}
+    if args.requests_only:
+        print(json.dumps(result))
+        return 0
     result["met"] = {
         "fold_in_p95_ms": result["fold_in_ms"]["p95"] <= 1000,
         "request_p99_ms": result["request_ms"]["p99"] <= 20,

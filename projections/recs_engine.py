@@ -167,6 +167,7 @@ class Scored:
     x: sp.csr_matrix | None  # the user's row over the model's items
     facts: dict[str, UserFact]
     excluded: np.ndarray  # catalog indexes never to show
+    parts: Any = None  # the model's raw scores per part, for explain
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +189,7 @@ class View:
         pop = served.popularity if served is not None else catalog.popularity
         scores = serving.POPULARITY_PRIOR * pop
         x = None
+        parts = None
         if served is not None and facts:
             cols, vals = [], []
             for cid, f in facts.items():
@@ -203,7 +205,8 @@ class View:
                     (np.asarray(vals, np.float32), (np.zeros(len(cols), int), np.asarray(cols))),
                     shape=(1, n),
                 )
-                m = serving.normalised(np.asarray(served.art.model.score(x)).ravel())
+                parts = served.art.model.score_parts(x)
+                m = serving.normalised(np.asarray(served.art.model.score(x, parts=parts)).ravel())
                 known = served.to_cat >= 0
                 scores = scores.copy()
                 scores[served.to_cat[known]] += m[known]
@@ -222,7 +225,7 @@ class View:
              if c in catalog.index and signals.excluded(f.facts)],
             dtype=np.int64,
         )  # fmt: skip
-        return Scored(np.asarray(scores, np.float32), x, facts, excluded)
+        return Scored(np.asarray(scores, np.float32), x, facts, excluded, parts)
 
     def pick(
         self,
@@ -312,7 +315,7 @@ class View:
         ask = [j for j in model_items if j >= 0]
         if not ask:
             return out
-        hist = served.art.model.explain(scored.x, ask)
+        hist = served.art.model.explain(scored.x, ask, parts=scored.parts)
         by_item = dict(zip(ask, hist, strict=True))
         for n, j in enumerate(model_items):
             h = by_item.get(j) if j >= 0 else None
@@ -325,7 +328,6 @@ class View:
                 continue
             out[n] = Because(catalog.titles[ci], _did(f.facts))
         return out
-
 
 
 class RecsEngine:
@@ -402,6 +404,7 @@ class RecsEngine:
                 (user_id,),
             )
         return {r[0]: UserFact(r[0], signals.Facts(*r[1:9]), r[9]) for r in rows}
+
 
 def _did(f: signals.Facts) -> str:
     if f.more_like_this:

@@ -3,7 +3,8 @@
 The ``interactions`` projector's background step. Every ``CHECK_S`` it asks how many
 interactions changed since the newest model's data. It trains the first model once the
 stream pauses, then again after ``recs_retrain_changes`` changes or after
-``recs_retrain_s`` with any change, never twice within ``MIN_INTERVAL_S``. One
+``recs_retrain_s`` with any change, never twice within ``MIN_INTERVAL_S`` (unless the
+data doubled since, as during a bulk load: then after ``GROWTH_INTERVAL_S``). One
 trainer runs at a time across processes (an advisory lock). Training reads the whole
 projection, weighs it (domain/recs/signals.py), fits in a worker thread (numpy and scipy
 release the GIL, so the event loop keeps serving), writes the artefact to a file, then
@@ -44,6 +45,8 @@ CHECK_S = 5.0
 QUIET_S = 3.0
 #: the least time between two trainings (each takes a core for a while)
 MIN_INTERVAL_S = 300.0
+#: ... unless the data doubled since the last model, then this much
+GROWTH_INTERVAL_S = 30.0
 KEEP_FILES = 3
 #: advisory lock key: one trainer at a time (any stable 64-bit number)
 LOCK_KEY = 0x5EC5_7A11
@@ -87,6 +90,29 @@ async def read_training_data(pool: AsyncConnectionPool, now: datetime) -> Traini
         )
         rows = await cur.fetchall()
     return build_matrix(rows, now)
+
+
+async def read_item_features(pool: AsyncConnectionPool, items: list[str]) -> sp.csr_matrix:
+    """Titles x (genres, people) one-hot, for the content model and cold titles."""
+    async with pool.connection() as conn:
+        rows = await fetch_rows(
+            conn,
+            "SELECT content_id, genres, people FROM search_docs WHERE content_id = ANY(%s)",
+            (items,),
+        )
+    index = {c: i for i, c in enumerate(items)}
+    names: dict[str, int] = {}
+    r_idx: list[int] = []
+    c_idx: list[int] = []
+    for cid, genres, people in rows:
+        i = index[cid]
+        for f in [f"g:{g}" for g in genres or ()] + [f"p:{p}" for p in (people or ())[:10]]:
+            r_idx.append(i)
+            c_idx.append(names.setdefault(f, len(names)))
+    return sp.csr_matrix(
+        (np.ones(len(r_idx), np.float32), (np.asarray(r_idx, int), np.asarray(c_idx, int))),
+        shape=(len(items), max(len(names), 1)),
+    )
 
 
 def build_matrix(rows: list[tuple[Any, ...]], now: datetime) -> TrainingData:
@@ -159,7 +185,8 @@ async def train_once(pool: AsyncConnectionPool, directory: Path) -> str | None:
     data = await read_training_data(pool, now)
     if data.matrix.nnz == 0:
         return None
-    model = await asyncio.to_thread(fit, data.matrix)
+    features = await read_item_features(pool, data.items)
+    model = await asyncio.to_thread(fit, data.matrix, None, features)
     fit_s = time.perf_counter() - t0
     version = f"{model.version_tag}@{now.strftime('%Y%m%dT%H%M%SZ')}"
     art = Artefact(version, data.items, model, data.popularity, now)
@@ -211,7 +238,8 @@ class Trainer:
         async with self.pool.connection() as conn:
             latest = await fetch_rows(
                 conn,
-                "SELECT trained_at, data_until FROM rec_models ORDER BY trained_at DESC LIMIT 1",
+                "SELECT trained_at, data_until, interactions FROM rec_models"
+                " ORDER BY trained_at DESC LIMIT 1",
             )
             since = EPOCH if not latest or latest[0][1] is None else latest[0][1]
             rows = await fetch_rows(
@@ -229,6 +257,8 @@ class Trainer:
             quiet = (now - newest).total_seconds() >= QUIET_S
             return bool(quiet or changed >= 10 * self.settings.recs_retrain_changes)
         age = (now - latest[0][0]).total_seconds()
+        if changed >= latest[0][2] and age >= GROWTH_INTERVAL_S:
+            return True  # the data doubled (a bulk load went on): the model is stale now
         if age < min(MIN_INTERVAL_S, self.settings.recs_retrain_s):
             return False
         return bool(

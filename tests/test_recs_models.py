@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from domain.recs.blend import mmr, normalize_rows
+from domain.recs.blend import normalize_rows
 from domain.recs.metrics import coverage, evaluate, hit_at_k, ndcg_at_k, recall_at_k, top_k
 from domain.recs.models import Recommender, RecsConfig, fit
 from domain.recs.split import split_users
@@ -179,10 +179,6 @@ def test_top_k_excludes_and_evaluate_averages_over_users_with_targets() -> None:
     assert m["ndcg@10"] == pytest.approx(1.0) and m["hr@10"] == 1.0
 
 
-def test_normalize_rows_and_mmr() -> None:
+def test_normalize_rows() -> None:
     s = np.asarray([[2.0, -4.0, 1.0], [0.0, 0.0, 0.0]], dtype=np.float32)
     np.testing.assert_allclose(normalize_rows(s), [[0.5, -1.0, 0.25], [0, 0, 0]])
-    scores = np.asarray([1.0, 0.95, 0.5], dtype=np.float32)
-    sim = np.asarray([[1, 0.99, 0], [0.99, 1, 0], [0, 0, 1]], dtype=np.float32)
-    assert mmr(scores, [0, 1, 2], sim, 1.0) == [0, 1, 2]
-    assert mmr(scores, [0, 1, 2], sim, 0.5) == [0, 2, 1]  # the near-duplicate waits

@@ -1,4 +1,4 @@
-"""Putting the models' scores on one scale, and diversifying a ranked list.
+"""Putting the models' scores on one scale (diversity is domain/recs/serving.mmr).
 
 EASE scores, walk probabilities and cosines live on unrelated scales that also differ per
 user (a user with 500 items gets larger EASE sums than one with 5). Dividing each model's
@@ -36,37 +36,3 @@ def blend(parts: Sequence[tuple[float, F32]]) -> F32:
     if out is None:
         raise ValueError("blend: no part with a non-zero weight")
     return out.astype(np.float32, copy=False)
-
-
-def mmr(
-    scores: F32,
-    candidates: Sequence[int],
-    similarity: F32,
-    lambda_: float,
-    k: int | None = None,
-) -> list[int]:
-    """Maximal marginal relevance (Carbonell and Goldstein, 1998): greedily pick the
-    candidate maximising ``λ·score − (1−λ)·max similarity to the items already picked``.
-
-    ``scores`` holds one relevance per candidate index (any scale: it is min-max scaled
-    here so λ balances like against like); ``similarity`` is the candidates' pairwise
-    similarity in ``candidates`` order. λ = 1 keeps the relevance order.
-    """
-    n = len(candidates)
-    k = n if k is None else min(k, n)
-    if n == 0 or k == 0:
-        return []
-    rel = np.asarray([scores[c] for c in candidates], dtype=np.float32)
-    span = float(rel.max() - rel.min())
-    rel = (rel - rel.min()) / span if span > 0 else np.ones_like(rel)
-    chosen: list[int] = []
-    max_sim = np.zeros(n, dtype=np.float32)
-    free = np.ones(n, dtype=bool)
-    for _ in range(k):
-        value = lambda_ * rel - (1.0 - lambda_) * max_sim
-        value[~free] = -np.inf
-        pick = int(np.argmax(value))
-        chosen.append(pick)
-        free[pick] = False
-        max_sim = np.maximum(max_sim, similarity[pick])
-    return [candidates[i] for i in chosen]

@@ -127,22 +127,42 @@ class Recommender:
             out.append(("content", np.asarray((u @ self.content).toarray(), dtype=np.float32)))
         return out
 
-    def score(self, u: sp.csr_matrix, *, with_popularity: bool = True) -> F32:
-        """Scores (k × n_items, higher is better) for user rows ``u`` (k × n_items);
-        nothing is masked, the caller removes what the user already has."""
+    def score_parts(self, u: sp.csr_matrix) -> list[tuple[str, F32]]:
+        """Each active model's raw scores for user rows ``u``: what ``score`` blends and
+        ``explain`` scales by. A caller that needs both computes them once."""
         u = sp.csr_matrix(u, dtype=np.float32)
         if u.shape[1] != self.n_items:
             raise ValueError(f"user rows have {u.shape[1]} columns, the model {self.n_items}")
-        parts: list[tuple[float, F32]] = [(self._weight(m), s) for m, s in self._parts(u)]
+        return self._parts(u)
+
+    def score(
+        self,
+        u: sp.csr_matrix,
+        *,
+        with_popularity: bool = True,
+        parts: list[tuple[str, F32]] | None = None,
+    ) -> F32:
+        """Scores (k × n_items, higher is better) for user rows ``u`` (k × n_items);
+        nothing is masked, the caller removes what the user already has. ``parts``:
+        ``score_parts(u)`` when the caller has them already."""
+        u = sp.csr_matrix(u, dtype=np.float32)
+        raw = parts if parts is not None else self.score_parts(u)
+        parts_w: list[tuple[float, F32]] = [(self._weight(m), s) for m, s in raw]
         k = u.shape[0]
-        total = blend(parts) if parts else np.zeros((k, self.n_items), dtype=np.float32)
+        total = blend(parts_w) if parts_w else np.zeros((k, self.n_items), dtype=np.float32)
         if with_popularity:
             total += np.float32(max(self._weight("pop"), POP_FLOOR)) * self.popularity[None, :]
         return total.astype(np.float32, copy=False)
 
-    def explain(self, u_row: sp.csr_matrix, items: Sequence[int]) -> list[int | None]:
+    def explain(
+        self,
+        u_row: sp.csr_matrix,
+        items: Sequence[int],
+        parts: list[tuple[str, F32]] | None = None,
+    ) -> list[int | None]:
         """For each of ``items``, the history item (column index in ``u_row``) whose
-        contribution to that item's score is the largest positive one, or None."""
+        contribution to that item's score is the largest positive one, or None.
+        ``parts``: ``score_parts(u_row)`` when the caller has them already."""
         u = sp.csr_matrix(u_row, dtype=np.float32)
         history = u.indices
         values = u.data
@@ -152,7 +172,7 @@ class Recommender:
         contrib = np.zeros((history.size, items_arr.size), dtype=np.float32)
         position = np.full(self.n_items, -1, dtype=np.int64)
         position[self.dense_items] = np.arange(self.dense_items.size)
-        for model, raw in self._parts(u):
+        for model, raw in parts if parts is not None else self._parts(u):
             peak = float(np.abs(raw).max())
             if peak == 0:
                 continue
