@@ -37,6 +37,9 @@ log = logging.getLogger("mgw.recs")
 
 MODEL_CHECK_S = 2.0
 CATALOG_REFRESH_S = 10.0
+#: a user's strongest facts that score a request: a few viewers have thousands, and past
+#: a few hundred the weaker ones move the list little but cost time on every request
+MAX_HISTORY = 400
 #: candidates scored before filters and diversity pick the answer
 POOL = 60
 
@@ -199,6 +202,10 @@ class View:
                     if w != 0.0:
                         cols.append(j)
                         vals.append(w)
+            if len(cols) > MAX_HISTORY:
+                keep = np.argsort(-np.abs(np.asarray(vals)), kind="stable")[:MAX_HISTORY]
+                cols = [cols[i] for i in keep]
+                vals = [vals[i] for i in keep]
             if cols:
                 n = len(served.art.items)
                 x = sp.csr_matrix(

@@ -186,8 +186,10 @@ class Recommender:
                 block = np.zeros((history.size, items_arr.size), dtype=np.float32)
                 hk, ik = np.flatnonzero(hp >= 0), np.flatnonzero(ip >= 0)
                 if hk.size and ik.size:
-                    sub = matrix[hp[hk]][:, ip[ik]]
-                    sub = sub.toarray() if sp.issparse(sub) else np.asarray(sub)
+                    if sp.issparse(matrix):
+                        sub = matrix[hp[hk]][:, ip[ik]].toarray()
+                    else:  # gather only the cells asked for, not whole rows of a dense matrix
+                        sub = np.asarray(matrix[np.ix_(hp[hk], ip[ik])])
                     block[np.ix_(hk, ik)] = sub
             contrib += np.float32(scale) * values[:, None] * block
         best = np.argmax(contrib, axis=0)
