@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
@@ -26,7 +27,9 @@ from tests.identity_helpers import admin_headers, new_user, password_login
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
 #: identity: accounts and sessions (the API waits for its outcomes to sign anyone in)
-PROJECTORS = ("catalog", "availability", "search", "playback", "identity", "library")
+PROJECTORS = (
+    "catalog", "availability", "search", "playback", "identity", "library", "interactions"
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -169,6 +172,25 @@ def test_post_project_get_on_kafka_with_faust_workers(
             workers,
         )
         assert [(i["content_id"], i["title"]) for i in listed["items"]] == [("heat-1995", "Heat")]
+
+        # "not interested": the interactions worker folds it, recommendations leave it out
+        r = c.post("/v1/me/recommendations/feedback", headers=alice,
+                   json={"content_id": "heat-1995", "kind": "not_interested"})  # fmt: skip
+        assert r.status_code == 202, r.text
+        recs = _get_when_ready(
+            c,
+            "/v1/me/recommendations",
+            {**alice, "X-Consistency-Token": r.headers["X-Consistency-Token"]},
+            tmp_path,
+            workers,
+        )
+        assert "heat-1995" not in [i["id"] for i in recs["items"]]
+        with psycopg.connect(kafka_settings.database_url or "", autocommit=True) as conn:
+            facts = conn.execute(
+                "SELECT not_interested, started FROM rec_interactions"
+                " WHERE content_id = 'heat-1995'"
+            ).fetchall()
+        assert facts == [(True, True)]  # refused, and started on the TV before
 
         ready = c.get("/ready").json()
         assert ready["log_backend"] == "kafka" and ready["status"] == "ready"
