@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -45,9 +45,9 @@ from api.authn import require
 from api.consistency import HEADER as CONSISTENCY_HEADER
 from api.consistency import wait_for_token, wait_until_covered
 from api.context import AppContext, accepted, ctx
-from api.errors import Problem, from_validation
+from api.errors import Problem
 from api.pagination import decode_cursor, encode_cursor
-from api.requests import int_param, read_body
+from api.requests import int_param, read_json
 from core.events import Event
 from core.ids import utcnow
 from core.topics import EXPERIMENTS
@@ -296,18 +296,6 @@ def _no_nul(value: str, where: str) -> None:
         raise Problem(422, f"{where}: must not contain NUL characters", field=where)
 
 
-async def _object(request: Request, model: type[Any], *, optional: bool = False) -> Any:
-    data = await read_body(request)
-    if data is None and optional:
-        data = {}
-    if not isinstance(data, dict):
-        raise Problem(422, "body must be a JSON object", field="body")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise from_validation(exc) from None
-
-
 def _definition(body: _ExperimentIn, key: str) -> tuple[list[Variant], str]:
     if not SURFACE.match(body.surface):
         raise Problem(422, "surface: 1-64 characters of a-z, 0-9, '_' and '-'", field="surface")
@@ -379,7 +367,7 @@ async def put_experiment(request: Request) -> Response:
     admin = await require(request, WRITE_SCOPE)
     c = ctx(request)
     key = _key(request)
-    body: _ExperimentIn = await _object(request, _ExperimentIn)
+    body: _ExperimentIn = await read_json(request, _ExperimentIn)
     variants, seed = _definition(body, key)
     await _catch_up(c, key)
     found = await _current(c, key)
@@ -480,7 +468,7 @@ async def stop_experiment(request: Request) -> Response:
     admin = await require(request, WRITE_SCOPE)
     c = ctx(request)
     key = _key(request)
-    body: _StopIn = await _object(request, _StopIn, optional=True)
+    body: _StopIn = await read_json(request, _StopIn, optional=True)
     _no_nul(body.reason, "reason")
     await _catch_up(c, key)
     found = await _current(c, key)

@@ -149,48 +149,35 @@ async def recommendations(request: Request) -> Response:
     if row not in ROWS:
         raise Problem(422, f"row must be one of {', '.join(ROWS)}", field="row")
     limit = int_param(request, "limit", 20, 1, 100)
-    principal, v, scored, scope = await _prepare(request)
-    assignment = await experiments.assign(ctx(request), principal.user_id, SURFACE)
-    use_model, diversity = _variant(assignment.params if assignment else {})
-    if not use_model:
-        scored = v.score(scored.facts, model=False)
-    built = await _rows(request, v, scored, scope, limit, diversity, only=row)
-    items = built[0]["items"] if built else []
-    return JSONResponse(
-        {
-            "items": items,
-            "row": row,
-            "model_version": v.version if use_model else "popularity",
-            "experiment": (
-                {"key": assignment.experiment, "variant": assignment.variant}
-                if assignment
-                else None
-            ),
-            "request_id": new_id(),
-        }
-    )
+    built, meta = await _answer(request, limit, only=row)
+    return JSONResponse({"items": built[0]["items"] if built else [], "row": row, **meta})
 
 
 async def rows(request: Request) -> Response:
     limit = int_param(request, "limit", 10, 1, 50)
+    built, meta = await _answer(request, limit, only=None)
+    return JSONResponse({"rows": built, **meta})
+
+
+async def _answer(
+    request: Request, limit: int, *, only: str | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows asked for, and what every answer says about itself: the model that
+    ranked it, the caller's experiment and variant, a request id for activity reports."""
     principal, v, scored, scope = await _prepare(request)
     assignment = await experiments.assign(ctx(request), principal.user_id, SURFACE)
     use_model, diversity = _variant(assignment.params if assignment else {})
     if not use_model:
         scored = v.score(scored.facts, model=False)
-    built = await _rows(request, v, scored, scope, limit, diversity, only=None)
-    return JSONResponse(
-        {
-            "rows": built,
-            "model_version": v.version if use_model else "popularity",
-            "experiment": (
-                {"key": assignment.experiment, "variant": assignment.variant}
-                if assignment
-                else None
-            ),
-            "request_id": new_id(),
-        }
-    )
+    built = await _rows(request, v, scored, scope, limit, diversity, only=only)
+    meta = {
+        "model_version": v.version if use_model else "popularity",
+        "experiment": (
+            {"key": assignment.experiment, "variant": assignment.variant} if assignment else None
+        ),
+        "request_id": new_id(),
+    }
+    return built, meta
 
 
 async def _rows(

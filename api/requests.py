@@ -37,8 +37,11 @@ async def read_body(request: Request) -> Any:
         raise Problem(400, f"body is not valid JSON: {exc}", field="body") from None
 
 
-async def read_json(request: Request, model: type[M]) -> M:
+async def read_json(request: Request, model: type[M], *, optional: bool = False) -> M:
+    """The body validated by ``model``; ``optional``: an empty body is ``{}``."""
     data: Any = await read_body(request)
+    if data is None and optional:
+        data = {}
     if data is None:
         raise Problem(422, "a JSON body is required", field="body")
     if not isinstance(data, dict):
