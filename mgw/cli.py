@@ -145,6 +145,13 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _logging("WARNING")
+    if args.personalize:
+        from mgw.search_eval_personal import run_eval_search_personal
+
+        return run_eval_search_personal(
+            settings, limit_titles=args.titles, pairs=args.tags, known=args.known,
+            progress=not args.no_progress, show=args.show,
+        )  # fmt: skip
     return run_eval_search(
         settings,
         limit_titles=args.titles,
@@ -391,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--show", type=int, default=0, metavar="N",
                       help="print N queries hybrid search did not rank first")  # fmt: skip
     srch.add_argument("--no-progress", action="store_true", help="no progress bars")
+    srch.add_argument("--personalize", action="store_true",
+                      help="plain vs personalize=true as MovieLens users, on their own tags "
+                      "(--tags: (user, tag) pairs; mgw/search_eval_personal.py)")  # fmt: skip
     data_dir(srch)
     srch.set_defaults(func=cmd_eval_search)
     recs_ev = ev_sub.add_parser(
