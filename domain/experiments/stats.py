@@ -25,8 +25,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from scipy import stats as _sp
+
+def _scipy_stats() -> Any:
+    """scipy.stats, imported when a result is computed: it takes half a second, and every
+    process that loads the projector registry would pay it at start-up."""
+    from scipy import stats
+
+    return stats
+
 
 ALPHA = 0.05
 SRM_ALPHA = 0.001
@@ -64,11 +72,11 @@ class Comparison:
 
 
 def _z(alpha: float) -> float:
-    return float(_sp.norm.ppf(1 - alpha / 2))
+    return float(_scipy_stats().norm.ppf(1 - alpha / 2))
 
 
 def _two_sided_p(z: float) -> float:
-    return float(2 * _sp.norm.sf(abs(z)))
+    return float(2 * _scipy_stats().norm.sf(abs(z)))
 
 
 def msprt_p_value(diff: float, var: float, tau2: float) -> float:
@@ -173,5 +181,5 @@ def sample_ratio(observed: Sequence[int], weights: Sequence[float]) -> Srm | Non
         return None
     wsum = float(sum(weights))
     expected = [total * w / wsum for w in weights]
-    chi2, p = _sp.chisquare(list(observed), expected)
+    chi2, p = _scipy_stats().chisquare(list(observed), expected)
     return Srm(float(chi2), float(p), tuple(expected))
