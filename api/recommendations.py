@@ -42,7 +42,7 @@ from core.ids import new_id, utcnow
 from domain.discovery.documents import filter_keys
 from domain.recs import serving
 from projections.base import fetch_rows
-from projections.recs_engine import Catalog, RecsEngine, Scored, View
+from projections.recs_engine import Catalog, RecsEngine, Scored, View, did
 from projections.registry import by_name
 
 SURFACE = "recommendations"
@@ -216,7 +216,7 @@ async def _rows(
         add("top_picks", "Top picks for you", picked,
             [serving.reason_text(b, trending_on=_on(scope)) for b in because])  # fmt: skip
     if only in (None, "because_you_watched"):
-        for anchor, anchor_title in _anchors(e, scored)[: 1 if only else ANCHORS]:
+        for anchor, fav in _anchors(e, scored)[: 1 if only else ANCHORS]:
             similar = [j for j, _ in e.similar(anchor, max(limit * 4, 60))]
             if not similar:
                 continue
@@ -229,7 +229,7 @@ async def _rows(
                 restrict=np.asarray(similar, dtype=np.int64),
                 skip=shown if only is None else None,
             )
-            reason = f"Because you watched {anchor_title}"
+            reason = serving.reason_text(fav)
             add(f"because_you_watched:{catalog.ids[anchor]}", reason, picked,
                 [reason] * len(picked))  # fmt: skip
     if only in (None, "trending"):
@@ -281,7 +281,7 @@ def _on(scope: Scope) -> str | None:
     return scope.platforms[0] if len(scope.platforms) == 1 else None
 
 
-def _anchors(e: View, scored: Scored) -> list[tuple[int, str]]:
+def _anchors(e: View, scored: Scored) -> list[tuple[int, serving.Because]]:
     """The user's most recent favourites the model knows: finished or liked titles."""
     catalog = e.catalog
     served = e.served
@@ -296,8 +296,11 @@ def _anchors(e: View, scored: Scored) -> list[tuple[int, str]]:
         and f.content_id in catalog.index
     ]
     liked.sort(key=lambda f: (f.last_at, f.content_id), reverse=True)
-    return [(catalog.index[f.content_id], catalog.titles[catalog.index[f.content_id]])
-            for f in liked]  # fmt: skip
+    return [
+        (catalog.index[f.content_id],
+         serving.Because(catalog.titles[catalog.index[f.content_id]], did(f.facts)))
+        for f in liked
+    ]  # fmt: skip
 
 
 async def _leaving(request: Request, catalog: Catalog, scope: Scope) -> list[int]:

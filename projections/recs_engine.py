@@ -333,7 +333,7 @@ class View:
             ci = catalog.index.get(cid)
             if f is None or ci is None or signals.weight(f.facts, f.last_at, utcnow()) <= 0:
                 continue
-            out[n] = Because(catalog.titles[ci], _did(f.facts))
+            out[n] = Because(catalog.titles[ci], did(f.facts))
         return out
 
 
@@ -413,7 +413,8 @@ class RecsEngine:
         return {r[0]: UserFact(r[0], signals.Facts(*r[1:9]), r[9]) for r in rows}
 
 
-def _did(f: signals.Facts) -> str:
+def did(f: signals.Facts) -> str:
+    """What the user did with a title, as a reason says it."""
     if f.more_like_this:
         return "asked"
     if f.finished > 0:

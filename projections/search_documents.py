@@ -57,6 +57,9 @@ def document(r: tuple[Any, ...], now: datetime, half_life_days: float) -> dict[s
 #: held by a drain for its transaction: the projector waits for it, the background step
 #: only tries. SKIP LOCKED alone would let the projector pass over titles the background
 #: step is rebuilding and report a batch applied (a replay finished) before they exist.
+#: Every other multi-row write to search_docs (payload flags, embedded hashes,
+#: popularity) takes it first too: two such UPDATEs lock their rows in no set order, and
+#: under load the demo showed them deadlocking with the projector's drain.
 DRAIN_LOCK = 0x6D677764  # "mgwd"
 
 

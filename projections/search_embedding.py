@@ -89,7 +89,8 @@ class SearchIndexer:
         return self._embedder
 
     async def sync_payloads(self) -> int:
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
+            await hold_drain(conn, wait=True)  # the projector pushes the same rows
             return await push_payloads(conn, self.vectors, self.doc_batch)
 
     async def index_vectors(self) -> int:
@@ -136,6 +137,7 @@ class SearchIndexer:
             await self.vectors.upsert(docs)
             # recorded after the store has it, and only for the text it was computed from:
             # a crash in between only embeds it again (from the cache)
+            await hold_drain(conn, wait=True)
             await conn.execute(
                 "UPDATE search_docs SET embedded_hash = t.h, payload_synced = TRUE"
                 " FROM unnest(%s::text[], %s::text[]) AS t(id, h)"
@@ -148,7 +150,8 @@ class SearchIndexer:
     # -- running -----------------------------------------------------------------------
     async def refresh_popularity(self) -> None:
         """Plays change without touching the catalog: fold them in now and then."""
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
+            await hold_drain(conn, wait=True)
             await conn.execute(
                 "UPDATE search_docs s SET popularity = p.pop FROM (SELECT content_id,"
                 " least(1.0, ln(1 + count(*)) / ln(1 + 1000))::real AS pop"

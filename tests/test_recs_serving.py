@@ -45,7 +45,8 @@ def test_what_is_never_recommended() -> None:
     assert signals.excluded(Facts(finished=1))
     assert signals.excluded(Facts(started=True))
     assert signals.excluded(Facts(not_interested=True))
-    assert not signals.excluded(Facts(watchlisted=True, clicks=2, rating=8))
+    assert signals.excluded(Facts(rating=8))  # rated: seen
+    assert not signals.excluded(Facts(watchlisted=True, clicks=2, more_like_this=True))
 
 
 def _features(rows: list[list[float]]) -> sp.csr_matrix:

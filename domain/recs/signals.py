@@ -92,8 +92,9 @@ def weight(f: Facts, last_at: datetime, now: datetime) -> float:
 
 
 def excluded(f: Facts) -> bool:
-    """Never recommend what the user finished, is watching, or said no to."""
-    return f.finished > 0 or f.started or f.not_interested
+    """Never recommend what the user finished, is watching, rated (they have seen it) or
+    said no to. A watchlisted title may come back: it is one they mean to watch."""
+    return f.finished > 0 or f.started or f.not_interested or f.rating is not None
 
 
 def explicit(f: Facts) -> float:
