@@ -11,7 +11,7 @@
 * ``POST /v1/me/recommendations/feedback`` ``{"content_id", "kind": "not_interested" |
   "more_like_this"}``: 202 with a consistency token; the next answer reflects it.
 
-Never recommended: what the caller finished, is watching, or marked not interested, and
+Never recommended: what the caller finished, is watching, rated or marked not interested, and
 what their active profile's parental limit forbids; with ``services=mine`` only titles
 streaming on their services. The user's scope is ``library`` (it reads their library).
 """
