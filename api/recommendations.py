@@ -129,7 +129,7 @@ async def _prepare(request: Request) -> tuple[Principal, View, Scored, Scope]:
     v = await e.ready()
     facts = await e.user_facts(principal.user_id)
     scope = await _scope(request, principal, v.catalog)
-    return principal, v, v.score(facts), scope
+    return principal, v, v.score(facts, region=scope.region), scope
 
 
 def _variant(params: dict[str, Any]) -> tuple[bool, float]:
@@ -168,7 +168,7 @@ async def _answer(
     assignment = await experiments.assign(ctx(request), principal.user_id, SURFACE)
     use_model, diversity = _variant(assignment.params if assignment else {})
     if not use_model:
-        scored = v.score(scored.facts, model=False)
+        scored = v.score(scored.facts, model=False, region=scope.region)
     built = await _rows(request, v, scored, scope, limit, diversity, only=only)
     meta = {
         "model_version": v.version if use_model else "popularity",
@@ -233,7 +233,7 @@ async def _rows(
             add(f"because_you_watched:{catalog.ids[anchor]}", reason, picked,
                 [reason] * len(picked))  # fmt: skip
     if only in (None, "trending"):
-        trend = e.score({}, model=True)  # popularity alone: nobody's taste
+        trend = e.score({}, region=scope.region)  # popularity alone: nobody's taste
         for platform in scope.platforms[:2] or (None,):
             admit = scope.admit
             if platform is not None:

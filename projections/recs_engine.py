@@ -36,6 +36,8 @@ from projections.recs_training import FACT_COLUMNS, Artefact, load
 log = logging.getLogger("mgw.recs")
 
 MODEL_CHECK_S = 2.0
+#: plays' worth of everyone's popularity a region's own is blended with
+REGION_PRIOR = 50.0
 CATALOG_REFRESH_S = 10.0
 #: a user's strongest facts that score a request: a few viewers have thousands, and past
 #: a few hundred the weaker ones move the list little but cost time on every request
@@ -119,6 +121,7 @@ class Served:
     to_cat: np.ndarray  # model item -> catalog index
     model_ix: dict[str, int]
     popularity: np.ndarray  # per catalog title, recent plays from training, 0..1
+    regional: dict[str, np.ndarray]  # the same per region, shrunk towards the whole
 
     @property
     def version(self) -> str:
@@ -129,13 +132,24 @@ def align(art: Artefact | None, catalog: Catalog) -> Served | None:
     if art is None:
         return None
     to_cat = np.asarray([catalog.index.get(c, -1) for c in art.items], dtype=np.int64)
-    pop = np.zeros(len(catalog.ids), np.float32)
     known = to_cat >= 0
-    pop[to_cat[known]] = art.popularity[known]
-    top = float(pop.max()) if pop.size else 0.0
-    if top > 0:
-        pop = np.log1p(pop) / np.log1p(top)
-    return Served(art, catalog, to_cat, {c: i for i, c in enumerate(art.items)}, pop)
+
+    def on_catalog(per_item: np.ndarray) -> np.ndarray:
+        pop = np.zeros(len(catalog.ids), np.float32)
+        pop[to_cat[known]] = per_item[known]
+        top = float(pop.max()) if pop.size else 0.0
+        return np.log1p(pop) / np.log1p(top) if top > 0 else pop
+
+    total = float(art.popularity.sum()) or 1.0
+    share = art.popularity / total
+    regional = {
+        # a region with few viewers leans on the whole: REGION_PRIOR plays spread like
+        # everyone's, plus its own
+        r: on_catalog(counts + REGION_PRIOR * share)
+        for r, counts in art.regional.items()
+    }
+    index = {c: i for i, c in enumerate(art.items)}
+    return Served(art, catalog, to_cat, index, on_catalog(art.popularity), regional)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,11 +199,17 @@ class View:
     def version(self) -> str:
         return self.served.version if self.served is not None else "popularity"
 
-    def score(self, facts: dict[str, UserFact], *, model: bool = True) -> Scored:
+    def score(
+        self, facts: dict[str, UserFact], *, model: bool = True, region: str | None = None
+    ) -> Scored:
+        """The user's scores over the catalog; ``model`` False ranks by popularity (of
+        ``region`` when the model knows it) and the user's correction alone."""
         catalog = self.catalog
         served = self.served if model else None
         now = utcnow()
-        pop = served.popularity if served is not None else catalog.popularity
+        pop = catalog.popularity
+        if self.served is not None:
+            pop = self.served.regional.get(region or "", self.served.popularity)
         scores = serving.POPULARITY_PRIOR * pop
         x = None
         parts = None

@@ -23,7 +23,7 @@ import io
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,8 @@ class TrainingData:
     matrix: sp.csr_matrix  # users x items, signed weights
     popularity: np.ndarray  # per item: recent positive weight (float32)
     until: datetime | None  # newest updated_at read
+    #: region -> per item recent positive weight of the users whose services are there
+    regional: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class Artefact:
     model: Recommender
     popularity: np.ndarray
     trained_at: datetime
+    regional: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def facts_of(row: tuple[Any, ...]) -> signals.Facts:
@@ -89,7 +92,12 @@ async def read_training_data(pool: AsyncConnectionPool, now: datetime) -> Traini
             f"SELECT user_id, content_id, {FACT_COLUMNS}, last_at, updated_at FROM rec_interactions"
         )
         rows = await cur.fetchall()
-    return build_matrix(rows, now)
+        regions = await fetch_rows(
+            conn,
+            "SELECT user_id, value->>'region' FROM library_items"
+            " WHERE entity = 'services' AND NOT deleted AND value ? 'region'",
+        )
+    return build_matrix(rows, now, {u: r for u, r in regions if r})
 
 
 async def read_item_features(pool: AsyncConnectionPool, items: list[str]) -> sp.csr_matrix:
@@ -115,13 +123,19 @@ async def read_item_features(pool: AsyncConnectionPool, items: list[str]) -> sp.
     )
 
 
-def build_matrix(rows: list[tuple[Any, ...]], now: datetime) -> TrainingData:
+def build_matrix(
+    rows: list[tuple[Any, ...]], now: datetime, regions: dict[str, str] | None = None
+) -> TrainingData:
+    """The signed user x title matrix, and recent popularity overall and per region (a
+    user counts in the region of their services)."""
+    regions = regions or {}
     users: dict[str, int] = {}
     items: dict[str, int] = {}
     r_idx: list[int] = []
     c_idx: list[int] = []
     vals: list[float] = []
     pop: dict[int, float] = {}
+    by_region: dict[str, dict[int, float]] = {}
     until: datetime | None = None
     for row in rows:
         user, title, *facts, last_at, updated_at = row
@@ -137,7 +151,12 @@ def build_matrix(rows: list[tuple[Any, ...]], now: datetime) -> TrainingData:
         vals.append(w)
         if w > 0:
             age = max((now - last_at).total_seconds(), 0.0) / 86400.0
-            pop[i] = pop.get(i, 0.0) + 0.5 ** (age / POPULARITY_HALF_LIFE_DAYS)
+            recent = 0.5 ** (age / POPULARITY_HALF_LIFE_DAYS)
+            pop[i] = pop.get(i, 0.0) + recent
+            region = regions.get(user)
+            if region is not None:
+                counts = by_region.setdefault(region, {})
+                counts[i] = counts.get(i, 0.0) + recent
     matrix = sp.csr_matrix(
         (np.asarray(vals, np.float32), (np.asarray(r_idx), np.asarray(c_idx))),
         shape=(len(users), len(items)),
@@ -146,7 +165,13 @@ def build_matrix(rows: list[tuple[Any, ...]], now: datetime) -> TrainingData:
     popularity = np.zeros(len(items), np.float32)
     for i, v in pop.items():
         popularity[i] = v
-    return TrainingData(list(users), list(items), matrix, popularity, until)
+    regional = {}
+    for region, counts in by_region.items():
+        arr = np.zeros(len(items), np.float32)
+        for i, v in counts.items():
+            arr[i] = v
+        regional[region] = arr
+    return TrainingData(list(users), list(items), matrix, popularity, until, regional)
 
 
 def save(path: Path, art: Artefact) -> None:
@@ -157,6 +182,10 @@ def save(path: Path, art: Artefact) -> None:
         model=np.frombuffer(art.model.to_bytes(), np.uint8),
         items=np.asarray(art.items, dtype=str),
         popularity=art.popularity,
+        regions=np.asarray(sorted(art.regional), dtype=str),
+        regional=np.stack([art.regional[r] for r in sorted(art.regional)])
+        if art.regional
+        else np.zeros((0, len(art.items)), np.float32),
         meta=np.asarray(
             json.dumps({"version": art.version, "trained_at": art.trained_at.isoformat()})
         ),
@@ -175,6 +204,11 @@ def load(path: Path) -> Artefact:
             model=Recommender.from_bytes(z["model"].tobytes()),
             popularity=z["popularity"].astype(np.float32),
             trained_at=datetime.fromisoformat(meta["trained_at"]),
+            regional=(
+                {str(r): z["regional"][n] for n, r in enumerate(z["regions"])}
+                if "regions" in z.files
+                else {}
+            ),
         )
 
 
@@ -189,7 +223,7 @@ async def train_once(pool: AsyncConnectionPool, directory: Path) -> str | None:
     model = await asyncio.to_thread(fit, data.matrix, None, features)
     fit_s = time.perf_counter() - t0
     version = f"{model.version_tag}@{now.strftime('%Y%m%dT%H%M%SZ')}"
-    art = Artefact(version, data.items, model, data.popularity, now)
+    art = Artefact(version, data.items, model, data.popularity, now, data.regional)
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
     path = directory / f"model-{stamp}.npz"
     await asyncio.to_thread(save, path, art)

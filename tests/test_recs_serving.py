@@ -4,6 +4,7 @@ correction, diversity, reasons and personal search order."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -92,3 +93,27 @@ def test_personal_order_lets_taste_lift_but_not_override_relevance() -> None:
     # a loved title far less relevant stays below: 0.5 * 1.5 < 1.0
     assert serving.personalized_order(relevance, [0.0, 0.0, 1.0]) == [0, 1, 2]
     assert serving.personalized_order(relevance, [-3.0, 0.0, 0.0]) == [0, 1, 2]
+
+
+def test_popularity_per_region_leans_on_the_whole_when_a_region_is_small() -> None:
+    from projections.recs_engine import align, build_catalog
+    from projections.recs_training import Artefact, build_matrix
+
+    now = NOW
+    facts = (1, False, None, False, 0, 0, False, False)  # finished once
+    rows = [(f"u{u}", "a", *facts, now, now) for u in range(60)]  # everyone's favourite
+    rows += [(f"fr{u}", "b", *facts, now, now) for u in range(40)]  # France's own
+    rows += [("gb0", "c", *facts, now, now)]  # one viewer in Britain
+    data = build_matrix(rows, now, {**{f"fr{u}": "FR" for u in range(40)}, "gb0": "GB"})
+    assert set(data.regional) == {"FR", "GB"}
+    catalog = build_catalog(
+        [(c, "movie", c.upper(), 2000, ["Drama"], None, [], 0.0) for c in ("a", "b", "c")]
+    )
+    model: Any = None  # popularity needs no model
+    served = align(Artefact("v", data.items, model, data.popularity, now, data.regional), catalog)
+    assert served is not None
+    ix = catalog.index
+    assert served.popularity[ix["a"]] > served.popularity[ix["b"]]  # overall
+    assert served.regional["FR"][ix["b"]] > served.regional["FR"][ix["a"]]  # in France
+    # one British viewer does not outweigh everyone's taste
+    assert served.regional["GB"][ix["a"]] > served.regional["GB"][ix["c"]]
