@@ -253,9 +253,14 @@ async def _personalized(request: Request, user_id: str, items: list[Any]) -> lis
     view = await recs.ready()
     catalog = view.catalog
     scored = view.score(await recs.user_facts(user_id))
-    top = float(scored.scores.max()) if scored.scores.size else 0.0
+    # what the user has seen or refused is neutral here, as the recommender never offers
+    # it: a search for a mood should surface new titles, and a title searched by name
+    # is found by relevance anyway
+    scores = scored.scores.copy()
+    scores[scored.excluded] = 0.0
+    top = float(scores.max()) if scores.size else 0.0
     affinity = [
-        float(scored.scores[catalog.index[c.content_id]]) / top
+        float(scores[catalog.index[c.content_id]]) / top
         if top > 0 and c.content_id in catalog.index
         else 0.0
         for c, _ in items
