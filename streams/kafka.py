@@ -79,9 +79,10 @@ class KafkaLog:
         return self
 
     def _poll_loop(self) -> None:
-        assert self._producer is not None
+        producer = self._producer
+        assert producer is not None
         while not self._stop.is_set():
-            self._producer.poll(0.05)
+            producer.poll(0.05)
 
     def _consumer_config(self) -> dict[str, Any]:
         return {
@@ -100,6 +101,10 @@ class KafkaLog:
         self._stop.set()
         if self._poller:
             self._poller.join(2)
+        # dropped, not kept: librdkafka handles live (and reconnect, and log) until their
+        # Python objects go, and a closed log may stay referenced for long
+        self._producer = None
+        self._admin = None
         for consumer, _ in self._readers.values():
             with contextlib.suppress(Exception):
                 consumer.close()
