@@ -23,6 +23,7 @@ class AppContext:
     runner: Any = None  # the embedded runner when projectors run in this process
     search: Any = None  # projections.search_engine.SearchEngine
     recs: Any = None  # projections.recs_engine.RecsEngine
+    shards: Any = None  # mgw.worker.ShardSupervisor: the shard processes `mgw up` started
     identity: Any = None  # api.identity.services.IdentityServices
     where: dict[str, str] = field(default_factory=dict)
 

@@ -100,6 +100,14 @@ async def ready(request: Request) -> Response:
         body["stopped_projectors"] = stopped
     up = all(d["status"] == "up" for d in deps.values())
     body["status"] = "ready" if up else "unavailable"
+    # shard processes still starting cannot answer a read-your-writes wait on their
+    # partitions yet
+    starting = c.shards.starting() if c.shards is not None else []
+    if starting:
+        body["starting"] = starting
+        if up:
+            body["status"] = "starting"
+            up = False
     if up:
         return JSONResponse(body)
     return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})

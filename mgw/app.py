@@ -78,6 +78,7 @@ def create_app(
                         assert pf.resolved is not None
                         shards = ShardSupervisor(pf.resolved, [p.name for p in sharded], n)
                         shards.start()
+                        context.shards = shards
                     context.runner = runner
                     task = asyncio.create_task(runner.run(stop), name="embedded-runner")
                     background = start_background(PROJECTORS, pf.stores, stop)

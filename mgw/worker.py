@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -223,6 +224,9 @@ async def _run_embedded_worker(settings: Settings, projector_name: str, shard: S
         )
         log.info("%s: embedded worker, shard %d/%d", projector.name, *shard)
         background = start_background([projector], pf.stores, stop) if shard[0] == 0 else []
+        ready = os.environ.get(READY_ENV)
+        if ready:  # the parent's /ready waits for every shard to get here
+            await asyncio.to_thread(Path(ready).touch)
         try:
             await runner.run(stop)
         finally:
@@ -253,6 +257,10 @@ def shardable(settings: Settings, projectors: Sequence[Projector]) -> list[Proje
     ]
 
 
+#: where a shard process marks that it has begun reading (set by its supervisor)
+READY_ENV = "MGW_READY_FILE"
+
+
 class ShardSupervisor:
     """Shards 1..N-1 of each shardable projector as `mgw worker` children of `mgw up`
     (the parent runs shard 0/N). A child that dies is started again: its partitions
@@ -275,13 +283,26 @@ class ShardSupervisor:
         ]
         self.children: list[subprocess.Popen[bytes]] = []
         self._watch: asyncio.Task[None] | None = None
+        run_dir = resolved.data_dir / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.ready_files = [run_dir / f"shard-{n}.ready" for n in range(len(self.argvs))]
 
     def start(self) -> None:
-        self.children = [self._spawn(argv) for argv in self.argvs]
+        self.children = [self._spawn(n) for n in range(len(self.argvs))]
         self._watch = asyncio.create_task(self._supervise(), name="shard-supervisor")
 
-    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(argv, env=self.env)
+    def starting(self) -> list[str]:
+        """The shard processes that have not begun reading yet ("playback 1/2", ...)."""
+        return [
+            f"{argv[argv.index('--projector') + 1]} {argv[-1]}"
+            for argv, ready in zip(self.argvs, self.ready_files, strict=True)
+            if not ready.exists()
+        ]
+
+    def _spawn(self, n: int) -> subprocess.Popen[bytes]:
+        argv = self.argvs[n]
+        self.ready_files[n].unlink(missing_ok=True)
+        child = subprocess.Popen(argv, env={**self.env, READY_ENV: str(self.ready_files[n])})
         log.info("%s in process %d", " ".join(argv[-4:]), child.pid)
         return child
 
@@ -295,7 +316,7 @@ class ShardSupervisor:
                         child.pid,
                         child.returncode,
                     )
-                    self.children[i] = self._spawn(self.argvs[i])
+                    self.children[i] = self._spawn(i)
 
     async def stop(self) -> None:
         if self._watch is not None:

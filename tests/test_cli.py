@@ -361,3 +361,13 @@ def test_up_on_a_busy_port_says_what_to_do(tmp_path: Path) -> None:
     text = out.read_text()
     assert "already in use" in text and "--port" in text
     assert not (tmp_path / "d" / "postgres").exists()  # nothing was started
+
+
+def test_shard_supervisor_says_which_shards_are_still_starting(tmp_path: Path) -> None:
+    from core.settings import Settings
+    from mgw.worker import ShardSupervisor
+
+    sup = ShardSupervisor(Settings(data_dir=tmp_path), ["playback", "library"], 3)
+    assert sup.starting() == ["playback 1/3", "playback 2/3", "library 1/3", "library 2/3"]
+    sup.ready_files[1].touch()  # what `mgw worker` does once it reads
+    assert "playback 2/3" not in sup.starting() and len(sup.starting()) == 3
