@@ -18,8 +18,8 @@ Routes:
 
 Commands answer 202 with the position (``X-Consistency-Token``) and ``"confirmed"``
 once the projection applied them within ``consistency_wait_s``. **Who may:** reading
-needs ``analytics:read`` (support, admin); writing ``ranking:write`` (admin: experiments
-change what users are served, as ranking profiles do).
+needs ``analytics:read`` (support, admin); writing ``experiments:write`` (admin:
+experiments change what users are served).
 
 **For the serving routes:** ``assign(ctx, user_id, surface)``.
 """
@@ -81,7 +81,7 @@ log = logging.getLogger("mgw.experiments")
 
 PROJECTOR = ExperimentsProjector()
 READ_SCOPE = "analytics:read"
-WRITE_SCOPE = "ranking:write"
+WRITE_SCOPE = "experiments:write"
 #: how long ``assign`` may wait for the experiments store before serving no experiment
 ASSIGN_BUDGET_S = 0.05
 #: how old the in-process set of running experiments may be

@@ -663,7 +663,8 @@ def test_roles_nest_and_map_to_scopes() -> None:
     assert user == {"profile", "playback", "library", "search"}
     assert user < support < admin == roles.ALL_SCOPES
     assert support - user == {"users:read", "audit:read", "analytics:read"}
-    writes = {"users:write", "catalog:write", "ranking:write", "ratelimits:write"}
+    writes = {"users:write", "catalog:write", "ranking:write", "ratelimits:write",
+              "experiments:write"}  # fmt: skip
     assert writes <= admin and not writes & support
     assert roles.scopes_for(["user"]) == user
     assert roles.scopes_for(["user", "support"]) == support

@@ -4,7 +4,8 @@ A token carries scopes, and every endpoint asks for one scope; roles only decide
 scopes a user's tokens may hold. The three roles nest (user ⊂ support ⊂ admin) so a
 grant never takes anything away. Support staff read accounts, audit and analytics to
 answer tickets; every write that affects other users or the whole service (locking
-accounts, granting roles, catalog, ranking and rate-limit changes) is admin only.
+accounts, granting roles, catalog, ranking, experiment and rate-limit changes) is admin
+only.
 
 Roles read back from stored events may include ones this code does not know (a newer
 version wrote them); ``scopes_for`` ignores them, which grants nothing.
@@ -32,6 +33,7 @@ SCOPES: Mapping[str, str] = MappingProxyType(
         "users:write": "lock and unlock accounts, revoke sessions, grant roles",
         "catalog:write": "add content and administer webhooks",
         "ranking:write": "change search ranking profiles",
+        "experiments:write": "define, start and stop A/B experiments",
         "ratelimits:write": "change rate limits",
     }
 )
