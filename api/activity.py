@@ -8,7 +8,8 @@
 
 Up to 500 events; ``event_id`` is the client's (a repeat is recorded once, so a client
 may resend a batch it is not sure arrived). Kinds: impression, click, detail_view,
-trailer, share, not_interested, more_like_this. Answers 202 with ``accepted`` and the
+trailer, share, not_interested, more_like_this, interest_restored (takes back a not
+interested or more like this). Answers 202 with ``accepted`` and the
 consistency token of the batch: ``GET /v1/me/recommendations`` with it reads them.
 Each event is an ActivityRecorded on the ``activity`` topic, keyed by user, which an
 analytics consumer can read (docs/recommendations.md).
@@ -37,7 +38,14 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(minutes=5)
 
 Kind = Literal[
-    "impression", "click", "detail_view", "trailer", "share", "not_interested", "more_like_this"
+    "impression",
+    "click",
+    "detail_view",
+    "trailer",
+    "share",
+    "not_interested",
+    "more_like_this",
+    "interest_restored",
 ]
 
 

@@ -10,6 +10,7 @@
   parental limit still applies).
 * ``POST /v1/me/recommendations/feedback`` ``{"content_id", "kind": "not_interested" |
   "more_like_this"}``: 202 with a consistency token; the next answer reflects it.
+  ``DELETE /v1/me/recommendations/feedback/{id}`` takes it back.
 
 Never recommended: what the caller finished, is watching, rated or marked not interested, and
 what their active profile's parental limit forbids; with ``services=mine`` only titles
@@ -368,6 +369,23 @@ class FeedbackIn(BaseModel):
     _nul = field_validator("content_id", "request_id")(reject_nul)
 
 
+async def restore(request: Request) -> Response:
+    """``DELETE /v1/me/recommendations/feedback/{content_id}``: take back a "not
+    interested" or "more like this"; the title may be recommended again."""
+    user = (await require(request, "library")).user_id
+    cid = request.path_params["content_id"]
+    if not 0 < len(cid) <= 128 or "\x00" in cid:
+        raise Problem(422, "must be 1 to 128 characters", field="content_id")
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= 128:
+        raise Problem(422, "must be 1 to 128 characters", field="Idempotency-Key")
+    a = ActivityIn(
+        event_id=key or new_id(), kind="interest_restored", content_id=cid, surface=SURFACE
+    )
+    pos = await ctx(request).publisher.publish(activity_event(user, a, utcnow()))
+    return accepted(pos, kind="interest_restored", content_id=cid)
+
+
 async def feedback(request: Request) -> Response:
     user = (await require(request, "library")).user_id
     body = await read_json(request, FeedbackIn)
@@ -389,5 +407,6 @@ routes = [
     Route("/v1/me/recommendations", recommendations, methods=["GET"]),
     Route("/v1/me/recommendations/rows", rows, methods=["GET"]),
     Route("/v1/me/recommendations/feedback", feedback, methods=["POST"]),
+    Route("/v1/me/recommendations/feedback/{content_id}", restore, methods=["DELETE"]),
     Route("/v1/content/{content_id}/similar", similar, methods=["GET"]),
 ]

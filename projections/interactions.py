@@ -164,6 +164,8 @@ def _add(d: _Delta, t: str, p: dict[str, Any]) -> None:
             d.not_interested, d.more_like_this = True, False
         elif kind == "more_like_this":
             d.more_like_this, d.not_interested = True, False
+        elif kind == "interest_restored":  # "not interested" taken back
+            d.not_interested, d.more_like_this = False, False
     elif t.startswith("Playback"):
         d.started = True
     elif t == "WatchRecorded":

@@ -353,3 +353,24 @@ def test_personalized_search_reorders_by_taste(recs_client: TestClient) -> None:
     assert sorted(i["id"] for i in body["items"]) == sorted(i["id"] for i in plain["items"])
     assert c.get("/v1/search", params={**params, "personalize": "maybe"},
                  headers=h).status_code == 422  # fmt: skip
+
+
+def test_not_interested_can_be_taken_back(recs_client: TestClient) -> None:
+    c = recs_client
+    user, h = new_user(c)
+    _watch(c, h, _cid(c, "Toy Story"))
+    top = _until_changed(c, h, _cid(c, "Toy Story"))["items"][0]["id"]
+    r = c.post("/v1/me/recommendations/feedback", json={"content_id": top,
+               "kind": "not_interested"}, headers=h)  # fmt: skip
+    seen = {**h, "X-Consistency-Token": r.headers["X-Consistency-Token"]}
+    gone = c.get("/v1/me/recommendations", params={"limit": 20}, headers=seen)
+    assert top not in [i["id"] for i in gone.json()["items"]]
+    r = c.delete(f"/v1/me/recommendations/feedback/{top}", headers=h)
+    assert r.status_code == 202, r.text
+    seen = {**h, "X-Consistency-Token": r.headers["X-Consistency-Token"]}
+    back = c.get("/v1/me/recommendations", params={"limit": 20}, headers=seen)
+    assert top in [i["id"] for i in back.json()["items"]]
+    facts = _sql(c, "SELECT not_interested FROM rec_interactions"
+                 " WHERE user_id = %s AND content_id = %s", user, top)  # fmt: skip
+    assert facts == [(False,)]
+    assert c.delete("/v1/me/recommendations/feedback/x", headers={}).status_code == 401
