@@ -160,23 +160,6 @@ class UserFact:
 
 
 @dataclass(frozen=True, slots=True)
-class Pick:
-    content_id: str
-    title: str
-    year: int | None
-    kind: str
-    genres_ix: int
-    score: float
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    items: list[Pick]
-    model_version: str
-
-
-@dataclass(frozen=True, slots=True)
 class Scored:
     """A user's scores over the catalog, with what explains them."""
 
