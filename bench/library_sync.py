@@ -55,7 +55,6 @@ from api.sync import decode_cursor  # noqa: E402
 from core.db import migrate  # noqa: E402
 from core.events import Event  # noqa: E402
 from core.settings import IdentitySettings, Settings  # noqa: E402
-from domain.identity.tokens import issue_access_token  # noqa: E402
 from mgw import embedded  # noqa: E402
 from mgw.app import create_app  # noqa: E402
 from projections import library as store  # noqa: E402
@@ -374,22 +373,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             out["feed_copy_s"] = round(copy_s, 1)
             # the seeded users sign in with tokens minted by the app's own keys (they have
             # no account: their rows came by COPY)
-            ident = c.identity
             feed_tokens = {
-                u: issue_access_token(
-                    ident.keyset,
-                    issuer=ident.issuer,
-                    audience=settings.identity.audience,
-                    subject=u,
-                    session_id="bench",
-                    scope="library",
-                    client_id="mgw-app",
-                    roles=["user"],
-                    amr=["pwd"],
-                    ttl_s=3600,
-                    now=int(time.time()),
-                )
-                for u in [heavy, *light]
+                u: c.identity.user_token(u, "library", ttl_s=3600) for u in [heavy, *light]
             }
             out.update(
                 await feed_latency(

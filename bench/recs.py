@@ -46,7 +46,6 @@ import httpx  # noqa: E402
 
 from core.db import migrate  # noqa: E402
 from core.settings import IdentitySettings, Settings  # noqa: E402
-from domain.identity.tokens import issue_access_token  # noqa: E402
 from mgw import demo, embedded  # noqa: E402
 from mgw.app import create_app  # noqa: E402
 from projections.recs_training import train_once  # noqa: E402
@@ -66,21 +65,8 @@ def _pcts(xs: list[float]) -> dict[str, float]:
             "mean": round(statistics.fmean(s), 2), "max": round(s[-1], 2)}  # fmt: skip
 
 
-def _token(ident: Any, settings: Settings, user: str) -> dict[str, str]:
-    tok = issue_access_token(
-        ident.keyset,
-        issuer=ident.issuer,
-        audience=settings.identity.audience,
-        subject=user,
-        session_id="bench",
-        scope="library playback",
-        client_id="mgw-app",
-        roles=["user"],
-        amr=["pwd"],
-        ttl_s=7200,
-        now=int(time.time()),
-    )
-    return {"Authorization": f"Bearer {tok}"}
+def _token(ident: Any, user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {ident.user_token(user, 'library playback')}"}
 
 
 async def _seed(c: Any) -> int:
@@ -180,8 +166,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             out["train_s"] = round(fit_s, 1)
             rng = random.Random(7)
             ml_users = [f"ml-{u}" for u in rng.sample(range(1, 611), args.users)]
-            heads = [_token(c.identity, settings, u) for u in ml_users]
-            cold = [_token(c.identity, settings, f"bench-cold-{i}") for i in range(50)]
+            heads = [_token(c.identity, u) for u in ml_users]
+            cold = [_token(c.identity, f"bench-cold-{i}") for i in range(50)]
             await _timed_gets(http, "/v1/me/recommendations?limit=20", heads, 50)  # warm up
             _log(f"model {version} after {out['seed_to_first_model_s']} s; timing requests")
             out["request_ms"] = _pcts(

@@ -98,23 +98,8 @@ def _plays_per_user(plays: list[Any]) -> Counter[str]:
     return Counter(e.payload["user_id"] for e in plays)
 
 
-def _token(ident: Any, settings: Settings, user: str) -> dict[str, str]:
-    from domain.identity.tokens import issue_access_token
-
-    tok = issue_access_token(
-        ident.keyset,
-        issuer=ident.issuer,
-        audience=settings.identity.audience,
-        subject=user,
-        session_id="eval-search-personal",
-        scope="library playback",
-        client_id="mgw-app",
-        roles=["user"],
-        amr=["pwd"],
-        ttl_s=7200,
-        now=int(time.time()),
-    )
-    return {"Authorization": f"Bearer {tok}"}
+def _token(ident: Any, user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {ident.user_token(user, 'library playback')}"}
 
 
 def _wait_caught_up(c: Any, ctx: Any, timeout: float = 1800) -> None:
@@ -227,9 +212,7 @@ def run_eval_search_personal(
             heads: dict[str, dict[str, str]] = {}
             not_personal = 0
             for pq in tqdm(queries, desc="queries", disable=not progress):
-                h = heads.get(pq.user) or heads.setdefault(
-                    pq.user, _token(ctx.identity, s, pq.user)
-                )
+                h = heads.get(pq.user) or heads.setdefault(pq.user, _token(ctx.identity, pq.user))
                 got = {}
                 for col, extra in (("plain", {}), ("personalized", {"personalize": "true"})):
                     r = c.get(
