@@ -27,7 +27,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,11 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from core.db import migrate  # noqa: E402
+from bench._stack import embedded_settings  # noqa: E402
 from core.settings import IdentitySettings, Settings  # noqa: E402
 from domain.identity.passwords import Argon2Params, Passwords  # noqa: E402
 from domain.identity.tokens import issue_access_token  # noqa: E402
-from mgw import embedded  # noqa: E402
 from mgw.app import create_app  # noqa: E402
 
 PASSWORD = "quiet rivers carry old stones"
@@ -249,32 +247,15 @@ def main() -> int:
         },
         "argon2_ms_per_hash": argon2_ms(params),
     }
-    with tempfile.TemporaryDirectory(prefix="mgw-bench-auth-") as tmp:
-        root = Path(tmp)
-        pg = embedded.start_postgres(root)
-        rd = embedded.start_redis(root)
-        try:
-            migrate(pg.uri)
-            settings = Settings(
-                data_dir=root / "data",
-                database_url=pg.uri,
-                redis_url=f"unix://{rd.server.socket_file}",
-                batch_linger_ms=0,
-                search_indexer=False,
-                embeddings="none",
-                identity=IdentitySettings(
-                    argon2_time_cost=params.time_cost,
-                    argon2_memory_kib=params.memory_kib,
-                    argon2_parallelism=params.parallelism,
-                    rate_limits=",".join(
-                        f"{r}=1000000/60" for r in ("login", "register", "token", "mfa")
-                    ),
-                ),
-            )
-            result.update(asyncio.run(run(args, settings)))
-        finally:
-            rd.stop()
-            pg.stop()
+    unlimited = ",".join(f"{r}=1000000/60" for r in ("login", "register", "token", "mfa"))
+    identity = IdentitySettings(
+        argon2_time_cost=params.time_cost,
+        argon2_memory_kib=params.memory_kib,
+        argon2_parallelism=params.parallelism,
+        rate_limits=unlimited,
+    )
+    with embedded_settings("mgw-bench-auth-", identity=identity) as settings:
+        result.update(asyncio.run(run(args, settings)))
     result["target_verifications_per_s"] = 20_000
     result["verification_target_met"] = result["verifications_per_s_cached"] >= 20_000
     print(json.dumps(result))

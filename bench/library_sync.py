@@ -38,7 +38,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -52,10 +51,9 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
 from api.sync import decode_cursor  # noqa: E402
-from core.db import migrate  # noqa: E402
+from bench._stack import embedded_settings  # noqa: E402
 from core.events import Event  # noqa: E402
 from core.settings import IdentitySettings, Settings  # noqa: E402
-from mgw import embedded  # noqa: E402
 from mgw.app import create_app  # noqa: E402
 from projections import library as store  # noqa: E402
 
@@ -399,30 +397,13 @@ def main() -> int:
     ap.add_argument("--pages", type=int, default=400)
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="mgw-bench-sync-") as tmp:
-        root = Path(tmp)
-        pg = embedded.start_postgres(root)
-        rd = embedded.start_redis(root)
-        try:
-            migrate(pg.uri)
-            settings = Settings(
-                data_dir=root / "data",
-                database_url=pg.uri,
-                redis_url=f"unix://{rd.server.socket_file}",
-                batch_linger_ms=0,
-                search_indexer=False,
-                embeddings="none",
-                consistency_wait_s=10.0,
-                identity=IdentitySettings(
-                    rate_limits=",".join(
-                        f"{r}=1000000/60" for r in ("login", "register", "token", "mfa")
-                    ),
-                ),
-            )
-            result = asyncio.run(run(args, settings))
-        finally:
-            rd.stop()
-            pg.stop()
+    unlimited = ",".join(f"{r}=1000000/60" for r in ("login", "register", "token", "mfa"))
+    with embedded_settings(
+        "mgw-bench-sync-",
+        consistency_wait_s=10.0,
+        identity=IdentitySettings(rate_limits=unlimited),
+    ) as settings:
+        result = asyncio.run(run(args, settings))
     # a shared 2-core machine: other work running at the same time shows up here
     result["load_avg_1m"] = {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)}
     result["targets"] = {"batched_ops_per_s": 20_000, "feed_page_p99_ms": 20}

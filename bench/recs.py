@@ -34,7 +34,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,9 +43,9 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from core.db import migrate  # noqa: E402
-from core.settings import IdentitySettings, Settings  # noqa: E402
-from mgw import demo, embedded  # noqa: E402
+from bench._stack import embedded_settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from mgw import demo  # noqa: E402
 from mgw.app import create_app  # noqa: E402
 from projections.recs_training import train_once  # noqa: E402
 
@@ -216,26 +215,8 @@ def main() -> int:
     ap.add_argument("--requests-only", action="store_true", help="skip fold-in and retrain")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="mgw-bench-recs-") as tmp:
-        root = Path(tmp)
-        pg = embedded.start_postgres(root)
-        rd = embedded.start_redis(root)
-        try:
-            migrate(pg.uri)
-            settings = Settings(
-                data_dir=root / "data",
-                database_url=pg.uri,
-                redis_url=f"unix://{rd.server.socket_file}",
-                batch_linger_ms=0,
-                search_indexer=False,
-                embeddings="none",
-                consistency_wait_s=10.0,
-                identity=IdentitySettings(),
-            )
-            result = asyncio.run(run(args, settings))
-        finally:
-            rd.stop()
-            pg.stop()
+    with embedded_settings("mgw-bench-recs-", consistency_wait_s=10.0) as settings:
+        result = asyncio.run(run(args, settings))
     result["load_avg_1m"] = {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)}
     result["targets"] = {"fold_in_p95_ms": 1000, "request_p99_ms": 20, "retrain_s": 60}
     if args.requests_only:
