@@ -216,55 +216,47 @@ async def _rows(
         because = e.because(scored, picked)
         add("top_picks", "Top picks for you", picked,
             [serving.reason_text(b, trending_on=_on(scope)) for b in because])  # fmt: skip
+
+    def titled_row(
+        row_id: str,
+        title: str,
+        source: Scored,
+        *,
+        restrict: list[int] | None = None,
+        admit: Callable[[int], bool] = scope.admit,
+    ) -> None:
+        """A row whose every item has the row's title as its reason, in score order,
+        leaving out what rows above it show."""
+        picked = e.pick(
+            source,
+            limit=limit,
+            admit=admit,
+            allowed=scope.allowed,
+            diversity=1.0,
+            restrict=None if restrict is None else np.asarray(restrict, dtype=np.int64),
+            skip=shown if only is None else None,
+        )
+        add(row_id, title, picked, [title] * len(picked))
+
     if only in (None, "because_you_watched"):
         for anchor, fav in _anchors(e, scored)[: 1 if only else ANCHORS]:
             similar = [j for j, _ in e.similar(anchor, max(limit * 4, 60))]
-            if not similar:
-                continue
-            picked = e.pick(
-                scored,
-                limit=limit,
-                admit=scope.admit,
-                allowed=scope.allowed,
-                diversity=1.0,
-                restrict=np.asarray(similar, dtype=np.int64),
-                skip=shown if only is None else None,
-            )
-            reason = serving.reason_text(fav)
-            add(f"because_you_watched:{catalog.ids[anchor]}", reason, picked,
-                [reason] * len(picked))  # fmt: skip
+            if similar:
+                titled_row(f"because_you_watched:{catalog.ids[anchor]}",
+                           serving.reason_text(fav), scored, restrict=similar)  # fmt: skip
     if only in (None, "trending"):
         trend = e.score({}, region=scope.region)  # popularity alone: nobody's taste
+        trend_scored = Scored(trend.scores, None, scored.facts, scored.excluded)
         for platform in scope.platforms[:2] or (None,):
-            admit = scope.admit
-            if platform is not None:
-                admit = _on_platform(catalog, scope.region, platform)
-
-            trend_scored = Scored(trend.scores, None, scored.facts, scored.excluded)
-            picked = e.pick(
-                trend_scored,
-                limit=limit,
-                admit=admit,
-                allowed=scope.allowed,
-                diversity=1.0,
-                skip=shown if only is None else None,
-            )
-            title = f"Trending on {platform}" if platform else "Trending now"
-            add(f"trending:{platform or 'all'}", title, picked, [title] * len(picked))
+            if platform is None:
+                titled_row("trending:all", "Trending now", trend_scored)
+            else:
+                titled_row(f"trending:{platform}", f"Trending on {platform}", trend_scored,
+                           admit=_on_platform(catalog, scope.region, platform))  # fmt: skip
     if only in (None, "leaving_soon") and scope.platforms:
         leaving = await _leaving(request, catalog, scope)
         if leaving:
-            picked = e.pick(
-                scored,
-                limit=limit,
-                admit=scope.admit,
-                allowed=scope.allowed,
-                diversity=1.0,
-                restrict=np.asarray(leaving, dtype=np.int64),
-                skip=shown if only is None else None,
-            )
-            add("leaving_soon", "Leaving your services soon", picked,
-                ["Leaving your services soon"] * len(picked))  # fmt: skip
+            titled_row("leaving_soon", "Leaving your services soon", scored, restrict=leaving)
     return out
 
 
