@@ -30,12 +30,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api import experiments
 from api.activity import ActivityIn, activity_event
 from api.authn import Principal, optional, require
 from api.consistency import wait_for_token
 from api.context import accepted, ctx
 from api.errors import Problem
+from api.experiment_assignment import assign
 from api.identity.profiles import rating_limit
 from api.library import my_services
 from api.requests import int_param, read_json, reject_nul
@@ -166,7 +166,7 @@ async def _answer(
     """The rows asked for, and what every answer says about itself: the model that
     ranked it, the caller's experiment and variant, a request id for activity reports."""
     principal, v, scored, scope = await _prepare(request)
-    assignment = await experiments.assign(ctx(request), principal.user_id, SURFACE)
+    assignment = await assign(ctx(request), principal.user_id, SURFACE)
     use_model, diversity = _variant(assignment.params if assignment else {})
     if not use_model:
         scored = v.score(scored.facts, model=False, region=scope.region)

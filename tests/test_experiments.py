@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from api.experiments import Assignment, assign, drain_background
+from api.experiment_assignment import Assignment, assign, drain_background
 from core.settings import Settings
 from domain.experiments.assignment import variant_index
 from tests.identity_helpers import new_user
@@ -260,7 +260,7 @@ def test_sample_ratio_mismatch_flags_and_stops_once(
 def test_assign_gives_up_quietly_when_the_store_is_slow(
     client: TestClient, admin: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    import api.experiments as experiments
+    import api.experiment_assignment as experiments
 
     _define_and_start(client, admin, "slow-store")
     c = client.app.state.mgw  # type: ignore[attr-defined]
