@@ -4,10 +4,12 @@ Redis in a temporary directory, gone when the benchmark ends."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from core.db import migrate
 from core.settings import Settings
@@ -38,3 +40,18 @@ def embedded_settings(prefix: str, **overrides: Any) -> Iterator[Settings]:
         finally:
             rd.stop()
             pg.stop()
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """The real app in this process, started (its lifespan: projectors, background steps),
+    and an HTTP client that reaches it through ASGI: (its AppContext, the client)."""
+    from mgw.app import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", timeout=60
+        ) as http:
+            yield app.state.mgw, http

@@ -34,13 +34,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
 
-from bench._stack import embedded_settings  # noqa: E402
+from bench._stack import embedded_settings, serving  # noqa: E402
 from core.settings import IdentitySettings, Settings  # noqa: E402
 from domain.identity.passwords import Argon2Params, Passwords  # noqa: E402
 from domain.identity.tokens import issue_access_token  # noqa: E402
-from mgw.app import create_app  # noqa: E402
 
 PASSWORD = "quiet rivers carry old stones"
 
@@ -69,160 +67,156 @@ async def _rate(n: int, fn: Any, concurrency: int) -> float:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    app = create_app(settings)
     out: dict[str, Any] = {}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
-            c = app.state.mgw
-            out["health_rps"] = round(await _rate(2000, lambda i: http.get("/health"), 8), 1)
-            # accounts
-            emails = [f"bench{i}@example.com" for i in range(args.users)]
-            for e in emails:
-                r = await http.post(
-                    "/v1/auth/register",
-                    json={"email": e, "password": PASSWORD, "display_name": "Load Tester"},
-                )
-                assert r.status_code == 201, r.text
+    async with serving(settings) as (c, http):
+        out["health_rps"] = round(await _rate(2000, lambda i: http.get("/health"), 8), 1)
+        # accounts
+        emails = [f"bench{i}@example.com" for i in range(args.users)]
+        for e in emails:
+            r = await http.post(
+                "/v1/auth/register",
+                json={"email": e, "password": PASSWORD, "display_name": "Load Tester"},
+            )
+            assert r.status_code == 201, r.text
 
-            sessions: list[dict[str, Any]] = []
+        sessions: list[dict[str, Any]] = []
 
-            async def login(i: int) -> None:
+        async def login(i: int) -> None:
+            r = await http.post(
+                "/oauth/token",
+                data={
+                    "grant_type": "password",
+                    "client_id": "mgw-app",
+                    "username": emails[i % len(emails)],
+                    "password": PASSWORD,
+                },
+            )
+            assert r.status_code == 200, r.text
+            sessions.append(r.json())
+
+        out["logins_per_s"] = round(await _rate(args.logins, login, 2), 2)
+
+        # wrong password, unknown account, locked account: same answer, same work?
+        locked = emails[-1]
+        async with c.stores.pg.connection() as conn:
+            cur = await conn.execute(
+                "SELECT user_id FROM users WHERE email_normalized = %s", (locked,)
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        from api.identity.commands import decide
+        from core.events import Event
+
+        await decide(
+            c,
+            Event(
+                "UserLocked",
+                row[0],
+                {
+                    "user_id": row[0],
+                    "reason": "bench",
+                    "actor_id": "bench",
+                    "ip": None,
+                    "user_agent": None,
+                },
+            ),
+        )
+
+        async def refused_ms(email: str, password: str) -> float:
+            times = []
+            for _ in range(args.refusals):
+                t = time.perf_counter()
                 r = await http.post(
                     "/oauth/token",
                     data={
                         "grant_type": "password",
                         "client_id": "mgw-app",
-                        "username": emails[i % len(emails)],
-                        "password": PASSWORD,
+                        "username": email,
+                        "password": password,
                     },
                 )
-                assert r.status_code == 200, r.text
-                sessions.append(r.json())
+                times.append((time.perf_counter() - t) * 1000)
+                assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+            return round(statistics.median(times), 2)
 
-            out["logins_per_s"] = round(await _rate(args.logins, login, 2), 2)
+        out["refused_login_median_ms"] = {
+            "wrong_password": await refused_ms(emails[0], "not the right one at all"),
+            "unknown_account": await refused_ms("nobody@example.com", PASSWORD),
+            "locked_account": await refused_ms(locked, PASSWORD),
+        }
 
-            # wrong password, unknown account, locked account: same answer, same work?
-            locked = emails[-1]
-            async with c.stores.pg.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT user_id FROM users WHERE email_normalized = %s", (locked,)
-                )
-                row = await cur.fetchone()
-            assert row is not None
-            from api.identity.commands import decide
-            from core.events import Event
+        # verification on the hot path: verifier + revocation check, as api/authn does
+        ident = c.identity
+        token = sessions[0]["access_token"]
 
-            await decide(
-                c,
-                Event(
-                    "UserLocked",
-                    row[0],
-                    {
-                        "user_id": row[0],
-                        "reason": "bench",
-                        "actor_id": "bench",
-                        "ip": None,
-                        "user_agent": None,
-                    },
-                ),
-            )
-
-            async def refused_ms(email: str, password: str) -> float:
-                times = []
-                for _ in range(args.refusals):
-                    t = time.perf_counter()
-                    r = await http.post(
-                        "/oauth/token",
-                        data={
-                            "grant_type": "password",
-                            "client_id": "mgw-app",
-                            "username": email,
-                            "password": password,
-                        },
-                    )
-                    times.append((time.perf_counter() - t) * 1000)
-                    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
-                return round(statistics.median(times), 2)
-
-            out["refused_login_median_ms"] = {
-                "wrong_password": await refused_ms(emails[0], "not the right one at all"),
-                "unknown_account": await refused_ms("nobody@example.com", PASSWORD),
-                "locked_account": await refused_ms(locked, PASSWORD),
-            }
-
-            # verification on the hot path: verifier + revocation check, as api/authn does
-            ident = c.identity
-            token = sessions[0]["access_token"]
-
-            def verify_cached(n: int) -> float:
-                t = time.perf_counter()
-                for _ in range(n):
-                    claims = ident.verifier.verify(token)
-                    if ident.revocations.refuses(claims):
-                        raise AssertionError("revoked")
-                return n / (time.perf_counter() - t)
-
-            now = int(time.time())
-            fresh = [
-                issue_access_token(
-                    ident.keyset,
-                    issuer=ident.issuer,
-                    audience=settings.identity.audience,
-                    subject=f"u{i}",
-                    session_id=f"s{i}",
-                    scope="profile",
-                    client_id="mgw-app",
-                    roles=["user"],
-                    amr=["pwd"],
-                    ttl_s=900,
-                    now=now,
-                )
-                for i in range(args.fresh)
-            ]
-
-            def verify_fresh() -> float:
-                t = time.perf_counter()
-                for tok in fresh:
-                    ident.revocations.refuses(ident.verifier.verify(tok))
-                return len(fresh) / (time.perf_counter() - t)
-
-            verify_cached(1000)  # warm
-            out["verifications_per_s_cached"] = round(verify_cached(args.verifications), 0)
-            out["verifications_per_s_first_seen"] = round(verify_fresh(), 0)
-            headers = {"Authorization": f"Bearer {token}"}
-            out["authenticated_get_me_rps"] = round(
-                await _rate(2000, lambda i: http.get("/v1/me", headers=headers), 8), 1
-            )
-
-            # refresh rotations
-            refresh = {i: s["refresh_token"] for i, s in enumerate(sessions[:8])}
-
-            async def rotate(i: int) -> None:
-                k = i % len(refresh)
-                r = await http.post(
-                    "/oauth/token",
-                    data={
-                        "grant_type": "refresh_token",
-                        "client_id": "mgw-app",
-                        "refresh_token": refresh[k],
-                    },
-                )
-                assert r.status_code == 200, r.text
-                refresh[k] = r.json()["refresh_token"]
-
-            out["rotations_per_s_sequential"] = round(await _rate(args.rotations, rotate, 1), 1)
-
-            # 8 sessions at once, each rotating its own token in turn (a token presented
-            # twice at the same time is reuse, by design)
-            async def session_worker(k: int) -> None:
-                for _ in range(args.rotations // len(refresh)):
-                    await rotate(k)
-
+        def verify_cached(n: int) -> float:
             t = time.perf_counter()
-            await asyncio.gather(*(session_worker(k) for k in refresh))
-            done = args.rotations // len(refresh) * len(refresh)
-            out["rotations_per_s_8_sessions"] = round(done / (time.perf_counter() - t), 1)
+            for _ in range(n):
+                claims = ident.verifier.verify(token)
+                if ident.revocations.refuses(claims):
+                    raise AssertionError("revoked")
+            return n / (time.perf_counter() - t)
+
+        now = int(time.time())
+        fresh = [
+            issue_access_token(
+                ident.keyset,
+                issuer=ident.issuer,
+                audience=settings.identity.audience,
+                subject=f"u{i}",
+                session_id=f"s{i}",
+                scope="profile",
+                client_id="mgw-app",
+                roles=["user"],
+                amr=["pwd"],
+                ttl_s=900,
+                now=now,
+            )
+            for i in range(args.fresh)
+        ]
+
+        def verify_fresh() -> float:
+            t = time.perf_counter()
+            for tok in fresh:
+                ident.revocations.refuses(ident.verifier.verify(tok))
+            return len(fresh) / (time.perf_counter() - t)
+
+        verify_cached(1000)  # warm
+        out["verifications_per_s_cached"] = round(verify_cached(args.verifications), 0)
+        out["verifications_per_s_first_seen"] = round(verify_fresh(), 0)
+        headers = {"Authorization": f"Bearer {token}"}
+        out["authenticated_get_me_rps"] = round(
+            await _rate(2000, lambda i: http.get("/v1/me", headers=headers), 8), 1
+        )
+
+        # refresh rotations
+        refresh = {i: s["refresh_token"] for i, s in enumerate(sessions[:8])}
+
+        async def rotate(i: int) -> None:
+            k = i % len(refresh)
+            r = await http.post(
+                "/oauth/token",
+                data={
+                    "grant_type": "refresh_token",
+                    "client_id": "mgw-app",
+                    "refresh_token": refresh[k],
+                },
+            )
+            assert r.status_code == 200, r.text
+            refresh[k] = r.json()["refresh_token"]
+
+        out["rotations_per_s_sequential"] = round(await _rate(args.rotations, rotate, 1), 1)
+
+        # 8 sessions at once, each rotating its own token in turn (a token presented
+        # twice at the same time is reuse, by design)
+        async def session_worker(k: int) -> None:
+            for _ in range(args.rotations // len(refresh)):
+                await rotate(k)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(session_worker(k) for k in refresh))
+        done = args.rotations // len(refresh) * len(refresh)
+        out["rotations_per_s_8_sessions"] = round(done / (time.perf_counter() - t), 1)
     return out
 
 

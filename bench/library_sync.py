@@ -51,10 +51,9 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
 from api.sync import decode_cursor  # noqa: E402
-from bench._stack import embedded_settings  # noqa: E402
+from bench._stack import embedded_settings, serving  # noqa: E402
 from core.events import Event  # noqa: E402
 from core.settings import IdentitySettings, Settings  # noqa: E402
-from mgw.app import create_app  # noqa: E402
 from projections import library as store  # noqa: E402
 
 PASSWORD = "quiet rivers carry old stones"
@@ -331,57 +330,49 @@ async def feed_latency(
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    app = create_app(settings)
     out: dict[str, Any] = {}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://bench", timeout=60
-        ) as http:
-            c = app.state.mgw
-            await c.publisher.publish_many([_title(i) for i in range(TITLES)])
-            while True:
-                async with c.stores.pg.connection() as conn:
-                    cur = await conn.execute("SELECT count(*) FROM content")
-                    row = await cur.fetchone()
-                if row and row[0] >= TITLES:
-                    break
-                await asyncio.sleep(0.1)
-            users: list[dict[str, str]] = []
-            tokens: list[str] = []
-            for i in range(max(2, args.clients)):
-                email = f"sync{i}@example.com"
-                r = await http.post(
-                    "/v1/auth/register",
-                    json={"email": email, "password": PASSWORD, "display_name": "Sync"},
-                )
-                assert r.status_code == 201, r.text
-                r = await http.post(
-                    "/oauth/token",
-                    data={"grant_type": "password", "client_id": "mgw-app",
-                          "username": email, "password": PASSWORD},
-                )  # fmt: skip
-                assert r.status_code == 200, r.text
-                tokens.append(r.json()["access_token"])
-                users.append({"Authorization": f"Bearer {tokens[-1]}"})
-            out.update(await apply_rates(http, users, args))
-            heavy, n, light, copy_s = await seed_feed(
-                c.stores.pg, settings.database_url or "", args.feed_rows, args.heavy_rows
+    async with serving(settings) as (c, http):
+        await c.publisher.publish_many([_title(i) for i in range(TITLES)])
+        while True:
+            async with c.stores.pg.connection() as conn:
+                cur = await conn.execute("SELECT count(*) FROM content")
+                row = await cur.fetchone()
+            if row and row[0] >= TITLES:
+                break
+            await asyncio.sleep(0.1)
+        users: list[dict[str, str]] = []
+        tokens: list[str] = []
+        for i in range(max(2, args.clients)):
+            email = f"sync{i}@example.com"
+            r = await http.post(
+                "/v1/auth/register",
+                json={"email": email, "password": PASSWORD, "display_name": "Sync"},
             )
-            out["feed_copy_s"] = round(copy_s, 1)
-            # the seeded users sign in with tokens minted by the app's own keys (they have
-            # no account: their rows came by COPY)
-            feed_tokens = {
-                u: c.identity.user_token(u, "library", ttl_s=3600) for u in [heavy, *light]
-            }
-            out.update(
-                await feed_latency(
-                    http, settings.database_url or "", feed_tokens, heavy, n, light, args.pages
-                )
+            assert r.status_code == 201, r.text
+            r = await http.post(
+                "/oauth/token",
+                data={"grant_type": "password", "client_id": "mgw-app",
+                      "username": email, "password": PASSWORD},
+            )  # fmt: skip
+            assert r.status_code == 200, r.text
+            tokens.append(r.json()["access_token"])
+            users.append({"Authorization": f"Bearer {tokens[-1]}"})
+        out.update(await apply_rates(http, users, args))
+        heavy, n, light, copy_s = await seed_feed(
+            c.stores.pg, settings.database_url or "", args.feed_rows, args.heavy_rows
+        )
+        out["feed_copy_s"] = round(copy_s, 1)
+        # the seeded users sign in with tokens minted by the app's own keys (they have
+        # no account: their rows came by COPY)
+        feed_tokens = {u: c.identity.user_token(u, "library", ttl_s=3600) for u in [heavy, *light]}
+        out.update(
+            await feed_latency(
+                http, settings.database_url or "", feed_tokens, heavy, n, light, args.pages
             )
-            out["stored_changes"] = n + 1000 * len(light)
-            out["feed_users"] = 1 + len(light)
-            out["heavy_user_changes"] = n
+        )
+        out["stored_changes"] = n + 1000 * len(light)
+        out["feed_users"] = 1 + len(light)
+        out["heavy_user_changes"] = n
     return out
 
 

@@ -43,10 +43,9 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from bench._stack import embedded_settings  # noqa: E402
+from bench._stack import embedded_settings, serving  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from mgw import demo  # noqa: E402
-from mgw.app import create_app  # noqa: E402
 from projections.recs_training import train_once  # noqa: E402
 
 
@@ -143,66 +142,60 @@ async def _fold_in(http: httpx.AsyncClient, h: dict[str, str], kind: str) -> flo
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    app = create_app(settings)
     out: dict[str, Any] = {}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://bench", timeout=60
-        ) as http:
-            c = app.state.mgw
-            t = time.perf_counter()
-            out["plays"] = await _seed(c)
-            await _wait_model(c)
-            out["seed_to_first_model_s"] = round(time.perf_counter() - t, 1)
-            await _caught_up(c)
-            out["seed_to_caught_up_s"] = round(time.perf_counter() - t, 1)
-            # a model of everything, so the timings are of the demo's full size
-            await train_once(c.stores.pg, settings.recs_path)
-            version, fit_s, interactions = await _wait_model(c)
-            out["model_version"] = version
-            out["interactions"] = interactions
-            out["train_s"] = round(fit_s, 1)
-            rng = random.Random(7)
-            ml_users = [f"ml-{u}" for u in rng.sample(range(1, 611), args.users)]
-            heads = [_token(c.identity, u) for u in ml_users]
-            cold = [_token(c.identity, f"bench-cold-{i}") for i in range(50)]
-            await _timed_gets(http, "/v1/me/recommendations?limit=20", heads, 50)  # warm up
-            _log(f"model {version} after {out['seed_to_first_model_s']} s; timing requests")
-            out["request_ms"] = _pcts(
-                await _timed_gets(http, "/v1/me/recommendations?limit=20", heads, args.requests)
-            )
-            if args.profile:
-                import cProfile
-                import pstats
+    async with serving(settings) as (c, http):
+        t = time.perf_counter()
+        out["plays"] = await _seed(c)
+        await _wait_model(c)
+        out["seed_to_first_model_s"] = round(time.perf_counter() - t, 1)
+        await _caught_up(c)
+        out["seed_to_caught_up_s"] = round(time.perf_counter() - t, 1)
+        # a model of everything, so the timings are of the demo's full size
+        await train_once(c.stores.pg, settings.recs_path)
+        version, fit_s, interactions = await _wait_model(c)
+        out["model_version"] = version
+        out["interactions"] = interactions
+        out["train_s"] = round(fit_s, 1)
+        rng = random.Random(7)
+        ml_users = [f"ml-{u}" for u in rng.sample(range(1, 611), args.users)]
+        heads = [_token(c.identity, u) for u in ml_users]
+        cold = [_token(c.identity, f"bench-cold-{i}") for i in range(50)]
+        await _timed_gets(http, "/v1/me/recommendations?limit=20", heads, 50)  # warm up
+        _log(f"model {version} after {out['seed_to_first_model_s']} s; timing requests")
+        out["request_ms"] = _pcts(
+            await _timed_gets(http, "/v1/me/recommendations?limit=20", heads, args.requests)
+        )
+        if args.profile:
+            import cProfile
+            import pstats
 
-                prof = cProfile.Profile()
-                prof.enable()
-                await _timed_gets(http, "/v1/me/recommendations?limit=20", heads, 300)
-                prof.disable()
-                pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(45)
-            out["rows_request_ms"] = _pcts(
-                await _timed_gets(
-                    http, "/v1/me/recommendations/rows?limit=10", heads, args.requests // 2
-                )  # fmt: skip
-            )
-            out["baseline_popularity_request_ms"] = _pcts(
-                await _timed_gets(http, "/v1/me/recommendations?limit=20", cold, args.requests)
-            )
-            _log(json.dumps(out))
-            if args.requests_only:
-                return out
-            folds: dict[str, list[float]] = {"not_interested": [], "finished": []}
-            for i in range(args.trials):
-                kind = "not_interested" if i % 2 == 0 else "finished"
-                folds[kind].append(await _fold_in(http, heads[i % len(heads)], kind))
-            out["fold_in_ms"] = _pcts(folds["not_interested"] + folds["finished"])
-            out["fold_in_not_interested_ms"] = _pcts(folds["not_interested"])
-            out["fold_in_finished_play_ms"] = _pcts(folds["finished"])
-            t = time.perf_counter()
-            await train_once(c.stores.pg, settings.recs_path)
-            out["retrain_s"] = round(time.perf_counter() - t, 1)
-            out["baseline_retrain_to_reflect_feedback_ms"] = round(out["retrain_s"] * 1000)
+            prof = cProfile.Profile()
+            prof.enable()
+            await _timed_gets(http, "/v1/me/recommendations?limit=20", heads, 300)
+            prof.disable()
+            pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(45)
+        out["rows_request_ms"] = _pcts(
+            await _timed_gets(
+                http, "/v1/me/recommendations/rows?limit=10", heads, args.requests // 2
+            )  # fmt: skip
+        )
+        out["baseline_popularity_request_ms"] = _pcts(
+            await _timed_gets(http, "/v1/me/recommendations?limit=20", cold, args.requests)
+        )
+        _log(json.dumps(out))
+        if args.requests_only:
+            return out
+        folds: dict[str, list[float]] = {"not_interested": [], "finished": []}
+        for i in range(args.trials):
+            kind = "not_interested" if i % 2 == 0 else "finished"
+            folds[kind].append(await _fold_in(http, heads[i % len(heads)], kind))
+        out["fold_in_ms"] = _pcts(folds["not_interested"] + folds["finished"])
+        out["fold_in_not_interested_ms"] = _pcts(folds["not_interested"])
+        out["fold_in_finished_play_ms"] = _pcts(folds["finished"])
+        t = time.perf_counter()
+        await train_once(c.stores.pg, settings.recs_path)
+        out["retrain_s"] = round(time.perf_counter() - t, 1)
+        out["baseline_retrain_to_reflect_feedback_ms"] = round(out["retrain_s"] * 1000)
     return out
 
 
