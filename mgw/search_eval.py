@@ -36,6 +36,14 @@ def tag_pairs() -> list[tuple[str, str]]:
         return [(r["tag"], content_id_for(r["movieId"])) for r in csv.DictReader(fh)]
 
 
+def metric_line(label: str, r: dict[str, Any], width: int) -> str:
+    """One row of an evaluation table: the label, then nDCG@10, Recall@10 and MRR."""
+    return (
+        f"  {label:{width}s} nDCG@10 {r['ndcg@10']:.4f}  Recall@10 {r['recall@10']:.4f}"
+        f"  MRR {r['mrr']:.4f}"
+    )
+
+
 def _wait_projected(client: Any, projector: str) -> None:
     while client.get("/ready").json()["projectors"][projector]["lag"]:
         time.sleep(0.3)
@@ -138,11 +146,6 @@ def run_eval_search(
         for set_name in ("tags", "known_item", "all"):
             print(f"{set_name} ({report[set_name]['hybrid']['queries']} queries)", file=sys.stderr)
             for m in modes:
-                r = report[set_name][m]
-                print(
-                    f"  {m:9s} nDCG@10 {r['ndcg@10']:.4f}  Recall@10 {r['recall@10']:.4f}"
-                    f"  MRR {r['mrr']:.4f}",
-                    file=sys.stderr,
-                )
+                print(metric_line(m, report[set_name][m], 9), file=sys.stderr)
     print(json.dumps(report))
     return 0

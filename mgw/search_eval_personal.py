@@ -53,6 +53,7 @@ from domain.discovery.evaluation import (
     summarize,
 )
 from mgw import demo
+from mgw.search_eval import metric_line
 
 TAGS = Path(__file__).parent / "data" / "movielens-tags.csv"
 MIN_RATINGS = 20
@@ -275,11 +276,6 @@ def run_eval_search_personal(
                 file=sys.stderr,
             )
             for col in ("plain", "personalized"):
-                r = report[set_name][col]
-                print(
-                    f"  {col:12s} nDCG@10 {r['ndcg@10']:.4f}  Recall@10 {r['recall@10']:.4f}"
-                    f"  MRR {r['mrr']:.4f}",
-                    file=sys.stderr,
-                )
+                print(metric_line(col, report[set_name][col], 12), file=sys.stderr)
     print(json.dumps(report))
     return 0
