@@ -359,19 +359,24 @@ class RecsEngine:
         is recorded; swap in the pair as one object."""
         loop = asyncio.get_running_loop()
         changed = False
-        async with self.pool.connection() as conn:
-            rows = await fetch_rows(
-                conn, "SELECT version, path FROM rec_models ORDER BY trained_at DESC LIMIT 1"
-            )
-            (mark,) = await fetch_rows(
-                conn, "SELECT count(*), max(indexed_at) FROM search_docs WHERE kind <> 'episode'"
-            )
-        stale = mark != self._catalog_mark and (
+        due = (
             self._catalog is None
             or not self._catalog.ids
             or loop.time() - self._catalog_at > CATALOG_REFRESH_S
         )
-        if force_catalog or stale:
+        mark = self._catalog_mark
+        async with self.pool.connection() as conn:
+            rows = await fetch_rows(
+                conn, "SELECT version, path FROM rec_models ORDER BY trained_at DESC LIMIT 1"
+            )
+            if due or force_catalog:  # counting the documents reads them all: not every 2 s
+                (mark,) = await fetch_rows(
+                    conn,
+                    "SELECT count(*), max(indexed_at) FROM search_docs WHERE kind <> 'episode'",
+                )
+        if due and not force_catalog and mark == self._catalog_mark:
+            self._catalog_at = loop.time()  # checked: unchanged, ask again in a while
+        elif force_catalog or due:
             self._catalog = await load_catalog(self.pool)
             self._catalog_at = loop.time()
             self._catalog_mark = mark

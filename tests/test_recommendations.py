@@ -256,7 +256,7 @@ def test_services_mine_keeps_titles_on_my_services(recs_client: TestClient) -> N
     r = c.put("/v1/me/services", json={"region": "US", "platforms": ["netflix"]}, headers=h)
     assert r.status_code in (200, 202), r.text
     token = r.headers["X-Consistency-Token"]
-    _wait(lambda: _on_netflix(c, h, token), 10)
+    _wait(lambda: _on_netflix(c, h, token), 20)  # the catalog copy reloads every 10 s
 
 
 def _on_netflix(c: TestClient, h: dict[str, str], token: str) -> bool:
