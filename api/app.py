@@ -8,18 +8,20 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from api import (
     activity,
     catalog,
     content,
+    device_commands,
     experiments,
     health,
     library,
     playback,
     playback_sessions,
     ranking,
+    realtime,
     recommendations,
     search,
     search_analytics,
@@ -60,7 +62,7 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
     """Routes, middleware and error handlers. What runs behind them (connections,
     projectors, background steps) is composed by ``mgw.app.create_app`` and handed in as
     the ``lifespan``, which puts an ``AppContext`` in ``app.state.mgw``."""
-    routes: list[Route] = [
+    routes: list[BaseRoute] = [
         *health.routes,
         *content.routes,
         *catalog.routes,
@@ -75,6 +77,8 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
         *search_analytics.routes,
         *activity.routes,
         *recommendations.routes,
+        *realtime.routes,
+        *device_commands.routes,
         *oauth.routes,
         *authorize.routes,
         *device.routes,

@@ -25,6 +25,7 @@ class AppContext:
     recs: Any = None  # projections.recs_engine.RecsEngine
     shards: Any = None  # mgw.worker.ShardSupervisor: the shard processes `mgw up` started
     identity: Any = None  # api.identity.services.IdentityServices
+    realtime: Any = None  # api.realtime_hub.Hub: this process's sockets
     where: dict[str, str] = field(default_factory=dict)
 
 

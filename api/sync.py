@@ -316,17 +316,10 @@ async def get_sync(request: Request) -> Response:
                 " resync: drop local state and GET /v1/sync without since",
                 field="since",
             ) from None
-    changes = []
-    for r in rows:
-        item: dict[str, Any] = {"entity": r.entity}
-        if r.key:
-            item["content_id"] = r.key
-        item["deleted"] = r.deleted
-        if not r.deleted:
-            item["value"] = r.value
-        item["changed_at"] = iso_z(r.changed_at)
-        item["device_id"] = r.device_id
-        changes.append(item)
+    changes = [
+        store.change_json(r.entity, r.key, r.deleted, r.value, r.changed_at, r.device_id)
+        for r in rows
+    ]
     cursor = encode_cursor(rows[-1].seq if rows else since or 0, purged)
     return JSONResponse({"changes": changes, "cursor": cursor, "has_more": more})
 

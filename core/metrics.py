@@ -40,3 +40,17 @@ CONSISTENCY_WAITS = Histogram(
     "Time a query waited for its consistency token",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
 )
+PUSHES_PUBLISHED = Counter(
+    "mgw_realtime_pushes_published_total",
+    "Changes a projector published to connected devices after its batch committed",
+    ["projector"],
+)
+PUSHES_FAILED = Counter(
+    "mgw_realtime_pushes_failed_total",
+    "Pushes lost because Redis refused the publish (devices catch up from their cursor)",
+    ["projector"],
+)
+SOCKETS_OPEN = Gauge("mgw_realtime_sockets", "WebSockets open in this process")
+PUSHES_DELIVERED = Counter(
+    "mgw_realtime_messages_sent_total", "Messages sent over WebSockets", ["type"]
+)

@@ -69,6 +69,11 @@ class Settings:
     recs_retrain_s: float = 3600.0
     #: where model files go (default: <data dir>/recs); every API process reads them
     recs_dir: Path | None = None
+    #: WebSockets (docs/realtime.md): how often a device should ping, how long a silent
+    #: one stays connected, and how long a remote command waits for its acknowledgement
+    ws_heartbeat_s: float = 25.0
+    ws_idle_s: float = 75.0
+    command_ttl_s: float = 30.0
     #: sign-in, tokens, mail, rate limits (MGW_* variables below; docs/identity.md)
     identity: IdentitySettings = field(default_factory=lambda: IdentitySettings())
 
@@ -146,11 +151,15 @@ class Settings:
                 tombstone_days=float(e.get("MGW_TOMBSTONE_DAYS") or 90),
                 recs_retrain_changes=int(e.get("MGW_RECS_RETRAIN_CHANGES") or 2000),
                 recs_retrain_s=float(e.get("MGW_RECS_RETRAIN_S") or 3600),
+                ws_heartbeat_s=float(e.get("MGW_WS_HEARTBEAT_S") or 25),
+                ws_idle_s=float(e.get("MGW_WS_IDLE_S") or 75),
+                command_ttl_s=float(e.get("MGW_COMMAND_TTL_S") or 30),
             )
         except ValueError as exc:
             raise ValueError(
                 "MGW_HEARTBEAT_S, MGW_MAX_STREAMS, MGW_TOMBSTONE_DAYS, MGW_RECS_RETRAIN_CHANGES,"
-                f" MGW_RECS_RETRAIN_S must be numbers: {exc}"
+                " MGW_RECS_RETRAIN_S, MGW_WS_HEARTBEAT_S, MGW_WS_IDLE_S, MGW_COMMAND_TTL_S"
+                f" must be numbers: {exc}"
             ) from None
         if e.get("MGW_RECS_DIR"):
             s = replace(s, recs_dir=Path(e["MGW_RECS_DIR"]))

@@ -128,6 +128,35 @@ EXPERIMENTS = TopicSpec(
     event_types=("ExperimentSet", "ExperimentStarted", "ExperimentStopped", "ExperimentExposed"),
 )
 
+#: remote commands to a user's devices and what became of them, keyed by user id: a
+#: command's issue, delivery, acknowledgement and expiry stay in order in one partition
+REALTIME = TopicSpec(
+    "realtime.commands",
+    4,
+    event_types=(
+        "DeviceCommandIssued",
+        "DeviceCommandDelivered",
+        "DeviceCommandAcked",
+        "DeviceCommandExpired",
+    ),
+)
+
+#: notifications and what users and admins do with them, keyed by user id (a broadcast by
+#: its id): a user's notifications, reads and preferences stay in order in one partition,
+#: so a replay folds the same list
+NOTIFICATIONS = TopicSpec(
+    "notifications",
+    4,
+    event_types=(
+        "NotificationCreated",
+        "NotificationBroadcast",
+        "NotificationsRead",
+        "NotificationPreferencesSet",
+        "NotificationDigestSent",
+        "NotificationDigestUnsubscribed",
+    ),
+)
+
 EVENT_TOPICS: tuple[TopicSpec, ...] = (
     CATALOG,
     OBSERVATIONS,
@@ -141,6 +170,8 @@ EVENT_TOPICS: tuple[TopicSpec, ...] = (
     IDENTITY,
     ACTIVITY,
     EXPERIMENTS,
+    REALTIME,
+    NOTIFICATIONS,
 )
 ALL_TOPICS: tuple[TopicSpec, ...] = EVENT_TOPICS + tuple(t.dead_letter for t in EVENT_TOPICS)
 

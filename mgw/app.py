@@ -21,8 +21,10 @@ from api.app import build_app
 from api.context import AppContext
 from api.identity import bootstrap
 from api.identity.services import IdentityServices
+from api.realtime_hub import Hub
 from core.mail import mailer_from_settings
 from core.settings import Settings
+from domain.realtime import CLOSE_GOING_AWAY
 from mgw.platform import open_platform, search_engine, start_background, stop_background
 from mgw.worker import ShardSupervisor, shardable
 from projections.recs_engine import RecsEngine
@@ -85,6 +87,13 @@ def create_app(
                 context.search = search_engine(settings, pf.stores)
                 context.recs = RecsEngine(pf.stores.pg, settings.recs_path)
                 background.append(asyncio.create_task(context.recs.run(stop), name="recs-engine"))
+                hub = context.realtime = Hub(
+                    pf.stores.redis, pf.stores.pg, pf.publisher, context.identity.revocations
+                )
+                background.append(asyncio.create_task(hub.run(stop), name="realtime-hub"))
+                background.append(
+                    asyncio.create_task(hub.watch_tokens(stop), name="realtime-tokens")
+                )
                 app.state.mgw = context
                 if run_projectors:
                     await bootstrap.bootstrap_admin(context)
@@ -101,6 +110,10 @@ def create_app(
             finally:
                 if on_stop is not None:
                     await on_stop()
+                if context.realtime is not None:
+                    # devices reconnect (to another process) with their cursors
+                    context.realtime.close_all(CLOSE_GOING_AWAY, "server shutting down")
+                    await context.realtime.drain()
                 if shards is not None:
                     await shards.stop()
                 stop.set()

@@ -117,6 +117,11 @@ class Projector(Protocol):
     async def prepare(self, stores: Stores) -> None:
         """Create side-store structures (collections) if missing."""
 
+    # Optional: ``announce(self, applied) -> Sequence[core.fanout.Push]``. A projector
+    # whose changes devices should hear about at once turns what ``apply`` returned into
+    # pushes; the pipeline publishes them after the commit (not on replay). Pure and
+    # cheap: it runs once per batch on the hot path.
+
 
 async def fetch_rows(
     conn: AsyncConnection[Any], sql: str, params: Any = None

@@ -20,11 +20,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import AsyncConnection
 
 from core.backoff import pause
+from core.fanout import Push
 from core.ids import iso_z, utcnow
 from core.topics import LIBRARY
 from domain.library import (
@@ -134,7 +135,7 @@ class LibraryProjector(PostgresOnly):
         if event.event_type == "RatingSet" and not RATING_MIN <= p["rating"] <= RATING_MAX:
             raise RejectedEvent(f"rating: must be between {RATING_MIN} and {RATING_MAX}")
 
-    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> None:
+    async def apply(self, conn: AsyncConnection[Any], batch: Sequence[Envelope]) -> list[FeedMoved]:
         users_in = sorted({e.payload["user_id"] for e in batch})
         keys = {
             (e.payload["user_id"], ENTITY_OF[e.event_type], e.payload.get("content_id") or "")
@@ -162,6 +163,7 @@ class LibraryProjector(PostgresOnly):
             (users_in,),
         ):
             users[uid] = _User(seq, dict(activity))
+        before = {u: s.seq for u, s in users.items()}
         items: dict[tuple[str, str, str], _Item] = {}
         for r in await fetch_rows(
             conn,
@@ -295,7 +297,26 @@ class LibraryProjector(PostgresOnly):
                     " activity = library_users.activity || EXCLUDED.activity",
                     _columns(user_rows, 3),
                 )
-        return None
+        return [
+            FeedMoved(uid, before[uid], s.seq, _moved_items(items, uid, before[uid]))
+            for uid, s in users.items()
+            if s.seq > before[uid]
+        ]
+
+    def announce(self, applied: Sequence[FeedMoved]) -> list[Push]:
+        """Each user's new changes with the feed positions around them: a socket at
+        ``from_seq`` forwards them as they are; one behind reads the feed instead."""
+        pushes: list[Push] = []
+        for m in applied:
+            pushes.append(
+                Push(
+                    m.user_id,
+                    {"type": "library", "from_seq": m.from_seq, "seq": m.seq, "changes": m.changes},
+                )
+            )
+            if any(c["entity"] in UP_NEXT_INPUTS for c in m.changes):
+                pushes.append(Push(m.user_id, {"type": "up_next"}))
+        return pushes
 
     def background(self, stores: Stores) -> Any:
         days = getattr(stores.settings, "tombstone_days", TOMBSTONE_DAYS)
@@ -319,6 +340,46 @@ class TombstonePurge:
             except Exception as exc:  # the next round purges the same rows
                 log.warning("tombstone purge failed (%r); retrying later", exc)
             await pause(self.every_s, stop)
+
+
+class FeedMoved(NamedTuple):
+    """What one batch added to one user's feed: positions ``from_seq`` to ``seq``."""
+
+    user_id: str
+    from_seq: int
+    seq: int
+    changes: list[dict[str, Any]]  # change_json, each with its "seq"
+
+
+#: entities whose change can move up next (GET /v1/me/up-next)
+UP_NEXT_INPUTS = frozenset({"watchlist", "history", "up_next", "settings"})
+
+
+def _moved_items(
+    items: dict[tuple[str, str, str], _Item], uid: str, after: int
+) -> list[dict[str, Any]]:
+    moved = sorted(
+        ((k, i) for k, i in items.items() if k[0] == uid and i.seq > after), key=lambda x: x[1].seq
+    )
+    return [
+        {"seq": i.seq, **change_json(k[1], k[2], i.deleted, i.value, i.changed_at, i.device_id)}
+        for k, i in moved
+    ]
+
+
+def change_json(
+    entity: str, key: str, deleted: bool, value: Any, changed_at: datetime, device_id: str
+) -> dict[str, Any]:
+    """One change as the sync feed shows it (GET /v1/sync and the sockets)."""
+    item: dict[str, Any] = {"entity": entity}
+    if key:
+        item["content_id"] = key
+    item["deleted"] = deleted
+    if not deleted:
+        item["value"] = value
+    item["changed_at"] = iso_z(changed_at)
+    item["device_id"] = device_id
+    return item
 
 
 # -- queries -----------------------------------------------------------------------

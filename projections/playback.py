@@ -19,7 +19,8 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from core.events import Event
-from core.ids import derived_id, from_millis, to_millis
+from core.fanout import Push
+from core.ids import derived_id, from_millis, iso_z, to_millis
 from core.topics import PLAYBACK
 from domain.library import DEFAULT_RULES, ResumeRules, play_counts
 from domain.playback import ProgressState, check_position, classify, progress_ratio
@@ -130,7 +131,7 @@ class PlaybackProjector:
             " event_count = t.event_count + EXCLUDED.event_count, armed = EXCLUDED.armed"
             # every key is updated (event_count), so this returns each key's final state
             " RETURNING t.user_id, t.content_id, t.position_s, t.duration_s,"
-            " (extract(epoch FROM t.updated_at) * 1000)::bigint"
+            " (extract(epoch FROM t.updated_at) * 1000)::bigint, t.device_id"
         )
         # each row carries its user's rules, so the side store needs no second read
         rows = [(*r, rules.get(r[0], DEFAULT_RULES)) for r in await cur.fetchall()]
@@ -153,7 +154,7 @@ class PlaybackProjector:
         if missing:
             cur = await conn.execute(
                 "SELECT t.user_id, t.content_id, t.position_s, t.duration_s,"
-                " (extract(epoch FROM t.updated_at) * 1000)::bigint"
+                " (extract(epoch FROM t.updated_at) * 1000)::bigint, t.device_id"
                 " FROM playback_positions t"
                 " JOIN unnest(%s::text[], %s::text[]) AS u(user_id, content_id)"
                 " USING (user_id, content_id)",
@@ -165,13 +166,31 @@ class PlaybackProjector:
         # One script call per batch: atomic like MULTI/EXEC, but one round trip and one
         # reply instead of two commands (and two replies to parse) per title.
         ops: list[list[Any]] = []
-        for user, content, pos, dur, ms, r in rows:
+        for user, content, pos, dur, ms, _device, r in rows:
             if classify(pos, dur, r.min_resume_pct, r.watched_pct) is ProgressState.IN_PROGRESS:
                 ops.append([user, content, ms, f"[{pos!r},{_num(dur)},{ms}]"])
             else:
                 ops.append([user, content, -1, ""])
         if ops:
             await stores.redis.eval(_SYNC_SCRIPT, 0, json.dumps(ops))
+
+    def announce(self, applied: Sequence[Row]) -> list[Push]:
+        """Each title's position as it now stands, for the user's other devices (a
+        device knows its own: it ignores a push that names it)."""
+        return [
+            Push(
+                user,
+                {
+                    "type": "playback",
+                    "content_id": content,
+                    "position_s": pos,
+                    "duration_s": dur,
+                    "updated_at": iso_z(from_millis(ms)),
+                    "device_id": device,
+                },
+            )
+            for user, content, pos, dur, ms, device, _rules in applied
+        ]
 
     async def reset_side_stores(self, stores: Stores) -> None:
         if stores.redis is None:

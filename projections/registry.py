@@ -5,6 +5,7 @@ from __future__ import annotations
 from projections.availability import AvailabilityProjector
 from projections.base import Projector
 from projections.catalog import CatalogProjector
+from projections.device_commands import DeviceCommandsProjector
 from projections.experiments import ExperimentsProjector
 from projections.identity.accounts import IdentityProjector
 from projections.identity.rate_limits import RateLimitsProjector
@@ -24,6 +25,7 @@ PROJECTORS: tuple[Projector, ...] = (
     SearchProjector(),
     PlaybackProjector(),
     SessionsProjector(),
+    DeviceCommandsProjector(),
     LibraryProjector(),
     InteractionsProjector(),
     RankingProjector(),

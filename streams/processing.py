@@ -22,9 +22,17 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from core import fanout
 from core.backoff import Backoff, Retry, is_transient
 from core.codec import AvroCodec, CodecError, default_codec
-from core.metrics import BATCH_SECONDS, BATCH_SIZE, RECORDS_APPLIED, RECORDS_SKIPPED
+from core.metrics import (
+    BATCH_SECONDS,
+    BATCH_SIZE,
+    PUSHES_FAILED,
+    PUSHES_PUBLISHED,
+    RECORDS_APPLIED,
+    RECORDS_SKIPPED,
+)
 from projections.base import Envelope, Output, Projector, RejectedEvent, Stores
 from streams.dead_letters import DeadLetter, send_dead_letters
 from streams.log import EventLog, LogRecord
@@ -145,6 +153,8 @@ class ProjectionPipeline:
             # after a failed commit is harmless.
             await self.projector.sync_side_stores(self.stores, conn, applied, redelivered)
             await self._advance_watermarks(conn, next_offsets)
+        if applied is not None and self.emit:
+            await self._announce(applied)
 
         skipped = len(good) - len(fresh)
         RECORDS_APPLIED.labels(self.name).inc(len(fresh))
@@ -153,6 +163,23 @@ class ProjectionPipeline:
         BATCH_SIZE.labels(self.name).observe(len(records))
         BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         return BatchResult(len(fresh), skipped, len(fresh_bad), next_offsets)
+
+    async def _announce(self, applied: Any) -> None:
+        """After the commit: tell connected devices what changed (core/fanout.py). Lost
+        pushes are counted, never retried: devices catch up from their cursors."""
+        announce = getattr(self.projector, "announce", None)
+        if announce is None or self.stores.redis is None:
+            return
+        try:
+            pushes = announce(applied)
+            if pushes:
+                await fanout.publish(self.stores.redis, pushes)
+                PUSHES_PUBLISHED.labels(self.name).inc(len(pushes))
+        except Exception as exc:  # the batch is committed: a lost push must not redo it
+            PUSHES_FAILED.labels(self.name).inc()
+            log.warning(
+                "%s: pushes to devices lost (%r); they catch up from cursors", self.name, exc
+            )
 
     async def _apply(
         self,

@@ -2,7 +2,8 @@
 
 ``GET /v1/me/devices`` lists the signed-in devices with their name, kind (from the OAuth
 client: the TV client, the apps), when each was last seen (its last token refresh or
-stream heartbeat) and what it is playing now; ``PATCH /v1/me/devices/{id}`` renames one
+stream heartbeat), what it is playing now and whether it is online (its open sockets,
+GET /v1/ws); ``PATCH /v1/me/devices/{id}`` renames one
 (DeviceRenamed, decided by the identity projector), ``DELETE`` signs it out: its refresh
 tokens stop working and its access tokens are refused from then on.
 """
@@ -21,7 +22,9 @@ from api.context import ctx
 from api.errors import Problem
 from api.identity.commands import decide, identity_event
 from api.identity.tokens import revoke_session
+from api.realtime_hub import online
 from api.requests import read_json, reject_nul
+from core.ids import from_millis, iso_z
 from projections.identity.sessions import session_by_id
 
 _KINDS = {"mgw-tv": "tv", "mgw-app": "app"}
@@ -54,9 +57,23 @@ class RenameIn(BaseModel):
 
 async def list_devices(request: Request) -> Response:
     me = await require(request, "profile")
-    async with ctx(request).stores.pg.connection() as conn:
+    c = ctx(request)
+    async with c.stores.pg.connection() as conn:
         cur = await conn.execute(_DEVICES_SQL, (me.user_id,))
         rows = await cur.fetchall()
+    sockets: dict[str, list[dict[str, Any]]] = {}
+    if c.stores.redis is not None:
+        try:
+            for e in await online(c.stores.redis, me.user_id):
+                sockets.setdefault(e["session_id"], []).append(
+                    {
+                        "connection_id": e["connection_id"],
+                        "device_id": e["device_id"],
+                        "connected_at": iso_z(from_millis(e["connected_at"])),
+                    }
+                )
+        except Exception:  # presence is a nicety: the list still answers without Redis
+            sockets = {}
     items = [
         {
             "id": fid,
@@ -67,6 +84,8 @@ async def list_devices(request: Request) -> Response:
             "last_seen": seen.isoformat(),
             "now_playing": {"content_id": playing, "title": title} if playing else None,
             "current": fid == me.session_id,
+            "online": fid in sockets,
+            "sockets": sockets.get(fid, []),
         }
         for fid, client, name, created, seen, playing, title in rows
     ]
