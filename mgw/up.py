@@ -206,6 +206,8 @@ def _serve(settings: Settings, app: Any) -> int:
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=5,
+        # GET /v1/ws: devices send pings and acks, never large frames
+        ws_max_size=64 * 1024,
     )
     server = uvicorn.Server(config)
     # uvicorn handles SIGINT/SIGTERM (stop serving, then the lifespan closes every part) and
