@@ -47,6 +47,10 @@ class Settings:
     max_streams: int = 4
     #: days a library removal stays in the sync feed (older cursors then answer 410)
     tombstone_days: float = 90.0
+    #: how often the notifications step looks for watchlist titles leaving within 7 days,
+    #: and how often it sends the daily digests that are due (each user at most once a day)
+    notifications_leaving_s: float = 3600.0
+    digest_every_s: float = 3600.0
     #: days for a new title's freshness boost in its quality score to halve
     freshness_half_life_days: float = 14.0
     #: platform -> HMAC-SHA256 secret for POST /v1/webhooks/{platform}
@@ -160,6 +164,16 @@ class Settings:
                 "MGW_HEARTBEAT_S, MGW_MAX_STREAMS, MGW_TOMBSTONE_DAYS, MGW_RECS_RETRAIN_CHANGES,"
                 " MGW_RECS_RETRAIN_S, MGW_WS_HEARTBEAT_S, MGW_WS_IDLE_S, MGW_COMMAND_TTL_S"
                 f" must be numbers: {exc}"
+            ) from None
+        try:
+            s = replace(
+                s,
+                notifications_leaving_s=float(e.get("MGW_NOTIFICATIONS_LEAVING_S") or 3600),
+                digest_every_s=float(e.get("MGW_DIGEST_EVERY_S") or 3600),
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"MGW_NOTIFICATIONS_LEAVING_S, MGW_DIGEST_EVERY_S must be numbers: {exc}"
             ) from None
         if e.get("MGW_RECS_DIR"):
             s = replace(s, recs_dir=Path(e["MGW_RECS_DIR"]))

@@ -11,6 +11,7 @@ from projections.identity.accounts import IdentityProjector
 from projections.identity.rate_limits import RateLimitsProjector
 from projections.interactions import InteractionsProjector
 from projections.library import LibraryProjector
+from projections.notifications import NotificationsProjector
 from projections.playback import PlaybackProjector
 from projections.playback_sessions import SessionsProjector
 from projections.ranking import RankingProjector
@@ -33,6 +34,7 @@ PROJECTORS: tuple[Projector, ...] = (
     SearchAnalyticsProjector(),
     IdentityProjector(),
     RateLimitsProjector(),
+    NotificationsProjector(),
 )
 
 

@@ -88,6 +88,27 @@ def _session_samples() -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
+def _notification_samples() -> dict[str, dict[str, Any]]:
+    return {
+        "NotificationCreated": {
+            "notification_id": "n1", "user_id": "u1", "kind": "available", "key": "c1",
+            "content_id": "c1", "title": "Heat is now on Netflix", "body": "...",
+            "data": {"platform": "netflix", "region": "US"},
+        },
+        "NotificationBroadcast": {
+            "broadcast_id": "b1", "title": "Hello", "body": "News", "url": None, "sent_by": "a1",
+        },
+        "NotificationsRead": {"user_id": "u1", "ids": ["n1"], "all": False, "before_seq": 4},
+        "NotificationPreferencesSet": {
+            "user_id": "u1", "kinds": {"leaving": False}, "digest": "daily",
+        },
+        "NotificationDigestSent": {
+            "user_id": "u1", "day": "2026-01-02", "through_seq": 4, "count": 2,
+        },
+        "NotificationDigestUnsubscribed": {"user_id": "u1"},
+    }  # fmt: skip
+
+
 def _activity_samples() -> dict[str, dict[str, Any]]:
     return {
         "ActivityRecorded": {
@@ -228,6 +249,7 @@ def test_round_trip_every_event_type() -> None:
         **_session_samples(),
         **_experiment_samples(),
         **_activity_samples(),
+        **_notification_samples(),
     }
     assert set(samples) == set(codec.event_types)
     for event_type, payload in samples.items():

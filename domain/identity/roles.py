@@ -35,6 +35,7 @@ SCOPES: Mapping[str, str] = MappingProxyType(
         "ranking:write": "change search ranking profiles",
         "experiments:write": "define, start and stop A/B experiments",
         "ratelimits:write": "change rate limits",
+        "notifications:write": "send a notification to every user",
     }
 )
 ALL_SCOPES: frozenset[str] = frozenset(SCOPES)
