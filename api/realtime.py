@@ -107,22 +107,22 @@ async def socket(ws: WebSocket) -> None:
         seq=since[0] if since else seq,
         horizon=since[1] if since else purged,
     )
-    # subscribed before anything is read, so a change committed from here on is heard
+    conn.send(
+        {
+            "type": "hello",
+            "connection_id": conn.id,
+            "device_id": device_id,
+            "user_id": claims.subject,
+            "cursor": hub.cursor(conn),
+            "heartbeat_s": c.settings.ws_heartbeat_s,
+            "idle_timeout_s": c.settings.ws_idle_s,
+            "token_expires_at": claims.expires_at,
+        }
+    )  # first, before any push can be queued
+    # subscribed before the backlog is read, so a change committed from here on is heard
     await hub.join(conn)
     pump = asyncio.create_task(hub.pump(conn), name=f"ws-{conn.id}")
     try:
-        conn.send(
-            {
-                "type": "hello",
-                "connection_id": conn.id,
-                "device_id": device_id,
-                "user_id": claims.subject,
-                "cursor": hub.cursor(conn),
-                "heartbeat_s": c.settings.ws_heartbeat_s,
-                "idle_timeout_s": c.settings.ws_idle_s,
-                "token_expires_at": claims.expires_at,
-            }
-        )
         if since is not None and since[0] < seq:
             conn.send({"type": "resync"})
         for cmd in pending:
