@@ -195,7 +195,7 @@ async def broadcast(request: Request) -> Response:
         "url": body.url,
         "sent_by": admin.user_id,
     }
-    event = _event(request, "NotificationBroadcast", bid, payload)
+    event = _event(request, "NotificationBroadcast", rules.BROADCASTS_KEY, payload)
     return await _append(request, event, broadcast_id=bid)
 
 

@@ -141,9 +141,9 @@ REALTIME = TopicSpec(
     ),
 )
 
-#: notifications and what users and admins do with them, keyed by user id (a broadcast by
-#: its id): a user's notifications, reads and preferences stay in order in one partition,
-#: so a replay folds the same list
+#: notifications and what users and admins do with them, keyed by user id (broadcasts by
+#: "broadcasts", in the order sent): a user's notifications, reads and preferences stay in
+#: order in one partition, so a replay folds the same list
 NOTIFICATIONS = TopicSpec(
     "notifications",
     4,

@@ -25,6 +25,8 @@ LEAVING = "leaving"
 NEW_EPISODE = "new_episode"
 BROADCAST = "broadcast"
 KINDS: tuple[str, ...] = (AVAILABLE, LEAVING, NEW_EPISODE, BROADCAST)
+#: the record key of every broadcast: one partition keeps them in the order admins sent them
+BROADCASTS_KEY = "broadcasts"
 DIGEST_MODES: tuple[str, ...] = ("off", "daily")
 #: a watchlist title whose last offer on the user's services ends this soon is "leaving"
 LEAVING_WINDOW = timedelta(days=7)
@@ -95,21 +97,6 @@ def offers_now(offers: Iterable[Mapping[str, Any]], at: datetime) -> set[tuple[s
         if (o.get("available_from") is None or o["available_from"] <= at)
         and (o.get("available_until") is None or o["available_until"] > at)
     }
-
-
-def on_services(
-    services: Mapping[str, Any] | None, platform: str, region: str, offer_type: str
-) -> bool:
-    """Does an offer count as "on my services" (ServicesSet: region, platforms, offer
-    types; no offer types set means any)?"""
-    if not services:
-        return False
-    types = services.get("offer_types") or ()
-    return (
-        services.get("region") == region
-        and platform in (services.get("platforms") or ())
-        and (not types or offer_type in types)
-    )
 
 
 def leaving_at(

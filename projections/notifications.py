@@ -165,8 +165,8 @@ class NotificationsProjector(PostgresOnly):
         if t not in NOTIFICATIONS.event_types:
             raise RejectedEvent(f"notifications does not handle {t}")
         if t == "NotificationBroadcast":
-            if not p["broadcast_id"] or event.key != p["broadcast_id"]:
-                raise RejectedEvent("broadcast_id: must be non-empty and the record key")
+            if not p["broadcast_id"] or event.key != rules.BROADCASTS_KEY:
+                raise RejectedEvent(f"record key must be {rules.BROADCASTS_KEY!r}")
             if not p["title"].strip():
                 raise RejectedEvent("title: must not be empty")
             return
