@@ -569,6 +569,8 @@ class NotificationSteps:
         self.leaving_every_s = float(getattr(self.settings, "notifications_leaving_s", 3600.0))
         self.digest_every_s = float(getattr(self.settings, "digest_every_s", 3600.0))
         self.mailer = mailer or (mailer_from_settings(self.settings) if self.settings else None)
+        if self.mailer is None:
+            log.info("no MGW_SMTP_HOST: daily notification digests are not sent")
         #: digests claimed by this process but maybe not folded yet: the next round must
         #: not send them again while the fold catches up
         self._claimed: set[tuple[str, date]] = set()
