@@ -413,9 +413,7 @@ class NotificationsProjector(PostgresOnly):
             " (SELECT merged_id FROM content_merges WHERE into_id = a.cid))"
             " JOIN library_items s ON s.user_id = w.user_id AND s.entity = 'services'"
             " AND s.key = '' AND NOT s.deleted"
-            " WHERE s.value->>'region' = a.region AND s.value->'platforms' ? a.platform"
-            " AND (coalesce(jsonb_array_length(s.value->'offer_types'), 0) = 0"
-            " OR s.value->'offer_types' ? a.offer_type)"
+            f" WHERE {_takes('a.region', 'a.platform', 'a.offer_type')}"
             " ORDER BY w.user_id, a.cid, a.n",
             (
                 [a.content_id for a in arrivals],
@@ -524,6 +522,17 @@ async def _limits(conn: AsyncConnection[Any], users: list[str]) -> dict[str, lis
 
 # -- the background step: titles leaving, and the daily digest -----------------------------
 
+
+def _takes(region: str, platform: str, offer_type: str) -> str:
+    """SQL: the services register ``s`` takes this offer (its region, one of its
+    platforms, and its offer types, where it names any)."""
+    return (
+        f"s.value->>'region' = {region} AND s.value->'platforms' ? {platform}"
+        " AND (coalesce(jsonb_array_length(s.value->'offer_types'), 0) = 0"
+        f" OR s.value->'offer_types' ? {offer_type})"
+    )
+
+
 _LEAVING_SQL = """
 WITH soon AS (
     SELECT DISTINCT coalesce(m.into_id, t.content_id) AS cid
@@ -546,13 +555,11 @@ SELECT watch.user_id, watch.cid, a.platform, a.available_until
    AND s.key = '' AND NOT s.deleted
   JOIN platform_titles t ON t.content_id = watch.cid
   JOIN availability a ON a.platform = t.platform AND a.platform_id = t.platform_id
-   AND a.region = s.value->>'region' AND s.value->'platforms' ? a.platform
-   AND (coalesce(jsonb_array_length(s.value->'offer_types'), 0) = 0
-        OR s.value->'offer_types' ? a.offer_type)
+   AND {takes}
    AND (a.available_until IS NULL OR a.available_until > %(now)s)
    AND (a.available_from IS NULL OR a.available_from <= %(now)s)
  ORDER BY 1, 2, 3
-"""
+""".replace("{takes}", _takes("a.region", "a.platform", "a.offer_type"))
 
 
 class NotificationSteps:
