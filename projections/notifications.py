@@ -149,6 +149,9 @@ def created(
 class NotificationsProjector(PostgresOnly):
     name = "notifications"
     topics: tuple[str, ...] = (NOTIFICATIONS.name, AVAILABILITY.name, RESOLUTION.name, CATALOG.name)
+    #: one process: a platform record's offers (availability topic) and its entity
+    #: (resolution topic) sit in different partitions, and the decider must see both in turn
+    shardable = False
     tables: tuple[str, ...] = (
         "notifications",
         "notification_users",
