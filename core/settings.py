@@ -78,6 +78,8 @@ class Settings:
     ws_heartbeat_s: float = 25.0
     ws_idle_s: float = 75.0
     command_ttl_s: float = 30.0
+    #: permessage-deflate on sockets (MGW_WS_COMPRESSION=true)
+    ws_compression: bool = False
     #: sign-in, tokens, mail, rate limits (MGW_* variables below; docs/identity.md)
     identity: IdentitySettings = field(default_factory=lambda: IdentitySettings())
 
@@ -175,6 +177,8 @@ class Settings:
             raise ValueError(
                 f"MGW_NOTIFICATIONS_LEAVING_S, MGW_DIGEST_EVERY_S must be numbers: {exc}"
             ) from None
+        if (e.get("MGW_WS_COMPRESSION") or "false").lower() in ("1", "true", "yes", "on"):
+            s = replace(s, ws_compression=True)
         if e.get("MGW_RECS_DIR"):
             s = replace(s, recs_dir=Path(e["MGW_RECS_DIR"]))
         if (e.get("MGW_RECS_TRAINING") or "true").lower() in ("0", "false", "no", "off"):

@@ -16,7 +16,6 @@ from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from core.ids import derived_id
 from domain.identity.emails import PRODUCT, _button, _clean_name, _message
 from domain.identity.ratings import allowed, level
 
@@ -55,11 +54,6 @@ def kind_allowed(kinds: Mapping[str, bool], kind: str) -> bool:
 
 def preferences_view(kinds: Mapping[str, bool], digest: str) -> dict[str, Any]:
     return {"kinds": {k: kind_allowed(kinds, k) for k in KINDS}, "digest": digest}
-
-
-def notification_id(user_id: str, kind: str, key: str) -> str:
-    """The same decision always gets the same id, so a repeated one is recognisable."""
-    return derived_id(f"notification:{user_id}:{kind}:{key}")
 
 
 def episode_key(series_id: str, season: int, episode: int) -> str:

@@ -50,11 +50,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_platform(settings, with_vectors=with_vectors, pool_size=16) as pf:
             context = AppContext(settings, pf.log, pf.stores, pf.publisher, where=pf.where)
+            pf.stores.mailer = mailer if mailer is not None else mailer_from_settings(settings)
             context.identity = await IdentityServices.open(
-                settings,
-                pf.stores.pg,
-                pf.stores.redis,
-                mailer if mailer is not None else mailer_from_settings(settings),
+                settings, pf.stores.pg, pf.stores.redis, pf.stores.mailer
             )
             stop = asyncio.Event()
             revocations = asyncio.create_task(

@@ -208,6 +208,9 @@ def _serve(settings: Settings, app: Any) -> int:
         timeout_graceful_shutdown=5,
         # GET /v1/ws: devices send pings and acks, never large frames
         ws_max_size=64 * 1024,
+        # off by default: frames are small JSON, and each compressing socket keeps its own
+        # zlib state (docs/realtime.md, measured)
+        ws_per_message_deflate=settings.ws_compression,
     )
     server = uvicorn.Server(config)
     # uvicorn handles SIGINT/SIGTERM (stop serving, then the lifespan closes every part) and

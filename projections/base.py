@@ -77,6 +77,9 @@ class Stores:
     publisher: Any = None
     #: the process settings (core.settings.Settings), for background steps' knobs
     settings: Any = None
+    #: sends mail (core.mail.Mailer), for background steps that mail (the daily digest):
+    #: `mgw up` hands in its local sink when no SMTP host is set
+    mailer: Any = None
 
 
 class Projector(Protocol):

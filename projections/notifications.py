@@ -35,7 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 from core.backoff import pause
 from core.events import Event
 from core.fanout import Push
-from core.ids import iso_z, utcnow
+from core.ids import derived_id, iso_z, utcnow
 from core.topics import AVAILABILITY, CATALOG, NOTIFICATIONS, RESOLUTION
 from domain import notifications as rules
 from domain.identity.ratings import normalize_rating
@@ -50,6 +50,11 @@ _ITEM = "notification_id, kind, content_id, title, body, data, created_at, read_
 
 
 @functools.cache
+def notification_id(user_id: str, kind: str, key: str) -> str:
+    """The same decision always gets the same id, so a repeated one is recognisable."""
+    return derived_id(f"notification:{user_id}:{kind}:{key}")
+
+
 def _unrated_as() -> str:
     # the same policy search applies (MGW_UNRATED_AS); read once, like every setting
     value = (os.environ.get("MGW_UNRATED_AS") or "strictest").strip().lower()
@@ -123,7 +128,7 @@ def created(
     at: datetime | None = None,
     producer: str = "notifications",
 ) -> Event:
-    nid = rules.notification_id(user_id, kind, key)
+    nid = notification_id(user_id, kind, key)
     payload = {
         "notification_id": nid,
         "user_id": user_id,
@@ -578,9 +583,13 @@ class NotificationSteps:
         self.settings = stores.settings
         self.leaving_every_s = float(getattr(self.settings, "notifications_leaving_s", 3600.0))
         self.digest_every_s = float(getattr(self.settings, "digest_every_s", 3600.0))
-        self.mailer = mailer or (mailer_from_settings(self.settings) if self.settings else None)
+        self.mailer = (
+            mailer
+            or stores.mailer
+            or (mailer_from_settings(self.settings) if self.settings else None)
+        )
         if self.mailer is None:
-            log.info("no MGW_SMTP_HOST: daily notification digests are not sent")
+            log.info("no mailer (MGW_SMTP_HOST): daily notification digests are not sent")
         #: digests claimed by this process but maybe not folded yet: the next round must
         #: not send them again while the fold catches up
         self._claimed: set[tuple[str, date]] = set()
@@ -676,7 +685,7 @@ class NotificationSteps:
                     uid,
                     {"user_id": uid, "day": day.isoformat(), "through_seq": rows[0][-1],
                      "count": len(rows)},
-                    event_id=rules.notification_id(uid, "digest", day.isoformat()),
+                    event_id=notification_id(uid, "digest", day.isoformat()),
                     occurred_at=now,
                     producer="digest",
                 )

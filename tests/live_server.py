@@ -19,7 +19,7 @@ class LiveServer:
         self.port = self._sock.getsockname()[1]
         config = uvicorn.Config(
             app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5,
-            ws_max_size=64 * 1024,
+            ws_max_size=64 * 1024, ws_per_message_deflate=False,
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(

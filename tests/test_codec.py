@@ -109,6 +109,19 @@ def _notification_samples() -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
+def _command_samples() -> dict[str, dict[str, Any]]:
+    c = {"command_id": "k1", "user_id": "u1", "device_id": "tv"}
+    return {
+        "DeviceCommandIssued": {
+            **c, "command": "seek", "content_id": None, "position_s": 12.5,
+            "from_device": "s1", "expires_at_ms": 1_767_312_000_000,
+        },
+        "DeviceCommandDelivered": {**c, "connection_id": "w1"},
+        "DeviceCommandAcked": {**c, "connection_id": "w1"},
+        "DeviceCommandExpired": {"command_id": "k1", "user_id": "u1"},
+    }  # fmt: skip
+
+
 def _activity_samples() -> dict[str, dict[str, Any]]:
     return {
         "ActivityRecorded": {
@@ -250,6 +263,7 @@ def test_round_trip_every_event_type() -> None:
         **_experiment_samples(),
         **_activity_samples(),
         **_notification_samples(),
+        **_command_samples(),
     }
     assert set(samples) == set(codec.event_types)
     for event_type, payload in samples.items():
