@@ -11,25 +11,21 @@ acknowledged in time, an event like any other (audit).
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
-from core.backoff import pause
 from core.events import Event
 from core.fanout import Push
 from core.ids import derived_id, from_millis, iso_z, to_millis, utcnow
 from core.topics import REALTIME
 from domain.realtime import COMMANDS, next_status, status_at
 from projections.base import Envelope, PostgresOnly, RejectedEvent, Stores, fetch_rows
+from projections.sweeper import Sweeper
 
-log = logging.getLogger("mgw.realtime.commands")
 _TYPES = frozenset(REALTIME.event_types)
 
 _COLUMNS = (
@@ -192,48 +188,29 @@ def _row(c: Command) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-class CommandSweeper:
+class CommandSweeper(Sweeper):
     """Appends the expiry of every command still open past its deadline."""
 
-    def __init__(self, pool: AsyncConnectionPool, publisher: Any, every_s: float = 1.0) -> None:
-        self.pool = pool
-        self.publisher = publisher
-        self.every_s = every_s
+    what = "command sweep"
 
-    async def sweep(self) -> int:
-        async with self.pool.connection() as conn:
-            rows = await fetch_rows(
-                conn,
-                "SELECT command_id, user_id FROM device_commands"
-                " WHERE status IN ('queued', 'delivered') AND expires_at < now() LIMIT 1000",
-            )
-        if not rows:
-            return 0
-        now = utcnow()
-        await self.publisher.publish_many(
-            [
-                Event(
-                    "DeviceCommandExpired",
-                    uid,
-                    {"command_id": cid, "user_id": uid},
-                    # one expiry per command: a sweep repeated before the fold appends an
-                    # expiry the projector ignores
-                    event_id=derived_id(f"command-expired:{cid}"),
-                    occurred_at=now,
-                    producer="sweeper",
-                )
-                for cid, uid in rows
-            ]
+    async def due(self, conn: AsyncConnection[Any]) -> list[Event]:
+        rows = await fetch_rows(
+            conn,
+            "SELECT command_id, user_id FROM device_commands"
+            " WHERE status IN ('queued', 'delivered') AND expires_at < now() LIMIT 1000",
         )
-        return len(rows)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.sweep()
-            except Exception as exc:  # the next sweep finds the same commands
-                log.warning("command sweep failed (%r); retrying", exc)
-            await pause(self.every_s, stop)
+        now = utcnow()
+        return [
+            Event(
+                "DeviceCommandExpired",
+                uid,
+                {"command_id": cid, "user_id": uid},
+                event_id=derived_id(f"command-expired:{cid}"),
+                occurred_at=now,
+                producer="sweeper",
+            )
+            for cid, uid in rows
+        ]
 
 
 # -- queries -----------------------------------------------------------------------------

@@ -9,8 +9,6 @@ end is an event like any other, so the log alone says which streams ran when.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,14 +17,13 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from core.backoff import pause
 from core.events import Event
 from core.ids import derived_id, utcnow
 from core.topics import SESSIONS
 from domain.playback import MISSED_HEARTBEATS
 from projections.base import Envelope, PostgresOnly, RejectedEvent, Stores, fetch_rows
+from projections.sweeper import Sweeper
 
-log = logging.getLogger("mgw.playback.sessions")
 _TYPES = frozenset(SESSIONS.event_types)
 
 
@@ -138,49 +135,30 @@ class SessionsProjector(PostgresOnly):
         return SessionSweeper(stores.pg, stores.publisher)
 
 
-class SessionSweeper:
+class SessionSweeper(Sweeper):
     """Appends the end of every session whose device missed three heartbeats."""
 
-    def __init__(self, pool: AsyncConnectionPool, publisher: Any, every_s: float = 1.0) -> None:
-        self.pool = pool
-        self.publisher = publisher
-        self.every_s = every_s
+    what = "session sweep"
 
-    async def sweep(self) -> int:
-        async with self.pool.connection() as conn:
-            rows = await fetch_rows(
-                conn,
-                "SELECT session_id, user_id FROM playback_sessions WHERE state = 'active'"
-                " AND last_heartbeat + make_interval(secs => heartbeat_s * %s) < now()",
-                (MISSED_HEARTBEATS,),
-            )
-        if not rows:
-            return 0
-        now = utcnow()
-        await self.publisher.publish_many(
-            [
-                Event(
-                    "PlaybackSessionEnded",
-                    uid,
-                    {"session_id": sid, "user_id": uid, "reason": "expired", "occurred_at": now},
-                    # one expiry per session: a sweep repeated before it is folded appends
-                    # an end the projector ignores (the session is no longer active)
-                    event_id=derived_id(f"expired:{sid}"),
-                    occurred_at=now,
-                    producer="sweeper",
-                )
-                for sid, uid in rows
-            ]
+    async def due(self, conn: AsyncConnection[Any]) -> list[Event]:
+        rows = await fetch_rows(
+            conn,
+            "SELECT session_id, user_id FROM playback_sessions WHERE state = 'active'"
+            " AND last_heartbeat + make_interval(secs => heartbeat_s * %s) < now()",
+            (MISSED_HEARTBEATS,),
         )
-        return len(rows)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.sweep()
-            except Exception as exc:  # the next sweep finds the same sessions
-                log.warning("session sweep failed (%r); retrying", exc)
-            await pause(self.every_s, stop)
+        now = utcnow()
+        return [
+            Event(
+                "PlaybackSessionEnded",
+                uid,
+                {"session_id": sid, "user_id": uid, "reason": "expired", "occurred_at": now},
+                event_id=derived_id(f"expired:{sid}"),
+                occurred_at=now,
+                producer="sweeper",
+            )
+            for sid, uid in rows
+        ]
 
 
 @dataclass(frozen=True, slots=True)
