@@ -26,6 +26,7 @@ from core.codec import default_codec
 from core.fanout import channel
 from core.settings import Settings
 from tests.live_server import LiveServer
+from tests.test_notifications import netflix as netflix_feed
 from tests.test_search import SECRET
 from tests.test_search import _deliver as deliver
 from tests.test_search import _nf as netflix_title
@@ -278,6 +279,44 @@ async def test_a_lost_push_is_read_back_from_the_feed(fleet: Fleet) -> None:
         await tv.close()
 
 
+def _on_watchlist_in_gb_only(f: Fleet, h: dict[str, str]) -> str:
+    """A title streaming in GB only, on the watchlist of a US Netflix subscriber."""
+    with httpx.Client(base_url=f.one.http, timeout=30) as http:
+        deliver(http, "netflix", netflix_feed(204, "Arrival", "tt2543164", ("GB",)))
+        deadline = time.monotonic() + 60
+        while not f.sql("SELECT 1 FROM content WHERE title = 'Arrival'"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        arrival = f.title("Arrival")
+        r = http.put("/v1/me/services", json={"region": "US", "platforms": ["netflix"]}, headers=h)
+        assert r.status_code in (200, 202), r.text
+        r = http.post("/v1/me/watchlist", json={"content_id": arrival}, headers=h)
+        assert r.status_code == 200, r.text
+    return arrival
+
+
+def _lands_in_us(f: Fleet) -> None:
+    with httpx.Client(base_url=f.one.http, timeout=30) as http:
+        deliver(http, "netflix", netflix_feed(204, "Arrival", "tt2543164", ("GB", "US")))
+
+
+async def test_a_watchlist_title_landing_on_my_service_is_pushed_and_listed(fleet: Fleet) -> None:
+    f = fleet
+    _, token, h = _user(f)
+    arrival = _on_watchlist_in_gb_only(f, h)
+    phone = await _socket(f.two, token, device_id="phone")
+    try:
+        _lands_in_us(f)
+        pushed = (await _next(phone, "notification", timeout=30))["notification"]
+        assert (pushed["kind"], pushed["content_id"]) == ("available", arrival)
+        listed = await _get(f, "/v1/me/notifications", h)
+        assert [i["id"] for i in listed["items"]] == [pushed["id"]]
+        assert listed["unread_count"] == 1
+        assert await _frames(phone, "notification") == []  # once
+    finally:
+        await phone.close()
+
+
 async def test_tokens_the_socket_refuses_close_it_with_policy_violation(fleet: Fleet) -> None:
     f = fleet
     for url in (f"{f.one.ws}/v1/ws", f"{f.one.ws}/v1/ws?access_token=not-a-jwt"):
@@ -324,6 +363,21 @@ async def test_a_silent_device_is_closed_and_a_pinging_one_is_not(fleet: Fleet) 
         await _next(chatty, "pong")
     finally:
         await chatty.close()
+
+
+async def test_a_fresh_token_keeps_the_socket_and_another_users_token_closes_it(
+    fleet: Fleet,
+) -> None:
+    f = fleet
+    _, token, h = _user(f)
+    _, stranger, _ = _user(f)
+    ws = await _socket(f.one, token, device_id="tablet")
+    fresh = _sign_in_again(f, h)
+    await ws.send(json.dumps({"type": "auth", "access_token": fresh}))
+    assert (await _next(ws, "auth"))["token_expires_at"] > 0
+    await ws.send(json.dumps({"type": "auth", "access_token": stranger}))
+    code, reason = await _closed(ws)
+    assert (code, reason) == (1008, "another user")
 
 
 async def test_a_command_reaches_its_device_is_acknowledged_and_reported(fleet: Fleet) -> None:
