@@ -240,6 +240,12 @@ def example_requests(base: str, content_id: str) -> str:
             "-H 'content-type: application/json' \\",
             '       -d \'{"content_id":"<an id from the list>","kind":"not_interested"}\'',
             f"  curl -s '{base}/v1/content/{content_id}/similar?limit=5'",
+            "  # a device's socket: changes, positions from other devices, commands, notifications",
+            f"  python -m websockets '{base.replace('http', 'ws', 1)}/v1/ws?device_id=tv"
+            "&access_token='$TOKEN",
+            f"  curl -s -X POST {base}/v1/me/devices/tv/commands {auth} "
+            "-H 'content-type: application/json' -d '{\"command\":\"pause\"}'",
+            f"  curl -s {auth} {base}/v1/me/devices ; curl -s {auth} {base}/v1/me/notifications",
             f"  curl -s {base}/ready ; curl -s {base}/metrics | grep mgw_",
         ]
     )
