@@ -36,6 +36,7 @@ SCOPES: Mapping[str, str] = MappingProxyType(
         "experiments:write": "define, start and stop A/B experiments",
         "ratelimits:write": "change rate limits",
         "notifications:write": "send a notification to every user",
+        "ops:read": "read operator state: projection rebuilds, dead letters",
     }
 )
 ALL_SCOPES: frozenset[str] = frozenset(SCOPES)
