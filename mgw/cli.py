@@ -102,6 +102,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return asyncio.run(run_replay(settings, args.projector, progress=not args.no_progress))
 
 
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from mgw.rebuild import run_rebuild
+
+    settings = _settings(args)
+    _logging("WARNING")
+    return asyncio.run(
+        run_rebuild(
+            settings,
+            args.projector,
+            until=args.until,
+            grace_s=args.grace,
+            progress=not args.no_progress,
+            as_json=args.json,
+        )
+    )
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from mgw.ingest import run_ingest
 
@@ -326,6 +343,33 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("projector", help="catalog, resolution, availability or playback")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.set_defaults(func=cmd_replay)
+
+    rebuild = sub.add_parser(
+        "rebuild",
+        help="build a new version of one projection beside the live one, then switch to it",
+        description="Blue/green: build PROJECTOR's read model from the whole log in a schema of "
+        "its own while the live one keeps serving (no dead letters, derived events or pushes "
+        "while it catches up), pause the live projector between two batches, meet its mark, "
+        "switch the tables in one transaction (readers wait milliseconds, never fail), then drop "
+        "the old version after --grace seconds. Works against a running `mgw up` on the same "
+        "--data-dir or DATABASE_URL. With --until, build an as-of copy from what the log held "
+        "then and leave it in its schema for an investigation (never switched live). Progress: "
+        "GET /v1/admin/rebuilds. docs/operations/rebuild.md",
+    )
+    data_dir(rebuild)
+    rebuild.add_argument("projector", help="the projector's name, e.g. library or playback")
+    rebuild.add_argument(
+        "--until",
+        metavar="TIME|POSITION",
+        help="as-of copy: an ISO time (2026-12-01T09:30:00Z) or a position "
+        "(topic:partition:offset, as commands return)",
+    )
+    rebuild.add_argument(
+        "--grace", type=float, default=30.0, help="seconds to keep the old version (default 30)"
+    )
+    rebuild.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    rebuild.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rebuild.set_defaults(func=cmd_rebuild)
 
     ingest = sub.add_parser(
         "ingest",

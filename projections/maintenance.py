@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from projections.base import Projector, Stores
 
@@ -44,3 +45,24 @@ async def checksum(stores: Stores, projector: Projector) -> str:
 
         h.update((await side_store_digest(stores.redis)).encode())
     return h.hexdigest()[:16]
+
+
+_REBUILD_COLUMNS = (
+    "rebuild_id, projector, kind, schema_name, state, until_spec, records_done, records_total,"
+    " started_at, updated_at, switched_at, finished_at, checksum_before, checksum_after, error"
+)
+
+
+async def rebuilds(
+    conn: Any, projector: str | None = None, limit: int = 20, rebuild_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Rebuilds (mgw rebuild), newest first, as rows of ``projection_rebuilds``."""
+    cur = await conn.execute(
+        f"SELECT {_REBUILD_COLUMNS} FROM projection_rebuilds"
+        " WHERE (%(p)s::text IS NULL OR projector = %(p)s)"
+        " AND (%(id)s::text IS NULL OR rebuild_id = %(id)s)"
+        " ORDER BY started_at DESC LIMIT %(n)s",
+        {"p": projector, "id": rebuild_id, "n": limit},
+    )
+    names = [c.name for c in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]

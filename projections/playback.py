@@ -174,6 +174,50 @@ class PlaybackProjector:
         if ops:
             await stores.redis.eval(_SYNC_SCRIPT, 0, json.dumps(ops))
 
+    async def resync_side_stores(self, stores: Stores, chunk: int = 500) -> None:
+        """Make Redis agree with the table after a blue/green switch (mgw/rebuild.py),
+        without a moment where a user's continue-watching reads empty: each user's keys
+        are written beside the live ones and renamed over them, a chunk of users per
+        MULTI. Keys of users the table no longer holds in progress are removed."""
+        if stores.redis is None:
+            return
+        redis = stores.redis
+        kept: set[str] = set()
+        # server-side cursor: the table may be large
+        async with (
+            stores.pg.connection() as conn,
+            conn.transaction(),
+            conn.cursor(name="playback-resync") as cur,
+        ):
+            await cur.execute(
+                "SELECT user_id, content_id, position_s, duration_s,"
+                " (extract(epoch FROM updated_at) * 1000)::bigint FROM playback_positions"
+                " ORDER BY user_id"
+            )
+            user: str | None = None
+            items: list[tuple[str, float, float | None, int]] = []
+            pending: list[tuple[str, list[tuple[str, float, float | None, int]]]] = []
+            async for uid, content, pos, dur, ms in cur:
+                if uid != user and user is not None:
+                    pending.append((user, items))
+                    items = []
+                user = uid
+                items.append((content, pos, dur, ms))
+                if len(pending) >= chunk:
+                    kept |= await _swap_users(conn, redis, pending)
+                    pending = []
+            if user is not None:
+                pending.append((user, items))
+            if pending:
+                kept |= await _swap_users(conn, redis, pending)
+        stale = []
+        async for key in redis.scan_iter(match="mgw:cw:z:*", count=1000):
+            uid = _s(key)[len("mgw:cw:z:") :]
+            if uid not in kept:
+                stale += [CW_KEY.format(user=uid), CW_ITEMS_KEY.format(user=uid)]
+        for i in range(0, len(stale), 1000):
+            await redis.unlink(*stale[i : i + 1000])
+
     def announce(self, applied: Sequence[Row]) -> list[Push]:
         """Each title's position as it now stands, for the user's other devices (a
         device knows its own: it ignores a push that names it)."""
@@ -333,6 +377,37 @@ async def continue_watching(
 
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
+
+
+async def _swap_users(
+    conn: AsyncConnection[Any],
+    redis: Any,
+    users: list[tuple[str, list[tuple[str, float, float | None, int]]]],
+) -> set[str]:
+    """Replace these users' continue-watching keys in one MULTI; the users kept."""
+    rules = await rules_of(conn, {u for u, _ in users})
+    pipe = redis.pipeline(transaction=True)
+    kept = set()
+    for user, items in users:
+        r = rules.get(user, DEFAULT_RULES)
+        live = [
+            (c, pos, dur, ms)
+            for c, pos, dur, ms in items
+            if classify(pos, dur, r.min_resume_pct, r.watched_pct) is ProgressState.IN_PROGRESS
+        ]
+        z, h = CW_KEY.format(user=user), CW_ITEMS_KEY.format(user=user)
+        if not live:
+            pipe.unlink(z, h)
+            continue
+        kept.add(user)
+        tz, th = f"{z}:resync", f"{h}:resync"
+        pipe.unlink(tz, th)
+        pipe.zadd(tz, {c: ms for c, _, _, ms in live})
+        pipe.hset(th, mapping={c: f"[{pos!r},{_num(dur)},{ms}]" for c, pos, dur, ms in live})
+        pipe.rename(tz, z)
+        pipe.rename(th, h)
+    await pipe.execute()
+    return kept
 
 
 async def side_store_digest(redis: Any) -> str:
