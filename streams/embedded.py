@@ -9,7 +9,8 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -27,6 +28,10 @@ from streams.log import (
 )
 
 CHANNEL = "mgw_log"
+#: a stored record as copy_out gives it and copy_in takes it (see EmbeddedLog.copy_out)
+RawRow = tuple[int, bytes | None, bytes, bytes, int]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_COPY_IN_TYPES = ["text", "int4", "int8", "bytea", "bytea", "bytea", "timestamptz"]
 log = logging.getLogger("mgw.log.embedded")
 #: between reconnection attempts of the listener: 0.1 s doubling up to 5 s, full jitter
 LISTEN_BACKOFF = Backoff(first=0.1, cap=5.0)
@@ -174,6 +179,94 @@ class EmbeddedLog:
         except psycopg.OperationalError as exc:
             raise TransientLogError(f"read of {topic}[{partition}] failed: {exc}") from exc
         return [LogRecord(topic, partition, o, k, v, LazyHeaders(h), ts) for o, k, v, h, ts in rows]
+
+    # -- bulk paths for backup and restore (mgw/backup.py) ------------------------------
+    # Rows are (offset, key, value, packed headers, appended_at in microseconds): the
+    # stored bytes as they are, at the stored precision, so a restore is exact.
+
+    async def topic_specs(self) -> list[TopicSpec]:
+        """Every topic the log knows, including ones no code names any more."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT topic, partitions, retention_ms FROM log_topics ORDER BY topic"
+            )
+            return [TopicSpec(t, n, r) for t, n, r in await cur.fetchall()]
+
+    async def copy_out(
+        self,
+        topic: str,
+        partition: int,
+        start: int,
+        end: int,
+        on_rows: Callable[[list[RawRow]], None],
+        chunk: int = 10_000,
+    ) -> None:
+        """Hand the rows in [start, end) to ``on_rows`` in offset order, ``chunk`` at a time."""
+        async with (
+            self._pool.connection() as conn,
+            conn.cursor() as cur,
+            cur.copy(
+                'COPY (SELECT "offset", key, value, headers,'
+                " (extract(epoch FROM appended_at) * 1000000)::bigint FROM log_records"
+                ' WHERE topic = %s AND partition = %s AND "offset" >= %s AND "offset" < %s'
+                ' ORDER BY "offset") TO STDOUT (FORMAT BINARY)',
+                (topic, partition, start, end),
+            ) as copy,
+        ):
+            copy.set_types(["int8", "bytea", "bytea", "bytea", "int8"])
+            rows: list[RawRow] = []
+            async for row in copy.rows():
+                rows.append(row)
+                if len(rows) >= chunk:
+                    on_rows(rows)
+                    rows = []
+            if rows:
+                on_rows(rows)
+
+    async def copy_in(self, topic: str, partition: int, rows: Sequence[RawRow]) -> int:
+        """Load rows at their own offsets (a restore); they must continue the partition's
+        head densely. Returns the new head."""
+        if not rows:
+            return (await self.end_offsets(topic)).get(partition, 0)
+        first = rows[0][0]
+        if rows[-1][0] - first != len(rows) - 1:
+            raise LogError(f"{topic}[{partition}]: rows from {first} are not dense")
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                # The head row lock serializes us with appenders, as in append_batch.
+                row = await (
+                    await conn.execute(
+                        "SELECT next_offset FROM log_heads WHERE topic = %s AND partition = %s"
+                        " FOR UPDATE",
+                        (topic, partition),
+                    )
+                ).fetchone()
+                if row is None:
+                    raise LogError(f"topic {topic!r} partition {partition} has no head row")
+                if row[0] != first:
+                    raise LogError(
+                        f"{topic}[{partition}] ends at {row[0]}: rows from {first} cannot go "
+                        "at their own offsets"
+                    )
+                async with conn.cursor().copy(
+                    'COPY log_records (topic, partition, "offset", key, value, headers,'
+                    " appended_at) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(_COPY_IN_TYPES)
+                    for off, key, value, headers, ts_us in rows:
+                        at = _EPOCH + timedelta(microseconds=ts_us)
+                        await copy.write_row((topic, partition, off, key, value, headers, at))
+                head = first + len(rows)
+                await conn.execute(
+                    "UPDATE log_heads SET next_offset = %s WHERE topic = %s AND partition = %s",
+                    (head, topic, partition),
+                )
+                await conn.execute(
+                    "SELECT pg_notify(%s, %s)", (CHANNEL, f"{partition}:{head}:{topic}")
+                )
+        except psycopg.OperationalError as exc:
+            raise TransientLogError(f"restore into {topic} failed: {exc}") from exc
+        return head
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         try:
