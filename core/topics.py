@@ -157,6 +157,15 @@ NOTIFICATIONS = TopicSpec(
     ),
 )
 
+#: operators' decisions on dead letters (retried, skipped, purged from view), keyed by the
+#: dead letter's id; one partition, so every decision has one place in one order and a
+#: replay folds the same state (docs/operations/dead-letters.md)
+OPS_DEAD_LETTERS = TopicSpec(
+    "ops.dead_letters",
+    1,
+    event_types=("DeadLetterRetried", "DeadLetterSkipped", "DeadLettersPurged"),
+)
+
 EVENT_TOPICS: tuple[TopicSpec, ...] = (
     CATALOG,
     OBSERVATIONS,
@@ -172,6 +181,7 @@ EVENT_TOPICS: tuple[TopicSpec, ...] = (
     EXPERIMENTS,
     REALTIME,
     NOTIFICATIONS,
+    OPS_DEAD_LETTERS,
 )
 ALL_TOPICS: tuple[TopicSpec, ...] = EVENT_TOPICS + tuple(t.dead_letter for t in EVENT_TOPICS)
 

@@ -8,7 +8,9 @@ import json
 import logging
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from core.settings import Settings
 from domain.catalog import PLATFORMS as PLATFORM_IDS
@@ -290,6 +292,105 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from mgw import dlq
+    from projections.dead_letters import LetterFilter
+
+    settings = _settings(args)
+    _logging("WARNING")
+    out = dlq.Output(as_json=args.json, progress=not args.no_progress)
+    action = args.dlq_command
+    if action == "show":
+        return asyncio.run(dlq.run_show(settings, args.id, out))
+    by = getattr(args, "by", None) or dlq.operator()
+    if action == "purge":
+        return asyncio.run(
+            dlq.run_purge(settings, args.topic, args.projector, out, by=by, note=args.note)
+        )
+    try:
+        since = _since(args.since)
+    except ValueError:
+        print(f"--since {args.since!r}: give an ISO time (2026-12-01T09:30:00Z)", file=sys.stderr)
+        return 2
+    f = LetterFilter(
+        topic=args.topic, projector=args.projector, reason=args.reason, error=args.error,
+        since=since, state=getattr(args, "state", "pending"),
+        include_purged=getattr(args, "include_purged", False),
+    )  # fmt: skip
+    if action == "list":
+        return asyncio.run(dlq.run_list(settings, f, args.limit, out))
+    if not args.ids and not args.all_matching:
+        print(f"name dead letters to {action}, or --all-matching with filters", file=sys.stderr)
+        return 2
+    return asyncio.run(dlq.run_decide(settings, action, args.ids, f, out, by=by, note=args.note))
+
+
+def _since(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _dlq_parser(sub: Any, data_dir: Any) -> None:
+    dlq = sub.add_parser(
+        "dlq",
+        help="dead letters: list, show, retry, skip, purge",
+        description="Records a projector could not decode or apply sit in <topic>.dlq. List and "
+        "inspect them, retry them through their projector once the cause is fixed (a record "
+        "retried twice applies once), or skip them; every decision is an event on "
+        "ops.dead_letters. Works against a running `mgw up` on the same --data-dir, or "
+        "DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS. docs/operations/dead-letters.md",
+    )
+    dsub = dlq.add_subparsers(dest="dlq_command", metavar="COMMAND", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        data_dir(p)
+        p.add_argument("--json", action="store_true", help="JSON on stdout")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    def filters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--topic", help="the original topic (or its .dlq topic)")
+        p.add_argument("--projector", help="the projector that failed the record")
+        p.add_argument("--reason", choices=("decode", "rejected", "apply"))
+        p.add_argument("--error", metavar="TEXT", help="the error contains TEXT (any case)")
+        p.add_argument("--since", metavar="TIME", help="dead at or after an ISO time")
+
+    def decision(p: argparse.ArgumentParser, verb: str) -> None:
+        p.add_argument("ids", nargs="*", metavar="ID", help="<projector>@<topic>:<part>:<offset>")
+        p.add_argument("--all-matching", action="store_true",
+                       help=f"{verb} every pending dead letter the filters match")  # fmt: skip
+        p.add_argument("--by", help="who decides (default cli:<user>)")
+        p.add_argument("--note", default="", help="why, kept with the decision")
+
+    ls = dsub.add_parser("list", help="dead letters, oldest first (pending ones by default)")
+    common(ls)
+    filters(ls)
+    ls.add_argument("--state", default="pending",
+                    choices=("pending", "retried", "skipped", "resolved", "all"))  # fmt: skip
+    ls.add_argument("--include-purged", action="store_true", help="also what purge hid")
+    ls.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    show = dsub.add_parser("show", help="one dead letter in full")
+    common(show)
+    show.add_argument("id", metavar="ID", help="<projector>@<topic>:<partition>:<offset>")
+    rt = dsub.add_parser("retry", help="re-apply through the projector, exactly once")
+    common(rt)
+    filters(rt)
+    decision(rt, "retry")
+    sk = dsub.add_parser("skip", help="decide not to apply (a DeadLetterSkipped event)")
+    common(sk)
+    filters(sk)
+    decision(sk, "skip")
+    pg = dsub.add_parser("purge", help="hide resolved dead letters from view (the log keeps them)")
+    common(pg)
+    pg.add_argument("--topic", help="only this original topic")
+    pg.add_argument("--projector", help="only this projector's")
+    pg.add_argument("--by", help="who purges (default cli:<user>)")
+    pg.add_argument("--note", default="")
+    for p in (ls, show, rt, sk, pg):
+        p.set_defaults(func=cmd_dlq)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mgw", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -404,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--json", action="store_true", help="one JSON object on stdout")
     rebuild.add_argument("--no-progress", action="store_true", help="no progress bar")
     rebuild.set_defaults(func=cmd_rebuild)
+    _dlq_parser(sub, data_dir)
 
     bak = sub.add_parser(
         "backup",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from projections.availability import AvailabilityProjector
 from projections.base import Projector
 from projections.catalog import CatalogProjector
+from projections.dead_letters import DeadLettersProjector
 from projections.device_commands import DeviceCommandsProjector
 from projections.experiments import ExperimentsProjector
 from projections.identity.accounts import IdentityProjector
@@ -35,6 +36,7 @@ PROJECTORS: tuple[Projector, ...] = (
     IdentityProjector(),
     RateLimitsProjector(),
     NotificationsProjector(),
+    DeadLettersProjector(),
 )
 
 

@@ -52,6 +52,20 @@ class BatchResult:
     next_offsets: dict[tuple[str, int], int]
 
 
+@dataclass(frozen=True, slots=True)
+class Reapplied:
+    """What ``ProjectionPipeline.reapply`` made of a dead letter: ``applied``,
+    ``already_applied`` (an earlier retry did), ``failed`` (``error`` says why) or
+    ``not_reached`` (the projector has not read that far yet)."""
+
+    outcome: str
+    error: str | None = None
+
+
+class _StillDead(Exception):
+    """Rolls the retry's transaction back (its claim included)."""
+
+
 class ProjectionPipeline:
     def __init__(
         self,
@@ -77,6 +91,9 @@ class ProjectionPipeline:
         self.name = projector.name
 
     def decode(self, records: Sequence[LogRecord]) -> Decoded:
+        raw = getattr(self.projector, "raw_topics", ())
+        if raw and any(r.topic in raw for r in records):
+            return self._decode_mixed(records, raw)
         good: list[Envelope] = []
         bad: list[DeadLetter] = []
         for r, item in zip(
@@ -105,6 +122,20 @@ class ProjectionPipeline:
                 bad.append(DeadLetter(r, "rejected", f"{type(exc).__name__}: {exc}"))
                 continue
             good.append(env)
+        return good, bad
+
+    def _decode_mixed(self, records: Sequence[LogRecord], raw: Any) -> Decoded:
+        """A projector's ``raw_topics`` reach it undecoded (payload ``{"value": bytes}``,
+        event type ``"raw"``): the dead-letter topics hold records that failed to
+        decode, and decoding them again would only make dead letters of dead letters."""
+        good, bad = self.decode([r for r in records if r.topic not in raw])
+        for r in records:
+            if r.topic in raw:
+                key = (r.key or b"").decode("utf-8", "replace")
+                good.append(
+                    Envelope(r.topic, r.partition, r.offset, key, "raw", {"value": r.value},
+                             r.headers, r.timestamp_ms)
+                )  # fmt: skip
         return good, bad
 
     async def process(
@@ -163,6 +194,47 @@ class ProjectionPipeline:
         BATCH_SIZE.labels(self.name).observe(len(records))
         BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         return BatchResult(len(fresh), skipped, len(fresh_bad), next_offsets)
+
+    async def reapply(self, record: LogRecord) -> Reapplied:
+        """Apply one dead-lettered record again, behind the checkpoint that has moved past
+        it (``mgw dlq retry``). Exactly once: the transaction that applies it also claims
+        its row in ``dead_letter_retries``, so a second retry finds the claim and applies
+        nothing, and a failure rolls the claim back with the rows. The checkpoint row is
+        locked first, as every batch does, so the retry and the live projector never
+        write the same rows at once. Nothing is sent to a dead-letter topic: the record
+        is one already."""
+        where = (record.topic, record.partition)
+        async with self.stores.pg.connection() as conn:
+            try:
+                async with conn.transaction():
+                    checkpoint = (await self._lock_checkpoints(conn, [where]))[where]
+                    if record.offset > checkpoint:
+                        return Reapplied("not_reached")  # the projector will decide in order
+                    cur = await conn.execute(
+                        'INSERT INTO dead_letter_retries (projector, topic, partition, "offset")'
+                        " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        (self.name, record.topic, record.partition, record.offset),
+                    )
+                    if cur.rowcount == 0:
+                        return Reapplied("already_applied")
+                    good, bad = self.decode([record])
+                    applied, emitted = None, []
+                    if good:
+                        applied, failed = await self._apply(conn, good, [record])
+                        bad += failed
+                    if bad:
+                        raise _StillDead(bad[0].error)
+                    if isinstance(applied, Output):
+                        applied, emitted = applied.rows, applied.events
+                    if emitted and self.emit:
+                        await self.publisher.publish_many(emitted)
+                    await self.projector.sync_side_stores(self.stores, conn, applied, [])
+            except _StillDead as exc:
+                return Reapplied("failed", str(exc))
+        if self.emit:
+            await self._announce(applied)
+        RECORDS_APPLIED.labels(self.name).inc()
+        return Reapplied("applied")
 
     async def _announce(self, applied: Any) -> None:
         """After the commit: tell connected devices what changed (core/fanout.py). Lost

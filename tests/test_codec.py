@@ -109,6 +109,17 @@ def _notification_samples() -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
+def _ops_samples() -> dict[str, dict[str, Any]]:
+    where = {"projector": "playback", "topic": "playback.events", "partition": 3, "offset": 17}
+    return {
+        "DeadLetterRetried": {
+            **where, "outcome": "failed", "error": "KeyError: 'x'", "by": "a1", "note": "",
+        },
+        "DeadLetterSkipped": {**where, "by": "a1", "note": "test data"},
+        "DeadLettersPurged": {"topic": None, "projector": "playback", "by": None, "note": ""},
+    }  # fmt: skip
+
+
 def _command_samples() -> dict[str, dict[str, Any]]:
     c = {"command_id": "k1", "user_id": "u1", "device_id": "tv"}
     return {
@@ -264,6 +275,7 @@ def test_round_trip_every_event_type() -> None:
         **_activity_samples(),
         **_notification_samples(),
         **_command_samples(),
+        **_ops_samples(),
     }
     assert set(samples) == set(codec.event_types)
     for event_type, payload in samples.items():

@@ -37,6 +37,7 @@ SCOPES: Mapping[str, str] = MappingProxyType(
         "ratelimits:write": "change rate limits",
         "notifications:write": "send a notification to every user",
         "ops:read": "read operator state: projection rebuilds, dead letters",
+        "ops:write": "decide on dead letters (skip them)",
     }
 )
 ALL_SCOPES: frozenset[str] = frozenset(SCOPES)
