@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -68,10 +69,10 @@ async def _events_for(stores: Stores, user: str, content: str) -> int:
     return int(row[0])
 
 
-async def _poison_playback(pf: Platform) -> None:
+async def _poison_playback(pf: Platform, user: str = "u1") -> None:
     """Three good records around one the buggy projector cannot apply."""
     await pf.publisher.publish_many(
-        [play("u1", "c1", 600), play("u1", "c-bug", 900), play("u1", "c2", 1200)]
+        [play(user, "c1", 600), play(user, "c-bug", 900), play(user, "c2", 1200)]
     )
     loop = ProjectorLoop(ProjectionPipeline(BuggyPlayback(), pf.stores, pf.log), pf.log,
                          linger_ms=0)  # fmt: skip
@@ -221,3 +222,35 @@ def test_poison_record_in_the_cli_and_the_admin_api(
     assert main(["dlq", "list", "--state", "skipped", "--json", "--no-progress"]) == 0
     skipped = json.loads(capsys.readouterr().out)["items"]
     assert [x["id"] for x in skipped] == [item["id"]]
+
+
+@pytest.mark.kafka
+async def test_list_and_retry_on_kafka(settings: Settings, stores: Stores, kafka: str) -> None:
+    from core.topics import ALL_TOPICS
+    from streams.kafka import KafkaLog
+
+    klog = KafkaLog(kafka)
+    await klog.open()
+    try:
+        await klog.ensure_topics(ALL_TOPICS)
+        pf = platform(settings, klog, stores)
+        user = f"u-{uuid.uuid4().hex[:8]}"
+        await _poison_playback(pf, user)
+        await dlq.catch_up(pf, QUIET)
+        mine = [
+            x for x in await dlq.list_letters(pf, LetterFilter(projector="playback"))
+            if (await dlq.find(pf, x["id"]) or {}).get("key") == user.encode()
+        ]  # fmt: skip
+        assert [(x["reason"], x["dlq_topic"]) for x in mine] == [("apply", f"{PLAYBACK.name}.dlq")]
+        fixed = PlaybackProjector()
+        outcomes = [
+            (await dlq.retry(pf, mine[0], by="ops", projectors=lambda _: fixed))["outcome"]
+            for _ in range(2)
+        ]
+        assert outcomes == ["applied", "already_applied"]
+        assert await _events_for(stores, user, "c-bug") == 1
+        await dlq.catch_up(pf, QUIET)
+        shown = await dlq.find(pf, mine[0]["id"])
+        assert shown is not None and (shown["state"], shown["attempts"]) == ("retried", 2)
+    finally:
+        await klog.close()
