@@ -215,20 +215,11 @@ async def copy_partition(
 
 
 async def run_backup(
-    settings: Settings,
-    out: Path,
-    *,
-    since_manifest: Path | None = None,
-    codec: str = "deflate",
-    segment_records: int = SEGMENT_RECORDS,
-    progress: bool = True,
-    as_json: bool = False,
+    settings: Settings, out: Path, *, as_json: bool = False, **options: Any
 ) -> int:
+    """`mgw backup`: ``backup`` with its ``options``, reported on stdout."""
     try:
-        summary, manifest = await backup(
-            settings, out, since_manifest=since_manifest, codec=codec,
-            segment_records=segment_records, progress=progress,
-        )  # fmt: skip
+        summary, manifest = await backup(settings, out, **options)
     except (BackupError, LogError) as exc:
         print(f"backup refused: {exc}", file=sys.stderr)
         return 1
