@@ -317,9 +317,10 @@ def test_up_shares_a_projector_between_processes(tmp_path: Path) -> None:
         shard_pids = [int(ln.split()[0]) for ln in listing.splitlines() if "--shard 1/2" in ln]
         # one second shard per projector but catalog, search (it holds the embedded vector
         # store) and notifications (it joins a record's offers and entity across topics),
-        # and those reading one-partition topics (ranking, identity, rate limits)
+        # and those reading one-partition topics (ranking, identity, rate limits, dead letters)
         sharded = sorted(ln.split("--projector ")[1].split()[0] for ln in listing.splitlines())
-        single = {"catalog", "search", "notifications", "ranking", "identity", "rate_limits"}
+        single = {"catalog", "search", "notifications", "ranking", "identity", "rate_limits",
+                  "dead_letters"}  # fmt: skip
         assert sharded == sorted(p.name for p in PROJECTORS if p.name not in single), listing
         assert {"availability", "playback", "resolution"} <= set(sharded)
         # users spread over every partition; each reads its own write through the token
