@@ -73,7 +73,7 @@ async def list_letters(request: Request) -> Response:
     raw = request.query_params.get("cursor")
     after = decode_cursor(raw, dl.CURSOR_KINDS) if raw else None
     async with ctx(request).stores.pg.connection() as conn:
-        rows = await dl.list_letters(conn, f, limit + 1, after)  # type: ignore[arg-type]
+        rows = await dl.list_letters(conn, f, limit + 1, after)
     more = len(rows) > limit
     rows = rows[:limit]
     return _json(
