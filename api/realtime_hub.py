@@ -155,6 +155,7 @@ class Hub:
         if online:
             pipe.hset(key, conn.id, _presence_entry(conn))
             pipe.expire(key, int(PRESENCE_STALE_S * 2))
+            fanout.mark_online(pipe, [conn.user_id])
         else:
             pipe.hdel(key, conn.id)
         # the user's other devices hear it at once (a remote lists the TV that came on)
@@ -236,6 +237,7 @@ class Hub:
                 key = PRESENCE_KEY.format(user=conn.user_id)
                 pipe.hset(key, conn.id, _presence_entry(conn))
                 pipe.expire(key, int(PRESENCE_STALE_S * 2))
+            fanout.mark_online(pipe, list(self.by_user))
             with contextlib.suppress(Exception):
                 await pipe.execute()
 

@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 log = logging.getLogger("mgw.fanout")
 
 #: the kind comes before the id, so no user id can make a channel of another kind
 CHANNEL_PREFIX = "mgw:rt:u:"
+#: sorted set: user id -> until when (epoch seconds) a socket of theirs is known open.
+#: Every hub refreshes its users well before that, so a user counts as online while any
+#: process holds one of their sockets, and for at most ONLINE_TTL_S after the last closes.
+ONLINE_KEY = "mgw:rt:online"
+ONLINE_TTL_S = 90.0
 
 
 class Push(NamedTuple):
@@ -47,11 +53,37 @@ def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), default=str)
 
 
-async def publish(redis: Any, pushes: Sequence[Push]) -> None:
-    """One round trip for the whole batch (a pipeline without MULTI)."""
+async def anyone_online(redis: Any) -> bool:
+    """Whether any socket is open anywhere: when none is, a projector builds no pushes."""
+    return bool(await redis.zcard(ONLINE_KEY))
+
+
+def mark_online(pipe: Any, users: Iterable[str]) -> None:
+    """Queue on ``pipe``: these users have a socket open (the hubs call it)."""
+    now = time.time()
+    scores = {u: now + ONLINE_TTL_S for u in users}
+    if scores:
+        pipe.zadd(ONLINE_KEY, scores)
+    pipe.zremrangebyscore(ONLINE_KEY, "-inf", now)
+
+
+async def publish(redis: Any, pushes: Sequence[Push]) -> int:
+    """Publish the pushes of users with a socket open; the rest would reach nobody, and
+    packing a command per row (thousands in a catch-up batch) is what costs. Two round
+    trips for the whole batch. Returns how many were published."""
     if not pushes:
-        return
+        return 0
+    users = list({p.user_id for p in pushes})
+    now = time.time()
+    scores = await redis.zmscore(ONLINE_KEY, users)
+    online = {u for u, s in zip(users, scores, strict=True) if s is not None and s > now}
+    if not online:
+        return 0
     pipe = redis.pipeline(transaction=False)
+    n = 0
     for p in pushes:
-        pipe.publish(channel(p.user_id), encode(p.message))
+        if p.user_id in online:
+            pipe.publish(channel(p.user_id), encode(p.message))
+            n += 1
     await pipe.execute()
+    return n

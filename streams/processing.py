@@ -243,10 +243,12 @@ class ProjectionPipeline:
         if announce is None or self.stores.redis is None:
             return
         try:
+            if not await fanout.anyone_online(self.stores.redis):
+                return  # nobody to tell: building the pushes would be wasted work
             pushes = announce(applied)
             if pushes:
-                await fanout.publish(self.stores.redis, pushes)
-                PUSHES_PUBLISHED.labels(self.name).inc(len(pushes))
+                sent = await fanout.publish(self.stores.redis, pushes)
+                PUSHES_PUBLISHED.labels(self.name).inc(sent)
         except Exception as exc:  # the batch is committed: a lost push must not redo it
             PUSHES_FAILED.labels(self.name).inc()
             log.warning(
