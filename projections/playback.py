@@ -251,7 +251,7 @@ async def rules_of(conn: AsyncConnection[Any], users: Iterable[str]) -> dict[str
     users without any keep the defaults."""
     cur = await conn.execute(
         "SELECT user_id, value FROM library_items WHERE entity = 'settings' AND key = ''"
-        " AND NOT deleted AND user_id = ANY(%s)",
+        " AND NOT deleted AND user_id = ANY(%b::text[])",
         (sorted(users),),
     )
     return {u: ResumeRules(**v) for u, v in await cur.fetchall()}
@@ -264,7 +264,7 @@ async def _armed(
     armed = {k: True for k in keys}
     rows = await conn.execute(
         "SELECT p.user_id, p.content_id, p.armed FROM playback_positions p"
-        " JOIN unnest(%s::text[], %s::text[]) AS t(u, c)"
+        " JOIN unnest(%b::text[], %b::text[]) AS t(u, c)"
         " ON p.user_id = t.u AND p.content_id = t.c",
         ([k[0] for k in armed], [k[1] for k in armed]),
     )
