@@ -245,21 +245,36 @@ def cmd_recs_offline(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from mgw import migrations
     from mgw.platform import resolve_services
 
     settings = _settings(args)
-    _logging(settings.log_level)
-    from core.db import migrate
-
+    _logging("WARNING")
+    action = getattr(args, "action", None) or "up"
     started: list[object] = []
     try:
         db, _, where = resolve_services(settings, started)
-        applied = migrate(db)
-        print(f"{where['postgres']}: applied {len(applied)} migration(s) {applied}")
+        if not args.json:
+            print(f"{where['postgres']}", file=sys.stderr)
+        d = Path(args.migrations_dir) if args.migrations_dir else migrations.MIGRATIONS_DIR
+        if action == "status":
+            return migrations.run_status(db, as_json=args.json, directory=d)
+        if action == "plan":
+            return migrations.run_plan(db, as_json=args.json, show_sql=not args.no_sql, directory=d)
+        return migrations.run_up(db, as_json=args.json, allow_edited=args.allow_edited, directory=d)
     finally:
         for s in started:
             s.stop()  # type: ignore[attr-defined]
-    return 0
+
+
+def cmd_checksum(args: argparse.Namespace) -> int:
+    from mgw.checksum import run_checksum
+
+    settings = _settings(args)
+    _logging("WARNING")
+    return asyncio.run(
+        run_checksum(settings, args.projectors, as_json=args.json, progress=not args.no_progress)
+    )
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -707,9 +722,61 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--target-ms", type=float, default=50.0, help="time per hash (50)")
     cal.set_defaults(func=cmd_calibrate)
 
-    mig = sub.add_parser("migrate", help="apply database migrations and exit")
+    mig = sub.add_parser(
+        "migrate",
+        help="database migrations: status, plan, up (the default)",
+        description="Schema migrations (ops/migrations/*.sql), each applied once under an "
+        "advisory lock with its sha256 recorded. `status` lists applied, pending and edited "
+        "files; `plan` prints what `up` would run and the projections to rebuild after; `up` "
+        "applies them, refusing while an applied file has been edited. Works against a "
+        "running `mgw up` on the same --data-dir, or DATABASE_URL. "
+        "docs/operations/migrations.md",
+    )
     data_dir(mig)
-    mig.set_defaults(func=cmd_migrate)
+    mig.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    mig.add_argument("--allow-edited", action="store_true", help=argparse.SUPPRESS)
+    mig.add_argument("--no-sql", action="store_true", help=argparse.SUPPRESS)
+    mig.add_argument(
+        "--migrations-dir", metavar="DIR", help="the .sql files (default: those mgw ships)"
+    )
+    mig.set_defaults(func=cmd_migrate, action="up")
+    msub = mig.add_subparsers(dest="action", metavar="ACTION")
+    for action, text in (
+        ("status", "every migration: applied, pending, edited (exit 1 if any is edited)"),
+        ("plan", "the SQL `up` would run, the tables it touches, the rebuilds it calls for"),
+        ("up", "apply pending migrations (the default)"),
+    ):
+        m = msub.add_parser(action, help=text, description=text)
+        # SUPPRESS: an option given before the action (`migrate --json status`) is kept
+        m.add_argument("--data-dir", default=argparse.SUPPRESS, help="as for migrate")
+        m.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
+        m.add_argument("--migrations-dir", default=argparse.SUPPRESS, help="as for migrate")
+        if action == "plan":
+            m.add_argument(
+                "--no-sql", action="store_true", default=argparse.SUPPRESS, help="names only"
+            )
+        if action == "up":
+            m.add_argument(
+                "--allow-edited",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help="accept edited applied files as they are now (records their new "
+                "checksum; runs nothing again)",
+            )
+
+    cks = sub.add_parser(
+        "checksum",
+        help="one stable checksum per projection",
+        description="Print a digest of each projection's rows (and playback's Redis keys): "
+        "the one replay and rebuild compare. Equal digests on two replicas, or before and "
+        "after a rebuild, mean equal state. Works against a running `mgw up` on the same "
+        "--data-dir, or DATABASE_URL.",
+    )
+    data_dir(cks)
+    cks.add_argument("projectors", nargs="*", metavar="PROJECTOR", help="default: every one")
+    cks.add_argument("--json", action="store_true", help='{"<projector>": "<hex>", ...}')
+    cks.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cks.set_defaults(func=cmd_checksum)
     return parser
 
 
