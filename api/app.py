@@ -8,7 +8,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from api import (
     activity,
@@ -54,6 +54,7 @@ from api.identity import (
     sessions,
 )
 from api.limits import BodySizeLimit
+from api.openapi import openapi_document
 from api.ratelimit import RateLimitHeaders
 from core.codec import EncodeError
 from core.settings import Settings
@@ -99,6 +100,7 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
         *profiles.routes,
         *pages.routes,
     ]
+    routes.append(Route("/openapi.json", openapi_document, methods=["GET"]))
     return Starlette(
         routes=routes,
         middleware=[

@@ -43,6 +43,7 @@ from api.identity.oauth_requests import (
     read_params,
 )
 from api.identity.tokens import grant_scope, revoke_session, rotate, start_session
+from api.openapi import form_body
 from api.ratelimit import limit
 from domain.identity import clients as grants
 from domain.identity.clients import OAuthClient
@@ -61,7 +62,40 @@ _EMAILISH = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}$")
 # -- /oauth/token -------------------------------------------------------------------------
 
 
+@form_body(
+    {
+        "type": "object",
+        "required": ["grant_type"],
+        "properties": {
+            "grant_type": {
+                "type": "string",
+                "enum": [grants.PASSWORD, grants.MFA, grants.REFRESH, grants.CODE, grants.DEVICE],
+            },
+            **{
+                f: {"type": "string"}
+                for f in (
+                    "client_id",
+                    "client_secret",
+                    "scope",
+                    "username",
+                    "password",
+                    "otp",
+                    "backup_code",
+                    "device_name",
+                    "mfa_token",
+                    "refresh_token",
+                    "code",
+                    "code_verifier",
+                    "redirect_uri",
+                    "device_code",
+                )
+            },
+        },
+    }
+)
 async def token(request: Request) -> Response:
+    """Tokens (RFC 6749): the password, refresh, authorization code (PKCE), device (RFC
+    8628) and MFA grants, form-encoded or JSON; errors are OAuth error objects."""
     try:
         params = await read_params(request)
         grant = need(params, "grant_type")
