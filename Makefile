@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install install-dev kafka-jars qemu lint typecheck bench clean
+.PHONY: demo test install install-dev kafka-jars qemu chromium lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +26,19 @@ qemu:
 	@command -v qemu-x86_64 >/dev/null || { \
 	  $(APT) install -y -qq qemu-user || { $(APT) update -qq && $(APT) install -y -qq qemu-user; }; }
 
+# headless Chromium and its driver (Debian) for the /docs page test (tests/test_docs_page.py)
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { \
+	  $(APT) install -y -qq chromium chromium-driver || \
+	  { $(APT) update -qq && $(APT) install -y -qq chromium chromium-driver; }; }
+
 demo: install
 	$(BIN)/mgw up --demo
 
 # Everything the tests need is installed and started by this target and the fixtures:
-# Python packages, Kafka's jars (Maven Central), qemu-user (Debian), then pytest starts
+# Python packages, Kafka's jars (Maven Central), qemu-user and Chromium (Debian), then pytest starts
 # embedded PostgreSQL, Redis, Qdrant local mode and one KRaft Kafka node on loopback.
-test: install-dev kafka-jars qemu
+test: install-dev kafka-jars qemu chromium
 	$(BIN)/python -m pytest -q
 
 lint: install-dev

@@ -16,6 +16,7 @@ from api import (
     content,
     dead_letters,
     device_commands,
+    docs_page,
     experiments,
     health,
     library,
@@ -101,6 +102,7 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
         *pages.routes,
     ]
     routes.append(Route("/openapi.json", openapi_document, methods=["GET"]))
+    routes += docs_page.routes
     return Starlette(
         routes=routes,
         middleware=[

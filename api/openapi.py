@@ -342,7 +342,7 @@ def build(
                 " sign-in for users and devices. Errors are RFC 9457 problem details naming the"
                 " field at fault. Writes answer 202 with an X-Consistency-Token; send it back on"
                 " a read to see your write. The WebSocket protocol at /v1/ws is described in"
-                " /asyncapi.json."
+                " docs/realtime.md."
             ),
             "license": {"name": "Proprietary", "identifier": "LicenseRef-mgw"},
         },
