@@ -33,6 +33,11 @@ from api.consistency import HEADER as CONSISTENCY_HEADER
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _PATH_PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
+_MEDIA = {
+    "JSONResponse": "application/json",
+    "HTMLResponse": "text/html",
+    "PlainTextResponse": "text/plain",
+}
 #: helpers that read the request on a handler's behalf, by name
 _READERS = {"read_json", "int_param", "read_body", "require", "wait_for_token"}
 
@@ -61,6 +66,8 @@ class Operation:
     consistency: bool = False
     statuses: set[int] = field(default_factory=set)
     success: int = 200
+    media: set[str] = field(default_factory=set)
+    redirects: bool = False
 
 
 def _literal(node: ast.AST | None) -> Any:
@@ -165,13 +172,26 @@ def _read(fn: Callable[..., Any], op: Operation, depth: int) -> None:
                 op.statuses.add(status)
         elif name == "accepted":
             op.success = 202
-        elif name in ("JSONResponse", "Response"):
+        elif name in _MEDIA or name == "Response":
             status = _literal(_arg(node, 99, "status_code"))
             if isinstance(status, int) and 200 <= status < 300:
                 op.success = status
-        if depth > 0 and name not in _READERS and _passes_request(node):
+            media = _MEDIA.get(name)
+            if media is None:
+                raw = _arg(node, 99, "media_type")
+                media = env.get(raw.id) if isinstance(raw, ast.Name) else _literal(raw)
+            if isinstance(media, str):
+                op.media.add(media.split(";")[0])
+        elif name == "RedirectResponse":
+            op.redirects = True
+        if depth > 0 and name not in _READERS:
+            # helpers given the request read it for the handler; helpers of its own module
+            # build its answers (pages, error statuses)
             helper = env.get(name)
-            if inspect.isfunction(helper) and helper.__module__.startswith("api."):
+            if inspect.isfunction(helper) and (
+                helper.__module__ == fn.__module__
+                or (_passes_request(node) and helper.__module__.startswith("api."))
+            ):
                 _read(helper, op, depth - 1)
 
 
@@ -293,9 +313,16 @@ def _operation(
             "$ref": "#/components/headers/X-Consistency-Token"
         }
     if op.success != 204:
-        responses[str(op.success)]["content"] = {"application/json": {"schema": {}}}
+        media = sorted(op.media) or ["application/json"]
+        responses[str(op.success)]["content"] = {m: {"schema": {}} for m in media}
+    if op.redirects:
+        responses["302"] = {"description": "Found: continue at the Location header"}
     for status in sorted(op.statuses | {429}):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
+    # Statuses a handler's code does not show (a helper in another layer, the framework's
+    # 404/405) are problem details too; OAuth endpoints answer RFC 6749 error objects and
+    # pages answer HTML.
+    responses["default"] = {"$ref": "#/components/responses/Error"}
     out["responses"] = responses
     if op.scopes:
         out["security"] = [
@@ -350,7 +377,18 @@ def build(
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": dict(sorted(components.items())),
-            "responses": {f"E{s}": _problem_response(s) for s in _ALL_STATUSES},
+            "responses": {
+                **{f"E{s}": _problem_response(s) for s in _ALL_STATUSES},
+                "Error": {
+                    "description": "An error: problem details (OAuth endpoints: an RFC 6749"
+                    " error object; pages: HTML)",
+                    "content": {
+                        "application/problem+json": {"schema": PROBLEM_REF},
+                        "application/json": {"schema": {"type": "object"}},
+                        "text/html": {"schema": {"type": "string"}},
+                    },
+                },
+            },
             "parameters": {
                 "ConsistencyToken": {
                     "name": CONSISTENCY_HEADER,
@@ -409,8 +447,13 @@ def _problem_response(status: int) -> dict[str, Any]:
     from http import HTTPStatus
 
     out: dict[str, Any] = {
-        "description": HTTPStatus(status).phrase,
-        "content": {"application/problem+json": {"schema": PROBLEM_REF}},
+        "description": HTTPStatus(status).phrase
+        + " (problem details; from OAuth endpoints an RFC 6749 error object; from pages HTML)",
+        "content": {
+            "application/problem+json": {"schema": PROBLEM_REF},
+            "application/json": {"schema": {"type": "object"}},
+            "text/html": {"schema": {"type": "string"}},
+        },
     }
     if status in (429, 503):
         out["headers"] = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}

@@ -54,7 +54,7 @@ async def read_json(request: Request, model: type[M], *, optional: bool = False)
 
 def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
