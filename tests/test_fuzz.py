@@ -44,19 +44,19 @@ def _token(base: str, email: str, password: str) -> str:
     return str(r.json()["access_token"])
 
 
-def _st(base: str, seed: int, *extra: str) -> subprocess.CompletedProcess[str]:
+def _st(base: str, seed: int, cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     st = Path(sys.executable).parent / "st"
     return subprocess.run(
         [str(st), "run", f"{base}/openapi.json", "-n", str(EXAMPLES), "--seed", str(seed),
          "-c", CHECKS, "--phases", "examples,fuzzing", "--no-color", "--request-timeout", "30",
          *extra],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=900, cwd=cwd,  # its cache stays in tmp
     )  # fmt: skip
 
 
 @pytest.mark.parametrize("role", ["anonymous", "user", "admin"])
 def test_schemathesis_finds_no_server_error_and_no_mismatch(
-    app_settings: Settings, role: str
+    app_settings: Settings, role: str, tmp_path: Path
 ) -> None:
     from mgw.app import create_app
 
@@ -77,7 +77,7 @@ def test_schemathesis_finds_no_server_error_and_no_mismatch(
             assert r.status_code == 201, r.text
             token = _token(server.http, email, PASSWORD)
             extra = ["-H", f"Authorization: Bearer {token}", "--exclude-path-regex", SELF_HARM]
-        done = _st(server.http, seed, *extra)
+        done = _st(server.http, seed, tmp_path, *extra)
     out = done.stdout + done.stderr
     print(out[-6000:])
     assert "Test cases:" in out, out[-3000:]
