@@ -781,11 +781,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.db import MigrationEdited
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except MigrationEdited as exc:  # any command that migrates as it starts: a refusal, not a crash
+        print(f"mgw {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

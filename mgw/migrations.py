@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ _CREATED = re.compile(
 _KEYWORDS = frozenset({"on", "set", "only", "if", "from", "where", "table", "index"})
 _DECLARED = re.compile(r"^--\s*rebuild:\s*([\w, ]+)$", re.IGNORECASE | re.MULTILINE)
 _COMMENT = re.compile(r"--[^\n]*")
+_DOLLAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 
 
 @dataclass
@@ -54,6 +56,63 @@ class Migration:
     recorded_checksum: str | None = None
     tables: list[str] = field(default_factory=list)
     rebuild: list[str] = field(default_factory=list)
+    #: each statement's head, whitespace folded: what `plan` summarises
+    statements: list[str] = field(default_factory=list)
+
+
+def statements(sql: str) -> list[str]:
+    """The file's statements, split on the semicolons outside quotes, dollar-quoted
+    bodies and comments, whitespace folded and comments left out."""
+    out: list[str] = []
+    cur: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if sql.startswith("--", i):
+            j = sql.find("\n", i)
+            i = n if j < 0 else j
+            cur.append(" ")
+            continue
+        if sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+            cur.append(" ")
+            continue
+        if c == "'" or c == '"':
+            j = i + 1
+            while j < n:
+                if sql[j] == c and sql[j + 1 : j + 2] == c:  # '' inside a literal
+                    j += 2
+                    continue
+                if sql[j] == c:
+                    break
+                j += 1
+            cur.append(sql[i : j + 1])
+            i = j + 1
+            continue
+        tag = _DOLLAR.match(sql, i) if c == "$" else None
+        if tag:
+            j = sql.find(tag.group(0), tag.end())
+            j = n if j < 0 else j + len(tag.group(0))
+            cur.append(sql[i:j])
+            i = j
+            continue
+        if c == ";":
+            text = " ".join("".join(cur).split())
+            if text:
+                out.append(text)
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    text = " ".join("".join(cur).split())
+    if text:
+        out.append(text)
+    return out
+
+
+def _summary(statement: str, width: int = 76) -> str:
+    return statement if len(statement) <= width else statement[: width - 1].rstrip() + "…"
 
 
 def touched_tables(sql: str) -> list[str]:
@@ -91,6 +150,7 @@ def _describe(
         recorded_checksum=recorded[1] if recorded else None,
         tables=tables,
         rebuild=rebuild_advice(sql, tables, existing),
+        statements=[_summary(st) for st in statements(sql)],
     )
 
 
@@ -123,12 +183,19 @@ def _print_table(rows: list[Migration]) -> None:
     for m in rows:
         when = (m.applied_at or "")[:19].replace("T", " ")
         mark = {"applied": " ", "pending": "+", "edited": "!", "missing": "?"}[m.state]
-        print(f"{mark} {m.name:<34} {m.state:<8} {when:<19} {(m.checksum or '')[:12]}")
+        unknown = m.state == "applied" and m.recorded_checksum is None
+        note = "  (no checksum recorded)" if unknown else ""
+        print(f"{mark} {m.name:<34} {m.state:<8} {when:<19} {(m.checksum or '')[:12]}{note}")
     counts = {s: sum(m.state == s for m in rows) for s in ("applied", "pending", "edited")}
     print(
         f"{counts['applied']} applied, {counts['pending']} pending, {counts['edited']} edited"
         + ("  (! = changed since it ran: `mgw migrate up` refuses)" if counts["edited"] else "")
     )
+    if any(m.state == "applied" and m.recorded_checksum is None for m in rows):
+        print(
+            "applied before checksums were kept: the next `mgw migrate up` records each such"
+            " file's checksum as it is now"
+        )
 
 
 def run_status(conninfo: str, *, as_json: bool, directory: Path = MIGRATIONS_DIR) -> int:
@@ -162,6 +229,9 @@ def run_plan(
         print("nothing to apply: the database has every migration")
     for m in pending:
         print(f"-- {m.name}  (sha256 {m.checksum})")
+        print(f"-- {len(m.statements)} statement(s):")
+        for st in m.statements:
+            print(f"--   {st}")
         print(f"-- touches: {', '.join(m.tables) or 'no table'}")
         if m.rebuild:
             print(f"-- projections to rebuild after: {', '.join(m.rebuild)}")
@@ -184,7 +254,7 @@ def run_up(
         if as_json:
             print(json.dumps({"error": str(exc), "edited": [e[0] for e in exc.edited]}))
         else:
-            print(f"mgw migrate: {exc}")
+            print(f"mgw migrate: {exc}", file=sys.stderr)
         return 1
     rebuild = sorted({p for n in applied for p in before[n].rebuild})
     if as_json:

@@ -14,6 +14,7 @@ import pytest
 from core.db import MIGRATIONS_DIR
 from core.settings import Settings
 from mgw.cli import main
+from mgw.migrations import statements
 from projections import maintenance
 from projections.base import Stores
 from projections.registry import by_name
@@ -24,6 +25,7 @@ from streams.runner import ProjectorLoop
 from tests.helpers import play
 
 SHIPPED = sorted(p.name for p in MIGRATIONS_DIR.glob("*.sql"))
+KEYWORDS = {"CREATE", "ALTER", "DROP", "INSERT", "UPDATE", "DELETE", "DO", "COMMENT", "TRUNCATE"}
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -82,10 +84,14 @@ def test_a_new_migration_names_the_rebuild_and_an_edited_one_is_refused(
     assert code == 0
     assert [m["name"] for m in plan["pending"]] == ["900_note.sql"]
     assert plan["pending"][0]["tables"] == ["playback_positions"]
+    assert plan["pending"][0]["statements"] == [
+        "ALTER TABLE playback_positions ADD COLUMN IF NOT EXISTS note text"
+    ]
     assert plan["rebuild"] == ["playback"]
     main(["migrate", "plan", "--migrations-dir", str(d)])  # as an operator reads it
     text = capsys.readouterr().out
     assert "ALTER TABLE playback_positions" in text and "mgw rebuild playback" in text
+    assert "-- 1 statement(s):" in text
     code, up = _cli(capsys, "migrate", "up", "--migrations-dir", str(d))
     assert code == 0 and up == {"applied": ["900_note.sql"], "rebuild": ["playback"]}
 
@@ -162,3 +168,90 @@ async def test_checksum_is_the_replay_checksum_and_follows_the_rows(
     )
     assert code == 2
     assert "unknown projector 'nonesuch'" in capsys.readouterr().err
+
+
+def test_the_test_database_has_every_shipped_migration_with_its_checksum(
+    db_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_uri)
+    code, got = _cli(capsys, "migrate", "status")
+    assert code == 0
+    assert [m["name"] for m in got["migrations"]] == SHIPPED
+    assert {m["state"] for m in got["migrations"]} == {"applied"}
+    assert all(m["recorded_checksum"] == m["checksum"] for m in got["migrations"])
+    assert all(m["applied_at"] for m in got["migrations"])
+
+
+def test_rows_from_before_checksums_take_the_file_as_it_is_now(
+    db_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_uri)
+    old = SHIPPED[:2]
+    with psycopg.connect(db_uri, autocommit=True) as conn:  # as an older mgw left them
+        conn.execute("UPDATE schema_migrations SET checksum = NULL WHERE name = ANY(%s)", (old,))
+    code, got = _cli(capsys, "migrate", "status")
+    unknown = [m["name"] for m in got["migrations"] if m["recorded_checksum"] is None]
+    assert code == 0 and unknown == old
+    assert {m["state"] for m in got["migrations"]} == {"applied"}  # unknown is not edited
+    main(["migrate", "status"])
+    assert "no checksum recorded" in capsys.readouterr().out
+    code, up = _cli(capsys, "migrate", "up")
+    assert code == 0 and up["applied"] == []
+    code, got = _cli(capsys, "migrate", "status")
+    assert all(m["recorded_checksum"] == m["checksum"] for m in got["migrations"])
+
+
+def test_statements_split_outside_quotes_bodies_and_comments() -> None:
+    sql = (
+        "-- one; two\nCREATE TABLE t (x text DEFAULT 'a;b');\n/* ; */"
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $fn$ SELECT 1; $fn$;\n"
+        'SELECT "odd;name" FROM t'
+    )
+    assert statements(sql) == [
+        "CREATE TABLE t (x text DEFAULT 'a;b')",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $fn$ SELECT 1; $fn$",
+        'SELECT "odd;name" FROM t',
+    ]
+    # every shipped file splits into statements that each start with a keyword
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        for st in statements(path.read_text()):
+            assert st.split()[0].upper() in KEYWORDS, (path, st)
+
+
+async def test_checksum_prints_a_table_names_valid_projectors_and_refuses_an_edited_schema(
+    settings: Settings,
+    stores: Stores,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", settings.database_url or "")
+    monkeypatch.setenv("REDIS_URL", settings.redis_url or "")
+    monkeypatch.setenv("MGW_DATA_DIR", str(settings.data_dir))
+    loop = asyncio.get_running_loop()
+
+    code = await loop.run_in_executor(
+        None, main, ["checksum", "playback", "catalog", "--no-progress"]
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    table = dict(line.split() for line in lines)
+    assert table == {
+        "playback": await maintenance.checksum(stores, by_name("playback")),
+        "catalog": await maintenance.checksum(stores, by_name("catalog")),
+    }
+
+    code = await loop.run_in_executor(None, main, ["checksum", "playbak", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "playbak" in err
+    assert all(name in err for name in ("playback", "library", "catalog"))  # the valid names
+
+    # a command that migrates as it starts refuses an edited schema by name, not a traceback
+    async with stores.pg.connection() as conn:
+        await conn.execute(
+            "UPDATE schema_migrations SET checksum = repeat('0', 64) WHERE name = %s",
+            (SHIPPED[4],),
+        )
+    code = await loop.run_in_executor(None, main, ["checksum", "playback", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert SHIPPED[4] in err and "--allow-edited" in err and "Traceback" not in err
