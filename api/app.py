@@ -8,6 +8,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route
 
 from api import (
@@ -39,6 +40,7 @@ from api.errors import (
     problem_handler,
     unhandled_handler,
 )
+from api.http_cache import ConditionalGet
 from api.identity import (
     accounts,
     admin_ratelimits,
@@ -61,6 +63,40 @@ from core.codec import EncodeError
 from core.settings import Settings
 
 log = logging.getLogger("mgw.api")
+
+
+def _cors(settings: Settings) -> list[Middleware]:
+    """Browsers on the configured origins may call the API and read the headers it
+    answers with (the consistency token, rate limits, ETag)."""
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "If-None-Match",
+                "X-Consistency-Token",
+                "X-Device-Id",
+                "X-Profile-Id",
+                "X-Request-Id",
+            ],
+            expose_headers=[
+                "ETag",
+                "Location",
+                "Retry-After",
+                "X-Consistency-Token",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
+            max_age=600,
+        )  # fmt: skip
+    ]
 
 
 def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
@@ -106,8 +142,10 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
     return Starlette(
         routes=routes,
         middleware=[
+            *_cors(settings),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
             Middleware(RateLimitHeaders),
+            Middleware(ConditionalGet),
         ],
         exception_handlers={
             Problem: problem_handler,

@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.consistency import HEADER as CONSISTENCY_HEADER
+from api.http_cache import PREFIXES as CACHED_PREFIXES
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _PATH_PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
@@ -315,6 +316,15 @@ def _operation(
     if op.success != 204:
         media = sorted(op.media) or ["application/json"]
         responses[str(op.success)]["content"] = {m: {"schema": {}} for m in media}
+    if method == "GET" and path.startswith(CACHED_PREFIXES):  # api/http_cache.py
+        params.append({"$ref": "#/components/parameters/IfNoneMatch"})
+        ok = responses[str(op.success)]["headers"]
+        ok["ETag"] = {"$ref": "#/components/headers/ETag"}
+        ok["Cache-Control"] = {"$ref": "#/components/headers/Cache-Control"}
+        responses["304"] = {
+            "description": "Not Modified: the ETag sent in If-None-Match is current",
+            "headers": {"ETag": {"$ref": "#/components/headers/ETag"}},
+        }
     if op.redirects:
         responses["302"] = {"description": "Found: continue at the Location header"}
     for status in sorted(op.statuses | {429}):
@@ -397,7 +407,14 @@ def build(
                     "description": "The token a write returned: the read waits until it"
                     " reflects that write (503 with Retry-After if it cannot in time).",
                     "schema": {"type": "string", "maxLength": 512},
-                }
+                },
+                "IfNoneMatch": {
+                    "name": "If-None-Match",
+                    "in": "header",
+                    "required": False,
+                    "description": "The ETag of a copy you hold: 304 with no body if current.",
+                    "schema": {"type": "string"},
+                },
             },
             "headers": _HEADERS,
             "securitySchemes": _security(sorted(scopes)),
@@ -432,6 +449,11 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 _HEADERS: dict[str, Any] = {
+    "ETag": {"schema": {"type": "string"}, "description": "a hash of this body"},
+    "Cache-Control": {
+        "schema": {"type": "string"},
+        "description": "public (anonymous) or private, max-age=60",
+    },
     "RateLimit-Limit": {"schema": {"type": "integer"}, "description": "requests per window"},
     "RateLimit-Remaining": {"schema": {"type": "integer"}, "description": "left in the window"},
     "RateLimit-Reset": {"schema": {"type": "integer"}, "description": "seconds to the reset"},

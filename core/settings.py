@@ -36,6 +36,9 @@ class Settings:
     #: upper bound for a read-your-writes wait before answering 503
     consistency_wait_s: float = 2.0
     max_body_bytes: int = 1 << 20
+    #: web origins allowed to call the API from a browser (MGW_CORS_ORIGINS, comma-separated;
+    #: none by default: first-party apps are native, and a page of ours is same-origin)
+    cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     #: `mgw up` runs every projector in-process unless workers do it (MGW_RUN_PROJECTORS=false)
     run_projectors: bool = True
@@ -117,6 +120,9 @@ class Settings:
             batch_size=_int(e, "MGW_BATCH_SIZE", 10000),
             batch_linger_ms=_int(e, "MGW_BATCH_LINGER_MS", 10),
             log_level=e.get("MGW_LOG_LEVEL", "INFO"),
+            cors_origins=tuple(
+                o.strip() for o in e.get("MGW_CORS_ORIGINS", "").split(",") if o.strip()
+            ),
             projector_processes=_int(e, "MGW_PROJECTOR_PROCESSES", 1),
             run_projectors=e.get("MGW_RUN_PROJECTORS", "true").strip().lower()
             not in ("0", "false", "no", "off"),
