@@ -35,6 +35,7 @@ import json
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -60,7 +61,10 @@ from streams.runner import ProjectorLoop
 #: tables the pipeline writes for every projector: each version keeps its own
 BOOKKEEPING = ("projection_checkpoints", "projection_watermarks")
 GRACE_S = 30.0
-SWITCH_ATTEMPTS = 5
+#: how long the switch may make readers wait for a table lock, and how many times it
+#: tries (with a pause between) before failing the rebuild
+SWITCH_LOCK_TIMEOUT_MS = 300
+SWITCH_ATTEMPTS = 60
 
 
 class Refused(Exception):
@@ -377,9 +381,11 @@ async def _switch(
         # the last stretch is short: in this process, while the live projector waits
         await _build(settings, db_url, schema, projector, log, progress, bar, parallel=False)
         await progress.set("switching", force=True)
-        # readers queue behind these locks for the few statements below; a reader
-        # holding a long transaction gets this switch retried, never an error
-        await conn.execute("SET LOCAL lock_timeout = '10s'")
+        # readers queue behind these locks for the few statements below. A transaction
+        # holding a table (a long read, another projector's batch) makes the switch give
+        # up and retry rather than make every reader queue behind it: with 10 s here,
+        # readers under load ran out of pooled connections and got 503s
+        await conn.execute(f"SET LOCAL lock_timeout = '{SWITCH_LOCK_TIMEOUT_MS}ms'")
         await conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident(retired)))
         for t in projector.tables:
             await conn.execute(
@@ -490,6 +496,7 @@ async def run_rebuild(
                         if attempt == SWITCH_ATTEMPTS - 1:
                             raise
                         await state.set("building", force=True)
+                        await asyncio.sleep(0.2 + 0.3 * random.random())
             await state.set("live", force=True, switched_at=datetime.now(UTC))
             resync = getattr(projector, "resync_side_stores", None)
             if resync is not None:

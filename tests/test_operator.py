@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import pytest
 
 from mgw.demo import content_id_for
 from tests.test_cli import (
     IDENTITY_ENV,
     ROOT,
+    _all_caught_up,
     _free_port,
     _get_retrying,
     _mgw,
@@ -36,7 +38,7 @@ ENV = {
 }
 
 
-def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mgw.cli", *args],
         cwd=ROOT,
@@ -45,6 +47,19 @@ def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=timeout,
     )
+
+
+def _register_retrying(base: str, name: str) -> dict[str, str]:
+    """Sign up as a client should while the demo loads: a 503 (the identity projection
+    is behind) says Retry-After, and the client does."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return _register(base, name)[2]
+        except AssertionError as exc:
+            if "503" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 class Readers:
@@ -83,6 +98,7 @@ class Readers:
             t.join(60)
 
 
+@pytest.mark.timeout(1500)  # mgw up --demo loads the demo catalog first
 def test_rebuilds_against_a_running_mgw_up_fail_no_read(tmp_path: Path) -> None:
     port, data, out = _free_port(), tmp_path / "data", tmp_path / "up.log"
     base = f"http://127.0.0.1:{port}"
@@ -96,7 +112,7 @@ def test_rebuilds_against_a_running_mgw_up_fail_no_read(tmp_path: Path) -> None:
             proc,
             timeout=300,
         )
-        users = [_register(base, f"op{i}")[2] for i in range(3)]
+        users = [_register_retrying(base, f"op{i}") for i in range(3)]
         for i, user in enumerate(users):
             for j in range(4):
                 r = httpx.post(
@@ -129,6 +145,8 @@ def test_rebuilds_against_a_running_mgw_up_fail_no_read(tmp_path: Path) -> None:
                 out,
                 proc,
             )
+        # equal checksums need a quiet log: the demo's loading must be over and projected
+        _wait_for(lambda: _all_caught_up(base), "every projector caught up", out, proc, 600)
         calls = [(p, u) for u in users for p in ("/v1/me/continue-watching", "/v1/me/watchlist")]
         results = {}
         with Readers(base, calls) as readers:

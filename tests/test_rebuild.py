@@ -45,6 +45,13 @@ def app(tmp_path_factory: pytest.TempPathFactory, services: Any) -> Iterator[Tes
         search_indexer=False,
         embeddings="none",
     )
+    import redis
+
+    # db 11 is also handed out by the redis_url fixture: keys an earlier test left would
+    # count in the playback checksum before the switch and be swept after it
+    r = redis.Redis(unix_socket_path=services.redis_socket, db=11)
+    r.flushdb()
+    r.close()
     with TestClient(create_app(settings)) as c:
         c.app.state.settings = settings  # type: ignore[attr-defined]
         deliver(c, "netflix", {"titles": [netflix_title(*t) for t in TITLES]})
