@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -57,6 +59,8 @@ from api.identity import (
     sessions,
 )
 from api.limits import BodySizeLimit
+from api.mcp import McpEndpoint
+from api.mcp import routes as mcp_routes
 from api.openapi import openapi_document
 from api.ratelimit import RateLimitHeaders
 from core.codec import EncodeError
@@ -137,6 +141,8 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
         *profiles.routes,
         *pages.routes,
     ]
+    mcp = McpEndpoint(timeout_s=settings.mcp_timeout_s)
+    routes += mcp_routes(mcp)
     routes.append(Route("/openapi.json", openapi_document, methods=["GET"]))
     routes += docs_page.routes
     return Starlette(
@@ -153,5 +159,20 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
             HTTPException: http_exception_handler,
             Exception: unhandled_handler,
         },
-        lifespan=lifespan,
+        lifespan=_with_mcp(mcp, lifespan),
     )
+
+
+def _with_mcp(mcp: McpEndpoint, lifespan: Any) -> Any:
+    """The app's lifespan with the MCP transport's task group running inside it."""
+
+    @contextlib.asynccontextmanager
+    async def both(app: Starlette) -> AsyncIterator[None]:
+        async with mcp.running():
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+
+    return both

@@ -21,6 +21,19 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if not value > 0:
+        raise ValueError(f"{name} must be above 0, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path = Path(".mgw")
@@ -39,6 +52,8 @@ class Settings:
     #: web origins allowed to call the API from a browser (MGW_CORS_ORIGINS, comma-separated;
     #: none by default: first-party apps are native, and a page of ours is same-origin)
     cors_origins: tuple[str, ...] = ()
+    #: how long an MCP tool waits for one attempt at its API call (MGW_MCP_TIMEOUT_S)
+    mcp_timeout_s: float = 10.0
     log_level: str = "INFO"
     #: `mgw up` runs every projector in-process unless workers do it (MGW_RUN_PROJECTORS=false)
     run_projectors: bool = True
@@ -123,6 +138,7 @@ class Settings:
             cors_origins=tuple(
                 o.strip() for o in e.get("MGW_CORS_ORIGINS", "").split(",") if o.strip()
             ),
+            mcp_timeout_s=_float(e, "MGW_MCP_TIMEOUT_S", 10.0),
             projector_processes=_int(e, "MGW_PROJECTOR_PROCESSES", 1),
             run_projectors=e.get("MGW_RUN_PROJECTORS", "true").strip().lower()
             not in ("0", "false", "no", "off"),

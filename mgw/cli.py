@@ -46,6 +46,41 @@ def _logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import os
+
+    from api.mcp import serve_stdio
+    from api.mcp_gateway import Gateway
+
+    if not args.timeout > 0 or args.attempts < 1:
+        print("mgw mcp: --timeout must be above 0 and --attempts at least 1", file=sys.stderr)
+        return 2
+    token = args.token or os.environ.get("MGW_API_TOKEN") or None
+    key = os.environ.get("MGW_API_KEY") or None
+    if token and token.startswith("mgw_"):  # an API key given as the token
+        token, key = None, token
+    url = (args.api_url or os.environ.get("MGW_API_URL") or "http://127.0.0.1:8080").rstrip("/")
+    # stdout carries the protocol: every log line goes to stderr
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    gateway = Gateway(
+        url,
+        authorization=f"Bearer {token}" if token else None,
+        api_key=key,
+        timeout_s=args.timeout,
+        attempts=args.attempts,
+        signin_hint="Set MGW_API_TOKEN (an access token, e.g. from `POST /oauth/token` or the "
+        "device flow) or MGW_API_KEY (`POST /v1/me/api-keys`) where the assistant starts "
+        "`mgw mcp`.",
+    )
+    try:
+        asyncio.run(serve_stdio(gateway))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from mgw.up import run_up
 
@@ -763,6 +798,43 @@ def build_parser() -> argparse.ArgumentParser:
                 help="accept edited applied files as they are now (records their new "
                 "checksum; runs nothing again)",
             )
+
+    mcp = sub.add_parser(
+        "mcp",
+        help="an MCP server over stdio, for assistants (a client of a running gateway)",
+        description="Serve the Model Context Protocol on stdin/stdout so an assistant can "
+        "search the catalog, tell where a title streams and keep the user's watchlist. Each "
+        "tool calls the REST API of a running gateway (`mgw up`). Signed out, only the public "
+        "tools are offered; set MGW_API_TOKEN (or MGW_API_KEY) for the personal ones. The "
+        "same tools are served over streamable HTTP at /mcp by the API itself.",
+        epilog='example client configuration: {"mcpServers": {"media-gateway": {"command": '
+        '"mgw", "args": ["mcp"], "env": {"MGW_API_TOKEN": "..."}}}}',
+    )
+    mcp.add_argument(
+        "--api-url",
+        default=None,
+        help="the gateway to call (default MGW_API_URL, else http://127.0.0.1:8080)",
+    )
+    mcp.add_argument(
+        "--token",
+        default=None,
+        help="access token or API key (default MGW_API_TOKEN or MGW_API_KEY; an argument is "
+        "visible to other local users in the process list, the environment is not)",
+    )
+    mcp.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long one attempt at an API call may take (default 10)",
+    )
+    mcp.add_argument(
+        "--attempts",
+        type=int,
+        default=3,
+        help="attempts per call when the API is unreachable, busy or slow (default 3)",
+    )
+    mcp.set_defaults(func=cmd_mcp)
 
     cks = sub.add_parser(
         "checksum",
