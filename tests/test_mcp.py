@@ -177,6 +177,15 @@ def test_a_refused_token_gets_401_naming_the_protected_resource_metadata(
     gateway: dict[str, Any],
 ) -> None:
     http = gateway["http"]
+    # a bare JSON-RPC call, as in docs/mcp.md: stateless, no session to open first
+    r = http.post(
+        "/mcp",
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={"Accept": "application/json, text/event-stream",
+                 "MCP-Protocol-Version": "2025-06-18"},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert {t["name"] for t in r.json()["result"]["tools"]} == PUBLIC
     r = http.post(
         "/mcp",
         json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
