@@ -63,6 +63,7 @@ from api.mcp import McpEndpoint
 from api.mcp import routes as mcp_routes
 from api.openapi import openapi_document
 from api.ratelimit import RateLimitHeaders
+from api.tracing import Traced
 from core.codec import EncodeError
 from core.settings import Settings
 
@@ -148,6 +149,7 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
     return Starlette(
         routes=routes,
         middleware=[
+            Middleware(Traced),
             *_cors(settings),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
             Middleware(RateLimitHeaders),

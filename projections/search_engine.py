@@ -28,6 +28,7 @@ import numpy as np
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
+from core import tracing
 from domain.catalog import PLATFORMS
 from domain.discovery.autocomplete import Autocomplete, entries_from_rows
 from domain.discovery.documents import ANY, fold
@@ -151,8 +152,12 @@ class SearchEngine:
     async def vector_ids(self, text: str, where: SearchFilters, limit: int) -> list[str]:
         if self._embedder_factory is None or self.vectors is None:
             raise RuntimeError("no embedding model or vector store in this process")
-        vec = await asyncio.to_thread(self._query_vector, text)
-        return await self.vectors.search(vec, where, limit)
+        with tracing.span("embed query", **{"mgw.embeddings": "query"}):
+            vec = await asyncio.to_thread(self._query_vector, text)
+        with tracing.span(
+            "vector search", **{"db.system.name": self.vectors.name, "mgw.limit": limit}
+        ):
+            return await self.vectors.search(vec, where, limit)
 
     async def fulltext_ids(
         self, words: Sequence[str], where: SearchFilters, limit: int

@@ -22,7 +22,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from core import fanout
+from core import fanout, tracing
 from core.backoff import Backoff, Retry, is_transient
 from core.codec import AvroCodec, CodecError, default_codec
 from core.metrics import (
@@ -143,6 +143,14 @@ class ProjectionPipeline:
     ) -> BatchResult:
         if not records:
             return BatchResult(0, 0, 0, {})
+        if not tracing.enabled():
+            return await self._process(records, decoded)
+        with tracing.batch_span(self.name, records) as span:
+            result = await self._process(records, decoded)
+            span.set_attribute("mgw.applied", result.applied)
+            return result
+
+    async def _process(self, records: Sequence[LogRecord], decoded: Decoded | None) -> BatchResult:
         started = time.perf_counter()
         good, bad = decoded if decoded is not None else self.decode(records)
         last: dict[tuple[str, int], int] = {}

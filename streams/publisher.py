@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from core import tracing
 from core.codec import AvroCodec, default_codec
 from core.events import Event
 from core.metrics import EVENTS_APPENDED
@@ -18,7 +19,10 @@ class Publisher:
 
     def to_record(self, event: Event) -> OutgoingRecord:
         value = self.codec.encode(event.event_type, event.payload)
-        return OutgoingRecord(event.key.encode(), value, event.headers())
+        headers = event.headers()
+        if tracing.enabled():  # the request's trace travels with the event
+            headers = (*headers, *tracing.context_headers())
+        return OutgoingRecord(event.key.encode(), value, headers)
 
     async def publish(self, event: Event) -> Position:
         topic = topic_for(event.event_type).name
