@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install install-dev kafka-jars qemu chromium lint typecheck bench clean
+.PHONY: demo test install install-dev kafka-jars qemu chromium prometheus lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,13 +32,19 @@ chromium:
 	  $(APT) install -y -qq chromium chromium-driver || \
 	  { $(APT) update -qq && $(APT) install -y -qq chromium chromium-driver; }; }
 
+# promtool (Debian prometheus) checks and unit-tests ops/prometheus/alerts.yml
+# (tests/test_observability_assets.py)
+prometheus:
+	@command -v promtool >/dev/null || { \
+	  $(APT) install -y -qq prometheus || { $(APT) update -qq && $(APT) install -y -qq prometheus; }; }
+
 demo: install
 	$(BIN)/mgw up --demo
 
 # Everything the tests need is installed and started by this target and the fixtures:
-# Python packages, Kafka's jars (Maven Central), qemu-user and Chromium (Debian), then pytest starts
-# embedded PostgreSQL, Redis, Qdrant local mode and one KRaft Kafka node on loopback.
-test: install-dev kafka-jars qemu chromium
+# Python packages, Kafka's jars (Maven Central), qemu-user, Chromium and promtool (Debian), then
+# pytest starts embedded PostgreSQL, Redis, Qdrant local mode and one KRaft Kafka node on loopback.
+test: install-dev kafka-jars qemu chromium prometheus
 	$(BIN)/python -m pytest -q
 
 lint: install-dev

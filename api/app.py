@@ -43,6 +43,7 @@ from api.errors import (
     unhandled_handler,
 )
 from api.http_cache import ConditionalGet
+from api.http_metrics import HttpMetrics
 from api.identity import (
     accounts,
     admin_ratelimits,
@@ -151,6 +152,7 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
         middleware=[
             Middleware(Traced),
             *_cors(settings),
+            Middleware(HttpMetrics),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
             Middleware(RateLimitHeaders),
             Middleware(ConditionalGet),

@@ -51,6 +51,7 @@ from api.pagination import decode_cursor, encode_cursor
 from api.ranking import resolve_profile
 from api.requests import int_param
 from api.search_analytics import publish_search
+from core.metrics import SEARCH_SECONDS
 from core.topics import LIBRARY
 from domain.discovery.documents import fold
 from domain.discovery.filters import FilterError, SearchFilters, parse_filters, stricter
@@ -205,6 +206,7 @@ async def search(request: Request) -> Response:
         mode = "search"
 
     took = (time.perf_counter() - started) * 1000
+    SEARCH_SECONDS.labels("search").observe(took / 1000)
     search_id = uuid.uuid4().hex
     body: dict[str, Any] = {
         "search_id": search_id,
@@ -384,6 +386,7 @@ async def autocomplete(request: Request) -> Response:
         raise Problem(422, "q must not contain NUL", field="q")
     limit = int_param(request, "limit", default=10, lo=1, hi=25)
     cap = await rating_limit(request, principal)
+    started = time.perf_counter()
     vocab = await eng.vocabulary()
     if cap.max_rating is None:
         items, corrected = vocab.autocomplete.complete(text, limit, correct=vocab.speller.correct)
@@ -394,6 +397,7 @@ async def autocomplete(request: Request) -> Response:
             text, min(limit * AUTOCOMPLETE_OVERFETCH, 100), correct=vocab.speller.correct
         )
         items = await _within(request, items, cap, limit)
+    SEARCH_SECONDS.labels("autocomplete").observe(time.perf_counter() - started)
     return JSONResponse({"query": text, "corrected": corrected, "items": items})
 
 

@@ -54,3 +54,37 @@ SOCKETS_OPEN = Gauge("mgw_realtime_sockets", "WebSockets open in this process")
 PUSHES_DELIVERED = Counter(
     "mgw_realtime_messages_sent_total", "Messages sent over WebSockets", ["type"]
 )
+PROJECTOR_LAG_SECONDS = Gauge(
+    "mgw_projector_lag_seconds",
+    "Age of the oldest record not yet applied, by the log's append time (0 when caught up)",
+    ["projector", "topic"],
+)
+#: request latency buckets: a cached read takes a millisecond, a consistency wait a second
+_HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+HTTP_REQUESTS = Counter(
+    "mgw_http_requests_total",
+    "HTTP requests answered, by route template (never the raw path) and status",
+    ["method", "route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "mgw_http_request_seconds",
+    "Time from the request to the last byte of its response, by route template",
+    ["method", "route"],
+    buckets=_HTTP_BUCKETS,
+)
+SEARCH_SECONDS = Histogram(
+    "mgw_search_seconds",
+    "Time a search or an autocomplete takes, from its parameters to its results",
+    ["kind"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+SIGNINS = Counter(
+    "mgw_signins_total",
+    "Token endpoint answers by grant: outcome 'issued' or the OAuth error code",
+    ["grant", "outcome"],
+)
+DEPENDENCY_UP = Gauge(
+    "mgw_dependency_up",
+    "1 when the dependency answered the last /ready check, 0 when it did not",
+    ["dependency"],
+)

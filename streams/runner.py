@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from core.backoff import Backoff, Outages, Retry, pause
-from core.metrics import PROJECTOR_LAG
+from core.metrics import PROJECTOR_LAG, PROJECTOR_LAG_SECONDS
 from projections.base import Projector, Stores
 from streams.log import EventLog, LogRecord, wait_any
 from streams.processing import BatchResult, Decoded, ProjectionPipeline, load_watermarks
@@ -48,6 +48,23 @@ def parse_shard(text: str) -> Shard:
     if n < 1 or not 0 <= i < n:
         raise ValueError(f"shard index must be in 0..N-1 (got {text!r})")
     return i, n
+
+
+async def oldest_age(log_: EventLog, topic: str, behind: Iterable[tuple[int, int]]) -> float | None:
+    """The lag in time of a reader of ``topic`` at ``behind`` ((partition, next offset) of
+    each partition it has not read to the end): seconds since the oldest of those next
+    records was appended, by the time the log keeps with each record (the append time in
+    the embedded log, the record timestamp in Kafka), not ``occurred_at``, which a feed or
+    a device may set long before the record reached the log. 0.0 when nothing is behind;
+    None when the log handed over none of the records (a Kafka fetch still under way)."""
+    parts = list(behind)
+    if not parts:
+        return 0.0
+    got = await asyncio.gather(*(log_.read(topic, p, offset, 1) for p, offset in parts))
+    stamps = [records[0].timestamp_ms for records in got if records]
+    if not stamps:
+        return None
+    return max(0.0, time.time() - min(stamps) / 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +182,12 @@ class ProjectorLoop:
             ends = await self.log.end_offsets(topic)
             out[topic] = sum(max(0, e - self.positions.get((topic, p), 0)) for p, e in ends.items())
             PROJECTOR_LAG.labels(self.name, topic).set(out[topic])
+            # in seconds: over this loop's own partitions (a shard's others are not its lag)
+            mine = self.positions
+            behind = [(p, mine[(topic, p)]) for p, e in ends.items() if e > mine.get((topic, p), e)]
+            age = await oldest_age(self.log, topic, behind)
+            if age is not None:
+                PROJECTOR_LAG_SECONDS.labels(self.name, topic).set(age)
         return out
 
     async def run(self, stop: asyncio.Event, *, idle_wait: float = 1.0) -> None:

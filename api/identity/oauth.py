@@ -45,6 +45,7 @@ from api.identity.oauth_requests import (
 from api.identity.tokens import grant_scope, revoke_session, rotate, start_session
 from api.openapi import form_body
 from api.ratelimit import limit
+from core.metrics import SIGNINS
 from domain.identity import clients as grants
 from domain.identity.clients import OAuthClient
 from domain.identity.opaque import token_hash
@@ -96,6 +97,7 @@ _EMAILISH = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}$")
 async def token(request: Request) -> Response:
     """Tokens (RFC 6749): the password, refresh, authorization code (PKCE), device (RFC
     8628) and MFA grants, form-encoded or JSON; errors are OAuth error objects."""
+    grant = ""
     try:
         params = await read_params(request)
         grant = need(params, "grant_type")
@@ -105,7 +107,10 @@ async def token(request: Request) -> Response:
         client = client_for(ctx(request), params, grant)
         body = await handler(request, client, params)
     except OAuthError as err:
+        # outcome: the OAuth error code (a short fixed list); a grant nobody knows is "other"
+        SIGNINS.labels(grant if grant in _GRANTS else "other", err.error).inc()
         return err.response()
+    SIGNINS.labels(grant, "issued").inc()
     return JSONResponse(body, headers=NO_STORE)
 
 
