@@ -23,6 +23,7 @@ from api import (
     experiments,
     health,
     library,
+    moderation,
     notifications,
     playback,
     playback_sessions,
@@ -112,6 +113,7 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
     routes: list[BaseRoute] = [
         *health.routes,
         *content.routes,
+        *moderation.routes,
         *catalog.routes,
         *webhooks.routes,
         *playback.routes,

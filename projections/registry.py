@@ -12,6 +12,7 @@ from projections.identity.accounts import IdentityProjector
 from projections.identity.rate_limits import RateLimitsProjector
 from projections.interactions import InteractionsProjector
 from projections.library import LibraryProjector
+from projections.moderation import ModerationProjector
 from projections.notifications import NotificationsProjector
 from projections.playback import PlaybackProjector
 from projections.playback_sessions import SessionsProjector
@@ -25,6 +26,7 @@ PROJECTORS: tuple[Projector, ...] = (
     ResolutionProjector(),
     AvailabilityProjector(),
     SearchProjector(),
+    ModerationProjector(),
     PlaybackProjector(),
     SessionsProjector(),
     DeviceCommandsProjector(),

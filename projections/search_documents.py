@@ -156,6 +156,9 @@ SELECT c.content_id, c.kind, c.title, c.original_title, c.year, c.genres, c.over
        c.rating
   FROM content c
  WHERE c.content_id = ANY(%(ids)s) AND c.kind IN ('movie', 'series')
+   -- a title moderation hid has no document: gone from search and recommendations
+   AND NOT EXISTS (SELECT 1 FROM moderation_titles m
+                    WHERE m.content_id = c.content_id AND m.hidden)
 """
 
 

@@ -120,6 +120,19 @@ def _ops_samples() -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
+def _moderation_samples() -> dict[str, dict[str, Any]]:
+    return {
+        "TitleReported": {
+            "report_id": "r1", "content_id": "c1", "user_id": "u1", "reason": "other",
+            "note": "",
+        },
+        "ModerationDecided": {
+            "decision_id": "d1", "content_id": "c1", "action": "edit", "admin_id": "a1",
+            "note": "typo", "fields": {"year": "1999"},
+        },
+    }  # fmt: skip
+
+
 def _command_samples() -> dict[str, dict[str, Any]]:
     c = {"command_id": "k1", "user_id": "u1", "device_id": "tv"}
     return {
@@ -276,6 +289,7 @@ def test_round_trip_every_event_type() -> None:
         **_notification_samples(),
         **_command_samples(),
         **_ops_samples(),
+        **_moderation_samples(),
     }
     assert set(samples) == set(codec.event_types)
     for event_type, payload in samples.items():

@@ -92,6 +92,8 @@ DEFAULT_RULES: dict[str, Rule] = _rules(
     # device authorization: starting a flow and approving a user code (RFC 8628 codes
     # carry ~34 bits; this bounds typing guesses)
     ("device", 30, 60),
+    # title reports per address and per account: each one lands in a human's queue
+    ("report", 10, 3600),
 )
 
 

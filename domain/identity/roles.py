@@ -32,6 +32,8 @@ SCOPES: Mapping[str, str] = MappingProxyType(
         "analytics:read": "read usage analytics",
         "users:write": "lock and unlock accounts, revoke sessions, grant roles",
         "catalog:write": "add content and administer webhooks",
+        "moderation:read": "read the catalog moderation queue and its history",
+        "moderation:write": "decide on titles in the moderation queue: approve, edit, hide",
         "ranking:write": "change search ranking profiles",
         "experiments:write": "define, start and stop A/B experiments",
         "ratelimits:write": "change rate limits",
@@ -43,7 +45,7 @@ SCOPES: Mapping[str, str] = MappingProxyType(
 ALL_SCOPES: frozenset[str] = frozenset(SCOPES)
 
 _USER_SCOPES = frozenset({"profile", "playback", "library", "search"})
-_SUPPORT_SCOPES = _USER_SCOPES | {"users:read", "audit:read", "analytics:read"}
+_SUPPORT_SCOPES = _USER_SCOPES | {"users:read", "audit:read", "analytics:read", "moderation:read"}
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     USER: _USER_SCOPES,
