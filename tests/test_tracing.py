@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -100,3 +102,49 @@ def test_exporters_come_from_the_standard_variables() -> None:
         tracing.configure("x", {"OTEL_TRACES_EXPORTER": "otlp,jaeger"})
     with pytest.raises(ValueError, match="MGW_LOG_FORMAT"):
         logs.handler("yaml", io.StringIO())
+
+
+@pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
+async def log(request: pytest.FixtureRequest, db_uri: str) -> Any:
+    if request.param == "embedded":
+        from streams.embedded import EmbeddedLog
+
+        backend = await EmbeddedLog(db_uri).open()
+    else:
+        from streams.kafka import KafkaLog
+
+        backend = await KafkaLog(request.getfixturevalue("kafka")).open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+async def test_the_batch_span_continues_the_trace_on_both_log_backends(
+    spans: InMemorySpanExporter, stores: Any, log: Any
+) -> None:
+    """The event carries the trace in its headers through either backend, and the commit
+    protocol every runtime shares (the embedded runner, Faust, the confluent runtime)
+    opens the batch span in that trace."""
+    from core.events import Event, header
+    from core.topics import RANKING
+    from projections.registry import by_name
+    from streams.processing import ProjectionPipeline
+    from streams.publisher import Publisher
+
+    await log.ensure_topics([RANKING])
+    payload = {"profile": f"p{uuid.uuid4().hex[:8]}", "version": 1, "weights": {"bm25": 1.0},
+               "description": "", "set_by": None}  # fmt: skip
+    with tracing.tracer().start_as_current_span("command", kind=SpanKind.SERVER) as command:
+        pos = await Publisher(log).publish(Event("RankingProfileSet", payload["profile"], payload))
+    sent = command.get_span_context()
+    records = [r for r in await log.read(pos.topic, pos.partition, pos.offset, 10)
+               if r.offset == pos.offset]  # fmt: skip
+    traceparent = header(records[0].headers, "traceparent") or ""
+    assert traceparent.startswith(f"00-{sent.trace_id:032x}-{sent.span_id:016x}-")
+    result = await ProjectionPipeline(by_name("ranking"), stores, log, emit=False).process(records)
+    assert result.applied == 1
+    (batch,) = [s for s in spans.get_finished_spans() if s.name == "project ranking"]
+    assert batch.context.trace_id == sent.trace_id
+    assert batch.parent is not None and batch.parent.span_id == sent.span_id
+    assert [link.context.span_id for link in batch.links] == [sent.span_id]
