@@ -9,11 +9,13 @@ needs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
 import subprocess
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,17 @@ import jsonschema
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocket
 
+from api.http_metrics import HttpMetrics
 from core import metrics
+from core.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "ops/grafana/media-gateway.json"
@@ -260,3 +270,45 @@ def test_metrics_carry_route_templates_and_lag_in_seconds(
     assert {"kind": "search"} in _samples(text, "mgw_search_seconds_count")
     outcomes = {(s["grant"], s["outcome"]) for s in _samples(text, "mgw_signins_total")}
     assert {("password", "issued"), ("password", "invalid_grant")} <= outcomes
+
+
+def test_http_metrics_time_streams_to_their_end_and_leave_websockets_alone() -> None:
+    async def slow(request: Request) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                await asyncio.sleep(0.05)
+                yield b"x"
+
+        return StreamingResponse(body())
+
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text(await ws.receive_text())
+        await ws.close()
+
+    route = f"/obs-test/{uuid.uuid4().hex[:8]}/{{n}}"  # unique: the registry is global
+    app = Starlette(
+        routes=[Route(route, slow), WebSocketRoute("/obs-test/ws", echo)],
+        middleware=[Middleware(HttpMetrics)],
+    )
+    with TestClient(app) as c:
+        assert c.get(route.replace("{n}", "7")).text == "xxx"
+        with c.websocket_connect("/obs-test/ws") as ws:
+            ws.send_text("hi")
+            assert ws.receive_text() == "hi"
+    counted = [
+        (s.labels, s.value)
+        for m in HTTP_REQUESTS.collect()
+        for s in m.samples
+        if s.name == "mgw_http_requests_total"
+    ]
+    assert ({"method": "GET", "route": route, "status": "200"}, 1.0) in counted
+    sums = {
+        s.name: s.value
+        for m in HTTP_SECONDS.collect()
+        for s in m.samples
+        if s.labels.get("route") == route
+    }
+    assert sums["mgw_http_request_seconds_count"] == 1
+    assert sums["mgw_http_request_seconds_sum"] >= 0.15  # the whole body, not its headers
+    assert all(labels["route"] != "/obs-test/ws" for labels, _ in counted)
