@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Literal
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from api.authn import optional
@@ -22,6 +23,7 @@ from api.identity.profiles import rating_limit
 from api.library import my_services
 from api.pagination import decode_cursor, encode_cursor
 from api.requests import int_param
+from api.responses import Body, Page, respond
 from core.ids import utcnow
 from domain.catalog import PLATFORMS
 from projections.availability import WindowItem, arrivals_or_departures
@@ -29,6 +31,33 @@ from projections.content import ratings_of
 from projections.registry import by_name
 
 _REGION = re.compile(r"^[A-Za-z]{2}$")
+
+
+class DeepLinks(Body):
+    web: str | None
+    app: str | None
+
+
+class WindowTitle(Body):
+    """A title arriving (``available_from``) or leaving (``available_until``)."""
+
+    content_id: str
+    title: str
+    year: int | None
+    kind: str
+    platform: str
+    available_from: datetime | None = None
+    available_until: datetime | None = None
+    offer_types: list[str]
+    deep_links: DeepLinks
+
+
+class CatalogWindow(Page):
+    region: str
+    platform: str | None
+    services: Literal["any", "mine"]
+    days: int
+    items: list[WindowTitle]
 
 
 def region_param(request: Request, default: str | None = "US") -> str | None:
@@ -100,7 +129,8 @@ async def _window(request: Request, *, leaving: bool) -> Response:
             rated = await ratings_of(conn, sorted({i.content_id for i in page}))
         shown = [i for i in page if cap.allows(rated.get(i.content_id))]
     field = "available_until" if leaving else "available_from"
-    return JSONResponse(
+    return respond(
+        CatalogWindow,
         {
             "region": region,
             "platform": platform,
@@ -110,7 +140,7 @@ async def _window(request: Request, *, leaving: bool) -> Response:
             "next_cursor": encode_cursor((last.at, last.content_id, last.platform))
             if more and last
             else None,
-        }
+        },
     )
 
 

@@ -7,21 +7,23 @@ profile's limit (api/identity/profiles.py): a title above it is 403, naming ``X-
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from api.authn import optional, require
-from api.catalog import region_param
+from api.catalog import DeepLinks, region_param
 from api.consistency import wait_for_token
 from api.context import accepted, ctx
 from api.errors import Problem
 from api.identity.profiles import blocked, rating_limit
 from api.pagination import decode_cursor, encode_cursor
 from api.requests import INT32_MAX, int_param, read_json, reject_nul
+from api.responses import Body, Page, respond
 from core.events import Event
 from core.ids import new_id, utcnow
 from domain.catalog import IMDB_ID, MAX_YEAR, MIN_YEAR, TMDB_ID, check_content
@@ -75,6 +77,66 @@ class ContentIn(BaseModel):
         if canonical is None:
             raise ValueError(f"unknown rating; one of {', '.join(RATINGS)}, or null: unrated")
         return canonical
+
+
+class Offer(Body):
+    platform: str
+    platform_id: str
+    region: str
+    offer_type: str
+    quality: str
+    price: str | None = Field(description="a decimal, as text")
+    currency: str | None
+    available_from: datetime | None
+    available_until: datetime | None
+    available_now: bool
+    deep_links: DeepLinks
+
+
+class Quality(Body):
+    score: float
+    base: float
+    freshness: float
+    completeness: float
+    agreement: float
+    coverage: float
+    popularity: float
+
+
+class TitleIds(Body):
+    imdb: str | None
+    tmdb: str | None
+
+
+class Title(Body):
+    """A canonical title (merged titles read as the survivor) with its offers."""
+
+    id: str
+    kind: str
+    title: str
+    original_title: str | None
+    year: int | None
+    runtime_min: int | None
+    genres: list[str]
+    overview: str | None
+    rating: str | None
+    external_ids: TitleIds
+    platforms: list[str]
+    platform_ids: dict[str, list[str]]
+    merged_ids: list[str]
+    quality: Quality
+    availability: list[Offer]
+    first_seen: datetime
+    updated_at: datetime
+    series_id: str | None = Field(default=None, description="episodes only")
+    season: int | None = Field(default=None, description="episodes only")
+    episode: int | None = Field(default=None, description="episodes only")
+
+
+class Availability(Page):
+    content_id: str
+    region: str | None
+    items: list[Offer]
 
 
 async def upsert_content(request: Request) -> Response:
@@ -133,7 +195,7 @@ async def read_content(request: Request) -> Response:
     headers = {}
     if doc["id"] != content_id:  # merged: this id now reads as the survivor
         headers["Content-Location"] = f"/v1/content/{doc['id']}"
-    return JSONResponse(doc, headers=headers)
+    return respond(Title, doc, headers=headers)
 
 
 async def read_availability(request: Request) -> Response:
@@ -161,7 +223,8 @@ async def read_availability(request: Request) -> Response:
         offers = await offers_for(conn, cid, region, after=after, limit=limit + 1)  # type: ignore[arg-type]
     page, more = offers[:limit], len(offers) > limit
     last = page[-1] if page else None
-    return JSONResponse(
+    return respond(
+        Availability,
         {
             "content_id": cid,
             "region": region,
@@ -171,7 +234,7 @@ async def read_availability(request: Request) -> Response:
             )
             if more and last
             else None,
-        }
+        },
     )
 
 

@@ -12,22 +12,52 @@ and the projectors run in other processes (Kafka workers, shards).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from api.context import ctx
+from api.responses import Body, respond
 from core.metrics import DEPENDENCY_UP, PROJECTOR_LAG, PROJECTOR_LAG_SECONDS
 from projections.registry import PROJECTORS
 from streams.log import LogError
 from streams.runner import oldest_age
 
 
+class Alive(Body):
+    status: Literal["ok"]
+
+
+class Dependency(Body):
+    status: Literal["up", "down"]
+    error: str | None = None
+
+
+class ProjectorLag(Body):
+    lag: int = Field(description="records appended and not yet applied")
+
+
+class LagUnknown(Body):
+    error: str
+
+
+class Readiness(Body):
+    """``ready`` (200), or ``unavailable`` or ``starting`` (503 with the same body)."""
+
+    status: Literal["ready", "unavailable", "starting"]
+    dependencies: dict[str, Dependency]
+    log_backend: str
+    projectors: dict[str, ProjectorLag] | LagUnknown
+    stopped_projectors: dict[str, str] | None = None
+    starting: list[str] | None = None
+
+
 async def health(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    return respond(Alive, {"status": "ok"})
 
 
 #: how long one readiness check may take; they run concurrently
@@ -147,8 +177,8 @@ async def ready(request: Request) -> Response:
             body["status"] = "starting"
             up = False
     if up:
-        return JSONResponse(body)
-    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+        return respond(Readiness, body)
+    return respond(Readiness, body, 503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 async def metrics(request: Request) -> Response:

@@ -8,10 +8,11 @@ op's id, so a retried request answers ``duplicate`` and changes nothing.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from api.authn import optional, require
@@ -20,6 +21,7 @@ from api.context import ctx
 from api.errors import Problem
 from api.pagination import decode_cursor, encode_cursor
 from api.requests import int_param, read_body
+from api.responses import Body, Page, respond
 from api.sync import device_of, submit
 from core.ids import iso_z, new_id, utcnow
 from core.topics import LIBRARY, PLAYBACK
@@ -31,6 +33,97 @@ from streams.log import Position, partition_for
 
 #: an offer ending within this window makes a watchlist item "leaving"
 LEAVING_WINDOW = timedelta(days=30)
+
+
+class OpOutcome(Body):
+    """A library write: applied (200) or appended and not yet applied (202); a retried
+    ``Idempotency-Key`` answers ``duplicate``."""
+
+    op_id: str
+    status: Literal["applied", "duplicate"]
+
+
+class Services(Body):
+    region: str | None = Field(description="null until services are set")
+    platforms: list[str]
+    offer_types: list[str] = Field(description="empty: every offer type")
+
+
+class Settings(Body):
+    """Resume rules: a play under ``min_play_s`` leaves no trace, one past
+    ``watched_pct`` is watched, one under ``min_resume_pct`` starts over."""
+
+    min_resume_pct: float
+    watched_pct: float
+    min_play_s: float
+
+
+class StreamingOffer(Body):
+    platform: str
+    offer_type: str
+    available_until: datetime | None
+
+
+class WatchlistItem(Body):
+    content_id: str
+    title: str | None = Field(description="null for a title the catalog does not know")
+    year: int | None
+    kind: str | None
+    added_at: datetime
+    streaming: list[StreamingOffer]
+    leaving_at: datetime | None = Field(description="when the last offer ends, within 30 days")
+
+
+class Watchlist(Page):
+    items: list[WatchlistItem]
+    region: str
+
+
+class HistoryItem(Body):
+    content_id: str
+    title: str | None
+    year: int | None
+    plays: int
+    first_watched_at: datetime
+    last_watched_at: datetime
+
+
+class History(Page):
+    items: list[HistoryItem]
+
+
+class RatingItem(Body):
+    content_id: str
+    title: str | None
+    year: int | None
+    rating: int = Field(ge=1, le=10)
+    rated_at: datetime
+
+
+class Ratings(Page):
+    items: list[RatingItem]
+
+
+class UpNextItem(Body):
+    """A title in progress (``continue``) or the next episode of a series
+    (``next_episode``, with ``series_title``)."""
+
+    content_id: str
+    reason: Literal["continue", "next_episode"]
+    title: str | None
+    kind: str | None
+    series_id: str | None
+    series_title: str | None = None
+    season: int | None
+    episode: int | None
+    position_s: float
+    duration_s: float | None
+    progress: float | None
+    at: datetime
+
+
+class UpNext(Page):
+    items: list[UpNextItem]
 
 
 async def _command(
@@ -58,9 +151,7 @@ async def _command(
     headers = {"X-Consistency-Token": last.token()} if last else {}
     if key and o.status == "duplicate":
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(
-        {"op_id": o.op_id, "status": o.status}, status_code=200 if done else 202, headers=headers
-    )
+    return respond(OpOutcome, {"op_id": o.op_id, "status": o.status}, 200 if done else 202, headers)
 
 
 async def _read(request: Request) -> tuple[str, Any]:
@@ -121,8 +212,8 @@ async def get_services(request: Request) -> Response:
     async with c.stores.pg.connection() as conn:
         value = await store.register(conn, user, "services")
     if value is None:
-        return JSONResponse({"region": None, "platforms": [], "offer_types": []})
-    return JSONResponse(value)
+        return respond(Services, {"region": None, "platforms": [], "offer_types": []})
+    return respond(Services, value)
 
 
 async def put_settings(request: Request) -> Response:
@@ -133,7 +224,7 @@ async def get_settings(request: Request) -> Response:
     user, c = await _read(request)
     async with c.stores.pg.connection() as conn:
         value = await store.register(conn, user, "settings")
-    return JSONResponse(value or lib.DEFAULT_RULES.as_dict())
+    return respond(Settings, value or lib.DEFAULT_RULES.as_dict())
 
 
 # -- watchlist --------------------------------------------------------------------------
@@ -242,7 +333,7 @@ async def get_watchlist(request: Request) -> Response:
         out = [i for i in out if key(i) > after]
     page = out[:limit]
     nxt = encode_cursor(key(page[-1])) if len(out) > limit else None
-    return JSONResponse({"items": page, "region": region, "next_cursor": nxt})
+    return respond(Watchlist, {"items": page, "region": region, "next_cursor": nxt})
 
 
 # -- history ------------------------------------------------------------------------------
@@ -260,7 +351,7 @@ async def delete_history(request: Request) -> Response:
     return await _command(request, "history.remove", _content_id(request))
 
 
-async def _titled(request: Request, entity: str, value_key: str) -> Response:
+async def _titled(request: Request, entity: str, value_key: str) -> dict[str, Any]:
     user, c = await _read(request)
     limit = int_param(request, "limit", 50, 1, 200)
     async with c.stores.pg.connection() as conn:
@@ -289,11 +380,11 @@ async def _titled(request: Request, entity: str, value_key: str) -> Response:
     nxt = (
         encode_cursor([page[-1][value_key], page[-1]["content_id"]]) if len(rows) > limit else None
     )
-    return JSONResponse({"items": page, "next_cursor": nxt})
+    return {"items": page, "next_cursor": nxt}
 
 
 async def get_history(request: Request) -> Response:
-    return await _titled(request, "history", "last_watched_at")
+    return respond(History, await _titled(request, "history", "last_watched_at"))
 
 
 # -- ratings ----------------------------------------------------------------------------
@@ -309,7 +400,7 @@ async def delete_rating(request: Request) -> Response:
 
 
 async def get_ratings(request: Request) -> Response:
-    return await _titled(request, "rating", "rated_at")
+    return respond(Ratings, await _titled(request, "rating", "rated_at"))
 
 
 # -- up next ----------------------------------------------------------------------------
@@ -328,7 +419,7 @@ async def get_up_next(request: Request) -> Response:
         items = [i for i in items if [i["at"], i["content_id"]] < after]
     page = items[:limit]
     nxt = encode_cursor([page[-1]["at"], page[-1]["content_id"]]) if len(items) > limit else None
-    return JSONResponse({"items": page, "next_cursor": nxt})
+    return respond(UpNext, {"items": page, "next_cursor": nxt})
 
 
 async def hide_up_next(request: Request) -> Response:

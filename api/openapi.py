@@ -31,6 +31,7 @@ from starlette.routing import BaseRoute, Route
 
 from api.consistency import HEADER as CONSISTENCY_HEADER
 from api.http_cache import PREFIXES as CACHED_PREFIXES
+from api.responses import Accepted, schema_of
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _PATH_PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
@@ -69,6 +70,10 @@ class Operation:
     success: int = 200
     media: set[str] = field(default_factory=set)
     redirects: bool = False
+    #: success status -> the models ``respond(Model, ...)`` answers it with
+    models: dict[int, list[type[BaseModel]]] = field(default_factory=dict)
+    #: success statuses also answered by a bare ``JSONResponse`` (no model: no schema)
+    untyped: set[int] = field(default_factory=set)
 
 
 def _literal(node: ast.AST | None) -> Any:
@@ -173,10 +178,25 @@ def _read(fn: Callable[..., Any], op: Operation, depth: int) -> None:
                 op.statuses.add(status)
         elif name == "accepted":
             op.success = 202
+            _model(op, 202, Accepted)
+        elif name == "respond":
+            model = _arg(node, 0, "model")
+            cls = env.get(model.id) if isinstance(model, ast.Name) else None
+            status = _literal(_arg(node, 2, "status"))
+            status = status if isinstance(status, int) else 200
+            if 200 <= status < 300:
+                op.success = status
+                op.media.add("application/json")
+                if isinstance(cls, type) and issubclass(cls, BaseModel):
+                    _model(op, status, cls)
+                else:
+                    op.untyped.add(status)
         elif name in _MEDIA or name == "Response":
             status = _literal(_arg(node, 99, "status_code"))
             if isinstance(status, int) and 200 <= status < 300:
                 op.success = status
+            if name == "JSONResponse" and (status is None or 200 <= status < 300):
+                op.untyped.add(status if isinstance(status, int) else 200)
             media = _MEDIA.get(name)
             if media is None:
                 raw = _arg(node, 99, "media_type")
@@ -194,6 +214,22 @@ def _read(fn: Callable[..., Any], op: Operation, depth: int) -> None:
                 or (_passes_request(node) and helper.__module__.startswith("api."))
             ):
                 _read(helper, op, depth - 1)
+
+
+def _model(op: Operation, status: int, model: type[BaseModel]) -> None:
+    models = op.models.setdefault(status, [])
+    if model not in models:
+        models.append(model)
+
+
+def response_schema(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
+    """The schema of ``op``'s success body: its model's (any of them when it answers
+    several), or ``{}`` when some answer of that status has no model."""
+    models = op.models.get(op.success, [])
+    if not models or op.success in op.untyped:
+        return {}
+    refs = [schema_of(m, components) for m in models]
+    return refs[0] if len(refs) == 1 else {"anyOf": refs}
 
 
 def _on_name(call: ast.Call, name: str) -> bool:
@@ -315,7 +351,10 @@ def _operation(
         }
     if op.success != 204:
         media = sorted(op.media) or ["application/json"]
-        responses[str(op.success)]["content"] = {m: {"schema": {}} for m in media}
+        body = response_schema(op, components)
+        responses[str(op.success)]["content"] = {
+            m: {"schema": body if m == "application/json" else {}} for m in media
+        }
     if method == "GET" and path.startswith(CACHED_PREFIXES):  # api/http_cache.py
         params.append({"$ref": "#/components/parameters/IfNoneMatch"})
         ok = responses[str(op.success)]["headers"]

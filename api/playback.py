@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import math
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from api.authn import require
@@ -16,6 +17,7 @@ from api.consistency import wait_for_token
 from api.context import accepted, ctx
 from api.errors import Problem
 from api.requests import int_param, read_json, reject_nul
+from api.responses import Body, Page, respond
 from core.events import Event
 from core.ids import utcnow
 from domain.playback import EVENT_KINDS, check_position
@@ -83,6 +85,19 @@ def _decode_cursor(raw: str) -> tuple[int, str]:
         raise Problem(422, "cursor is not one this API returned", field="cursor") from None
 
 
+class InProgress(Body):
+    content_id: str
+    title: str | None
+    position_s: float
+    duration_s: float | None
+    progress: float | None = Field(description="position over duration; null without one")
+    updated_at: datetime
+
+
+class ContinueWatching(Page):
+    items: list[InProgress]
+
+
 async def get_continue_watching(request: Request) -> Response:
     user = (await require(request, "playback")).user_id
     c = ctx(request)
@@ -98,7 +113,8 @@ async def get_continue_watching(request: Request) -> Response:
     items, nxt = await continue_watching(
         c.stores.redis, c.stores.pg, user, limit=limit, before=before
     )
-    return JSONResponse(
+    return respond(
+        ContinueWatching,
         {
             "items": [
                 {
@@ -112,7 +128,7 @@ async def get_continue_watching(request: Request) -> Response:
                 for i in items
             ],
             "next_cursor": _encode_cursor(nxt) if nxt else None,
-        }
+        },
     )
 
 

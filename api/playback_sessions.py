@@ -10,7 +10,8 @@ A device that stops beating is ended by the sweeper (projections/playback_sessio
 from __future__ import annotations
 
 import math
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
@@ -22,6 +23,7 @@ from api.consistency import wait_until_covered
 from api.context import ctx
 from api.errors import Problem
 from api.requests import read_json, reject_nul
+from api.responses import Body, respond
 from core.events import Event
 from core.ids import new_id, utcnow
 from domain.playback import MISSED_HEARTBEATS, check_position
@@ -76,6 +78,39 @@ def _position(
         occurred_at=now,
         producer="api",
     )
+
+
+class SessionStarted(Body):
+    session_id: str
+    heartbeat_s: float = Field(description="send a heartbeat at least this often")
+    expires_after_s: float = Field(description="the session ends after this long without one")
+
+
+class ActiveSession(Body):
+    session_id: str
+    device_id: str
+    content_id: str
+    started_at: datetime
+    last_heartbeat: datetime
+
+
+class ActiveSessions(Body):
+    items: list[ActiveSession]
+
+
+class HeartbeatTaken(Body):
+    session_id: str
+    heartbeat_s: float
+
+
+class SessionEnded(Body):
+    session_id: str
+    state: Literal["ended"]
+
+
+class StreamLimit(Body):
+    user_id: str
+    max_streams: int
 
 
 def _active_body(sessions: list[Any]) -> list[dict[str, Any]]:
@@ -139,13 +174,14 @@ async def start_session(request: Request) -> Response:
             media_type="application/problem+json",
         )
     await c.publisher.publish(position)
-    return JSONResponse(
+    return respond(
+        SessionStarted,
         {
             "session_id": sid,
             "heartbeat_s": c.settings.heartbeat_s,
             "expires_after_s": c.settings.heartbeat_s * MISSED_HEARTBEATS,
         },
-        status_code=201,
+        status=201,
         headers={"X-Consistency-Token": pos.token()},
     )
 
@@ -196,23 +232,24 @@ async def _report(request: Request, kind: str, session_event: str, **extra: Any)
 
 async def heartbeat(request: Request) -> Response:
     sid, _ = await _report(request, "PlaybackProgressed", "PlaybackSessionHeartbeat")
-    return JSONResponse({"session_id": sid, "heartbeat_s": ctx(request).settings.heartbeat_s}, 202)
+    body = {"session_id": sid, "heartbeat_s": ctx(request).settings.heartbeat_s}
+    return respond(HeartbeatTaken, body, 202)
 
 
 async def stop_session(request: Request) -> Response:
     sid, pos = await _report(request, "PlaybackStopped", "PlaybackSessionEnded", reason="stopped")
-    return JSONResponse(
+    return respond(
+        SessionEnded,
         {"session_id": sid, "state": "ended"},
-        status_code=202,
+        status=202,
         headers={"X-Consistency-Token": pos.token()},
     )
 
 
 async def list_sessions(request: Request) -> Response:
     user = (await require(request, "playback")).user_id
-    return JSONResponse(
-        {"items": _active_body(await active_sessions(ctx(request).stores.pg, user))}
-    )
+    active = await active_sessions(ctx(request).stores.pg, user)
+    return respond(ActiveSessions, {"items": _active_body(active)})
 
 
 async def set_stream_limit(request: Request) -> Response:
@@ -236,7 +273,8 @@ async def set_stream_limit(request: Request) -> Response:
         )
     )
     await wait_until_covered(c.stores.pg, ["sessions"], pos, c.settings.consistency_wait_s)
-    return JSONResponse(
+    return respond(
+        StreamLimit,
         {"user_id": user_id, "max_streams": body.max_streams},
         headers={"X-Consistency-Token": pos.token()},
     )

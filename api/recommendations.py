@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from api.activity import ActivityIn, activity_event
@@ -39,6 +39,7 @@ from api.experiment_assignment import assign
 from api.identity.profiles import rating_limit
 from api.library import my_services
 from api.requests import int_param, read_json, reject_nul
+from api.responses import Body, respond
 from core.ids import new_id, utcnow
 from domain.discovery.documents import filter_keys
 from domain.recs import serving
@@ -51,6 +52,47 @@ ROWS = ("top_picks", "because_you_watched", "trending", "leaving_soon")
 LEAVING_WINDOW = timedelta(days=30)
 #: rows of "because you watched": one per recent favourite, at most
 ANCHORS = 2
+
+
+class Recommended(Body):
+    id: str
+    title: str
+    year: int | None
+    kind: str
+    score: float
+    reason: str = Field(description="why, in words: the row's title or the title it is like")
+
+
+class ExperimentVariant(Body):
+    key: str
+    variant: str
+
+
+class _Ranked(Body):
+    model_version: str = Field(description='the model that ranked it, or "popularity"')
+    experiment: ExperimentVariant | None
+    request_id: str = Field(description="send back with feedback and activity")
+
+
+class Recommendations(_Ranked):
+    row: str
+    items: list[Recommended]
+
+
+class RecommendationRow(Body):
+    id: str = Field(description="top_picks, because_you_watched:<id>, trending:<platform>, ...")
+    title: str
+    items: list[Recommended]
+
+
+class RecommendationRows(_Ranked):
+    rows: list[RecommendationRow]
+
+
+class Similar(Body):
+    id: str
+    items: list[Recommended]
+    model_version: str
 
 
 def engine(request: Request) -> RecsEngine:
@@ -151,13 +193,14 @@ async def recommendations(request: Request) -> Response:
         raise Problem(422, f"row must be one of {', '.join(ROWS)}", field="row")
     limit = int_param(request, "limit", 20, 1, 100)
     built, meta = await _answer(request, limit, only=row)
-    return JSONResponse({"items": built[0]["items"] if built else [], "row": row, **meta})
+    body = {"items": built[0]["items"] if built else [], "row": row, **meta}
+    return respond(Recommendations, body)
 
 
 async def rows(request: Request) -> Response:
     limit = int_param(request, "limit", 10, 1, 50)
     built, meta = await _answer(request, limit, only=None)
-    return JSONResponse({"rows": built, **meta})
+    return respond(RecommendationRows, {"rows": built, **meta})
 
 
 async def _answer(
@@ -342,12 +385,13 @@ async def similar(request: Request) -> Response:
         if scope.admit(j) and (allowed is None or bool(allowed[j]))
     ][:limit]
     reason = f"Similar to {catalog.titles[i]}"
-    return JSONResponse(
+    return respond(
+        Similar,
         {
             "id": cid,
             "items": [_item(catalog, j, s, reason) for j, s in near],
             "model_version": v.version,
-        }
+        },
     )
 
 

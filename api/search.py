@@ -35,21 +35,24 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from api.authn import Principal, optional
 from api.consistency import HEADER, wait_for_token
+from api.content import TitleIds
 from api.context import ctx
 from api.errors import Problem
 from api.identity.profiles import RatingLimit, rating_limit
 from api.pagination import decode_cursor, encode_cursor
 from api.ranking import resolve_profile
 from api.requests import int_param
+from api.responses import Body, Page, respond
 from api.search_analytics import publish_search
 from core.metrics import SEARCH_SECONDS
 from core.topics import LIBRARY
@@ -68,6 +71,129 @@ _PARAMS = {
     "year_to", "platform", "region", "offer", "max_rating", "services", "personalize",
 }  # fmt: skip
 SERVICES = ("any", "mine")
+
+
+class Facet(Body):
+    value: str
+    count: int
+
+
+class Facets(Body):
+    """Counts over the first 500 matches (browse) or every match (search)."""
+
+    genre: list[Facet]
+    platform: list[Facet]
+    decade: list[Facet]
+    offer_type: list[Facet]
+
+
+class PlatformOffers(Body):
+    platform: str
+    offer_types: list[str]
+
+
+class AvailabilitySummary(Body):
+    region: str | None
+    platforms: list[PlatformOffers]
+
+
+class Explain(Body):
+    ranks: dict[str, int]
+    fused: float
+    features: dict[str, float]
+
+
+class SearchHit(Body):
+    id: str
+    title: str
+    year: int | None
+    kind: str
+    genres: list[str]
+    external_ids: TitleIds
+    availability: AvailabilitySummary
+    score: float
+    explain: Explain | None = Field(default=None, description="only with explain=true")
+
+
+class SearchIntent(Body):
+    """What ``q`` was read as (only the parts found), and whether it was applied."""
+
+    text: str
+    kind: str | None = None
+    genres: list[str] = []
+    year_from: int | None = None
+    year_to: int | None = None
+    platforms: list[str] = []
+    offer_types: list[str] = []
+    kids: bool = False
+    people: list[str] = []
+    matched: list[str] = []
+    applied: bool
+
+
+class AppliedFilters(Body):
+    """The filters the results were found with (only those set)."""
+
+    kinds: list[str] = []
+    genres: list[str] = []
+    year_from: int | None = None
+    year_to: int | None = None
+    platforms: list[str] = []
+    region: str | None = None
+    offer_types: list[str] = []
+    max_rating: str | None = None
+    people: list[str] = []
+    unrated_as: str | None = None
+
+
+class ProfileVersion(Body):
+    name: str
+    version: int
+
+
+class SearchPage(Page):
+    search_id: str
+    query: str
+    mode: Literal["browse", "search"]
+    intent: SearchIntent | None
+    filters: AppliedFilters
+    services: Literal["any", "mine"]
+    did_you_mean: str | None
+    retried: list[Literal["corrected", "relaxed"]] | None
+    profile: ProfileVersion
+    personalized: bool
+    degraded: bool
+    items: list[SearchHit]
+    total: int | None = Field(description="null when browsing")
+    facets: Facets
+    took_ms: float
+    timings_ms: dict[str, float] | None = Field(default=None, description="only with explain=true")
+
+
+class Suggestion(Body):
+    """A title (``id``, ``title``, ``year``, ``kind``) or a genre or person (``value``)."""
+
+    type: Literal["title", "genre", "person"]
+    id: str | None = None
+    title: str | None = None
+    year: int | None = None
+    kind: str | None = None
+    value: str | None = None
+
+
+class Suggestions(Body):
+    query: str
+    corrected: str | None
+    items: list[Suggestion]
+
+
+class IndexStatus(Body):
+    queued: int
+    documents: int
+    embedded: int
+    pending: int
+    catalog_lag: int
+    caught_up: bool
 
 
 def engine(request: Request) -> SearchEngine:
@@ -243,7 +369,7 @@ async def search(request: Request) -> Response:
         degraded=degraded,
         user_id=principal.user_id if principal else None,
     )
-    return JSONResponse(body, background=task)
+    return respond(SearchPage, body, background=task)
 
 
 async def _personalized(request: Request, user_id: str, items: list[Any]) -> list[Any]:
@@ -398,7 +524,7 @@ async def autocomplete(request: Request) -> Response:
         )
         items = await _within(request, items, cap, limit)
     SEARCH_SECONDS.labels("autocomplete").observe(time.perf_counter() - started)
-    return JSONResponse({"query": text, "corrected": corrected, "items": items})
+    return respond(Suggestions, {"query": text, "corrected": corrected, "items": items})
 
 
 #: how many title suggestions a limited profile's autocomplete considers per one shown
@@ -433,7 +559,7 @@ async def index_status(request: Request) -> Response:
         if k in ("catalog", "resolution", "availability", "search")
     )
     body["caught_up"] = body["catalog_lag"] == 0 and body["queued"] == 0 and body["pending"] == 0
-    return JSONResponse(body)
+    return respond(IndexStatus, body)
 
 
 routes: list[Route] = [

@@ -29,6 +29,9 @@ from core.settings import IdentitySettings, Settings
 from projections.base import Stores
 
 ROOT = Path(__file__).resolve().parent.parent
+# every respond(Model, body) checks its body against its model (api/responses.py): a
+# handler and its documented response that disagree fail the test that reaches them
+os.environ["MGW_VALIDATE_RESPONSES"] = "1"
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "a long operator passphrase"
 #: cheap argon2 (tests hash often; bench/auth.py measures the real parameters), a first
