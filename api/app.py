@@ -15,6 +15,8 @@ from starlette.routing import BaseRoute, Route
 
 from api import (
     activity,
+    admin_console,
+    admin_health,
     catalog,
     content,
     dead_letters,
@@ -144,6 +146,8 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
         *admin_ratelimits.routes,
         *profiles.routes,
         *pages.routes,
+        *admin_console.routes,
+        *admin_health.routes,
     ]
     mcp = McpEndpoint(timeout_s=settings.mcp_timeout_s)
     routes += mcp_routes(mcp)

@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.keys import KeyStore, server_secret
 from core.settings import Settings
-from domain.identity.clients import OAuthClient, parse_clients
+from domain.identity.clients import OAuthClient, admin_console_client, parse_clients
 from domain.identity.passwords import Argon2Params, Passwords
 from domain.identity.sealing import derive_key
 from domain.identity.tokens import (
@@ -147,7 +147,13 @@ class IdentityServices:
             mfa_key=derive_key(secret, "totp-secret"),
             code_key=derive_key(secret, "backup-code"),
             revocations=RevocationCache(pg, ident.access_token_ttl_s),
-            clients={c.client_id: c for c in parse_clients(ident.oauth_clients)},
+            clients={
+                c.client_id: c
+                for c in (
+                    admin_console_client(settings.base_url),
+                    *parse_clients(ident.oauth_clients),
+                )
+            },
             mailer=mailer,
             redis=redis,
         )

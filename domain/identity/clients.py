@@ -44,6 +44,15 @@ DEFAULT_CLIENTS: tuple[OAuthClient, ...] = (
 )
 
 
+def admin_console_client(base_url: str) -> OAuthClient:
+    """``mgw-admin``: the admin console (api/admin_session.py) signs in through the code
+    flow with PKCE, back to ``/admin/callback`` at the public URL."""
+    uri = f"{base_url.rstrip('/')}/admin/callback"
+    return OAuthClient(
+        "mgw-admin", "Media Gateway admin console", frozenset({CODE, REFRESH}), (uri,)
+    )
+
+
 def parse_clients(text: str) -> tuple[OAuthClient, ...]:
     """``MGW_OAUTH_CLIENTS``: a JSON list of {client_id, name?, redirect_uris?, grants?}.
 

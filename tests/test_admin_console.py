@@ -1,0 +1,264 @@
+"""The admin console (/admin) and the health dashboard, against the real app on a real
+socket: signing in through our own OAuth code flow in headless Chromium (Debian's chromium
+and chromium-driver, like tests/test_docs_page.py), the health page, locking an account;
+with an HTTP client: CSRF, a non-admin refused, the JSON for scripts. Screenshots are kept
+in the test's output directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.settings import Settings
+from projections.registry import PROJECTORS
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.live_server import LiveServer
+
+PASSWORD = "correct horse battery staple"
+
+
+class _Later:
+    """An ASGI app given later: the app's public URL must name the server's port, known
+    only once the server has its socket."""
+
+    app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def server(app_settings: Settings) -> Iterator[LiveServer]:
+    from mgw.app import create_app
+
+    later = _Later()
+    live = LiveServer(later)
+    identity = dataclasses.replace(app_settings.identity, public_url=live.http)
+    later.app = create_app(dataclasses.replace(app_settings, identity=identity))
+    with live:
+        yield live
+
+
+def _driver():  # type: ignore[no-untyped-def]
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1000"):  # fmt: skip
+        opts.add_argument(arg)
+    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    return webdriver.Chrome(options=opts, service=Service(driver))
+
+
+def _shot(browser: Any, tmp_path: Path, name: str) -> Path:
+    shot = tmp_path / f"{name}.png"
+    browser.save_screenshot(str(shot))
+    out = os.environ.get("MGW_TEST_ARTIFACTS")
+    if out:  # CI keeps it beside the test log
+        Path(out).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(out) / f"admin-{name}.png")
+    print(f"screenshot: {shot}")
+    return shot
+
+
+def _token(http: httpx.Client, email: str, password: str) -> str:
+    r = http.post(
+        "/oauth/token",
+        data={"grant_type": "password", "client_id": "mgw-app", "username": email,
+              "password": password},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])
+
+
+def _register(http: httpx.Client, name: str) -> tuple[str, str]:
+    email = f"{name.lower()}.{time.monotonic_ns()}@example.com"
+    r = http.post(
+        "/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": name}
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"]), email
+
+
+def _console_sign_in(http: httpx.Client, email: str, password: str) -> httpx.Response:
+    """The browser's way in, by hand: /admin/login → the sign-in form → /admin/callback."""
+    form_page = http.get("/admin/login", follow_redirects=True)
+    assert form_page.status_code == 200 and "/oauth/authorize" in str(form_page.url)
+    hidden = dict(re.findall(r'type="hidden" name="([^"]+)" value="([^"]*)"', form_page.text))
+    data = {k: unescape(v) for k, v in hidden.items()} | {"username": email, "password": password}
+    return http.post(str(form_page.url), data=data, follow_redirects=True)
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, page[:500]
+    return found.group(1)
+
+
+@pytest.mark.timeout(600)
+def test_admin_signs_in_sees_health_and_locks_a_user_in_headless_chromium(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    http = httpx.Client(base_url=server.http, timeout=60)
+    admin = {"Authorization": f"Bearer {_token(http, ADMIN_EMAIL, ADMIN_PASSWORD)}"}
+    user_id, email = _register(http, "Locky")
+    browser = _driver()
+    try:
+        browser.get(f"{server.http}/admin/health")
+        # anonymous: sent to our own sign-in page by the code flow
+        assert "/oauth/authorize" in browser.current_url, browser.current_url
+        _shot(browser, tmp_path, "sign-in")
+        browser.find_element(By.NAME, "username").send_keys(ADMIN_EMAIL)
+        browser.find_element(By.NAME, "password").send_keys(ADMIN_PASSWORD)
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        assert browser.current_url == f"{server.http}/admin/health", browser.current_url
+
+        # every projector with its lag in events and in seconds (the page reloads itself)
+        deadline = time.monotonic() + 60
+        while True:
+            rows = {
+                r.get_attribute("data-name"): (
+                    r.find_element(By.CSS_SELECTOR, ".lag-records").text,
+                    r.find_element(By.CSS_SELECTOR, ".lag-seconds").text,
+                )
+                for r in browser.find_elements(By.CSS_SELECTOR, "#projectors tr.projector")
+            }
+            numeric = all(
+                re.fullmatch(r"\d+", n) and re.fullmatch(r"\d+\.\d", s) for n, s in rows.values()
+            )
+            if numeric or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+            browser.refresh()
+        shot = _shot(browser, tmp_path, "health")
+        assert set(rows) == {p.name for p in PROJECTORS}, (set(rows), shot)
+        assert numeric, (rows, shot)
+        deps = browser.find_element(By.ID, "dependencies").text
+        for name in ("postgres", "redis", "log"):
+            assert name in deps, deps
+        assert browser.find_element(By.ID, "overall").text == "ready"
+
+        # find the user, lock them
+        browser.find_element(By.LINK_TEXT, "Users").click()
+        browser.find_element(By.NAME, "q").send_keys(email)
+        browser.find_element(By.CSS_SELECTOR, "form.search button").click()
+        browser.find_element(By.LINK_TEXT, email).click()
+        assert browser.find_element(By.ID, "user-state").text == "active"
+        browser.find_element(By.ID, "lock-reason").send_keys("spam from this account")
+        browser.find_element(By.ID, "lock").click()
+        assert browser.find_element(By.ID, "user-state").text == "locked"
+        assert "locked" in browser.find_element(By.CSS_SELECTOR, ".flash").text
+        _shot(browser, tmp_path, "user-locked")
+
+        # through the API, as scripts see it
+        r = http.get(f"/v1/admin/users/{user_id}", headers=admin)
+        assert r.status_code == 200 and r.json()["locked"] is True, r.text
+        audit = http.get("/v1/admin/audit", params={"target": user_id}, headers=admin).json()
+        assert any(e["action"] == "UserLocked" for e in audit["items"]), audit
+
+        # the other pages render
+        for label in ("Audit log", "Rate limits", "Ranking", "Experiments", "Dead letters",
+                      "Rebuilds"):  # fmt: skip
+            browser.find_element(By.LINK_TEXT, label).click()
+            assert browser.find_element(By.TAG_NAME, "h1").text.startswith(label.split()[0])
+        nav = browser.find_element(By.LINK_TEXT, "Moderation queue")
+        assert nav.get_attribute("href") == f"{server.http}/admin/moderation"
+        _shot(browser, tmp_path, "rebuilds")
+
+        errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert errors == [], errors
+
+        browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Signed out"
+        browser.get(f"{server.http}/admin/users")
+        assert "/oauth/authorize" in browser.current_url
+    finally:
+        browser.quit()
+        http.close()
+
+
+@pytest.mark.timeout(600)
+def test_csrf_non_admins_and_the_json_for_scripts(server: LiveServer) -> None:
+    with httpx.Client(base_url=server.http, timeout=60) as http:
+        user_id, email = _register(http, "Target")
+        admin_token = _token(http, ADMIN_EMAIL, ADMIN_PASSWORD)
+
+        # anonymous: a page redirects to the sign-in, the JSON answers 401
+        r = http.get("/admin/users")
+        assert r.status_code == 303 and r.headers["location"].startswith("/admin/login")
+        assert http.get("/admin/health.json").status_code == 401
+
+        # an admin bearer token opens the JSON
+        r = http.get("/admin/health.json", headers={"Authorization": f"Bearer {admin_token}"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert {p["name"] for p in body["projectors"]} == {p.name for p in PROJECTORS}
+        assert all(isinstance(p["lag_records"], int) for p in body["projectors"]), body
+        assert {"postgres", "redis"} <= {d["name"] for d in body["dependencies"]}
+        assert {"pending", "by_topic"} <= set(body["dead_letters"])
+        assert "in_progress" in body["rebuilds"] and isinstance(body["recent_errors"], list)
+
+        # a non-admin's token is refused, and so is their console sign-in
+        user_token = _token(http, email, PASSWORD)
+        r = http.get("/admin/health.json", headers={"Authorization": f"Bearer {user_token}"})
+        assert r.status_code == 403
+        r = http.get("/admin/health", headers={"Authorization": f"Bearer {user_token}"})
+        assert r.status_code == 403
+
+    with httpx.Client(base_url=server.http, timeout=60) as browser_like:
+        refused = _console_sign_in(browser_like, email, PASSWORD)
+        assert refused.status_code == 403 and "not an administrator" in refused.text
+        assert "mgw_admin" not in browser_like.cookies
+        assert browser_like.get("/admin/users").status_code == 303
+
+    with httpx.Client(base_url=server.http, timeout=60) as console:
+        page = _console_sign_in(console, ADMIN_EMAIL, ADMIN_PASSWORD)
+        assert page.status_code == 200 and str(page.url).endswith("/admin/health"), page.text
+        assert page.headers["content-security-policy"].startswith("default-src 'none'")
+        assert console.get("/admin/health.json").status_code == 200  # the cookie works too
+        user_page = console.get(f"/admin/users/{user_id}")
+        token = _csrf(user_page.text)
+
+        # a form without its CSRF token, or with another, is refused and changes nothing
+        lock = f"/admin/users/{user_id}/lock"
+        assert console.post(lock, data={"reason": "no token"}).status_code == 403
+        assert console.post(lock, data={"reason": "x", "csrf": "forged" * 8}).status_code == 403
+        r = console.get(
+            f"/v1/admin/users/{user_id}", headers={"Authorization": f"Bearer {admin_token}"}
+        )
+        assert r.json()["locked"] is False
+
+        # with it, the change is made (and the answer redirects back to the page)
+        r = console.post(lock, data={"reason": "abuse", "csrf": token})
+        assert r.status_code == 303 and r.headers["location"].endswith("done=locked")
+        r = console.get(
+            f"/v1/admin/users/{user_id}", headers={"Authorization": f"Bearer {admin_token}"}
+        )
+        assert r.json()["locked"] is True
+
+        # the API's refusal is shown with its status: an admin cannot lock themself
+        me = console.get("/oauth/userinfo", headers={"Authorization": f"Bearer {admin_token}"})
+        r = console.post(
+            f"/admin/users/{me.json()['sub']}/lock", data={"reason": "x", "csrf": token}
+        )
+        assert r.status_code == 409 and "your own account" in r.text
+
+        # signing out ends the session and its tokens
+        r = console.post("/admin/logout", data={"csrf": token})
+        assert r.status_code == 200 and "Signed out" in r.text
+        assert console.get("/admin/health.json").status_code == 401
