@@ -14,10 +14,11 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from api.authn import require
@@ -25,6 +26,7 @@ from api.consistency import wait_for_token, wait_until_covered
 from api.context import ctx
 from api.errors import Problem
 from api.requests import int_param, read_body
+from api.responses import Body, respond
 from core.backoff import Backoff
 from core.events import Event
 from core.ids import from_millis, iso_z, to_millis, utcnow
@@ -67,6 +69,52 @@ class _Op:
     value: dict[str, Any]
     at_ms: int
     outcome: Outcome = field(default_factory=lambda: Outcome(None))
+
+
+class OpResult(Body):
+    op_id: str | None = Field(description="null when the op carried none")
+    status: Literal["applied", "duplicate", "rejected"]
+    error: str | None = Field(default=None, description="why it was rejected")
+    field: str | None = Field(default=None, description="the op's field at fault")
+
+
+class SyncPushed(Body):
+    results: list[OpResult] = Field(description="one per op, in the order sent")
+    cursor: str = Field(description="pass as since to pull what changed after")
+    applied: bool = Field(description="false: appended, not yet applied (consistency token)")
+
+
+class Change(Body):
+    entity: str = Field(description="watchlist, history, rating, services, settings, up_next")
+    content_id: str | None = Field(default=None, description="absent for services, settings")
+    deleted: bool
+    value: dict[str, Any] | None = Field(
+        default=None,
+        description="the entity's value as its GET shows it (absent when deleted):"
+        " watchlist {added_at}, history {plays, first_watched_at, last_watched_at},"
+        " rating {rating}, services {region, platforms, offer_types}, settings"
+        " {min_resume_pct, watched_pct, min_play_s}, up_next {hidden}",
+    )
+    changed_at: datetime
+    device_id: str
+
+
+class SyncPulled(Body):
+    changes: list[Change] = Field(description="oldest first")
+    cursor: str
+    has_more: bool
+
+
+class LastActivities(Body):
+    """When each part of the library last changed (null: never)."""
+
+    watchlist: datetime | None
+    history: datetime | None
+    rating: datetime | None
+    services: datetime | None
+    settings: datetime | None
+    up_next: datetime | None
+    all: datetime | None
 
 
 def encode_cursor(seq: int, horizon: int) -> str:
@@ -288,7 +336,8 @@ async def post_sync(request: Request) -> Response:
     async with c.stores.pg.connection() as conn:
         seq, purged = await store.feed_position(conn, user)
     headers = {"X-Consistency-Token": last.token()} if last else {}
-    return JSONResponse(
+    return respond(
+        SyncPushed,
         {
             "results": [o.as_dict() for o in outcomes],
             "cursor": encode_cursor(seq, purged),
@@ -321,7 +370,7 @@ async def get_sync(request: Request) -> Response:
         for r in rows
     ]
     cursor = encode_cursor(rows[-1].seq if rows else since or 0, purged)
-    return JSONResponse({"changes": changes, "cursor": cursor, "has_more": more})
+    return respond(SyncPulled, {"changes": changes, "cursor": cursor, "has_more": more})
 
 
 async def get_last_activities(request: Request) -> Response:
@@ -334,7 +383,7 @@ async def get_last_activities(request: Request) -> Response:
         e: iso_z(from_millis(activity[e])) if e in activity else None for e in lib.ENTITIES
     }
     out["all"] = max((v for v in out.values() if v), default=None)
-    return JSONResponse(out)
+    return respond(LastActivities, out)
 
 
 routes = [

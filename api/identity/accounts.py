@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from api.authn import require
@@ -34,6 +34,7 @@ from api.identity.commands import decide, identity_event
 from api.identity.tokens import revoke_session
 from api.ratelimit import limit
 from api.requests import read_json, reject_nul
+from api.responses import Body, respond
 from core.ids import new_id, utcnow
 from domain.identity.emails import normalize_email, reset_message, verification_message
 from domain.identity.opaque import new_token, token_hash
@@ -197,9 +198,10 @@ async def register(request: Request) -> Response:
     if outcome != "ok":
         raise Problem(422, "the registration was refused", field="body")
     await request_verification(request, user_id, email, name)
-    return JSONResponse(
+    return respond(
+        Registered,
         {"id": user_id, "email": email, "display_name": name, "email_verified": False},
-        status_code=201,
+        status=201,
         headers={"Location": "/v1/me"},
     )
 
@@ -235,7 +237,7 @@ async def verify_email(request: Request) -> Response:
             "token: this link was used or has expired; ask for a new one",
             field="token",
         )
-    return JSONResponse({"email": user.email, "email_verified": True})
+    return respond(EmailVerified, {"email": user.email, "email_verified": True})
 
 
 async def resend_verification(request: Request) -> Response:
@@ -247,9 +249,9 @@ async def resend_verification(request: Request) -> Response:
     if user is None:
         raise Problem(404, "no such account", field="Authorization")
     if user.email_verified:
-        return JSONResponse({"email_verified": True})
+        return respond(VerificationSent, {"email_verified": True})
     await request_verification(request, user.user_id, user.email, user.display_name)
-    return JSONResponse({"email_verified": False, "sent": True}, status_code=202)
+    return respond(VerificationSent, {"email_verified": False, "sent": True}, 202)
 
 
 async def forgot_password(request: Request) -> Response:
@@ -260,9 +262,8 @@ async def forgot_password(request: Request) -> Response:
     # the same answer and the same work in the request, account or not: the lookup,
     # the event and the mail happen after the response
     c.identity.spawn(_reset_mail(request, email))
-    return JSONResponse(
-        {"detail": "if an account has this email, a reset link is on its way"},
-        status_code=202,
+    return respond(
+        Done, {"detail": "if an account has this email, a reset link is on its way"}, 202
     )
 
 
@@ -303,7 +304,7 @@ async def _reset_mail(request: Request, email: str) -> None:
 async def reset_password(request: Request) -> Response:
     body = await read_json(request, ResetIn)
     await complete_reset(request, body.token, body.password)
-    return JSONResponse({"detail": "password changed; every session was signed out"})
+    return respond(Done, {"detail": "password changed; every session was signed out"})
 
 
 async def complete_reset(request: Request, token: str, password: str) -> None:
@@ -363,7 +364,53 @@ async def change_password(request: Request) -> Response:
         others = [s for s in await sessions_of(conn, user.user_id) if s.family_id != me.session_id]
     for s in others:
         await revoke_session(request, user.user_id, s.family_id, "password_change")
-    return JSONResponse({"detail": "password changed", "sessions_signed_out": len(others)})
+    return respond(
+        PasswordChanged, {"detail": "password changed", "sessions_signed_out": len(others)}
+    )
+
+
+class Registered(Body):
+    id: str
+    email: str
+    display_name: str | None
+    email_verified: bool
+
+
+class EmailVerified(Body):
+    email: str
+    email_verified: bool
+
+
+class VerificationSent(Body):
+    """Already verified (200), or a new link sent (202, ``sent``)."""
+
+    email_verified: bool
+    sent: bool | None = None
+
+
+class Done(Body):
+    detail: str
+
+
+class PasswordChanged(Done):
+    sessions_signed_out: int = Field(description="the other sessions this change ended")
+
+
+class Account(Body):
+    id: str
+    email: str
+    display_name: str | None
+    email_verified: bool
+    roles: list[str]
+    locked: bool
+    mfa_enabled: bool
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class Me(Account):
+    scopes: list[str] = Field(description="what this credential may do")
+    auth: str = Field(description="how the caller signed in: the credential's kind")
 
 
 async def me(request: Request) -> Response:
@@ -372,8 +419,8 @@ async def me(request: Request) -> Response:
         user = await user_by_id(conn, principal.user_id)
     if user is None:
         raise Problem(404, "no such account", field="Authorization")
-    return JSONResponse(
-        {**user.public(), "scopes": sorted(principal.scopes), "auth": principal.kind}
+    return respond(
+        Me, {**user.public(), "scopes": sorted(principal.scopes), "auth": principal.kind}
     )
 
 

@@ -15,12 +15,12 @@ email is verified.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from api.authn import forget_api_key, require
@@ -28,6 +28,7 @@ from api.context import ctx
 from api.errors import Problem
 from api.identity.commands import decide, identity_event
 from api.requests import read_json, reject_nul
+from api.responses import Body, respond
 from core.ids import new_id, utcnow
 from domain.identity.opaque import new_api_key, token_hash
 from domain.identity.roles import ALL_SCOPES, scopes_for
@@ -94,7 +95,8 @@ async def create_key(request: Request) -> Response:
     )
     if outcome != "ok":
         raise Problem(503, "the key could not be issued; retry", headers={"Retry-After": "1"})
-    return JSONResponse(
+    return respond(
+        NewApiKey,
         {
             "id": key_id,
             "key": key.full,
@@ -104,9 +106,34 @@ async def create_key(request: Request) -> Response:
             "expires_at": expires.isoformat() if expires else None,
             "note": "store the key now: it is not shown again",
         },
-        status_code=201,
+        status=201,
         headers={"Cache-Control": "no-store"},
     )
+
+
+class NewApiKey(Body):
+    id: str
+    key: str = Field(description="the whole key: shown this once")
+    prefix: str
+    name: str
+    scopes: list[str]
+    expires_at: datetime | None
+    note: str
+
+
+class ApiKey(Body):
+    id: str
+    prefix: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked: bool
+    last_used_at: datetime | None
+
+
+class ApiKeys(Body):
+    items: list[ApiKey]
 
 
 async def _last_used(c: Any, ids: list[str]) -> dict[str, str]:
@@ -128,7 +155,7 @@ async def list_keys(request: Request) -> Response:
     async with c.stores.pg.connection() as conn:
         keys = await api_keys_of(conn, me.user_id)
     used = await _last_used(c, [k.key_id for k in keys])
-    return JSONResponse({"items": [k.public(used.get(k.key_id)) for k in keys]})
+    return respond(ApiKeys, {"items": [k.public(used.get(k.key_id)) for k in keys]})
 
 
 async def revoke_key(request: Request) -> Response:

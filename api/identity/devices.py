@@ -10,11 +10,12 @@ tokens stop working and its access tokens are refused from then on.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from api.authn import require
@@ -24,6 +25,7 @@ from api.identity.commands import decide, identity_event
 from api.identity.tokens import revoke_session
 from api.realtime_hub import online
 from api.requests import read_json, reject_nul
+from api.responses import Body, respond
 from core.ids import from_millis, iso_z
 from projections.identity.sessions import session_by_id
 
@@ -89,7 +91,42 @@ async def list_devices(request: Request) -> Response:
         }
         for fid, client, name, created, seen, playing, title in rows
     ]
-    return JSONResponse({"items": items})
+    return respond(Devices, {"items": items})
+
+
+class Socket(Body):
+    connection_id: str
+    device_id: str | None
+    connected_at: datetime
+
+
+class NowPlaying(Body):
+    content_id: str
+    title: str | None
+
+
+class Device(Body):
+    """A sign-in as a device, with what it plays now and its open sockets."""
+
+    id: str
+    name: str
+    kind: str
+    client_id: str
+    signed_in_at: datetime
+    last_seen: datetime
+    now_playing: NowPlaying | None
+    current: bool
+    online: bool
+    sockets: list[Socket]
+
+
+class Devices(Body):
+    items: list[Device]
+
+
+class DeviceName(Body):
+    id: str
+    name: str
 
 
 async def _own(request: Request, user_id: str) -> str:
@@ -118,7 +155,7 @@ async def rename_device(request: Request) -> Response:
     )
     if outcome != "ok":
         raise Problem(404, "no such device", field="device_id")
-    return JSONResponse({"id": fid, "name": body.name})
+    return respond(DeviceName, {"id": fid, "name": body.name})
 
 
 async def remove_device(request: Request) -> Response:

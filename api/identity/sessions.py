@@ -7,23 +7,44 @@ rotating and revoking a session is api/identity/tokens.py.
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from api.authn import require
 from api.context import ctx
 from api.errors import Problem
 from api.identity.tokens import revoke_all, revoke_session
+from api.responses import Body, respond
 from projections.identity.sessions import session_by_id, sessions_of
+
+
+class Session(Body):
+    id: str
+    client_id: str
+    method: str
+    device_name: str | None
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    revoked: bool
+    current: bool = Field(description="the session this request was made with")
+
+
+class Sessions(Body):
+    items: list[Session]
 
 
 async def list_sessions(request: Request) -> Response:
     me = await require(request, "profile")
     async with ctx(request).stores.pg.connection() as conn:
         items = await sessions_of(conn, me.user_id)
-    return JSONResponse(
-        {"items": [{**s.public(), "current": s.family_id == me.session_id} for s in items]}
+    return respond(
+        Sessions,
+        {"items": [{**s.public(), "current": s.family_id == me.session_id} for s in items]},
     )
 
 
