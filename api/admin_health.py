@@ -104,6 +104,14 @@ def _lag_seconds() -> dict[str, float | None]:
     return out
 
 
+def _refused(r: Any) -> str:
+    try:
+        detail = r.json().get("detail", "")
+    except ValueError:
+        detail = r.text[:200]
+    return f"{r.status_code}: {detail}"
+
+
 async def _dead_letters(api: Any) -> dict[str, Any]:
     by_topic: Counter[str] = Counter()
     cursor: str | None = None
@@ -112,7 +120,7 @@ async def _dead_letters(api: Any) -> dict[str, Any]:
         params = {"state": "pending", "limit": "200", **({"cursor": cursor} if cursor else {})}
         r = await api.get("/v1/admin/dlq", params=params)
         if r.status_code != 200:
-            return {"error": f"{r.status_code}: {r.json().get('detail', '')}", "by_topic": {}}
+            return {"error": _refused(r), "by_topic": {}}
         body = r.json()
         for item in body["items"]:
             by_topic[item["topic"]] += 1
@@ -130,7 +138,7 @@ async def _dead_letters(api: Any) -> dict[str, Any]:
 async def _rebuilds(api: Any) -> dict[str, Any]:
     r = await api.get("/v1/admin/rebuilds", params={"limit": "50"})
     if r.status_code != 200:
-        return {"error": f"{r.status_code}: {r.json().get('detail', '')}", "in_progress": []}
+        return {"error": _refused(r), "in_progress": []}
     items = r.json()["items"]
     return {"in_progress": [i for i in items if i.get("state") not in _FINISHED_REBUILDS]}
 

@@ -74,6 +74,26 @@ def _shot(browser: Any, tmp_path: Path, name: str) -> Path:
     return shot
 
 
+_LAG_ROWS = """return Array.from(document.querySelectorAll('#projectors tr.projector')).map(
+  r => [r.dataset.name, r.querySelector('.lag-records').textContent.trim(),
+        r.querySelector('.lag-seconds').textContent.trim()]);"""
+
+
+def _until(browser: Any, check: Any, what: str) -> None:
+    """Wait (10 s at most) for ``check(browser)`` after a click that navigates: the old
+    page may still be there, or go stale under the lookup."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(
+        browser, 10, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+    ).until(check, message=what)
+
+
+def _text(by: str, value: str, expected: str) -> Any:
+    return lambda b: b.find_element(by, value).text == expected
+
+
 def _token(http: httpx.Client, email: str, password: str) -> str:
     r = http.post(
         "/oauth/token",
@@ -126,18 +146,13 @@ def test_admin_signs_in_sees_health_and_locks_a_user_in_headless_chromium(
         browser.find_element(By.NAME, "username").send_keys(ADMIN_EMAIL)
         browser.find_element(By.NAME, "password").send_keys(ADMIN_PASSWORD)
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        assert browser.current_url == f"{server.http}/admin/health", browser.current_url
+        _until(browser, lambda b: b.current_url == f"{server.http}/admin/health", "signed in")
 
         # every projector with its lag in events and in seconds (the page reloads itself)
         deadline = time.monotonic() + 60
         while True:
-            rows = {
-                r.get_attribute("data-name"): (
-                    r.find_element(By.CSS_SELECTOR, ".lag-records").text,
-                    r.find_element(By.CSS_SELECTOR, ".lag-seconds").text,
-                )
-                for r in browser.find_elements(By.CSS_SELECTOR, "#projectors tr.projector")
-            }
+            # read in one go: the page may reload itself under a row-by-row read
+            rows = {name: (n, s) for name, n, s in browser.execute_script(_LAG_ROWS)}
             numeric = all(
                 re.fullmatch(r"\d+", n) and re.fullmatch(r"\d+\.\d", s) for n, s in rows.values()
             )
@@ -152,16 +167,20 @@ def test_admin_signs_in_sees_health_and_locks_a_user_in_headless_chromium(
         for name in ("postgres", "redis", "log"):
             assert name in deps, deps
         assert browser.find_element(By.ID, "overall").text == "ready"
+        refresh = browser.find_element(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]')
+        assert refresh.get_attribute("content") == "10"
 
         # find the user, lock them
         browser.find_element(By.LINK_TEXT, "Users").click()
+        _until(browser, _text(By.TAG_NAME, "h1", "Users"), "the users page")
         browser.find_element(By.NAME, "q").send_keys(email)
         browser.find_element(By.CSS_SELECTOR, "form.search button").click()
+        _until(browser, lambda b: b.find_element(By.LINK_TEXT, email), "the search result")
         browser.find_element(By.LINK_TEXT, email).click()
-        assert browser.find_element(By.ID, "user-state").text == "active"
+        _until(browser, _text(By.ID, "user-state", "active"), "the user page")
         browser.find_element(By.ID, "lock-reason").send_keys("spam from this account")
         browser.find_element(By.ID, "lock").click()
-        assert browser.find_element(By.ID, "user-state").text == "locked"
+        _until(browser, _text(By.ID, "user-state", "locked"), "the user locked")
         assert "locked" in browser.find_element(By.CSS_SELECTOR, ".flash").text
         _shot(browser, tmp_path, "user-locked")
 
@@ -175,7 +194,11 @@ def test_admin_signs_in_sees_health_and_locks_a_user_in_headless_chromium(
         for label in ("Audit log", "Rate limits", "Ranking", "Experiments", "Dead letters",
                       "Rebuilds"):  # fmt: skip
             browser.find_element(By.LINK_TEXT, label).click()
-            assert browser.find_element(By.TAG_NAME, "h1").text.startswith(label.split()[0])
+            _until(
+                browser,
+                lambda b, w=label.split()[0]: b.find_element(By.TAG_NAME, "h1").text.startswith(w),
+                label,
+            )
         nav = browser.find_element(By.LINK_TEXT, "Moderation queue")
         assert nav.get_attribute("href") == f"{server.http}/admin/moderation"
         _shot(browser, tmp_path, "rebuilds")
@@ -184,7 +207,7 @@ def test_admin_signs_in_sees_health_and_locks_a_user_in_headless_chromium(
         assert errors == [], errors
 
         browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
-        assert browser.find_element(By.TAG_NAME, "h1").text == "Signed out"
+        _until(browser, _text(By.TAG_NAME, "h1", "Signed out"), "signed out")
         browser.get(f"{server.http}/admin/users")
         assert "/oauth/authorize" in browser.current_url
     finally:
