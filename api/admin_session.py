@@ -212,17 +212,22 @@ async def end_session(request: Request, s: AdminSession) -> None:
 
 
 async def _refresh(request: Request, s: AdminSession) -> AdminSession | None:
-    """A fresh access token; one request refreshes, the others wait for its result."""
+    """A fresh access token; one request refreshes, the others wait for its result.
+    Refresh tokens rotate and a spent one presented again revokes the whole session, so
+    a request that read the session before another refreshed it must not refresh it."""
     redis = _redis(request)
     lock = _SESSION_KEY + _digest(s.sid) + ":refreshing"
     if not await redis.set(lock, b"1", nx=True, ex=15):
         for _ in range(50):
             await asyncio.sleep(0.1)
             again = await _load(request, s.sid)
-            if again is None or again.expires_at != s.expires_at:
+            if again is None or again.refresh_token != s.refresh_token:
                 return again
         return None
     try:
+        latest = await _load(request, s.sid)
+        if latest is None or latest.refresh_token != s.refresh_token:
+            return latest  # ended, or refreshed by another request since ``s`` was read
         async with api_client(request, None) as api:
             r = await api.post(
                 "/oauth/token",

@@ -6,12 +6,15 @@ in the test's output directory."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 import re
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -37,15 +40,22 @@ class _Later:
         await self.app(scope, receive, send)
 
 
-@pytest.fixture
-def server(app_settings: Settings) -> Iterator[LiveServer]:
+@contextlib.contextmanager
+def _serve(settings: Settings, **identity: Any) -> Iterator[LiveServer]:
+    """The app on a real socket, its public URL that socket's (the console's redirect URI)."""
     from mgw.app import create_app
 
     later = _Later()
     live = LiveServer(later)
-    identity = dataclasses.replace(app_settings.identity, public_url=live.http)
-    later.app = create_app(dataclasses.replace(app_settings, identity=identity))
+    ident = dataclasses.replace(settings.identity, public_url=live.http, **identity)
+    later.app = create_app(dataclasses.replace(settings, identity=ident))
     with live:
+        yield live
+
+
+@pytest.fixture
+def server(app_settings: Settings) -> Iterator[LiveServer]:
+    with _serve(app_settings) as live:
         yield live
 
 
@@ -226,7 +236,8 @@ def test_csrf_non_admins_and_the_json_for_scripts(server: LiveServer) -> None:
         assert r.status_code == 303 and r.headers["location"].startswith("/admin/login")
         assert http.get("/admin/health.json").status_code == 401
 
-        # an admin bearer token opens the JSON
+        # an admin bearer token opens the JSON; this process's errors are in it
+        logging.getLogger("mgw.test_admin_console").error("a test error %s", "shown")
         r = http.get("/admin/health.json", headers={"Authorization": f"Bearer {admin_token}"})
         assert r.status_code == 200, r.text
         body = r.json()
@@ -234,7 +245,8 @@ def test_csrf_non_admins_and_the_json_for_scripts(server: LiveServer) -> None:
         assert all(isinstance(p["lag_records"], int) for p in body["projectors"]), body
         assert {"postgres", "redis"} <= {d["name"] for d in body["dependencies"]}
         assert {"pending", "by_topic"} <= set(body["dead_letters"])
-        assert "in_progress" in body["rebuilds"] and isinstance(body["recent_errors"], list)
+        assert "in_progress" in body["rebuilds"]
+        assert body["recent_errors"][0]["message"] == "a test error shown", body["recent_errors"]
 
         # a non-admin's token is refused, and so is their console sign-in
         user_token = _token(http, email, PASSWORD)
@@ -285,3 +297,39 @@ def test_csrf_non_admins_and_the_json_for_scripts(server: LiveServer) -> None:
         r = console.post("/admin/logout", data={"csrf": token})
         assert r.status_code == 200 and "Signed out" in r.text
         assert console.get("/admin/health.json").status_code == 401
+
+
+@pytest.mark.timeout(600)
+def test_the_session_refreshes_its_token_and_ends_with_the_admin_role(
+    app_settings: Settings,
+) -> None:
+    """Access tokens live 30 s here, under the refresh margin: every console request
+    refreshes, concurrent ones included (a refresh token spent twice would revoke the
+    session). Taking the admin role away ends the console session."""
+    with _serve(app_settings, access_token_ttl_s=30) as server:
+        http = httpx.Client(base_url=server.http, timeout=60)
+        root = {"Authorization": f"Bearer {_token(http, ADMIN_EMAIL, ADMIN_PASSWORD)}"}
+        second_id, second_email = _register(http, "Second")
+        r = http.put(f"/v1/admin/users/{second_id}/roles/admin", headers=root)
+        assert r.status_code == 200, r.text
+
+        console = httpx.Client(base_url=server.http, timeout=60)
+        assert _console_sign_in(console, second_email, PASSWORD).status_code == 200
+        cookies = dict(console.cookies)
+
+        def get(path: str) -> int:
+            with httpx.Client(base_url=server.http, timeout=60, cookies=cookies) as c:
+                return c.get(path).status_code
+
+        with ThreadPoolExecutor(6) as pool:
+            statuses = list(pool.map(get, ["/admin/users", "/admin/health.json"] * 6))
+        assert statuses == [200] * 12, statuses
+        assert get("/admin/rate-limits") == 200
+
+        r = http.delete(f"/v1/admin/users/{second_id}/roles/admin", headers=root)
+        assert r.status_code == 200, r.text
+        after = console.get("/admin/users")
+        assert after.status_code == 303 and after.headers["location"].startswith("/admin/login")
+        assert console.get("/admin/health.json").status_code == 401
+        http.close()
+        console.close()
