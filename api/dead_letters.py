@@ -1,11 +1,16 @@
 """Dead letters for operators (docs/operations/dead-letters.md):
 
-* ``GET /v1/admin/dlq`` (``topic``, ``projector``, ``reason``, ``error``, ``since``,
+* ``GET /v1/admin/dead-letters`` (``topic``, ``projector``, ``reason``, ``error``, ``since``,
   ``state`` = pending (default) | retried | skipped | resolved | all,
   ``include_purged``, ``limit``, ``cursor``): oldest first, with ``next_cursor``;
-* ``GET /v1/admin/dlq/{id}``: one in full (the decoded event when it decodes, the
+* ``GET /v1/admin/dead-letters/{id}``: one in full (the decoded event when it decodes, the
   original headers, every decision);
-* ``POST /v1/admin/dlq/{id}/skip`` ``{"note": ...}``: appends ``DeadLetterSkipped``.
+* ``POST /v1/admin/dead-letters/{id}/skip`` ``{"note": ...}``: appends ``DeadLetterSkipped``.
+
+These lived under ``/v1/admin/dlq`` until 2026-12-05, when they took the spelled-out name
+every other admin resource has (``rebuilds``, ``moderation``, ``users``). The old paths
+answer until the sunset (2027-06-30) with ``Deprecation``, ``Sunset`` and a
+``successor-version`` link (api/deprecation.py).
 
 Reading needs ``ops:read``, skipping ``ops:write`` (both admin only). There is no retry
 route: a retry runs the projector, and the API never does (`mgw dlq retry`).
@@ -24,6 +29,7 @@ from starlette.routing import Route
 
 from api.authn import require
 from api.context import accepted, ctx
+from api.deprecation import moved
 from api.errors import Problem
 from api.pagination import decode_cursor, encode_cursor
 from api.requests import int_param, read_json
@@ -121,8 +127,14 @@ async def skip_letter(request: Request) -> Response:
     return accepted(pos, id=letter["id"], decision="skipped")
 
 
-routes = [
-    Route("/v1/admin/dlq", list_letters, methods=["GET"]),
-    Route("/v1/admin/dlq/{letter_id:path}/skip", skip_letter, methods=["POST"]),
-    Route("/v1/admin/dlq/{letter_id:path}", get_letter, methods=["GET"]),
+_CURRENT = [
+    Route("/v1/admin/dead-letters", list_letters, methods=["GET"]),
+    Route("/v1/admin/dead-letters/{letter_id:path}/skip", skip_letter, methods=["POST"]),
+    Route("/v1/admin/dead-letters/{letter_id:path}", get_letter, methods=["GET"]),
+]
+MOVED_ON = datetime(2026, 12, 5, tzinfo=UTC)
+SUNSET = datetime(2027, 6, 30, tzinfo=UTC)
+routes = _CURRENT + [
+    moved(r, r.path.replace("/dead-letters", "/dlq"), since=MOVED_ON, sunset=SUNSET)
+    for r in _CURRENT
 ]

@@ -384,6 +384,22 @@ def _operation(
     return out
 
 
+def _deprecated(operation: dict[str, Any], dep: Any) -> None:
+    """A moved path (api/deprecation.py): deprecated, with its headers on every answer."""
+    successor = _PATH_PARAM.sub(r"{\1}", dep.successor)
+    operation["deprecated"] = True
+    operation["description"] = (
+        f"Deprecated since {dep.since:%Y-%m-%d}: use {successor}. Answers until"
+        f" {dep.sunset:%Y-%m-%d}, with Deprecation, Sunset and a successor-version Link."
+        + ("\n\n" + operation["description"] if operation.get("description") else "")
+    )
+    operation["operationId"] += "_deprecated"
+    headers = {h: {"$ref": f"#/components/headers/{h}"} for h in ("Deprecation", "Sunset", "Link")}
+    for status, response in operation["responses"].items():
+        if status.startswith("2"):
+            response.setdefault("headers", {}).update(headers)
+
+
 def _routes(routes: Iterable[BaseRoute]) -> Iterable[tuple[str, str, Callable[..., Any]]]:
     for r in routes:
         if isinstance(r, Route) and r.methods and r.include_in_schema:
@@ -398,15 +414,18 @@ def build(
     paths: dict[str, dict[str, Any]] = {}
     scopes: set[str] = set()
     tags: dict[str, str] = {}
-    for path, method, fn in _routes(routes):
+    for path, method, endpoint in _routes(routes):
+        fn = inspect.unwrap(endpoint)  # a moved path's wrapper: document the handler
         op = analyse(fn)
         scopes |= set(op.scopes)
         tag = fn.__module__.rsplit(".", 1)[-1].replace("_", " ")
         module_doc = inspect.getdoc(inspect.getmodule(fn)) or ""
         tags.setdefault(tag, " ".join(module_doc.partition("\n\n")[0].split()))
-        paths.setdefault(_PATH_PARAM.sub(r"{\1}", path), {})[method.lower()] = _operation(
-            method, path, tag, op, components
-        )
+        operation = _operation(method, path, tag, op, components)
+        dep = getattr(endpoint, "__deprecation__", None)
+        if dep is not None:
+            _deprecated(operation, dep)
+        paths.setdefault(_PATH_PARAM.sub(r"{\1}", path), {})[method.lower()] = operation
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -497,6 +516,18 @@ _HEADERS: dict[str, Any] = {
     "RateLimit-Remaining": {"schema": {"type": "integer"}, "description": "left in the window"},
     "RateLimit-Reset": {"schema": {"type": "integer"}, "description": "seconds to the reset"},
     "Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"},
+    "Deprecation": {
+        "schema": {"type": "string", "pattern": "^@[0-9]+$"},
+        "description": "RFC 9745: this path is deprecated since @<unix seconds>",
+    },
+    "Sunset": {
+        "schema": {"type": "string"},
+        "description": "RFC 8594: the HTTP date after which this path may stop answering",
+    },
+    "Link": {
+        "schema": {"type": "string"},
+        "description": 'the successor: <path>; rel="successor-version"',
+    },
     "X-Consistency-Token": {
         "schema": {"type": "string"},
         "description": "send back on a read to see this write",

@@ -313,7 +313,7 @@ def summary(letter: dict[str, Any]) -> dict[str, Any]:
 
 
 def detail(letter: dict[str, Any]) -> dict[str, Any]:
-    """A letter in full, for `show` and ``GET /v1/admin/dlq/{id}``: the original key,
+    """A letter in full, for `show` and ``GET /v1/admin/dead-letters/{id}``: the original key,
     its headers and, when the bytes decode, the event."""
     headers = headers_dict(unpack_headers(letter["headers"]))
     out = summary(letter) | {

@@ -1,4 +1,4 @@
-"""The dead-letter workbench (mgw dlq, GET /v1/admin/dlq) on the real stack: a poison
+"""The dead-letter workbench (mgw dlq, GET /v1/admin/dead-letters) on the real stack: a poison
 record is listed and shown, a retry after the cause is fixed applies once however often
 it is run, a skip is an event and hides the letter, a purge hides resolved ones."""
 
@@ -157,11 +157,11 @@ async def test_skip_is_an_event_and_purge_hides_resolved_letters(
 def _wait_listed(client: TestClient, headers: dict[str, str], **params: str) -> list[Any]:
     """The app's own dead_letters projector folds the .dlq topic in the background."""
     for _ in range(200):
-        items = client.get("/v1/admin/dlq", headers=headers, params=params).json()["items"]
+        items = client.get("/v1/admin/dead-letters", headers=headers, params=params).json()["items"]
         if items:
             return list(items)
         time.sleep(0.05)
-    raise AssertionError("the dead letter never showed up in GET /v1/admin/dlq")
+    raise AssertionError("the dead letter never showed up in GET /v1/admin/dead-letters")
 
 
 def test_poison_record_in_the_cli_and_the_admin_api(
@@ -183,18 +183,18 @@ def test_poison_record_in_the_cli_and_the_admin_api(
     [item] = _wait_listed(client, admin, topic=PLAYBACK.name, projector="playback")
     assert (item["reason"], item["state"], item["attempts"]) == ("decode", "pending", 0)
     assert item["dlq_topic"] == f"{PLAYBACK.name}.dlq"
-    assert client.get("/v1/admin/dlq", headers=admin, params={"reason": "apply"}).json() == {
+    assert client.get("/v1/admin/dead-letters", headers=admin, params={"reason": "apply"}).json() == {
         "items": [],
         "next_cursor": None,
     }
-    one = client.get(f"/v1/admin/dlq/{item['id']}", headers=admin).json()
+    one = client.get(f"/v1/admin/dead-letters/{item['id']}", headers=admin).json()
     assert one["key"] == "u1" and one["payload"] is None and one["decode_error"]
     assert one["value_hex"] == GARBAGE.value.hex() and one["headers"] == {"event_type": "?"}
 
     _, user = new_user(client)
-    assert client.get("/v1/admin/dlq", headers=user).status_code == 403
-    assert client.get(f"/v1/admin/dlq/{item['id']}", headers=user).status_code == 403
-    assert client.post(f"/v1/admin/dlq/{item['id']}/skip", headers=user).status_code == 403
+    assert client.get("/v1/admin/dead-letters", headers=user).status_code == 403
+    assert client.get(f"/v1/admin/dead-letters/{item['id']}", headers=user).status_code == 403
+    assert client.post(f"/v1/admin/dead-letters/{item['id']}/skip", headers=user).status_code == 403
 
     # the CLI against the same database, beside the running app
     monkeypatch.setenv("DATABASE_URL", app_settings.database_url or "")
@@ -210,12 +210,12 @@ def test_poison_record_in_the_cli_and_the_admin_api(
     # a record that cannot decode fails again: still pending, one attempt more
     assert main(["dlq", "retry", item["id"], "--json", "--no-progress"]) == 1
     assert json.loads(capsys.readouterr().out)["results"][0]["outcome"] == "failed"
-    after = client.get(f"/v1/admin/dlq/{item['id']}", headers=admin).json()
+    after = client.get(f"/v1/admin/dead-letters/{item['id']}", headers=admin).json()
     assert (after["state"], after["attempts"]) == ("pending", 1)
 
-    r = client.post(f"/v1/admin/dlq/{item['id']}/skip", headers=admin, json={"note": "junk"})
+    r = client.post(f"/v1/admin/dead-letters/{item['id']}/skip", headers=admin, json={"note": "junk"})
     assert r.status_code == 202, r.text
-    assert client.post(f"/v1/admin/dlq/{item['id']}/skip", headers=admin).status_code in (
+    assert client.post(f"/v1/admin/dead-letters/{item['id']}/skip", headers=admin).status_code in (
         202,
         409,
     )  # the second may land before the first is folded; either way it is not pending

@@ -97,3 +97,31 @@ def test_cors_answers_configured_origins_only(cors_client: TestClient) -> None:
 def test_without_configured_origins_there_is_no_cors(client: TestClient) -> None:
     r = client.get("/v1/catalog/new?region=US", headers={"Origin": "https://app.example.com"})
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_a_moved_route_answers_at_its_old_path_with_deprecation_and_sunset(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    from email.utils import parsedate_to_datetime
+
+    new = client.get("/v1/admin/dead-letters?state=all", headers=admin)
+    old = client.get("/v1/admin/dlq?state=all", headers=admin)
+    assert new.status_code == old.status_code == 200
+    assert old.json() == new.json()
+    assert "Deprecation" not in new.headers
+    assert old.headers["Deprecation"] == "@1796428800"  # 2026-12-05T00:00:00Z
+    assert parsedate_to_datetime(old.headers["Sunset"]).isoformat() == "2027-06-30T00:00:00+00:00"
+    assert old.headers["Link"] == '</v1/admin/dead-letters>; rel="successor-version"'
+    # errors at the old path say it too, and the successor link keeps the path's id
+    missing = client.get("/v1/admin/dlq/nope%2F1", headers=admin)
+    assert missing.status_code == 404
+    assert missing.headers["Link"] == '</v1/admin/dead-letters/nope%2F1>; rel="successor-version"'
+
+    doc = client.get("/openapi.json").json()
+    old_op, new_op = (
+        doc["paths"]["/v1/admin/dlq"]["get"],
+        doc["paths"]["/v1/admin/dead-letters"]["get"],
+    )
+    assert old_op["deprecated"] is True and "deprecated" not in new_op
+    assert {"Deprecation", "Sunset", "Link"} <= set(old_op["responses"]["200"]["headers"])
+    assert "use /v1/admin/dead-letters" in old_op["description"]

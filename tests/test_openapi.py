@@ -128,6 +128,8 @@ UNDESCRIBED = {
     "GET /oauth/userinfo",
     "GET /openapi.json",
     "GET /v1/admin/audit",
+    "GET /v1/admin/dead-letters",
+    "GET /v1/admin/dead-letters/{letter_id}",
     "GET /v1/admin/dlq",
     "GET /v1/admin/dlq/{letter_id}",
     "GET /v1/admin/experiments",
