@@ -12,11 +12,12 @@ client ``mgw-admin`` whose one redirect URI is ``<public URL>/admin/callback``
    (others are refused, 403, and the session they just got is revoked).
 
 **The session** lives in Redis under a hash of a random id; the cookie holds only the id
-(HttpOnly, SameSite=Strict, Secure on https, path ``/admin``, 8 hours at most). The
-access token is refreshed with the refresh token when it has less than a minute left
-(one request refreshes; the others wait for it: refresh tokens rotate and a second use
-would revoke the session). **CSRF**: each session has a random token; every console form
-carries it in a hidden ``csrf`` field and a POST without the right one is refused (403).
+(HttpOnly, SameSite=Strict, Secure on https or an https public URL, path ``/admin``,
+8 hours at most). The access token is refreshed with the refresh token when it has less
+than a minute left (one request refreshes; the others wait for it: refresh tokens rotate
+and a second use would revoke the session). **CSRF**: each session has a random token;
+every console form carries it in a hidden ``csrf`` field and a POST without the right one
+is refused (403).
 ``POST /admin/logout`` revokes the session at ``/oauth/revoke`` and clears the cookie.
 
 The console reads and writes only through the admin API, called in-process
@@ -137,6 +138,12 @@ def login_redirect(request: Request) -> Response:
     return RedirectResponse(f"/admin/login?next={quote(safe_next(target))}", status_code=303)
 
 
+def _https(request: Request) -> bool:
+    """The browser speaks https: to us, or to the proxy in front (the public URL's scheme)."""
+    public = ctx(request).settings.base_url
+    return request.url.scheme == "https" or public.startswith("https://")
+
+
 def _cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
     response.set_cookie(
         name,
@@ -144,7 +151,7 @@ def _cookie(request: Request, response: Response, name: str, value: str, max_age
         max_age=max_age,
         path=COOKIE_PATH,
         httponly=True,
-        secure=request.url.scheme == "https",
+        secure=_https(request),
         samesite="strict",
     )
 
@@ -169,7 +176,7 @@ async def api_client(request: Request, token: str | None) -> AsyncIterator[httpx
 
 def _claims_roles(request: Request, access_token: str) -> tuple[str, ...]:
     try:
-        return ctx(request).identity.verifier.verify(access_token).roles
+        return tuple(ctx(request).identity.verifier.verify(access_token).roles)
     except InvalidToken:
         return ()
 
@@ -298,7 +305,11 @@ def render(
 
 
 def refusal(request: Request, status: int, message: str) -> Response:
-    return render(request, "message.html", None, status, title="Sign-in refused", message=message)
+    response = render(
+        request, "message.html", None, status, title="Sign-in refused", message=message
+    )
+    response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
+    return response
 
 
 # -- routes ---------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def server(app_settings: Settings) -> Iterator[LiveServer]:
         yield live
 
 
-def _driver():  # type: ignore[no-untyped-def]
+def _driver() -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
