@@ -294,10 +294,10 @@ async def dead_letters(request: Request, s: AdminSession, form: dict[str, str]) 
     if request.method == "POST":
         letter = _id(form.get("id", ""))
         body = {"note": form.get("note", "")}
-        await call(request, s, "POST", f"/v1/admin/dlq/{letter}/skip", body=body)
+        await call(request, s, "POST", f"/v1/admin/dead-letters/{letter}/skip", body=body)
         return done("/admin/dead-letters", "skipped")
     q = _query(request, "topic", "projector", "state", "cursor")
-    found = await call(request, s, "GET", "/v1/admin/dlq", params={**q, "limit": "100"})
+    found = await call(request, s, "GET", "/v1/admin/dead-letters", params={**q, "limit": "100"})
     return render(request, "dead_letters.html", s, q=q, letters=found["items"],
                   more=_more(request, found["next_cursor"]), flash=_flash(request))  # fmt: skip
 

@@ -8,9 +8,10 @@ token or API key with ``ops:read``); other callers get 403, and a browser withou
 is sent to ``/admin/login``. The data comes from the routes that own it, called in process
 with the caller's credentials: ``/ready`` (every dependency, the lag in records of every
 projector, which also sets ``mgw_projector_lag_seconds``, read back here),
-``/v1/admin/dlq`` (pending dead letters) and ``/v1/admin/rebuilds``. Recent errors are the
-last ``RECENT_ERRORS`` ERROR records of the ``mgw`` and ``uvicorn.error`` loggers in this
-process, kept by a ring-buffer handler installed when this module is imported.
+``/v1/admin/dead-letters`` (pending dead letters) and ``/v1/admin/rebuilds``. Recent
+errors are the last ``RECENT_ERRORS`` ERROR records of the ``mgw`` and ``uvicorn.error``
+loggers in this process, kept by a ring-buffer handler installed when this module is
+imported.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ async def _dead_letters(api: Any) -> dict[str, Any]:
     seen = 0
     while seen < DLQ_COUNT_MAX:
         params = {"state": "pending", "limit": "200", **({"cursor": cursor} if cursor else {})}
-        r = await api.get("/v1/admin/dlq", params=params)
+        r = await api.get("/v1/admin/dead-letters", params=params)
         if r.status_code != 200:
             return {"error": _refused(r), "by_topic": {}}
         body = r.json()
