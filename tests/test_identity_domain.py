@@ -662,9 +662,9 @@ def test_roles_nest_and_map_to_scopes() -> None:
     user, support, admin = (roles.ROLE_SCOPES[r] for r in ("user", "support", "admin"))
     assert user == {"profile", "playback", "library", "search"}
     assert user < support < admin == roles.ALL_SCOPES
-    assert support - user == {"users:read", "audit:read", "analytics:read"}
+    assert support - user == {"users:read", "audit:read", "analytics:read", "moderation:read"}
     writes = {"users:write", "catalog:write", "ranking:write", "ratelimits:write",
-              "experiments:write"}  # fmt: skip
+              "experiments:write", "moderation:write"}  # fmt: skip
     assert writes <= admin and not writes & support
     assert roles.scopes_for(["user"]) == user
     assert roles.scopes_for(["user", "support"]) == support
