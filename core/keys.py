@@ -114,7 +114,7 @@ def server_secret(directory: Path, configured_b64: str | None) -> bytes:
     """The 32-byte server secret: ``configured_b64`` (MGW_SECRET_KEY) if given, else
     ``directory/secret.key``, created with random bytes on first use."""
     if configured_b64:
-        return _decode_secret(configured_b64)
+        return decode_secret(configured_b64)
     path = Path(directory) / "secret.key"
     if not path.exists():
         _make_private_dir(path.parent)
@@ -128,7 +128,7 @@ def server_secret(directory: Path, configured_b64: str | None) -> bytes:
     return data
 
 
-def _decode_secret(text: str) -> bytes:
+def decode_secret(text: str) -> bytes:
     raw = text.strip()
     try:
         # standard or URL-safe alphabet, padding optional

@@ -7,31 +7,158 @@ Every service URL is optional: a missing one means "use the embedded part"
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from domain.catalog import PLATFORMS
 
-def _int(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+#: settings that hold credentials; each also reads ``<NAME>_FILE`` (as every setting does),
+#: which is how they should arrive in production (docs/deployment.md)
+SECRET_SETTINGS: tuple[str, ...] = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "QDRANT_API_KEY",
+    "MGW_SECRET_KEY",
+    "MGW_SMTP_PASSWORD",
+    "MGW_BOOTSTRAP_ADMIN_PASSWORD",
+    "MGW_WEBHOOK_SECRET",
+    *(f"MGW_WEBHOOK_SECRET_{p.upper()}" for p in PLATFORMS),
+    *(f"MGW_OIDC_{n}_CLIENT_SECRET" for n in ("GOOGLE", "GITHUB", "APPLE")),
+    "MGW_API_TOKEN",
+    "MGW_API_KEY",
+)
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SettingsError(ValueError):
+    """Every bad value at once, so one restart fixes them all."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            f"{len(self.problems)} setting(s) need fixing:\n"
+            + "\n".join(f"  - {p}" for p in self.problems)
+        )
+
+
+def env_value(env: Mapping[str, str], name: str) -> str | None:
+    """``NAME``, or the contents of the file ``NAME_FILE`` names (trailing newline dropped:
+    ``echo secret > file`` and Kubernetes Secret files both work). Raises ValueError
+    when both are set or the file cannot be read."""
+    value = env.get(name) or None
+    path = env.get(f"{name}_FILE") or None
+    if path is None:
+        return value
+    if value is not None:
+        raise ValueError(f"{name} and {name}_FILE are both set: keep one")
     try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{name}_FILE: cannot read {path} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{name}_FILE: {path} is not UTF-8 text") from None
+    return text.rstrip("\r\n") or None
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
+class _Reader:
+    """Reads typed values from the environment, noting each problem instead of stopping."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        try:
+            value = env_value(self.env, name)
+        except ValueError as exc:
+            self.problems.append(str(exc))
+            return default
+        return default if value is None else value
+
+    def text(self, name: str, default: str) -> str:
+        value = self.get(name)
+        return default if value is None else value
+
+    def integer(
+        self, name: str, default: int, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        raw = self.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            self.problems.append(f"{name} must be a whole number, got {raw!r}")
+            return default
+        if minimum is not None and value < minimum or maximum is not None and value > maximum:
+            bounds = f"from {minimum}" + (f" to {maximum}" if maximum is not None else " up")
+            self.problems.append(f"{name} must be {bounds}, got {raw!r}")
+            return default
+        return value
+
+    def number(self, name: str, default: float) -> float:
+        raw = self.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            self.problems.append(f"{name} must be a number, got {raw!r}")
+            return default
+        if not value > 0 or value == float("inf"):
+            self.problems.append(f"{name} must be a number above 0, got {raw!r}")
+            return default
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        word = raw.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        self.problems.append(f"{name} must be true or false, got {raw!r}")
         return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
-    if not value > 0:
-        raise ValueError(f"{name} must be above 0, got {raw!r}")
-    return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = self.get(name)
+        value = (raw or "").strip().lower() or default
+        if value not in choices:
+            self.problems.append(f"{name} must be {_one_of(choices)}, got {raw!r}")
+            return default
+        return value
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        raw = self.get(name)
+        if raw is None:
+            return None
+        scheme, sep, _ = raw.partition("://")
+        if not sep or scheme.lower() not in schemes:
+            # the value may hold a password: name the scheme, never echo the URL
+            self.problems.append(
+                f"{name} must be a URL starting with {_one_of(tuple(s + '://' for s in schemes))}"
+            )
+            return None
+        return raw
+
+    def check(self, name: str, value: str | None, parse: Callable[[str], object]) -> None:
+        if not value:
+            return
+        try:
+            parse(value)
+        except ValueError as exc:
+            message = str(exc)
+            self.problems.append(message if name in message else f"{name}: {message}")
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,90 +249,72 @@ class Settings:
         return "kafka" if self.kafka_bootstrap_servers else "embedded"
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
-        e = dict(os.environ if env is None else env)
-        s = cls(
-            data_dir=Path(e.get("MGW_DATA_DIR", ".mgw")),
-            database_url=e.get("DATABASE_URL") or None,
-            redis_url=e.get("REDIS_URL") or None,
-            qdrant_url=e.get("QDRANT_URL") or None,
-            kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS") or None,
-            host=e.get("MGW_HOST", "127.0.0.1"),
-            port=_int(e, "MGW_PORT", 8080),
-            batch_size=_int(e, "MGW_BATCH_SIZE", 10000),
-            batch_linger_ms=_int(e, "MGW_BATCH_LINGER_MS", 10),
-            log_level=e.get("MGW_LOG_LEVEL", "INFO"),
-            cors_origins=tuple(
-                o.strip() for o in e.get("MGW_CORS_ORIGINS", "").split(",") if o.strip()
-            ),
-            mcp_timeout_s=_float(e, "MGW_MCP_TIMEOUT_S", 10.0),
-            projector_processes=_int(e, "MGW_PROJECTOR_PROCESSES", 1),
-            run_projectors=e.get("MGW_RUN_PROJECTORS", "true").strip().lower()
-            not in ("0", "false", "no", "off"),
-            vector_store=(
-                e.get("MGW_VECTOR_STORE") or ("qdrant" if e.get("QDRANT_URL") else "edge")
-            ),
-            embeddings=e.get("MGW_EMBEDDINGS", "minilm").strip().lower() or "minilm",
-            search_indexer=e.get("MGW_SEARCH_INDEXER", "true").strip().lower()
-            not in ("0", "false", "no", "off"),
-            embedding_cache=Path(e["MGW_EMBEDDING_CACHE"])
-            if e.get("MGW_EMBEDDING_CACHE")
-            else None,
-        )
-        if s.vector_store not in ("edge", "qdrant", "pgvector"):
-            raise ValueError(
-                f"MGW_VECTOR_STORE must be edge, qdrant or pgvector, got {s.vector_store!r}"
-            )
-        if s.embeddings not in ("minilm", "none"):
-            raise ValueError(f"MGW_EMBEDDINGS must be minilm or none, got {s.embeddings!r}")
-        from domain.catalog import PLATFORMS
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read every ``MGW_*`` and service variable (each also as ``<NAME>_FILE``).
 
-        shared = e.get("MGW_WEBHOOK_SECRET") or None
+        Raises SettingsError naming every bad value at once."""
+        r = _Reader(os.environ if env is None else env)
+        shared = r.get("MGW_WEBHOOK_SECRET")
         secrets = tuple(
-            (p, sec)
-            for p in PLATFORMS
-            if (sec := e.get(f"MGW_WEBHOOK_SECRET_{p.upper()}") or shared)
+            (p, sec) for p in PLATFORMS if (sec := r.get(f"MGW_WEBHOOK_SECRET_{p.upper()}", shared))
         )
-        half_life = e.get("MGW_FRESHNESS_HALF_LIFE_DAYS") or "14"
-        try:
-            s = replace(s, webhook_secrets=secrets, freshness_half_life_days=float(half_life))
-        except ValueError as exc:
-            raise ValueError(f"MGW_FRESHNESS_HALF_LIFE_DAYS must be a number: {exc}") from None
-        try:
-            s = replace(
-                s,
-                heartbeat_s=float(e.get("MGW_HEARTBEAT_S") or 30),
-                max_streams=int(e.get("MGW_MAX_STREAMS") or 4),
-                tombstone_days=float(e.get("MGW_TOMBSTONE_DAYS") or 90),
-                recs_retrain_changes=int(e.get("MGW_RECS_RETRAIN_CHANGES") or 2000),
-                recs_retrain_s=float(e.get("MGW_RECS_RETRAIN_S") or 3600),
-                ws_heartbeat_s=float(e.get("MGW_WS_HEARTBEAT_S") or 25),
-                ws_idle_s=float(e.get("MGW_WS_IDLE_S") or 75),
-                command_ttl_s=float(e.get("MGW_COMMAND_TTL_S") or 30),
+        qdrant_url = r.url("QDRANT_URL", ("http", "https"))
+        data_dir = r.get("MGW_DATA_DIR")
+        embedding_cache = r.get("MGW_EMBEDDING_CACHE")
+        recs_dir = r.get("MGW_RECS_DIR")
+        s = cls(
+            data_dir=Path(data_dir or ".mgw"),
+            database_url=r.url("DATABASE_URL", ("postgresql", "postgres")),
+            redis_url=r.url("REDIS_URL", ("redis", "rediss", "unix")),
+            qdrant_url=qdrant_url,
+            kafka_bootstrap_servers=r.get("KAFKA_BOOTSTRAP_SERVERS"),
+            host=r.text("MGW_HOST", "127.0.0.1"),
+            port=r.integer("MGW_PORT", 8080, minimum=0, maximum=65535),
+            batch_size=r.integer("MGW_BATCH_SIZE", 10000, minimum=1),
+            batch_linger_ms=r.integer("MGW_BATCH_LINGER_MS", 10, minimum=0),
+            consistency_wait_s=r.number("MGW_CONSISTENCY_WAIT_S", 2.0),
+            max_body_bytes=r.integer("MGW_MAX_BODY_BYTES", 1 << 20, minimum=1024),
+            log_level=r.choice(
+                "MGW_LOG_LEVEL", "info", tuple(x.lower() for x in _LOG_LEVELS)
+            ).upper(),
+            cors_origins=tuple(
+                o.strip() for o in r.text("MGW_CORS_ORIGINS", "").split(",") if o.strip()
+            ),
+            mcp_timeout_s=r.number("MGW_MCP_TIMEOUT_S", 10.0),
+            run_projectors=r.flag("MGW_RUN_PROJECTORS", True),
+            projector_processes=r.integer("MGW_PROJECTOR_PROCESSES", 1, minimum=1),
+            heartbeat_s=r.number("MGW_HEARTBEAT_S", 30.0),
+            max_streams=r.integer("MGW_MAX_STREAMS", 4, minimum=1),
+            tombstone_days=r.number("MGW_TOMBSTONE_DAYS", 90.0),
+            notifications_leaving_s=r.number("MGW_NOTIFICATIONS_LEAVING_S", 3600.0),
+            digest_every_s=r.number("MGW_DIGEST_EVERY_S", 3600.0),
+            freshness_half_life_days=r.number("MGW_FRESHNESS_HALF_LIFE_DAYS", 14.0),
+            webhook_secrets=secrets,
+            vector_store=r.choice(
+                "MGW_VECTOR_STORE",
+                "qdrant" if qdrant_url else "edge",
+                ("edge", "qdrant", "pgvector"),
+            ),
+            embeddings=r.choice("MGW_EMBEDDINGS", "minilm", ("minilm", "none")),
+            search_indexer=r.flag("MGW_SEARCH_INDEXER", True),
+            embedding_cache=Path(embedding_cache) if embedding_cache else None,
+            recs_training=r.flag("MGW_RECS_TRAINING", True),
+            recs_retrain_changes=r.integer("MGW_RECS_RETRAIN_CHANGES", 2000, minimum=1),
+            recs_retrain_s=r.number("MGW_RECS_RETRAIN_S", 3600.0),
+            recs_dir=Path(recs_dir) if recs_dir else None,
+            ws_heartbeat_s=r.number("MGW_WS_HEARTBEAT_S", 25.0),
+            ws_idle_s=r.number("MGW_WS_IDLE_S", 75.0),
+            command_ttl_s=r.number("MGW_COMMAND_TTL_S", 30.0),
+            ws_compression=r.flag("MGW_WS_COMPRESSION", False),
+            identity=IdentitySettings.read(r),
+        )
+        if s.ws_idle_s <= s.ws_heartbeat_s:
+            r.problems.append(
+                f"MGW_WS_IDLE_S ({s.ws_idle_s:g}) must be longer than MGW_WS_HEARTBEAT_S"
+                f" ({s.ws_heartbeat_s:g}), or every quiet socket is dropped"
             )
-        except ValueError as exc:
-            raise ValueError(
-                "MGW_HEARTBEAT_S, MGW_MAX_STREAMS, MGW_TOMBSTONE_DAYS, MGW_RECS_RETRAIN_CHANGES,"
-                " MGW_RECS_RETRAIN_S, MGW_WS_HEARTBEAT_S, MGW_WS_IDLE_S, MGW_COMMAND_TTL_S"
-                f" must be numbers: {exc}"
-            ) from None
-        try:
-            s = replace(
-                s,
-                notifications_leaving_s=float(e.get("MGW_NOTIFICATIONS_LEAVING_S") or 3600),
-                digest_every_s=float(e.get("MGW_DIGEST_EVERY_S") or 3600),
-            )
-        except ValueError as exc:
-            raise ValueError(
-                f"MGW_NOTIFICATIONS_LEAVING_S, MGW_DIGEST_EVERY_S must be numbers: {exc}"
-            ) from None
-        if (e.get("MGW_WS_COMPRESSION") or "false").lower() in ("1", "true", "yes", "on"):
-            s = replace(s, ws_compression=True)
-        if e.get("MGW_RECS_DIR"):
-            s = replace(s, recs_dir=Path(e["MGW_RECS_DIR"]))
-        if (e.get("MGW_RECS_TRAINING") or "true").lower() in ("0", "false", "no", "off"):
-            s = replace(s, recs_training=False)
-        s = replace(s, identity=IdentitySettings.from_env(e))
+        if r.problems:
+            raise SettingsError(r.problems)
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(s, **clean) if clean else s  # type: ignore[arg-type]
 
@@ -261,50 +370,72 @@ class IdentitySettings:
     providers: tuple[OidcProviderSettings, ...] = ()
 
     @classmethod
-    def from_env(cls, e: dict[str, str]) -> IdentitySettings:
+    def from_env(cls, env: Mapping[str, str]) -> IdentitySettings:
+        r = _Reader(env)
+        s = cls.read(r)
+        if r.problems:
+            raise SettingsError(r.problems)
+        return s
+
+    @classmethod
+    def read(cls, r: _Reader) -> IdentitySettings:
+        from core.keys import decode_secret
+        from domain.identity.clients import parse_clients
+        from domain.identity.ratelimits import parse_overrides
+
         providers = []
         for name in ("google", "github", "apple"):
             up = name.upper()
-            issuer = e.get(f"MGW_OIDC_{up}_ISSUER")
-            client_id = e.get(f"MGW_OIDC_{up}_CLIENT_ID")
+            issuer = r.get(f"MGW_OIDC_{up}_ISSUER")
+            client_id = r.get(f"MGW_OIDC_{up}_CLIENT_ID")
+            if bool(issuer) != bool(client_id):
+                r.problems.append(
+                    f"MGW_OIDC_{up}_ISSUER and MGW_OIDC_{up}_CLIENT_ID go together: set both"
+                    f" to sign in with {name}, or neither"
+                )
             if issuer and client_id:
                 providers.append(
                     OidcProviderSettings(
                         name=name,
                         issuer=issuer.rstrip("/"),
                         client_id=client_id,
-                        client_secret=e.get(f"MGW_OIDC_{up}_CLIENT_SECRET", ""),
-                        team_id=e.get(f"MGW_OIDC_{up}_TEAM_ID", ""),
-                        key_id=e.get(f"MGW_OIDC_{up}_KEY_ID", ""),
-                        private_key_file=e.get(f"MGW_OIDC_{up}_PRIVATE_KEY_FILE", ""),
+                        client_secret=r.text(f"MGW_OIDC_{up}_CLIENT_SECRET", ""),
+                        team_id=r.text(f"MGW_OIDC_{up}_TEAM_ID", ""),
+                        key_id=r.text(f"MGW_OIDC_{up}_KEY_ID", ""),
+                        private_key_file=r.text(f"MGW_OIDC_{up}_PRIVATE_KEY_FILE", ""),
                     )
                 )
+        keys_dir = r.get("MGW_KEYS_DIR")
+        public_url = r.url("MGW_PUBLIC_URL", ("http", "https"))
         s = cls(
-            public_url=(e.get("MGW_PUBLIC_URL") or "").rstrip("/") or None,
-            audience=e.get("MGW_JWT_AUDIENCE", "mgw-api"),
-            access_token_ttl_s=_int(e, "MGW_ACCESS_TOKEN_TTL_S", 900),
-            refresh_ttl_days=_int(e, "MGW_REFRESH_TTL_DAYS", 30),
-            device_interval_s=_int(e, "MGW_DEVICE_INTERVAL_S", 5),
-            keys_dir=Path(e["MGW_KEYS_DIR"]) if e.get("MGW_KEYS_DIR") else None,
-            secret_key=e.get("MGW_SECRET_KEY") or None,
-            argon2_time_cost=_int(e, "MGW_ARGON2_TIME_COST", 3),
-            argon2_memory_kib=_int(e, "MGW_ARGON2_MEMORY_KIB", 30720),
-            argon2_parallelism=_int(e, "MGW_ARGON2_PARALLELISM", 1),
-            smtp_host=e.get("MGW_SMTP_HOST") or None,
-            smtp_port=_int(e, "MGW_SMTP_PORT", 25),
-            smtp_tls=(e.get("MGW_SMTP_TLS") or "none").strip().lower(),
-            smtp_user=e.get("MGW_SMTP_USER") or None,
-            smtp_password=e.get("MGW_SMTP_PASSWORD") or None,
-            mail_from=e.get("MGW_MAIL_FROM") or "Media Gateway <no-reply@localhost>",
-            bootstrap_admin_email=e.get("MGW_BOOTSTRAP_ADMIN_EMAIL") or None,
-            bootstrap_admin_password=e.get("MGW_BOOTSTRAP_ADMIN_PASSWORD") or None,
-            unrated_as=(e.get("MGW_UNRATED_AS") or "strictest").strip().lower(),
-            rate_limits=e.get("MGW_RATE_LIMITS", ""),
-            oauth_clients=e.get("MGW_OAUTH_CLIENTS", ""),
+            public_url=(public_url or "").rstrip("/") or None,
+            audience=r.text("MGW_JWT_AUDIENCE", "mgw-api"),
+            access_token_ttl_s=r.integer("MGW_ACCESS_TOKEN_TTL_S", 900, minimum=30),
+            refresh_ttl_days=r.integer("MGW_REFRESH_TTL_DAYS", 30, minimum=1),
+            device_interval_s=r.integer("MGW_DEVICE_INTERVAL_S", 5, minimum=1),
+            keys_dir=Path(keys_dir) if keys_dir else None,
+            secret_key=r.get("MGW_SECRET_KEY"),
+            argon2_time_cost=r.integer("MGW_ARGON2_TIME_COST", 3, minimum=1),
+            argon2_memory_kib=r.integer("MGW_ARGON2_MEMORY_KIB", 30720, minimum=8),
+            argon2_parallelism=r.integer("MGW_ARGON2_PARALLELISM", 1, minimum=1),
+            smtp_host=r.get("MGW_SMTP_HOST"),
+            smtp_port=r.integer("MGW_SMTP_PORT", 25, minimum=1, maximum=65535),
+            smtp_tls=r.choice("MGW_SMTP_TLS", "none", ("none", "starttls", "tls")),
+            smtp_user=r.get("MGW_SMTP_USER"),
+            smtp_password=r.get("MGW_SMTP_PASSWORD"),
+            mail_from=r.text("MGW_MAIL_FROM", "Media Gateway <no-reply@localhost>"),
+            bootstrap_admin_email=r.get("MGW_BOOTSTRAP_ADMIN_EMAIL"),
+            bootstrap_admin_password=r.get("MGW_BOOTSTRAP_ADMIN_PASSWORD"),
+            unrated_as=r.choice("MGW_UNRATED_AS", "strictest", ("strictest", "allowed")),
+            rate_limits=r.text("MGW_RATE_LIMITS", ""),
+            oauth_clients=r.text("MGW_OAUTH_CLIENTS", ""),
             providers=tuple(providers),
         )
-        if s.smtp_tls not in ("none", "starttls", "tls"):
-            raise ValueError(f"MGW_SMTP_TLS must be none, starttls or tls, got {s.smtp_tls!r}")
-        if s.unrated_as not in ("strictest", "allowed"):
-            raise ValueError(f"MGW_UNRATED_AS must be strictest or allowed, got {s.unrated_as!r}")
+        r.check("MGW_SECRET_KEY", s.secret_key, decode_secret)
+        r.check("MGW_RATE_LIMITS", s.rate_limits, parse_overrides)
+        r.check("MGW_OAUTH_CLIENTS", s.oauth_clients, parse_clients)
+        if bool(s.bootstrap_admin_email) != bool(s.bootstrap_admin_password):
+            r.problems.append(
+                "MGW_BOOTSTRAP_ADMIN_EMAIL and MGW_BOOTSTRAP_ADMIN_PASSWORD go together: set both"
+            )
         return s

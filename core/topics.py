@@ -28,9 +28,7 @@ AVAILABILITY = TopicSpec(
 #: entity resolution's output, keyed by content id
 RESOLUTION = TopicSpec("catalog.resolution", 4, event_types=("ContentResolved", "ContentMerged"))
 #: reports and admin decisions on titles, keyed by content id: one title's history in order
-MODERATION = TopicSpec(
-    "catalog.moderation", 2, event_types=("TitleReported", "ModerationDecided")
-)
+MODERATION = TopicSpec("catalog.moderation", 2, event_types=("TitleReported", "ModerationDecided"))
 PLAYBACK = TopicSpec(
     "playback.events",
     8,

@@ -62,8 +62,13 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     if not args.timeout > 0 or args.attempts < 1:
         print("mgw mcp: --timeout must be above 0 and --attempts at least 1", file=sys.stderr)
         return 2
-    token = args.token or os.environ.get("MGW_API_TOKEN") or None
-    key = os.environ.get("MGW_API_KEY") or None
+    from core.settings import SettingsError, env_value
+
+    try:
+        token = args.token or env_value(os.environ, "MGW_API_TOKEN")
+        key = env_value(os.environ, "MGW_API_KEY")
+    except ValueError as exc:
+        raise SettingsError([str(exc)]) from None
     if token and token.startswith("mgw_"):  # an API key given as the token
         token, key = None, token
     url = (args.api_url or os.environ.get("MGW_API_URL") or "http://127.0.0.1:8080").rstrip("/")
@@ -861,6 +866,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from core.db import MigrationEdited
+    from core.settings import SettingsError
 
     args = build_parser().parse_args(argv)
     try:
@@ -870,6 +876,9 @@ def main(argv: list[str] | None = None) -> int:
     except MigrationEdited as exc:  # any command that migrates as it starts: a refusal, not a crash
         print(f"mgw {args.command}: {exc}", file=sys.stderr)
         return 1
+    except SettingsError as exc:  # every bad value named at once, before anything starts
+        print(f"mgw {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

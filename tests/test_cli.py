@@ -40,6 +40,13 @@ IDENTITY_ENV = {
 }
 
 
+def _secret_file(tmp_path: Path, value: str) -> Path:
+    path = tmp_path / "secrets" / "admin-password"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(value + "\n")
+    return path
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -124,6 +131,9 @@ def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         "KAFKA_BOOTSTRAP_SERVERS": "",
         "QDRANT_URL": "",
         **IDENTITY_ENV,
+        # as a Kubernetes Secret mounts it: a file with a trailing newline
+        "MGW_BOOTSTRAP_ADMIN_PASSWORD": "",
+        "MGW_BOOTSTRAP_ADMIN_PASSWORD_FILE": str(_secret_file(tmp_path, ADMIN_PASSWORD)),
     }
     toy = content_id_for("1")
     proc = _mgw("up", "--demo", "--data-dir", str(data), "--port", str(port), env=env, out=out)
