@@ -182,6 +182,8 @@ class Settings:
     #: how long an MCP tool waits for one attempt at its API call (MGW_MCP_TIMEOUT_S)
     mcp_timeout_s: float = 10.0
     log_level: str = "INFO"
+    #: a worker's /health, /ready and /metrics port (MGW_HEALTH_PORT; 0: none)
+    health_port: int = 0
     #: `mgw up` runs every projector in-process unless workers do it (MGW_RUN_PROJECTORS=false)
     run_projectors: bool = True
     #: processes sharing each shardable projector under `mgw up` (embedded log only)
@@ -270,6 +272,7 @@ class Settings:
             kafka_bootstrap_servers=r.get("KAFKA_BOOTSTRAP_SERVERS"),
             host=r.text("MGW_HOST", "127.0.0.1"),
             port=r.integer("MGW_PORT", 8080, minimum=0, maximum=65535),
+            health_port=r.integer("MGW_HEALTH_PORT", 0, minimum=0, maximum=65535),
             batch_size=r.integer("MGW_BATCH_SIZE", 10000, minimum=1),
             batch_linger_ms=r.integer("MGW_BATCH_LINGER_MS", 10, minimum=0),
             consistency_wait_s=r.number("MGW_CONSISTENCY_WAIT_S", 2.0),

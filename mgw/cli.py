@@ -112,6 +112,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.runner import parse_shard
 
     settings = _settings(args)
+    if args.health_port is not None:
+        settings = replace(settings, health_port=args.health_port)
     _logging(settings.log_level)
     _tracing("mgw-worker")
     runtime = args.runtime or ("faust" if settings.kafka_bootstrap_servers else "embedded")
@@ -526,6 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--batch-size", type=int, default=None, help="records per batch (default 10000)"
+    )
+    worker.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve /health (503 once the worker's loop stalls), /ready (200 once its stores "
+        "and log are open) and /metrics on this port, for Kubernetes probes and Prometheus "
+        "(default MGW_HEALTH_PORT; 0: off). Without --projector, each child takes the next port",
     )
     worker.set_defaults(func=cmd_worker)
 

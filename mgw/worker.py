@@ -31,6 +31,7 @@ from mgw.platform import (
     start_background,
     stop_background,
 )
+from mgw.probe import Probe
 from projections.base import Projector, Stores
 from projections.registry import PROJECTORS, by_name
 from streams.faust_app import make_app
@@ -98,12 +99,20 @@ def worker_argv(projector: str, runtime: str, shard: Shard = (0, 1)) -> list[str
     return argv + (["--shard", f"{shard[0]}/{shard[1]}"] if shard != (0, 1) else [])
 
 
+def _probe(settings: Settings, projector_name: str) -> Probe:
+    probe = Probe(projector_name)
+    if settings.health_port:
+        probe.serve(settings.host, settings.health_port)
+    return probe
+
+
 def run_worker(
     settings: Settings, projector_name: str, runtime: str = "faust", shard: Shard = (0, 1)
 ) -> int:
     """Run one projector's worker in this process until SIGINT/SIGTERM."""
     import faust
 
+    probe = _probe(settings, projector_name)
     started: list[Any] = []
     if not settings.database_url or not settings.redis_url:
         # A worker on one machine may still use embedded PostgreSQL/Redis from the data dir.
@@ -113,14 +122,15 @@ def run_worker(
     migrate(settings.database_url)  # before any event loop runs: it blocks
     if runtime == "embedded":
         try:
-            return asyncio.run(_run_embedded_worker(settings, projector_name, shard))
+            asyncio.run(_run_embedded_worker(settings, projector_name, shard, probe))
+            return 0
         finally:
             for s in started:
                 s.stop()
     _ensure_topics(settings)
     if runtime == "confluent":
         try:
-            return _run_group_worker(settings, projector_name)
+            return _run_group_worker(settings, projector_name, probe)
         finally:
             for s in started:
                 s.stop()
@@ -130,7 +140,9 @@ def run_worker(
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
-    app = make_app(settings, projector_name, lambda: open_pipeline(settings, projector_name))
+    app = make_app(
+        settings, projector_name, lambda: probe.opened(open_pipeline(settings, projector_name))
+    )
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     try:
         worker.execute_from_commandline()
@@ -168,12 +180,17 @@ def run_workers(
             "QDRANT_URL is not set: Qdrant local mode admits one process, so only "
             "the catalog worker writes vectors; set QDRANT_URL for a fleet"
         )
+    # one port each when probes are on: the first projector's worker on MGW_HEALTH_PORT,
+    # the next on the port after it, in registry order
     children = [
         subprocess.Popen(
             worker_argv(p.name, runtime, shard),
-            env=os.environ.copy(),
+            env={
+                **os.environ,
+                "MGW_HEALTH_PORT": str(settings.health_port + i if settings.health_port else 0),
+            },
         )
-        for p in PROJECTORS
+        for i, p in enumerate(PROJECTORS)
     ]
 
     def forward(signum: int, _frame: Any) -> None:
@@ -187,7 +204,7 @@ def run_workers(
     return max(codes, default=0)
 
 
-def _run_group_worker(settings: Settings, projector_name: str) -> int:
+def _run_group_worker(settings: Settings, projector_name: str, probe: Probe) -> int:
     from streams.kafka_group import GroupWorker
 
     async def main() -> None:
@@ -195,7 +212,7 @@ def _run_group_worker(settings: Settings, projector_name: str) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, worker.stop)
-        pipeline = await open_pipeline(settings, projector_name)
+        pipeline = await probe.opened(open_pipeline(settings, projector_name))
         log.info("%s: confluent-kafka worker started", worker.group)
         await worker.run(pipeline)
 
@@ -203,7 +220,9 @@ def _run_group_worker(settings: Settings, projector_name: str) -> int:
     return 0
 
 
-async def _run_embedded_worker(settings: Settings, projector_name: str, shard: Shard) -> None:
+async def _run_embedded_worker(
+    settings: Settings, projector_name: str, shard: Shard, probe: Probe
+) -> None:
     """One shard of a projector on the embedded (PostgreSQL) log, in its own process."""
     from mgw.platform import open_platform
 
@@ -224,6 +243,7 @@ async def _run_embedded_worker(settings: Settings, projector_name: str, shard: S
         )
         log.info("%s: embedded worker, shard %d/%d", projector.name, *shard)
         background = start_background([projector], pf.stores, stop) if shard[0] == 0 else []
+        probe.mark_ready()
         ready = os.environ.get(READY_ENV)
         if ready:  # the parent's /ready waits for every shard to get here
             await asyncio.to_thread(Path(ready).touch)

@@ -102,6 +102,17 @@ def make_app(
                 await work
                 raise
 
+    @app.task  # type: ignore[untyped-decorator]
+    async def open_at_start() -> None:
+        # a worker is ready (mgw/probe.py) once its stores and log are open: open them now,
+        # not at the first record; if this fails, the first batch tries again
+        try:
+            await pipeline()
+        except Exception:
+            log.exception(
+                "%s: could not open the stores yet; retrying at the first batch", projector.name
+            )
+
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stub wants signal=
     async def _drain(app: Any, **kwargs: Any) -> None:
         # Faust stops the consumer (committing acked offsets) before this signal, but the

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from starlette.testclient import TestClient
@@ -30,6 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECTORS = (
     "catalog", "availability", "search", "playback", "identity", "library", "interactions"
 )  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+CATALOG_PROBE_PORT = _free_port()
 
 
 @pytest.fixture
@@ -55,12 +66,14 @@ def workers(
     }
     procs = []
     for name in PROJECTORS:
+        # the catalog worker answers Kubernetes-style probes on a port of its own
+        probe = {"MGW_HEALTH_PORT": str(CATALOG_PROBE_PORT)} if name == "catalog" else {}
         with open(tmp_path / f"worker-{name}.log", "wb") as out:
             procs.append(
                 subprocess.Popen(
                     worker_argv(name, request.param),
                     cwd=ROOT,
-                    env=env,
+                    env={**env, **probe},
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
@@ -207,6 +220,13 @@ def test_post_project_get_on_kafka_with_faust_workers(
                 break
             assert time.monotonic() < deadline, found
             time.sleep(0.2)
+
+    # the worker's own probes: ready with its stores open, alive, and its metrics counted
+    probe = f"http://127.0.0.1:{CATALOG_PROBE_PORT}"
+    assert httpx.get(f"{probe}/ready").json() == {"status": "ready", "worker": "catalog"}
+    assert httpx.get(f"{probe}/health").status_code == 200
+    metrics = httpx.get(f"{probe}/metrics").text
+    assert 'mgw_records_applied_total{projector="catalog"}' in metrics
 
     # each projector is its own consumer group, with offsets committed in Kafka
     from confluent_kafka.admin import AdminClient
