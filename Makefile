@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install install-dev kafka-jars qemu chromium prometheus lint typecheck bench clean
+.PHONY: demo test install install-dev kafka-jars qemu chromium prometheus kubectl lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,13 +38,19 @@ prometheus:
 	@command -v promtool >/dev/null || { \
 	  $(APT) install -y -qq prometheus || { $(APT) update -qq && $(APT) install -y -qq prometheus; }; }
 
+# kubectl renders ops/k8s with its built-in kustomize (tests/test_deployment.py); Debian's
+# kubernetes-client if the machine has none
+kubectl:
+	@command -v kubectl >/dev/null || { \
+	  $(APT) install -y -qq kubernetes-client || { $(APT) update -qq && $(APT) install -y -qq kubernetes-client; }; }
+
 demo: install
 	$(BIN)/mgw up --demo
 
 # Everything the tests need is installed and started by this target and the fixtures:
-# Python packages, Kafka's jars (Maven Central), qemu-user, Chromium and promtool (Debian), then
+# Python packages, Kafka's jars (Maven Central), qemu-user, Chromium, promtool and kubectl, then
 # pytest starts embedded PostgreSQL, Redis, Qdrant local mode and one KRaft Kafka node on loopback.
-test: install-dev kafka-jars qemu chromium prometheus
+test: install-dev kafka-jars qemu chromium prometheus kubectl
 	$(BIN)/python -m pytest -q
 
 lint: install-dev

@@ -182,6 +182,8 @@ class Settings:
     #: how long an MCP tool waits for one attempt at its API call (MGW_MCP_TIMEOUT_S)
     mcp_timeout_s: float = 10.0
     log_level: str = "INFO"
+    #: "text" lines or "json" lines carrying the trace id (core/logs.py reads it)
+    log_format: str = "text"
     #: a worker's /health, /ready and /metrics port (MGW_HEALTH_PORT; 0: none)
     health_port: int = 0
     #: `mgw up` runs every projector in-process unless workers do it (MGW_RUN_PROJECTORS=false)
@@ -280,6 +282,7 @@ class Settings:
             log_level=r.choice(
                 "MGW_LOG_LEVEL", "info", tuple(x.lower() for x in _LOG_LEVELS)
             ).upper(),
+            log_format=r.choice("MGW_LOG_FORMAT", "text", ("text", "json")),
             cors_origins=tuple(
                 o.strip() for o in r.text("MGW_CORS_ORIGINS", "").split(",") if o.strip()
             ),
