@@ -183,7 +183,9 @@ def test_poison_record_in_the_cli_and_the_admin_api(
     [item] = _wait_listed(client, admin, topic=PLAYBACK.name, projector="playback")
     assert (item["reason"], item["state"], item["attempts"]) == ("decode", "pending", 0)
     assert item["dlq_topic"] == f"{PLAYBACK.name}.dlq"
-    assert client.get("/v1/admin/dead-letters", headers=admin, params={"reason": "apply"}).json() == {
+    assert client.get(
+        "/v1/admin/dead-letters", headers=admin, params={"reason": "apply"}
+    ).json() == {
         "items": [],
         "next_cursor": None,
     }
@@ -213,7 +215,9 @@ def test_poison_record_in_the_cli_and_the_admin_api(
     after = client.get(f"/v1/admin/dead-letters/{item['id']}", headers=admin).json()
     assert (after["state"], after["attempts"]) == ("pending", 1)
 
-    r = client.post(f"/v1/admin/dead-letters/{item['id']}/skip", headers=admin, json={"note": "junk"})
+    r = client.post(
+        f"/v1/admin/dead-letters/{item['id']}/skip", headers=admin, json={"note": "junk"}
+    )
     assert r.status_code == 202, r.text
     assert client.post(f"/v1/admin/dead-letters/{item['id']}/skip", headers=admin).status_code in (
         202,
