@@ -3,6 +3,10 @@
 A title may carry a parental ``rating`` (MPAA or TV, any spelling ``normalize_rating``
 reads; stored canonical). Reading a title, or its availability, honours the active
 profile's limit (api/identity/profiles.py): a title above it is 403, naming ``X-Profile-Id``.
+
+A title moderation hid (docs/moderation.md) is not found (404, as an unknown id) by
+anyone but a caller with the ``moderation:read`` scope, who reads it with
+``"moderation": {"status": "hidden"}``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.authn import optional, require
+from api.authn import Principal, optional, require
 from api.catalog import DeepLinks, region_param
 from api.consistency import wait_for_token
 from api.context import accepted, ctx
@@ -28,6 +32,7 @@ from core.events import Event
 from core.ids import new_id, utcnow
 from domain.catalog import IMDB_ID, MAX_YEAR, MIN_YEAR, TMDB_ID, check_content
 from domain.identity.ratings import RATINGS, normalize_rating
+from projections import moderation
 from projections.availability import offers_for
 from projections.base import Projector
 from projections.content import canonical_id, get_content, ratings_of
@@ -131,6 +136,15 @@ class Title(Body):
     series_id: str | None = Field(default=None, description="episodes only")
     season: int | None = Field(default=None, description="episodes only")
     episode: int | None = Field(default=None, description="episodes only")
+    moderation: ModerationState | None = Field(
+        default=None,
+        description="only for a title moderation hid, only to callers with moderation:read"
+        " (everyone else gets 404)",
+    )
+
+
+class ModerationState(Body):
+    status: Literal["hidden"] = Field(description="hidden by moderation")
 
 
 class Availability(Page):
@@ -159,7 +173,12 @@ async def upsert_content(request: Request) -> Response:
 
 
 def _reads() -> list[Projector]:
-    return [by_name("catalog"), by_name("availability")]
+    """The catalog, its offers, and moderation (whether a title is hidden)."""
+    return [by_name("catalog"), by_name("availability"), by_name("moderation")]
+
+
+def _moderator(principal: Principal | None) -> bool:
+    return principal is not None and principal.has("moderation:read")
 
 
 def _content_id(request: Request) -> str:
@@ -177,7 +196,8 @@ def _content_id(request: Request) -> str:
 
 async def read_content(request: Request) -> Response:
     c = ctx(request)
-    limit = await rating_limit(request, await optional(request))
+    principal = await optional(request)
+    limit = await rating_limit(request, principal)
     region = region_param(request, default=None)
     await wait_for_token(request, c.stores.pg, _reads(), c.settings.consistency_wait_s)
     content_id = _content_id(request)
@@ -190,6 +210,12 @@ async def read_content(request: Request) -> Response:
     )
     if doc is None:
         raise Problem(404, f"no content with id {content_id!r}", field="content_id")
+    async with c.stores.pg.connection() as conn:
+        hidden = await moderation.hidden(conn, doc["id"])
+    if hidden:
+        if not _moderator(principal):
+            raise Problem(404, f"no content with id {content_id!r}", field="content_id")
+        doc["moderation"] = {"status": "hidden"}
     if not limit.allows(doc["rating"]):
         raise blocked(doc["rating"], limit)
     headers = {}
@@ -201,7 +227,8 @@ async def read_content(request: Request) -> Response:
 async def read_availability(request: Request) -> Response:
     """One entity's offers, keyset-paged on (region, platform, platform id, offer type)."""
     c = ctx(request)
-    rating_cap = await rating_limit(request, await optional(request))
+    principal = await optional(request)
+    rating_cap = await rating_limit(request, principal)
     region = region_param(request, default=None)
     limit = int_param(request, "limit", 50, 1, 500)
     raw = request.query_params.get("cursor")
@@ -214,7 +241,7 @@ async def read_availability(request: Request) -> Response:
         exists = await (
             await conn.execute("SELECT 1 FROM content WHERE content_id = %s", (cid,))
         ).fetchone()
-        if exists is None:
+        if exists is None or (await moderation.hidden(conn, cid) and not _moderator(principal)):
             raise Problem(404, f"no content with id {content_id!r}", field="content_id")
         if rating_cap.max_rating is not None:
             rating = (await ratings_of(conn, [cid])).get(cid)

@@ -43,6 +43,7 @@ from api.responses import Body, respond
 from core.ids import new_id, utcnow
 from domain.discovery.documents import filter_keys
 from domain.recs import serving
+from projections import moderation
 from projections.base import fetch_rows
 from projections.recs_engine import Catalog, RecsEngine, Scored, View, did
 from projections.registry import by_name
@@ -377,6 +378,10 @@ async def similar(request: Request) -> Response:
     i = catalog.index.get(cid)
     if i is None:
         raise Problem(404, f"no title {cid!r}", field="content_id")
+    async with ctx(request).stores.pg.connection() as conn:
+        # hidden since the catalog was last loaded (it reloads within seconds)
+        if await moderation.hidden(conn, cid):
+            raise Problem(404, f"no title {cid!r}", field="content_id")
     scope = await _scope(request, principal, catalog)
     allowed = scope.allowed
     near = [

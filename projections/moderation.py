@@ -246,3 +246,12 @@ async def title(conn: AsyncConnection[Any], content_id: str) -> dict[str, Any] |
         for d in decisions
     ]  # fmt: skip
     return item
+
+
+async def hidden(conn: AsyncConnection[Any], content_id: str) -> bool:
+    """Whether moderation hid this title (by its canonical id): it then reads as unknown
+    to everyone but moderators (api/content.py)."""
+    cur = await conn.execute(
+        "SELECT 1 FROM moderation_titles WHERE content_id = %s AND hidden", (content_id,)
+    )
+    return await cur.fetchone() is not None

@@ -137,6 +137,53 @@ def test_a_flagged_title_is_edited_into_shape_and_leaves_the_queue(
     }
 
 
+def test_a_hidden_title_reads_as_unknown_except_to_moderators(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    _upsert(client, admin, "mod-gone", title="Vanishing Point Blank", year=2003,
+            overview=OVERVIEW, genres=["Crime"])  # fmt: skip
+    _upsert(client, admin, "mod-stays", title="Vanishing Act", year=2004, overview=OVERVIEW,
+            genres=["Crime"])  # fmt: skip
+    _, user = new_user(client, "viewer")
+    # the recommender's catalog has it (it reloads from the search documents)
+    _until(lambda: client.get("/v1/content/mod-gone/similar").status_code, lambda s: s == 200)
+    unknown = client.get("/v1/content/mod-never-was")
+    assert unknown.status_code == 404, unknown.text
+
+    r = client.post("/v1/admin/moderation/mod-gone/decisions", headers=admin,
+                    json={"action": "hide", "note": "not fit to show"})  # fmt: skip
+    assert r.status_code == 202, r.text
+    seen = {"X-Consistency-Token": r.headers["X-Consistency-Token"]}
+    for who in ({}, user):
+        for path in ("/v1/content/mod-gone", "/v1/content/mod-gone/availability"):
+            gone = client.get(path, headers={**who, **seen})
+            assert gone.status_code == 404, (path, gone.text)
+            assert gone.headers["content-type"] == unknown.headers["content-type"]
+            assert set(gone.json()) == set(unknown.json()), gone.json()
+            assert gone.json()["field"] == "content_id"
+            assert gone.json()["detail"] == "no content with id 'mod-gone'"
+    assert client.get("/v1/content/mod-gone/similar").status_code == 404
+    assert client.get("/v1/content/mod-stays", headers=seen).status_code == 200
+
+    # moderators (moderation:read) still read it, marked hidden
+    doc = client.get("/v1/content/mod-gone", headers={**admin, **seen})
+    assert doc.status_code == 200, doc.text
+    assert doc.json()["moderation"] == {"status": "hidden"}
+    assert doc.json()["title"] == "Vanishing Point Blank"
+    assert client.get("/v1/content/mod-gone/availability", headers=admin).status_code == 200
+    assert "moderation" not in client.get("/v1/content/mod-stays", headers=admin).json()
+
+    # unhidden, it answers everyone again, without the mark
+    r = client.post("/v1/admin/moderation/mod-gone/decisions", headers=admin,
+                    json={"action": "unhide"})  # fmt: skip
+    assert r.status_code == 202, r.text
+    back = client.get(
+        "/v1/content/mod-gone", headers={**user, "X-Consistency-Token": r.json()["position"]}
+    )
+    assert back.status_code == 200, back.text
+    assert "moderation" not in back.json()
+
+
 def test_bad_reports_and_decisions_get_a_clear_answer(
     client: TestClient, admin: dict[str, str]
 ) -> None:
