@@ -196,3 +196,14 @@ def test_compose_file_follows_the_compose_specification() -> None:
     broken = {**compose, "services": {**services, "api": {**services["api"], "ports": 8080}}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft201909Validator(schema).validate(broken)
+
+
+def test_every_deployment_the_docs_name_exists() -> None:
+    deployments = set(by_kind(render("base"), "Deployment"))
+    for doc in ("runbook.md", "deployment.md"):
+        text = (ROOT / "docs" / doc).read_text()
+        named = set(re.findall(r"deploy/([a-z0-9-]+)(?![a-z0-9<-])", text))
+        assert named, doc
+        assert named <= deployments, f"{doc} names {sorted(named - deployments)}"
+        for pattern in re.findall(r"deploy/(mgw-worker-)<projector>", text):
+            assert any(d.startswith(pattern) for d in deployments)
