@@ -1,12 +1,12 @@
 """The admin console's pages (docs/admin-console.md): server-rendered HTML and plain forms.
 
 Users (search, lock and unlock, roles, sessions), the audit log, rate limits, ranking
-profiles, experiments, dead letters and rebuilds. Every page reads, and every form
-writes, through the admin API (``/v1/admin/...``) called in process with the signed-in
-admin's access token (api/admin_session.py), so the console follows the API's rules and
-leaves the same audit trail. A form posts back here with its CSRF token and, when the API
-accepted the change, is redirected to the page it came from (post/redirect/get); when the
-API refused it, the page says why with the API's status.
+profiles, experiments, dead letters, rebuilds and the catalog moderation queue. Every
+page reads, and every form writes, through the admin API (``/v1/admin/...``) called in
+process with the signed-in admin's access token (api/admin_session.py), so the console
+follows the API's rules and leaves the same audit trail. A form posts back here with its
+CSRF token and, when the API accepted the change, is redirected to the page it came from
+(post/redirect/get); when the API refused it, the page says why with the API's status.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from api.admin_session import (
 )
 from api.admin_session import routes as session_routes
 from domain.identity.roles import ROLES
+from domain.moderation import EDITABLE
 
 _Handler = Callable[[Request, AdminSession, dict[str, str]], Awaitable[Response]]
 #: ids, keys and names taken from a console path and put into an API path
@@ -55,6 +56,10 @@ DONE = {
     "started": "The experiment started.",
     "stopped": "The experiment stopped.",
     "skipped": "The dead letter was skipped.",
+    "approved": "The title was approved as it is and left the queue.",
+    "hidden": "The title is hidden: gone from search, autocomplete and recommendations.",
+    "unhidden": "The title is shown again.",
+    "edited": "The edit was saved as an editorial record and the title left the queue.",
 }
 
 
@@ -144,7 +149,11 @@ def _query(request: Request, *names: str) -> dict[str, str]:
 def _more(request: Request, cursor: str | None) -> str | None:
     if not cursor:
         return None
-    q = {k: v for k, v in request.query_params.items() if k not in ("cursor", "done")}
+    q = {
+        k: v
+        for k, v in request.query_params.items()
+        if k not in ("cursor", "done", "consistency_token", "edited")
+    }
     return f"{request.url.path}?{urlencode({**q, 'cursor': cursor})}"
 
 
@@ -308,6 +317,95 @@ async def rebuilds(request: Request, s: AdminSession, form: dict[str, str]) -> R
     return render(request, "rebuilds.html", s, rebuilds=found["items"])
 
 
+# -- moderation ------------------------------------------------------------------------------
+
+#: the queue's filters (``GET /v1/admin/moderation?status=``)
+MODERATION_STATUSES = ("open", "hidden", "all")
+#: a decision's action -> its flash message
+_DECIDED = {"approve": "approved", "hide": "hidden", "unhide": "unhidden", "edit": "edited"}
+#: a consistency token (topic:partition:offset) carried from a decision to the next page
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+def _status(raw: str) -> str:
+    return raw if raw in MODERATION_STATUSES else "open"
+
+
+def _after(request: Request, name: str) -> str:
+    """A consistency token from the query (the last decision's), so the page shows it."""
+    raw = request.query_params.get(name, "")
+    return raw if _TOKEN.match(raw) else ""
+
+
+def _edits(form: dict[str, str]) -> dict[str, Any]:
+    """The canonical fields the edit form changed: ``f.<name>`` unlike ``was.<name>`` (what
+    the form showed). A field emptied is cleared (genres: none); one left empty that showed
+    nothing is not sent."""
+    out: dict[str, Any] = {}
+    for name in EDITABLE:
+        new = form.get(f"f.{name}", "").strip()
+        if new == form.get(f"was.{name}", "").strip():
+            continue
+        if name == "genres":
+            out[name] = [g.strip() for g in new.split(",") if g.strip()]
+        elif not new:
+            out[name] = None
+        elif name in ("year", "runtime_min"):
+            try:
+                out[name] = int(new)
+            except ValueError:
+                raise ApiRefused(422, f"{name} must be a whole number") from None
+        else:
+            out[name] = new
+    return out
+
+
+@page
+async def moderation(request: Request, s: AdminSession, form: dict[str, str]) -> Response:
+    q = _query(request, "status", "cursor")
+    q["status"] = _status(q["status"])
+    params = {**q, "limit": "50", "consistency_token": _after(request, "consistency_token")}
+    found = await call(request, s, "GET", "/v1/admin/moderation", params=params)
+    return render(request, "moderation.html", s, q=q, items=found["items"],
+                  statuses=MODERATION_STATUSES, more=_more(request, found["next_cursor"]),
+                  flash=_flash(request))  # fmt: skip
+
+
+@page
+async def moderation_title(request: Request, s: AdminSession, form: dict[str, str]) -> Response:
+    cid = _id(request.path_params["id"])
+    after = {"consistency_token": _after(request, "consistency_token")}
+    record = await call(request, s, "GET", f"/v1/admin/moderation/{cid}", params=after)
+    try:  # the canonical fields as they read now, to edit (hidden titles included)
+        edited = {"consistency_token": _after(request, "edited")}
+        current = await call(request, s, "GET", f"/v1/content/{cid}", params=edited)
+    except ApiRefused:
+        current = {"title": record["title"], "year": record["year"]}
+    return render(request, "moderation_title.html", s, item=record, current=current,
+                  flash=_flash(request))  # fmt: skip
+
+
+@page
+async def moderation_decide(request: Request, s: AdminSession, form: dict[str, str]) -> Response:
+    cid = _id(request.path_params["id"])
+    action = form.get("action", "")
+    if action not in _DECIDED:
+        raise ApiRefused(422, f"action must be one of {', '.join(_DECIDED)}")
+    body: dict[str, Any] = {"action": action, "note": form.get("note", "")}
+    if action == "edit":
+        body["fields"] = _edits(form)
+    answer = await call(request, s, "POST", f"/v1/admin/moderation/{cid}/decisions", body=body)
+    # the next page waits for the decision (and the edit), so it shows them
+    after = {"consistency_token": str(answer["position"])}
+    if answer.get("edit_position"):
+        after["edited"] = str(answer["edit_position"])
+    if form.get("from") == "title":
+        to = f"/admin/moderation/{cid}?{urlencode(after)}"
+    else:
+        to = f"/admin/moderation?{urlencode({'status': _status(form.get('status', '')), **after})}"
+    return done(to, _DECIDED[action])
+
+
 def _page_route(path: str, fn: Callable[..., Any], methods: list[str]) -> Route:
     return Route(path, fn, methods=methods, include_in_schema=False)
 
@@ -326,5 +424,8 @@ routes = [
     _page_route("/admin/experiments/{key}/{action}", experiment_action, ["POST"]),
     _page_route("/admin/dead-letters", dead_letters, ["GET", "POST"]),
     _page_route("/admin/rebuilds", rebuilds, ["GET"]),
+    _page_route("/admin/moderation", moderation, ["GET"]),
+    _page_route("/admin/moderation/{id}", moderation_title, ["GET"]),
+    _page_route("/admin/moderation/{id}/decide", moderation_decide, ["POST"]),
     Mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static"),
 ]

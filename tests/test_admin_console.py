@@ -244,6 +244,78 @@ def test_admin_signs_in_sees_health_and_locks_a_user_in_headless_chromium(
 
 
 @pytest.mark.timeout(600)
+def test_admin_hides_a_reported_title_from_the_moderation_queue_in_headless_chromium(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    http = httpx.Client(base_url=server.http, timeout=60)
+    admin = {"Authorization": f"Bearer {_token(http, ADMIN_EMAIL, ADMIN_PASSWORD)}"}
+    cid = f"modui-{time.monotonic_ns()}"
+    title = f"Quiet Harbour {cid[-6:]}"
+    r = http.post("/v1/content", headers=admin, json={
+        "content_id": cid, "title": title, "year": 2015, "genres": ["Drama"],
+        "overview": "A lighthouse keeper finds a letter that was never sent.",
+    })  # fmt: skip
+    assert r.status_code == 202, r.text
+    _, email = _register(http, "Reporter")
+    user = {"Authorization": f"Bearer {_token(http, email, PASSWORD)}"}
+    r = http.post(f"/v1/content/{cid}/reports", headers=user,
+                  json={"reason": "inappropriate", "note": "not for children"})  # fmt: skip
+    assert r.status_code == 202, r.text
+    reported = r.json()["position"]
+    row = f'tr.queue-item[data-id="{cid}"]'
+    browser = _driver()
+    try:
+        # signed out: the sign-in brings the browser back to the queue (a page may carry
+        # a write's consistency token: it then shows that write)
+        browser.get(f"{server.http}/admin/moderation?consistency_token={reported}")
+        assert "/oauth/authorize" in browser.current_url, browser.current_url
+        browser.find_element(By.NAME, "username").send_keys(ADMIN_EMAIL)
+        browser.find_element(By.NAME, "password").send_keys(ADMIN_PASSWORD)
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        _until(browser, _text(By.TAG_NAME, "h1", "Moderation queue"), "the moderation queue")
+        # the report is in the open queue (the default filter), with its reason
+        item = browser.find_element(By.CSS_SELECTOR, row)
+        assert item.find_element(By.CSS_SELECTOR, "a.title").text == title
+        assert item.find_element(By.CSS_SELECTOR, ".reports").text == "1: inappropriate"
+        assert item.find_element(By.CSS_SELECTOR, ".status-open").text == "open"
+        _shot(browser, tmp_path, "moderation-open")
+
+        item.find_element(By.NAME, "note").send_keys("checked: hidden")
+        item.find_element(By.CSS_SELECTOR, 'button[name="action"][value="hide"]').click()
+        _until(
+            browser, lambda b: "hidden" in b.find_element(By.CSS_SELECTOR, ".flash").text, "hidden"
+        )
+        assert browser.find_elements(By.CSS_SELECTOR, row) == []  # gone from the open queue
+        _shot(browser, tmp_path, "moderation-hidden")
+
+        # the hidden filter shows it, with its decision; its page has the whole record
+        Select(browser.find_element(By.NAME, "status")).select_by_visible_text("hidden")
+        browser.find_element(By.CSS_SELECTOR, "form.search button").click()
+        _until(browser, lambda b: b.find_element(By.CSS_SELECTOR, row), "the hidden filter")
+        item = browser.find_element(By.CSS_SELECTOR, row)
+        assert item.find_element(By.CSS_SELECTOR, ".status-hidden").text == "hidden"
+        assert item.find_element(By.CSS_SELECTOR, 'button[value="unhide"]')
+        item.find_element(By.CSS_SELECTOR, "a.title").click()
+        _until(browser, _text(By.ID, "moderation-status", "hidden"), "the title's page")
+        assert "not for children" in browser.find_element(By.ID, "reports").text
+        assert "checked: hidden" in browser.find_element(By.ID, "decisions").text
+        _shot(browser, tmp_path, "moderation-title")
+
+        errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert errors == [], errors
+    finally:
+        browser.quit()
+    # the decision went through the API: the title is hidden from ordinary callers
+    assert http.get(f"/v1/content/{cid}").status_code == 404
+    doc = http.get(f"/v1/content/{cid}", headers=admin).json()
+    assert doc["moderation"] == {"status": "hidden"}
+    http.close()
+
+
+@pytest.mark.timeout(600)
 def test_csrf_non_admins_and_the_json_for_scripts(
     server: LiveServer, app_settings: Settings
 ) -> None:
