@@ -362,9 +362,10 @@ def _edits(form: dict[str, str]) -> dict[str, Any]:
 
 @page
 async def moderation(request: Request, s: AdminSession, form: dict[str, str]) -> Response:
-    q = _query(request, "status", "cursor")
+    q = _query(request, "status", "cursor", "limit")
     q["status"] = _status(q["status"])
-    params = {**q, "limit": "50", "consistency_token": _after(request, "consistency_token")}
+    q["limit"] = q["limit"] if q["limit"].isdigit() and 0 < int(q["limit"]) <= 200 else "50"
+    params = {**q, "consistency_token": _after(request, "consistency_token")}
     found = await call(request, s, "GET", "/v1/admin/moderation", params=params)
     return render(request, "moderation.html", s, q=q, items=found["items"],
                   statuses=MODERATION_STATUSES, more=_more(request, found["next_cursor"]),

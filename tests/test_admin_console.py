@@ -316,6 +316,67 @@ def test_admin_hides_a_reported_title_from_the_moderation_queue_in_headless_chro
 
 
 @pytest.mark.timeout(600)
+def test_the_moderation_console_pages_the_queue_and_edits_only_what_changed(
+    server: LiveServer,
+) -> None:
+    with httpx.Client(base_url=server.http, timeout=60) as console:
+        admin = {"Authorization": f"Bearer {_token(console, ADMIN_EMAIL, ADMIN_PASSWORD)}"}
+        stamp = time.monotonic_ns()
+        ids = [f"modpage-{stamp}-{n}" for n in range(3)]
+        for n, cid in enumerate(ids):  # no overview: the rules flag each one
+            body = {"content_id": cid, "title": f"Bare {n}", "year": 2001}
+            r = console.post("/v1/content", headers=admin, json=body)
+            assert r.status_code == 202, r.text
+        last = r.json()["position"]
+        assert _console_sign_in(console, ADMIN_EMAIL, ADMIN_PASSWORD).status_code == 200
+
+        # the queue, two to a page: the second page follows the API's cursor
+        page = console.get("/admin/moderation", params={"consistency_token": last, "limit": 2})
+        assert page.status_code == 200, page.text
+        token = _csrf(page.text)
+        seen = re.findall(r'data-id="([^"]+)"', page.text)
+        more = re.search(r'<a href="([^"]+)">More</a>', page.text)
+        assert len(seen) == 2 and more, page.text[:2000]
+        assert "consistency_token" not in unescape(more.group(1))
+        rest = console.get(unescape(more.group(1))).text
+        seen += re.findall(r'data-id="([^"]+)"', rest)
+        assert seen == sorted(seen) and set(ids) <= set(seen), seen
+
+        # the form sends only the fields that changed; without its CSRF token, nothing
+        target = f"/admin/moderation/{ids[0]}"
+        form = {"action": "edit", "from": "title", "note": "wrote one",
+                "f.title": "Bare 0", "was.title": "Bare 0", "f.year": "2001", "was.year": "2001",
+                "f.overview": "A fixed overview.", "was.overview": "", "f.genres": "",
+                "was.genres": ""}  # fmt: skip
+        assert console.post(f"{target}/decide", data=form).status_code == 403
+        r = console.post(f"{target}/decide", data={**form, "csrf": token})
+        assert r.status_code == 303, r.text
+        assert r.headers["location"].startswith(f"{target}?consistency_token=")
+        assert "edited=" in r.headers["location"] and r.headers["location"].endswith("done=edited")
+        shown = console.get(r.headers["location"])
+        assert shown.status_code == 200 and "The edit was saved" in shown.text
+        assert "A fixed overview." in shown.text  # the page waited for the edit
+        record = console.get(f"/v1/admin/moderation/{ids[0]}", headers=admin).json()
+        assert [d["fields"] for d in record["decisions"]] == [{"overview": "A fixed overview."}]
+        assert record["status"] == "decided"
+
+        # the API's refusal is shown with its status
+        bad = {**form, "f.year": "1500", "was.year": "2001", "csrf": token}
+        r = console.post(f"{target}/decide", data=bad)
+        assert r.status_code == 422 and "year" in r.text, r.text
+        r = console.post(f"{target}/decide", data={"action": "unmerge", "csrf": token})
+        assert r.status_code == 422
+
+        # an approval from the list returns to the list's filter
+        r = console.post(f"/admin/moderation/{ids[1]}/decide",
+                         data={"action": "approve", "status": "all", "csrf": token})  # fmt: skip
+        assert r.status_code == 303
+        assert r.headers["location"].startswith("/admin/moderation?status=all&consistency_token=")
+        open_now = console.get(r.headers["location"].replace("status=all", "status=open")).text
+        assert f'data-id="{ids[1]}"' not in open_now and f'data-id="{ids[2]}"' in open_now
+
+
+@pytest.mark.timeout(600)
 def test_csrf_non_admins_and_the_json_for_scripts(
     server: LiveServer, app_settings: Settings
 ) -> None:
