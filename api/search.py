@@ -151,6 +151,20 @@ class ProfileVersion(Body):
     version: int
 
 
+class SearchExplain(Body):
+    """How the query was read and weighed: enough to answer "why is this first?" from one
+    response (each item's own ranks and features are in its ``explain``)."""
+
+    query_class: Literal["title", "keywords", "description"] = Field(
+        description="title: up to 4 words; keywords: 5-8; description: more"
+    )
+    weights: dict[str, float] = Field(description="the fusion and re-rank weights used")
+    retrievers: dict[str, int] = Field(description="candidates each retriever returned")
+    salient_terms: list[str] | None = Field(
+        default=None, description="a description's words full text matched on, rarest first"
+    )
+
+
 class SearchPage(Page):
     search_id: str
     query: str
@@ -168,6 +182,7 @@ class SearchPage(Page):
     facets: Facets
     took_ms: float
     timings_ms: dict[str, float] | None = Field(default=None, description="only with explain=true")
+    explain: SearchExplain | None = Field(default=None, description="only with explain=true")
 
 
 class Suggestion(Body):
@@ -311,7 +326,10 @@ async def search(request: Request) -> Response:
             offset, cfp = decode_cursor(cursor, (int, str))
             if cfp != fp or offset < 0:
                 raise Problem(422, "cursor belongs to a different search", field="cursor")
-        ranked = await eng.retrieve(remainder, where, weights, also=corrected, use=plan.retrievers)
+        ranked = await eng.retrieve(
+            remainder, where, weights, also=corrected, use=plan.retrievers,
+            query_class=plan.query_class,
+        )  # fmt: skip
         if not ranked.items and corrected:
             ranked = await eng.retrieve(corrected, where, weights)
             notes.append("corrected")
@@ -354,6 +372,15 @@ async def search(request: Request) -> Response:
     }
     if _flag(params, "explain", False):
         body["timings_ms"] = timings
+        if mode == "search":
+            body["explain"] = {
+                "query_class": ranked.query_class,
+                "weights": ranked.weights,
+                "retrievers": ranked.retrievers,
+                "salient_terms": [t for t, _ in await eng.salient_terms(remainder)]
+                if ranked.query_class == "description"
+                else None,
+            }
     task = BackgroundTask(
         publish_search,
         ctx(request),

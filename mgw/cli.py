@@ -259,6 +259,7 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
         limit_titles=args.titles,
         tags=args.tags,
         known=args.known,
+        descriptive=args.descriptive,
         progress=not args.no_progress,
         profiles=[json.loads(w) for w in args.weights],
         show=args.show,
@@ -696,6 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--tags", type=int, default=200, metavar="N", help="tag queries (200)")
     srch.add_argument("--known", type=int, default=150, metavar="N",
                       help="known-item queries (150)")  # fmt: skip
+    srch.add_argument("--descriptive", type=int, default=None, metavar="N",
+                      help="hand-written descriptions of a film (default: all of "
+                      "mgw/data/search-descriptive.jsonl; 0: none)")  # fmt: skip
     srch.add_argument("--weights", action="append", default=[], metavar="JSON",
                       help='also evaluate these ranking weights, e.g. \'{"vector": 2}\' '
                       "(repeatable; each is a column hybrid:pN)")  # fmt: skip

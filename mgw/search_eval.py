@@ -1,5 +1,6 @@
-"""`mgw eval search`: nDCG@10, Recall@10 and MRR of full text, trigram, vector and hybrid
-search on MovieLens tag queries and known-item queries, over the MovieLens catalog."""
+"""`mgw eval search`: success@10, nDCG@10, Recall@10 and MRR of full text, trigram, vector
+and hybrid search on MovieLens tag queries, known-item queries (typos, cut short, plain)
+and hand-written descriptions, over the MovieLens catalog."""
 
 from __future__ import annotations
 
@@ -16,16 +17,39 @@ from tqdm import tqdm
 
 from core.settings import Settings
 from domain.discovery.evaluation import (
+    KNOWN_ITEM_SETS,
     LabelledQuery,
+    descriptive_queries,
     known_item_queries,
     summarize,
     tag_queries,
 )
 from domain.discovery.filters import SearchFilters
+from domain.discovery.query_class import DESCRIPTION, TITLE_WORDS, classify
 from mgw import demo
 
 TAGS = Path(__file__).parent / "data" / "movielens-tags.csv"
+DESCRIPTIVE = Path(__file__).parent / "data" / "search-descriptive.jsonl"
 MODES = ("fulltext", "trigram", "vector", "hybrid")
+#: the classes reported, each alone; "known_item" is its three styles together
+SETS = ("tags", *KNOWN_ITEM_SETS, "known_item", "descriptive", "all")
+
+
+def descriptive_pairs() -> list[tuple[str, str]]:
+    """(description, content id) for every hand-written description."""
+    from mgw.demo import content_id_for
+
+    with DESCRIPTIVE.open(encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return [(r["query"], content_id_for(str(r["movieId"]))) for r in rows]
+
+
+def _in_set(q: LabelledQuery, set_name: str) -> bool:
+    if set_name == "all":
+        return True
+    if set_name == "known_item":
+        return q.set_name in KNOWN_ITEM_SETS
+    return q.set_name == set_name
 
 
 def tag_pairs() -> list[tuple[str, str]]:
@@ -37,15 +61,21 @@ def tag_pairs() -> list[tuple[str, str]]:
 
 
 def metric_line(label: str, r: dict[str, Any], width: int) -> str:
-    """One row of an evaluation table: the label, then nDCG@10, Recall@10 and MRR."""
+    """One row of an evaluation table: the label, then success@10, nDCG@10, Recall@10
+    and MRR."""
     return (
-        f"  {label:{width}s} nDCG@10 {r['ndcg@10']:.4f}  Recall@10 {r['recall@10']:.4f}"
-        f"  MRR {r['mrr']:.4f}"
+        f"  {label:{width}s} success@10 {r.get('success@10', 0.0):.4f}"
+        f"  nDCG@10 {r['ndcg@10']:.4f}  Recall@10 {r['recall@10']:.4f}  MRR {r['mrr']:.4f}"
     )
 
 
 def _wait_projected(client: Any, projector: str) -> None:
-    while client.get("/ready").json()["projectors"][projector]["lag"]:
+    """Until ``projector`` has applied everything; /ready may report lag as unknown for a
+    moment (its lag query timed out on a busy machine), which is waited out too."""
+    while True:
+        lag = client.get("/ready").json()["projectors"].get(projector, {}).get("lag")
+        if lag == 0:
+            return
         time.sleep(0.3)
 
 
@@ -67,6 +97,7 @@ def run_eval_search(
     limit_titles: int | None = None,
     tags: int = 200,
     known: int = 150,
+    descriptive: int | None = None,
     progress: bool = True,
     profiles: list[dict[str, float]] | None = None,
     show: int = 0,
@@ -81,6 +112,8 @@ def run_eval_search(
     titles = {e.key: e.payload["title"] for e in events}
     queries: list[LabelledQuery] = tag_queries(tag_pairs(), set(titles), limit=tags)
     queries += known_item_queries(titles, limit=known)
+    if descriptive != 0:
+        queries += descriptive_queries(descriptive_pairs(), set(titles), limit=descriptive)
     cache = settings.embedding_cache or settings.data_dir / "embeddings" / "cache.sqlite"
     with tempfile.TemporaryDirectory(prefix="mgw-eval-search-") as tmp:
         s = replace(
@@ -109,8 +142,16 @@ def run_eval_search(
             ranked: dict[str, list[tuple[LabelledQuery, list[str]]]] = {m: [] for m in modes}
             for q in tqdm(queries, desc="queries", disable=not progress):
                 call = c.portal.call  # type: ignore[union-attr]
-                ranked["fulltext"].append((q, call(eng.fulltext_ids, q.query.split(), none, 10)))
-                ranked["trigram"].append((q, call(eng.trigram_ids, q.query, none, 10)))
+                # each retriever as hybrid search runs it for this query's class: full text
+                # on a description's salient words, trigram for short queries only
+                if classify(q.query) == DESCRIPTION:
+                    ft = call(eng.salient_ids, q.query, none, 10)
+                else:
+                    ft = call(eng.fulltext_ids, q.query.split(), none, 10)
+                ranked["fulltext"].append((q, ft))
+                short = len(q.query.split()) <= TITLE_WORDS
+                tg = call(eng.trigram_ids, q.query, none, 10) if short else []
+                ranked["trigram"].append((q, tg))
                 ranked["vector"].append((q, call(eng.vector_ids, q.query, none, 10)))
                 r = c.get("/v1/search", params={"q": q.query, "limit": 10})
                 r.raise_for_status()
@@ -132,18 +173,21 @@ def run_eval_search(
             got = " | ".join(titles.get(i, i) for i in ids[:3])
             print(f"[{q.set_name}] {q.query!r}: want {want}; got {got}", file=sys.stderr)
     report: dict[str, Any] = {"titles": len(events), "index_seconds": round(index_s, 1)}
-    for set_name in ("tags", "known_item", "all"):
+    for set_name in SETS:
         report[set_name] = {
-            m: summarize((q, ids) for q, ids in ranked[m] if set_name in ("all", q.set_name))
-            for m in modes
+            m: summarize((q, ids) for q, ids in ranked[m] if _in_set(q, set_name)) for m in modes
         }
     if profiles:
         report["profiles"] = {f"p{n}": w for n, w in enumerate(profiles, start=1)}
     best_single = max(report["all"][m]["ndcg@10"] for m in MODES if m != "hybrid")
     hybrid = report["all"]["hybrid"]["ndcg@10"]
     report["hybrid_vs_best_single"] = round(hybrid / best_single - 1, 4) if best_single else None
+    desc = report["descriptive"]
+    if desc["hybrid"]["queries"]:
+        best = max(desc[m]["success@10"] for m in MODES if m != "hybrid")
+        report["descriptive_hybrid_vs_best_single"] = round(desc["hybrid"]["success@10"] - best, 4)
     if progress:
-        for set_name in ("tags", "known_item", "all"):
+        for set_name in SETS:
             print(f"{set_name} ({report[set_name]['hybrid']['queries']} queries)", file=sys.stderr)
             for m in modes:
                 print(metric_line(m, report[set_name][m], 9), file=sys.stderr)

@@ -226,7 +226,8 @@ def run_eval_search_personal(
                     if extra and not body["personalized"]:
                         not_personal += 1
                     got[col] = [i["id"] for i in body["items"]]
-                    ranked[pq.query.set_name][col].append((pq.query, got[col]))
+                    group = "tags" if pq.query.set_name == "tags" else "known_item"
+                    ranked[group][col].append((pq.query, got[col]))
                 if show > 0 and got["plain"] != got["personalized"]:
                     show -= 1
                     want = ", ".join(titles[x] for x in sorted(pq.query.relevant))[:70]

@@ -85,6 +85,54 @@ async def fulltext_ids(
     return ids + [i for i in more if i not in seen][: limit - len(ids)]
 
 
+async def lexemes(conn: AsyncConnection[Any], text: str) -> list[str]:
+    """The lexemes PostgreSQL's English configuration makes of ``text`` (stemmed, without
+    stop words): the terms the documents' tsvectors are matched on."""
+    rows = await fetch_rows(
+        conn, "SELECT lexeme FROM unnest(to_tsvector('english', %(t)s))", {"t": text}
+    )
+    return [r[0] for r in rows]
+
+
+async def salient_ids(
+    conn: AsyncConnection[Any],
+    terms: Sequence[tuple[str, float]],
+    where: SearchFilters,
+    limit: int,
+) -> list[str]:
+    """Titles matching any of a description's salient lexemes, ranked by the IDF of the
+    lexemes they hold, each times its field weight (title A over overview C): two rare
+    words in common outrank five common ones. One GIN lookup per lexeme."""
+    if not terms:
+        return []
+    params: dict[str, Any] = {
+        "lex": [t for t, _ in terms],
+        "idf": [w for _, w in terms],
+        "limit": limit,
+    }
+    clause = filter_clause(where, params)
+    rows = await fetch_rows(
+        conn,
+        "WITH t AS (SELECT quote_literal(lex)::tsquery AS q, idf"
+        " FROM unnest(%(lex)s::text[], %(idf)s::float8[]) AS u(lex, idf))"
+        " SELECT content_id FROM search_docs JOIN t ON tsv @@ t.q"
+        f" WHERE {clause}"
+        " GROUP BY content_id, popularity"
+        " ORDER BY sum(t.idf * ts_rank(tsv, t.q, 0)) DESC, popularity DESC, content_id"
+        " LIMIT %(limit)s",
+        params,
+    )
+    return [r[0] for r in rows]
+
+
+async def lexeme_stats(conn: AsyncConnection[Any]) -> tuple[dict[str, int], int]:
+    """Documents per lexeme over every search document, and the number of documents: the
+    IDF a description's words are weighed by (domain/discovery/query_class.py)."""
+    rows = await fetch_rows(conn, "SELECT word, ndoc FROM ts_stat('SELECT tsv FROM search_docs')")
+    total = await fetch_rows(conn, "SELECT count(*) FROM search_docs")
+    return {r[0]: int(r[1]) for r in rows}, int(total[0][0])
+
+
 async def trigram_ids(
     conn: AsyncConnection[Any], folded: str, where: SearchFilters, limit: int
 ) -> list[tuple[str, float]]:

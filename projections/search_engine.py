@@ -36,6 +36,14 @@ from domain.discovery.facets import FacetDoc, facet_counts
 from domain.discovery.filters import SearchFilters
 from domain.discovery.fusion import Candidate, freshness, rerank, rrf, title_match
 from domain.discovery.intent import IntentParser
+from domain.discovery.query_class import (
+    DESCRIPTION,
+    class_weights,
+    classify,
+    content_words,
+    salient_terms,
+    windows,
+)
 from domain.discovery.spelling import Speller
 from projections import search as q
 from projections.search_vectors import VectorStore
@@ -61,6 +69,9 @@ class Vocabulary:
     intent: IntentParser
     genres: list[str]
     version: tuple[Any, ...] = ()
+    #: documents per lexeme, and documents: the IDF of a description's words
+    doc_freq: dict[str, int] = field(default_factory=dict)
+    docs: int = 0
 
 
 @dataclass
@@ -70,6 +81,9 @@ class Ranked:
     degraded: bool = False
     retrievers: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    query_class: str = "title"
+    #: the weights this query was fused and re-ranked with (its class's)
+    weights: dict[str, float] = field(default_factory=dict)
 
 
 class SearchEngine:
@@ -127,7 +141,10 @@ class SearchEngine:
             version = await q.docs_version(conn)
             rows = await q.title_rows(conn)
             genres = await q.genre_vocabulary(conn)
-        self.vocab = await asyncio.to_thread(_build, rows, genres, version)
+            doc_freq, docs = await q.lexeme_stats(conn)
+        vocab = await asyncio.to_thread(_build, rows, genres, version)
+        vocab.doc_freq, vocab.docs = doc_freq, docs
+        self.vocab = vocab
         self._checked = time.monotonic()
 
     # -- vectors ---------------------------------------------------------------------
@@ -142,7 +159,15 @@ class SearchEngine:
                 assert self._embedder_factory is not None
                 self._embedder = self._embedder_factory()
             embedder = self._embedder
-        vec: np.ndarray = embedder.encode([text])[0]
+        # a description longer than the model reads (128 tokens) is embedded window by
+        # window, in one batch, and the passes pooled: its tail counts too
+        passes = windows(text)
+        if len(passes) > 1:
+            many = np.asarray(embedder.encode(passes), dtype=np.float32)
+            mean = many.mean(axis=0)
+            vec: np.ndarray = mean / (float(np.linalg.norm(mean)) or 1.0)
+        else:
+            vec = embedder.encode([text])[0]
         with self._qlock:
             self._qcache[text] = vec
             if len(self._qcache) > 2048:
@@ -165,6 +190,20 @@ class SearchEngine:
         async with self.pool.connection() as conn:
             return await q.fulltext_ids(conn, words, where, limit)
 
+    async def salient_ids(self, text: str, where: SearchFilters, limit: int) -> list[str]:
+        """Full text for a description: its rarest words only, weighed by IDF."""
+        vocab = await self.vocabulary()
+        async with self.pool.connection() as conn:
+            lexemes = await q.lexemes(conn, content_words(text))
+            terms = salient_terms(lexemes, vocab.doc_freq, vocab.docs)
+            return await q.salient_ids(conn, terms, where, limit)
+
+    async def salient_terms(self, text: str) -> list[tuple[str, float]]:
+        vocab = await self.vocabulary()
+        async with self.pool.connection() as conn:
+            lexemes = await q.lexemes(conn, content_words(text))
+        return salient_terms(lexemes, vocab.doc_freq, vocab.docs)
+
     async def trigram_ids(self, text: str, where: SearchFilters, limit: int) -> list[str]:
         return [cid for cid, _ in await self.trigram_scored(text, where, limit)]
 
@@ -184,13 +223,20 @@ class SearchEngine:
         also: str | None = None,
         depth: int = DEPTH,
         use: Sequence[str] = ("fulltext", "trigram", "vector"),
+        query_class: str | None = None,
     ) -> Ranked:
         """Fused, re-ranked candidates for ``text``; ``also`` (a spelling correction)
-        widens full text and trigram matching."""
+        widens full text and trigram matching. ``weights`` are the profile's: the ones of
+        the query's class (domain/discovery/query_class.py) are picked here."""
+        query_class = query_class or classify(text)
+        weights = class_weights(weights, query_class)
         words = text.split() + (also.split() if also else [])
         jobs: dict[str, Any] = {}
         if "fulltext" in use and weights.get("fulltext", 1.0) > 0:
-            jobs["fulltext"] = self.fulltext_ids(words, where, depth)
+            if query_class == DESCRIPTION:
+                jobs["fulltext"] = self.salient_ids(text, where, depth)
+            else:
+                jobs["fulltext"] = self.fulltext_ids(words, where, depth)
         long_query = len((also or text).split()) > TRIGRAM_MAX_WORDS
         if "trigram" in use and weights.get("trigram", 1.0) > 0 and not long_query:
             jobs["trigram"] = self.trigram_scored(also or text, where, min(depth, TRIGRAM_DEPTH))
@@ -249,6 +295,8 @@ class SearchEngine:
             degraded,
             {k: len(v) for k, v in rankings.items()},
             timings,
+            query_class,
+            weights,
         )
 
     async def browse(

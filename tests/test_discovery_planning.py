@@ -32,6 +32,21 @@ def test_a_description_keeps_its_genre_words_as_words() -> None:
     p = plan(text)
     assert p.where.genres == () and p.remainder == text
     assert p.retrievers == ("fulltext", "trigram", "vector")
+    assert p.query_class == "description"
+
+
+def test_a_description_recalls_years_but_does_not_filter_by_them() -> None:
+    # remembered decades are often wrong: a filter would remove the very title meant
+    text = "i think it was from the 80s, a robot left alone on earth falls for a probe"
+    p = plan(text)
+    assert (p.where.year_from, p.where.year_to) == (None, None)
+    assert p.remainder == text and p.query_class == "description"
+    # a platform named in a description still filters: it is where they want to watch
+    on = plan("where is the one with a robot alone on earth falling for a probe on netflix")
+    assert on.where.platforms == ("netflix",)
+    short = plan("robot from the 80s")
+    assert (short.where.year_from, short.where.year_to) == (1980, 1989)
+    assert short.query_class == "title"
 
 
 def test_explicit_filters_win_and_intent_can_be_turned_off() -> None:

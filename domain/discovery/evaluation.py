@@ -1,9 +1,10 @@
 """Ranking metrics and the labelled query sets search is measured on, without I/O.
 
-Two sets: MovieLens tags as queries (the movies users gave the tag are the relevant set:
-"dark comedy", "time travel", "based on a book") and known-item queries written from
-titles the way people mistype them (a typo, a partial title, lower case without
-punctuation), each with one relevant title.
+Three sets: MovieLens tags as queries (the movies users gave the tag are the relevant set:
+"dark comedy", "time travel", "based on a book"); known-item queries written from titles
+the way people mistype them (a typo, a partial title, lower case without punctuation),
+each with one relevant title; and descriptions written by hand the way people describe a
+film whose title they cannot recall (mgw/data/search-descriptive.jsonl).
 """
 
 from __future__ import annotations
@@ -47,17 +48,19 @@ def reciprocal_rank(ranked: Sequence[str], relevant: frozenset[str], k: int = 10
 def summarize(
     results: Iterable[tuple[LabelledQuery, Sequence[str]]], k: int = 10
 ) -> dict[str, float]:
-    n = 0
+    n = hits = 0
     nd = rc = rr = 0.0
     for q, ranked in results:
         n += 1
+        hits += any(r in q.relevant for r in ranked[:k])
         nd += ndcg_at(ranked, q.relevant, k)
         rc += recall_at(ranked, q.relevant, k)
         rr += reciprocal_rank(ranked, q.relevant)
     if not n:
-        return {"queries": 0, "ndcg@10": 0.0, "recall@10": 0.0, "mrr": 0.0}
+        return {"queries": 0, "success@10": 0.0, "ndcg@10": 0.0, "recall@10": 0.0, "mrr": 0.0}
     return {
         "queries": n,
+        "success@10": round(hits / n, 4),
         "ndcg@10": round(nd / n, 4),
         "recall@10": round(rc / n, 4),
         "mrr": round(rr / n, 4),
@@ -118,11 +121,31 @@ def known_item_queries(
         if style == 0 and long_words:
             w = rng.choice(long_words)
             q = " ".join(_typo(x, rng) if x == w else x for x in words).lower()
+            kind = "typo"
         elif style == 1 and len(words) >= 3:
             q = " ".join(words[: max(2, len(words) // 2)]).lower()
+            kind = "cut_short"
         elif style == 1 and ":" in title:
             q = title.split(":")[0].lower()
+            kind = "cut_short"
         else:
             q = " ".join(words).lower()
-        out.append(LabelledQuery(q, frozenset({cid}), "known_item"))
+            kind = "plain"
+        out.append(LabelledQuery(q, frozenset({cid}), kind))
     return out
+
+
+#: the known-item sets, reported apart and together as "known_item"
+KNOWN_ITEM_SETS = ("typo", "cut_short", "plain")
+
+
+def descriptive_queries(
+    rows: Iterable[tuple[str, str]], known: set[str], *, limit: int | None = None
+) -> list[LabelledQuery]:
+    """(description, content id) pairs → one query each, for titles in the catalog."""
+    out = [
+        LabelledQuery(" ".join(text.split()), frozenset({cid}), "descriptive")
+        for text, cid in rows
+        if cid in known and text.strip()
+    ]
+    return out[:limit] if limit is not None else out

@@ -9,9 +9,7 @@ from typing import Any, Protocol
 
 from domain.discovery.documents import fold
 from domain.discovery.filters import SearchFilters
-
-#: longer queries are descriptions: their genre words are not turned into filters
-DESCRIPTION_WORDS = 8
+from domain.discovery.query_class import DESCRIPTION, DESCRIPTION_WORDS, classify
 
 
 class Corrector(Protocol):
@@ -30,6 +28,8 @@ class QueryPlan:
     did_you_mean: str | None
     #: retrievers to run; an empty tuple browses the popular list under ``where``
     retrievers: tuple[str, ...]
+    #: title, keywords or description (domain/discovery/query_class.py)
+    query_class: str = "title"
 
     @property
     def browse(self) -> bool:
@@ -49,15 +49,18 @@ def plan_query(
     # A description ("a cowboy doll jealous of a space ranger toy") mentions genre words
     # without asking for the genre: past a few words only explicit constraints (platform,
     # offer, years) become filters, and the words stay in the text.
+    # Its years and people are recollections, often wrong ("late 90s, I think, with the
+    # guy from Alien"): as filters they would remove the very title meant, so they stay
+    # words too, and the text and its embedding weigh them.
     described = len(text.split()) > DESCRIPTION_WORDS
     parsed = SearchFilters(
         kinds=(intent.kind,) if intent.kind and not described else (),
         genres=intent.genres if not described else (),
-        year_from=intent.year_from,
-        year_to=intent.year_to,
+        year_from=intent.year_from if not described else None,
+        year_to=intent.year_to if not described else None,
         platforms=intent.platforms,
         offer_types=intent.offer_types,
-        people=getattr(intent, "people", ()),
+        people=getattr(intent, "people", ()) if not described else (),
     )
     where = explicit.merged(parsed) if use_intent else explicit
     remainder = intent.text if use_intent and not described else text
@@ -80,4 +83,5 @@ def plan_query(
         retrievers = ("fulltext", "vector")
     else:
         retrievers = ("fulltext", "trigram", "vector")
-    return QueryPlan(where, remainder, corrected, did_you_mean, retrievers)
+    query_class = DESCRIPTION if described else classify(remainder)
+    return QueryPlan(where, remainder, corrected, did_you_mean, retrievers, query_class)

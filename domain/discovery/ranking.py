@@ -31,12 +31,19 @@ DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
         "popularity": 1.0,  # re-rank: popularity (0..1, log-scaled plays)
         "availability": 0.10,  # re-rank: watchable in the user's region/platforms
         "freshness": 0.05,  # re-rank: recently added
+        # a description (more than eight words; domain/discovery/query_class.py) is fused
+        # and re-ranked with these in place of the plain weights of the same name
+        "description_rrf_k": 60.0,
+        "description_fulltext": 0.5,
+        "description_vector": 1.0,
+        "description_popularity": 1.0,
+        "description_quality": 0.15,
     }
 )
 
-#: inclusive bounds per weight: rrf_k 1..1000, every other weight 0..10
+#: inclusive bounds per weight: rrf_k (of any class) 1..1000, every other weight 0..10
 BOUNDS: Mapping[str, tuple[float, float]] = MappingProxyType(
-    {k: ((1.0, 1000.0) if k == "rrf_k" else (0.0, 10.0)) for k in DEFAULT_WEIGHTS}
+    {k: ((1.0, 1000.0) if k.endswith("rrf_k") else (0.0, 10.0)) for k in DEFAULT_WEIGHTS}
 )
 
 PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
