@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from core.settings import Settings
 from domain.catalog.webhooks import sign
+from domain.discovery.ranking import DEFAULT_WEIGHTS
 from mgw import demo
 from mgw.app import create_app
 from tests.conftest import _TEMPLATE, TEST_IDENTITY, Services
@@ -266,9 +267,31 @@ def test_long_description_is_a_normal_query(catalog: TestClient) -> None:
         "toy, and then the two of them get separated from their owner and have to work "
         "together to get back home before the family moves away."
     )
-    body = search(catalog, q=text)
+    body = search(catalog, q=text, explain="true")
     assert any(t.startswith("Toy Story") for t in titles(body)[:3]), titles(body)[:5]
     assert "genres" not in body["filters"]  # genre words in a description stay words
+    # one response tells how it was read: a description, its own weights, its rare words
+    explained = body["explain"]
+    assert explained["query_class"] == "description"
+    assert explained["weights"]["fulltext"] == DEFAULT_WEIGHTS["description_fulltext"]
+    assert "trigram" not in explained["retrievers"]  # a paragraph is no typo of a title
+    terms = explained["salient_terms"]
+    assert terms and {"cowboy", "andi"} & set(terms), terms
+    assert not {"movi", "rememb", "find", "watch"} & set(terms)  # filler is no clue
+    short = search(catalog, q="toy story", explain="true")["explain"]
+    assert short["query_class"] == "title" and short["salient_terms"] is None
+    assert short["weights"]["fulltext"] == DEFAULT_WEIGHTS["fulltext"]
+
+
+def test_a_remembered_decade_in_a_description_does_not_filter(catalog: TestClient) -> None:
+    # Toy Story is from 1995; a wrong recollection must not remove it
+    text = (
+        "animated thing from the early 2000s i think, a cowboy doll gets jealous of a new "
+        "space ranger action figure toy and they end up lost together"
+    )
+    body = search(catalog, q=text)
+    assert "year_from" not in body["filters"], body["filters"]
+    assert any(t.startswith("Toy Story") for t in titles(body)[:5]), titles(body)[:5]
 
 
 def test_autocomplete(catalog: TestClient) -> None:
