@@ -260,6 +260,7 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
         tags=args.tags,
         known=args.known,
         descriptive=args.descriptive,
+        **({"descriptive_file": Path(args.descriptive_file)} if args.descriptive_file else {}),
         progress=not args.no_progress,
         profiles=[json.loads(w) for w in args.weights],
         show=args.show,
@@ -700,6 +701,9 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--descriptive", type=int, default=None, metavar="N",
                       help="hand-written descriptions of a film (default: all of "
                       "mgw/data/search-descriptive.jsonl; 0: none)")  # fmt: skip
+    srch.add_argument("--descriptive-file", default=None, metavar="JSONL",
+                      help="descriptions to use instead: JSON lines with query and the "
+                      "MovieLens movieId")  # fmt: skip
     srch.add_argument("--weights", action="append", default=[], metavar="JSON",
                       help='also evaluate these ranking weights, e.g. \'{"vector": 2}\' '
                       "(repeatable; each is a column hybrid:pN)")  # fmt: skip

@@ -35,11 +35,14 @@ MODES = ("fulltext", "trigram", "vector", "hybrid")
 SETS = ("tags", *KNOWN_ITEM_SETS, "known_item", "descriptive", "all")
 
 
-def descriptive_pairs() -> list[tuple[str, str]]:
-    """(description, content id) for every hand-written description."""
+def descriptive_pairs(path: Path = DESCRIPTIVE) -> list[tuple[str, str]]:
+    """(description, content id) for every hand-written description in ``path`` (JSON
+    lines with ``query`` and the MovieLens ``movieId``); none when the file is missing."""
     from mgw.demo import content_id_for
 
-    with DESCRIPTIVE.open(encoding="utf-8") as fh:
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
     return [(r["query"], content_id_for(str(r["movieId"]))) for r in rows]
 
@@ -98,6 +101,7 @@ def run_eval_search(
     tags: int = 200,
     known: int = 150,
     descriptive: int | None = None,
+    descriptive_file: Path = DESCRIPTIVE,
     progress: bool = True,
     profiles: list[dict[str, float]] | None = None,
     show: int = 0,
@@ -113,7 +117,8 @@ def run_eval_search(
     queries: list[LabelledQuery] = tag_queries(tag_pairs(), set(titles), limit=tags)
     queries += known_item_queries(titles, limit=known)
     if descriptive != 0:
-        queries += descriptive_queries(descriptive_pairs(), set(titles), limit=descriptive)
+        pairs = descriptive_pairs(descriptive_file)
+        queries += descriptive_queries(pairs, set(titles), limit=descriptive)
     cache = settings.embedding_cache or settings.data_dir / "embeddings" / "cache.sqlite"
     with tempfile.TemporaryDirectory(prefix="mgw-eval-search-") as tmp:
         s = replace(
@@ -134,8 +139,16 @@ def run_eval_search(
             eng = c.app.state.mgw.search  # type: ignore[attr-defined]
             none = SearchFilters()
             extra = {}
+            # profiles are an admin's to set: a token minted with the app's own keys
+            admin = c.app.state.mgw.identity.user_token(  # type: ignore[attr-defined]
+                "eval-search", "ranking:write", roles=("admin",)
+            )
             for n, weights in enumerate(profiles or (), start=1):
-                r = c.put(f"/v1/admin/ranking/profiles/p{n}", json={"weights": weights})
+                r = c.put(
+                    f"/v1/admin/ranking/profiles/p{n}",
+                    json={"weights": weights},
+                    headers={"Authorization": f"Bearer {admin}"},
+                )
                 r.raise_for_status()
                 extra[f"hybrid:p{n}"] = (f"p{n}", r.headers["X-Consistency-Token"])
             modes = MODES + tuple(extra)

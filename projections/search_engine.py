@@ -60,6 +60,8 @@ TRIGRAM_DEPTH = 30
 TRIGRAM_MAX_WORDS = 4
 #: candidates from the vector retriever (the HNSW walk widens to this many)
 VECTOR_DEPTH = 60
+#: words past which a query is longer than the embedding model reads (128 tokens)
+LONG_QUERY_WORDS = 90
 
 
 @dataclass
@@ -159,13 +161,15 @@ class SearchEngine:
                 assert self._embedder_factory is not None
                 self._embedder = self._embedder_factory()
             embedder = self._embedder
-        # a description longer than the model reads (128 tokens) is embedded window by
-        # window, in one batch, and the passes pooled: its tail counts too
-        passes = windows(text)
+        # A description longer than the model reads (128 tokens, about 90 words) loses its
+        # tail in one pass: the whole text's pass (its head) is added to the mean of its
+        # windows' passes, all in one batch. Shorter texts take one pass: pooling windows
+        # of a text the model reads whole scored worse (docs/search.md).
+        passes = windows(text) if len(text.split()) > LONG_QUERY_WORDS else []
         if len(passes) > 1:
-            many = np.asarray(embedder.encode(passes), dtype=np.float32)
-            mean = many.mean(axis=0)
-            vec: np.ndarray = mean / (float(np.linalg.norm(mean)) or 1.0)
+            many = np.asarray(embedder.encode([text, *passes]), dtype=np.float32)
+            pooled = many[0] + many[1:].mean(axis=0)
+            vec: np.ndarray = pooled / (float(np.linalg.norm(pooled)) or 1.0)
         else:
             vec = embedder.encode([text])[0]
         with self._qlock:

@@ -106,7 +106,9 @@ class IdentityServices:
     def issuer(self) -> str:
         return self.settings.base_url
 
-    def user_token(self, user_id: str, scope: str, *, ttl_s: int = 7200) -> str:
+    def user_token(
+        self, user_id: str, scope: str, *, ttl_s: int = 7200, roles: tuple[str, ...] = ("user",)
+    ) -> str:
         """An access token for ``user_id`` signed with this process's keys, with no
         session behind it: for benchmarks and evaluations acting as many users (MovieLens
         viewers) that have no account to sign in with."""
@@ -118,7 +120,7 @@ class IdentityServices:
             session_id="minted",
             scope=scope,
             client_id="mgw-app",
-            roles=["user"],
+            roles=list(roles),
             amr=["pwd"],
             ttl_s=ttl_s,
             now=int(time.time()),

@@ -104,8 +104,8 @@ def salient_terms(
     doc_freq: Mapping[str, int],
     docs: int,
     *,
-    limit: int = 10,
-    max_share: float = 0.05,
+    limit: int = 24,
+    max_share: float = 0.10,
 ) -> list[tuple[str, float]]:
     """The query's rarest lexemes that the catalog holds, with their IDF (BM25's form),
     rarest first: a description is matched on what distinguishes it ("robot", "probe",
