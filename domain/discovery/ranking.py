@@ -34,7 +34,7 @@ DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
         # a description (more than eight words; domain/discovery/query_class.py) is fused
         # and re-ranked with these in place of the plain weights of the same name
         "description_rrf_k": 60.0,
-        "description_fulltext": 0.5,
+        "description_fulltext": 0.25,
         "description_vector": 1.0,
         "description_popularity": 1.0,
         "description_quality": 0.15,
