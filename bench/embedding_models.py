@@ -199,6 +199,8 @@ def _rate(encode: Encode, texts: Sequence[str]) -> tuple[np.ndarray, float]:
 
 def _quality(encode: Encode, doc_vectors: np.ndarray, targets: list[int]) -> dict[str, Any]:
     query_vectors = encode([query for query, _ in QUERIES])
+    query_vectors = query_vectors / np.linalg.norm(query_vectors, axis=1, keepdims=True)
+    doc_vectors = doc_vectors / np.maximum(np.linalg.norm(doc_vectors, axis=1, keepdims=True), 1e-9)
     scores = query_vectors @ doc_vectors.T
     ranks = [int((scores[q] > scores[q, target]).sum()) + 1 for q, target in enumerate(targets)]
     return {
@@ -260,7 +262,18 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=CSV_PATH)
     parser.add_argument("--subset", type=int, default=0, help="docs to rank (0 = all)")
     parser.add_argument("--models", default=",".join(LOADERS))
+    parser.add_argument(
+        "--queries-file",
+        type=Path,
+        default=None,
+        help="JSON lines with query and title (e.g. mgw/data/search-descriptive.jsonl) "
+        "instead of the built-in one-line descriptions",
+    )
+    parser.add_argument("--no-throughput", action="store_true", help="quality only")
     args = parser.parse_args()
+    if args.queries_file:
+        lines = args.queries_file.read_text(encoding="utf-8").splitlines()
+        QUERIES[:] = [(d["query"], d["title"]) for d in map(json.loads, filter(None, lines))]
 
     with args.csv.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))

@@ -271,6 +271,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer queries, 20,000 titles at most")
     ap.add_argument("--cache", default=str(ROOT / ".mgw" / "embeddings" / "cache.sqlite"))
+    ap.add_argument("--no-scale", action="store_true", help="the demo catalog only")
     args = ap.parse_args()
     cache = Path(args.cache)
     rounds = 1 if args.quick else 3
@@ -283,6 +284,9 @@ def main() -> None:
         print("demo catalog indexed", out["demo_setup"], file=sys.stderr)
         out["titles_9742"] = run_point(d, cache, queries)
         print(json.dumps(out["titles_9742"]), file=sys.stderr)
+        if args.no_scale:
+            print(json.dumps(out))
+            return
         extra = 10_000 if args.quick else 100_000 - 9_742
         out["scale_setup"] = prepare(d, cache, extra)
         key = f"titles_{9742 + extra}"
