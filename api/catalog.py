@@ -106,7 +106,7 @@ async def _window(request: Request, *, leaving: bool) -> Response:
     await wait_for_token(
         request,
         c.stores.pg,
-        [by_name("availability"), by_name("catalog")],
+        [by_name("availability"), by_name("catalog"), by_name("moderation")],
         c.settings.consistency_wait_s,
     )
     items = await arrivals_or_departures(

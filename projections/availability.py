@@ -233,6 +233,9 @@ async def arrivals_or_departures(
         " AND (%(platform)s::text IS NULL OR a.platform = %(platform)s)"
         " AND (%(platforms)s::text[] IS NULL OR a.platform = ANY(%(platforms)s))"
         " AND (%(offers)s::text[] IS NULL OR a.offer_type = ANY(%(offers)s))"
+        # a title moderation hid is not news (projections/moderation.py)
+        " AND NOT EXISTS (SELECT 1 FROM moderation_titles m"
+        " WHERE m.content_id = t.content_id AND m.hidden)"
         " GROUP BY t.content_id, a.platform"
     )
     if cursor is not None:
