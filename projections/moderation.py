@@ -249,9 +249,13 @@ async def title(conn: AsyncConnection[Any], content_id: str) -> dict[str, Any] |
 
 
 async def hidden(conn: AsyncConnection[Any], content_id: str) -> bool:
-    """Whether moderation hid this title (by its canonical id): it then reads as unknown
-    to everyone but moderators (api/content.py)."""
+    """Whether moderation hid this title (by its canonical id), or the series an episode
+    belongs to: it then reads as unknown to everyone but moderators (api/content.py)."""
     cur = await conn.execute(
-        "SELECT 1 FROM moderation_titles WHERE content_id = %s AND hidden", (content_id,)
+        "SELECT 1 FROM moderation_titles m WHERE m.hidden AND m.content_id IN"
+        " (%(id)s, (SELECT coalesce(mg.into_id, c.series_id) FROM content c"
+        "  LEFT JOIN content_merges mg ON mg.merged_id = c.series_id"
+        "  WHERE c.content_id = %(id)s))",
+        {"id": content_id},
     )
     return await cur.fetchone() is not None

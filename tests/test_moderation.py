@@ -173,6 +173,23 @@ def test_a_hidden_title_reads_as_unknown_except_to_moderators(
     assert client.get("/v1/content/mod-gone/availability", headers=admin).status_code == 200
     assert "moderation" not in client.get("/v1/content/mod-stays", headers=admin).json()
 
+    # a hidden series takes its episodes with it
+    _upsert(client, admin, "mod-show", title="Vanishing Hours", year=2010, kind="series",
+            overview=OVERVIEW, genres=["Crime"])  # fmt: skip
+    token = _upsert(client, admin, "mod-show-e1", title="Pilot", kind="episode",
+                    series_id="mod-show", season=1, episode=1)  # fmt: skip
+    assert (
+        client.get("/v1/content/mod-show-e1", headers={"X-Consistency-Token": token}).status_code
+        == 200
+    )
+    r = client.post("/v1/admin/moderation/mod-show/decisions", headers=admin,
+                    json={"action": "hide"})  # fmt: skip
+    assert r.status_code == 202, r.text
+    show = {"X-Consistency-Token": r.headers["X-Consistency-Token"]}
+    assert client.get("/v1/content/mod-show-e1", headers={**user, **show}).status_code == 404
+    episode = client.get("/v1/content/mod-show-e1", headers={**admin, **show})
+    assert episode.status_code == 200 and episode.json()["moderation"] == {"status": "hidden"}
+
     # unhidden, it answers everyone again, without the mark
     r = client.post("/v1/admin/moderation/mod-gone/decisions", headers=admin,
                     json={"action": "unhide"})  # fmt: skip
