@@ -62,14 +62,24 @@ def _filter(request: Request) -> dl.LetterFilter:
             raise Problem(422, "since must be an ISO 8601 time", field="since") from None
         since = since if since.tzinfo else since.replace(tzinfo=UTC)
     return dl.LetterFilter(
-        topic=q.get("topic") or None,
-        projector=q.get("projector") or None,
+        topic=_text(q.get("topic"), "topic"),
+        projector=_text(q.get("projector"), "projector"),
         reason=reason,
-        error=q.get("error") or None,
+        error=_text(q.get("error"), "error"),
         since=since,
         state=state,
         include_purged=q.get("include_purged") in ("1", "true"),
     )
+
+
+def _text(value: str | None, name: str) -> str | None:
+    """A text filter PostgreSQL can compare: a NUL byte cannot be in a text value, so it
+    would fail the query (a 500) instead of matching nothing."""
+    if not value:
+        return None
+    if "\x00" in value or len(value) > 1000:
+        raise Problem(422, f"{name} must be printable text of up to 1,000 characters", field=name)
+    return value
 
 
 async def list_letters(request: Request) -> Response:

@@ -189,6 +189,10 @@ def test_poison_record_in_the_cli_and_the_admin_api(
         "items": [],
         "next_cursor": None,
     }
+    # a NUL byte cannot be in a PostgreSQL text value: a clear 422, not a failed query
+    for name in ("topic", "projector", "error"):
+        bad = client.get("/v1/admin/dead-letters", headers=admin, params={name: "ab\x00c"})
+        assert bad.status_code == 422 and bad.json()["field"] == name, bad.text
     one = client.get(f"/v1/admin/dead-letters/{item['id']}", headers=admin).json()
     assert one["key"] == "u1" and one["payload"] is None and one["decode_error"]
     assert one["value_hex"] == GARBAGE.value.hex() and one["headers"] == {"event_type": "?"}
