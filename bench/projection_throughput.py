@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -121,9 +122,18 @@ async def bench_embedded(
         batch_size=batch_size,
         linger_ms=0,
     )
+    prof = os.environ.get("BENCH_PROFILE")
+    if prof:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     t = time.perf_counter()
     applied = await loop.catch_up()
     project_s = time.perf_counter() - t
+    if prof:
+        profiler.disable()
+        profiler.dump_stats(prof)
     # `mgw replay playback`: the projection cleared and rebuilt from the whole log, as the
     # command runs it (no dead-letter topic, no emitted events)
     from projections import maintenance
@@ -185,6 +195,7 @@ def bench_workers(
     logdir: Path,
     runtime: str = "faust",
 ) -> dict[str, float]:
+    spy_dir = os.environ.get("BENCH_PYSPY")
     env = {
         **os.environ,
         "DATABASE_URL": uri,
@@ -198,11 +209,18 @@ def bench_workers(
     started = time.perf_counter()
     for w in range(workers):
         with open(logdir / f"worker-{runtime}-{w}.log", "wb") as out:
+            argv = worker_argv(
+                "playback", runtime, (w, workers) if runtime == "embedded" else (0, 1)
+            )
+            if spy_dir:  # py-spy samples each worker: the profile the docs cite
+                spy_out = Path(spy_dir) / f"{runtime}-{w}.txt"
+                argv = ["py-spy", "record", "-r", "200", "-f", "raw", "-o", str(spy_out), "--"]
+                argv += worker_argv(
+                    "playback", runtime, (w, workers) if runtime == "embedded" else (0, 1)
+                )
             procs.append(
                 subprocess.Popen(
-                    worker_argv(
-                        "playback", runtime, (w, workers) if runtime == "embedded" else (0, 1)
-                    ),
+                    argv,
                     cwd=ROOT,
                     env=env,
                     stdout=out,
@@ -226,7 +244,8 @@ def bench_workers(
         end = time.perf_counter()
     finally:
         for p in procs:
-            p.terminate()
+            # py-spy passes SIGINT on to the worker and then writes its profile
+            p.send_signal(signal.SIGINT if spy_dir else signal.SIGTERM)
         for p in procs:
             p.wait(60)
     assert first_at is not None

@@ -6,6 +6,7 @@ import time
 
 from tqdm import tqdm
 
+from core.gc_tuning import tune_for_batches
 from core.settings import Settings
 from mgw.platform import open_platform
 from projections import maintenance
@@ -32,6 +33,7 @@ async def run_replay(settings: Settings, name: str, *, progress: bool = True) ->
             batch_size=settings.batch_size,
             linger_ms=0,
         )
+        tune_for_batches()
         started = time.perf_counter()
         with tqdm(total=total, desc=f"replay {name}", unit="rec", disable=not progress) as bar:
 

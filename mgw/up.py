@@ -14,6 +14,7 @@ import uvicorn
 from tqdm import tqdm
 
 from api.context import AppContext
+from core.gc_tuning import tune_for_batches
 from core.settings import Settings
 from core.topics import CATALOG
 from mgw.app import create_app
@@ -174,6 +175,7 @@ def run_up(settings: Settings, *, demo: bool = False) -> int:
         for where in where_mail:
             log.info("%-8s %s", "mail", where)
         log.info("%-8s %s (docs: README.md; health %s/ready)", "api", base, base)
+        tune_for_batches()  # start-up is done: what is alive now lives for the process
         if demo:
             tasks.append(asyncio.create_task(load_demo(c, base)))
 

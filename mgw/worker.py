@@ -22,6 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from core.db import migrate, open_pool
+from core.gc_tuning import tune_for_batches
 from core.settings import Settings
 from core.topics import ALL_TOPICS
 from mgw.platform import (
@@ -81,6 +82,7 @@ async def open_pipeline(settings: Settings, name: str) -> ProjectionPipeline:
             with contextlib.suppress(Exception):
                 await close()
         raise
+    tune_for_batches()  # start-up is done: what is alive now lives for the process
     return ProjectionPipeline(projector, stores, klog)
 
 
@@ -244,6 +246,7 @@ async def _run_embedded_worker(
         log.info("%s: embedded worker, shard %d/%d", projector.name, *shard)
         background = start_background([projector], pf.stores, stop) if shard[0] == 0 else []
         probe.mark_ready()
+        tune_for_batches()
         ready = os.environ.get(READY_ENV)
         if ready:  # the parent's /ready waits for every shard to get here
             await asyncio.to_thread(Path(ready).touch)
