@@ -25,6 +25,8 @@ import fastavro
 import fastavro.schema
 import fastavro.validation
 
+from core.avro_compile import Reader, reader_for
+
 MARKER = b"\xc3\x01"
 HEADER_LEN = 10
 SCHEMA_ROOT = Path(__file__).resolve().parent.parent / "schemas" / "avro"
@@ -110,6 +112,13 @@ class AvroCodec:
                 raise CodecError(f"event type {v.event_type} defined in two namespaces")
             if cur is None or v.version > cur.version:
                 self._current[v.event_type] = v
+        # The 10-byte header of each writer (marker + fingerprint), for one dict lookup per
+        # message; and, for writers that are their type's current version and flat, a
+        # compiled reader (core/avro_compile.py).
+        self._by_header = {MARKER + fp: v for fp, v in self._by_fp.items()}
+        self._compiled: dict[bytes, Reader | None] = {
+            v.fingerprint: reader_for(v.path) for v in self._current.values()
+        }
 
     @property
     def event_types(self) -> list[str]:
@@ -177,15 +186,23 @@ class AvroCodec:
         """
         out: list[tuple[str, dict[str, Any]] | CodecError] = [None] * len(datas)  # type: ignore[list-item]
         groups: dict[bytes, list[int]] = {}
+        by_header = self._by_header
         for i, data in enumerate(datas):
-            try:
-                writer = self.writer_of(data)
-            except CodecError as exc:
-                out[i] = exc
-                continue
+            writer = by_header.get(data[:HEADER_LEN]) if type(data) is bytes else None
+            if writer is None:  # not a known header: writer_of says what is wrong
+                try:
+                    writer = self.writer_of(data)
+                except CodecError as exc:
+                    out[i] = exc
+                    continue
             groups.setdefault(writer.fingerprint, []).append(i)
         for fp, idx in groups.items():
             writer = self._by_fp[fp]
+            compiled = self._compiled.get(fp)
+            if compiled is not None and self._decode_compiled(
+                compiled, writer.event_type, datas, idx, out
+            ):
+                continue
             if len(idx) >= _BLOCK_MIN:
                 decoded = self._decode_block(writer, [datas[i] for i in idx])
                 if decoded is not None:
@@ -198,6 +215,30 @@ class AvroCodec:
                 except CodecError as exc:
                     out[i] = exc
         return out
+
+    @staticmethod
+    def _decode_compiled(
+        read: Reader,
+        event_type: str,
+        datas: Sequence[bytes],
+        idx: list[int],
+        out: list[Any],
+    ) -> bool:
+        """Decode a group with its compiled reader; False (nothing written) when any
+        message does not read cleanly, so fastavro decides the whole group."""
+        records = []
+        try:
+            for i in idx:
+                d = datas[i]
+                record, end = read(d, HEADER_LEN)
+                if end != len(d):
+                    return False
+                records.append(record)
+        except Exception:
+            return False
+        for i, record in zip(idx, records, strict=True):
+            out[i] = (event_type, record)
+        return True
 
     def _decode_block(self, writer: SchemaVersion, datas: list[bytes]) -> list[Any] | None:
         reader = self._current[writer.event_type]
