@@ -32,6 +32,14 @@ from projections.base import Envelope, Output, RejectedEvent, Stores
 CW_KEY = "mgw:cw:z:{user}"  # sorted set: content_id -> updated_at (ms)
 CW_ITEMS_KEY = "mgw:cw:h:{user}"  # hash: content_id -> JSON position
 _PLAYBACK_TYPES = frozenset(PLAYBACK.event_types)
+# Per-connection staging tables, emptied at commit and at the start of each apply.
+_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS playback_batch"
+    " (LIKE playback_positions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
+    " CREATE TEMP TABLE IF NOT EXISTS playback_disarmed"
+    " (user_id text, content_id text) ON COMMIT DELETE ROWS;"
+    " DELETE FROM playback_batch; DELETE FROM playback_disarmed"
+)
 Row = tuple[Any, ...]
 
 # ARGV[1]: JSON list of [user, content, score, item] per title; score -1 means "not in
@@ -86,25 +94,20 @@ class PlaybackProjector:
                 seen.offset,
             ):
                 latest[k] = e
-        rules = await rules_of(conn, {k[0] for k in latest})
-        armed, watches = _watches(batch, rules, await _armed(conn, latest))
-        # Binary COPY into a per-connection staging table, then one upsert from it: psycopg
-        # formats COPY rows in C, much cheaper than binding eight arrays.
-        await conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS playback_batch"
-            " (LIKE playback_positions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        await conn.execute("DELETE FROM playback_batch")  # an isolation retry reuses it
+        # Binary COPY of one row per key into a per-connection staging table; the lookups
+        # this batch needs (earlier plays' armed flags, users' own resume rules) are then
+        # joins against it. psycopg formats COPY rows in C, while binding the keys as
+        # arrays quoted every element in Python (about 3 us per event, py-spy).
+        await conn.execute(_STAGING)  # emptied too: an isolation retry reuses the tables
         async with conn.cursor().copy(
             "COPY playback_batch (user_id, content_id, device_id, position_s, duration_s,"
-            " updated_at, event_count, armed) FROM STDIN (FORMAT BINARY)"
+            " updated_at, event_count) FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(
-                ["text", "text", "text", "float8", "float8", "timestamptz", "int8", "bool"]
-            )
+            copy.set_types(["text", "text", "text", "float8", "float8", "timestamptz", "int8"])
+            write = copy.write_row
             for k, e in latest.items():
                 p = e.payload
-                await copy.write_row(
+                await write(
                     (
                         k[0],
                         k[1],
@@ -113,15 +116,25 @@ class PlaybackProjector:
                         p["duration_s"],
                         p["occurred_at"],
                         counts[k],
-                        armed[k],
                     )
                 )
+        rules, disarmed = await _lookups(conn)
+        armed, watches = _watches(batch, rules, disarmed)
+        off = [k for k in latest if not armed[k]]
+        if off:
+            async with conn.cursor().copy(
+                "COPY playback_disarmed (user_id, content_id) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["text", "text"])
+                for k in off:
+                    await copy.write_row(k)
         newer = "EXCLUDED.updated_at >= t.updated_at"
         cur = await conn.execute(
             "INSERT INTO playback_positions AS t (user_id, content_id, device_id, position_s,"
             " duration_s, updated_at, event_count, armed)"
-            " SELECT user_id, content_id, device_id, position_s, duration_s, updated_at,"
-            " event_count, armed FROM playback_batch"
+            " SELECT b.user_id, b.content_id, b.device_id, b.position_s, b.duration_s,"
+            " b.updated_at, b.event_count, d.user_id IS NULL FROM playback_batch b"
+            " LEFT JOIN playback_disarmed d USING (user_id, content_id)"
             " ON CONFLICT (user_id, content_id) DO UPDATE SET"
             f" device_id = CASE WHEN {newer} THEN EXCLUDED.device_id ELSE t.device_id END,"
             f" position_s = CASE WHEN {newer} THEN EXCLUDED.position_s ELSE t.position_s END,"
@@ -131,10 +144,12 @@ class PlaybackProjector:
             " event_count = t.event_count + EXCLUDED.event_count, armed = EXCLUDED.armed"
             # every key is updated (event_count), so this returns each key's final state
             " RETURNING t.user_id, t.content_id, t.position_s, t.duration_s,"
-            " (extract(epoch FROM t.updated_at) * 1000)::bigint, t.device_id"
+            " (extract(epoch FROM t.updated_at) * 1000)::bigint, t.device_id",
+            binary=True,
         )
         # each row carries its user's rules, so the side store needs no second read
-        rows = [(*r, rules.get(r[0], DEFAULT_RULES)) for r in await cur.fetchall()]
+        get, default = rules.get, DEFAULT_RULES
+        rows = [(*r, get(r[0], default)) for r in await cur.fetchall()]
         return Output(rows, watches) if watches else rows
 
     async def sync_side_stores(
@@ -257,35 +272,49 @@ async def rules_of(conn: AsyncConnection[Any], users: Iterable[str]) -> dict[str
     return {u: ResumeRules(**v) for u, v in await cur.fetchall()}
 
 
-async def _armed(
-    conn: AsyncConnection[Any], keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], bool]:
-    """Whether each title's current play may still become a watch (new titles may)."""
-    armed = {k: True for k in keys}
-    rows = await conn.execute(
-        "SELECT p.user_id, p.content_id, p.armed FROM playback_positions p"
-        " JOIN unnest(%b::text[], %b::text[]) AS t(u, c)"
-        " ON p.user_id = t.u AND p.content_id = t.c",
-        ([k[0] for k in armed], [k[1] for k in armed]),
+async def _lookups(
+    conn: AsyncConnection[Any],
+) -> tuple[dict[str, ResumeRules], set[tuple[str, str]]]:
+    """For the keys staged in playback_batch: their users' own resume rules (users without
+    any keep the defaults), and the titles whose current play may not become a watch any
+    more (not armed; new titles and every other title are armed). One round trip."""
+    cur = await conn.execute(
+        "SELECT b.user_id, b.content_id, NULL::jsonb FROM playback_batch b"
+        " JOIN playback_positions p USING (user_id, content_id) WHERE NOT p.armed"
+        " UNION ALL"
+        " SELECT s.user_id, NULL, s.value FROM library_items s WHERE s.entity = 'settings'"
+        " AND s.key = '' AND NOT s.deleted"
+        " AND s.user_id IN (SELECT DISTINCT user_id FROM playback_batch)",
+        binary=True,
     )
-    for user, content, on in await rows.fetchall():
-        armed[(user, content)] = on
-    return armed
+    rules: dict[str, ResumeRules] = {}
+    disarmed: set[tuple[str, str]] = set()
+    for user, content, value in await cur.fetchall():
+        if content is None:
+            rules[user] = ResumeRules(**value)
+        else:
+            disarmed.add((user, content))
+    return rules, disarmed
 
 
 def _watches(
-    batch: Sequence[Envelope], rules: dict[str, ResumeRules], armed: dict[tuple[str, str], bool]
+    batch: Sequence[Envelope], rules: dict[str, ResumeRules], disarmed: set[tuple[str, str]]
 ) -> tuple[dict[tuple[str, str], bool], list[Event]]:
     """Plays that crossed their user's watched threshold, as WatchRecorded events for the
     library (appended with the batch: the decision is made once and kept in the log, so
     the library's replay never depends on how two topics interleaved), and each title's
-    armed flag after the batch."""
+    armed flag after the batch (``disarmed``: the titles not armed before it)."""
     events: list[Event] = []
+    armed: dict[tuple[str, str], bool] = {}
+    get_rules, default = rules.get, DEFAULT_RULES
     for e in batch:  # log order: one user's reports are in one partition
         p = e.payload
         k = (p["user_id"], p["content_id"])
+        was = armed.get(k)
+        if was is None:
+            was = k not in disarmed
         watch, armed[k] = play_counts(
-            rules.get(k[0], DEFAULT_RULES), p["position_s"], p["duration_s"], armed[k]
+            get_rules(k[0], default), p["position_s"], p["duration_s"], was
         )
         if watch:
             op_id = f"play:{e.topic}:{e.partition}:{e.offset}"
