@@ -23,6 +23,7 @@ from domain.catalog import FeedError, Offer, PlatformRecord
 from projections.availability import availability_key, known_regions
 from projections.base import Stores
 from projections.resolution import known_records, observation_key
+from streams.bulk_publish import BulkEncoder, publish_bulk
 from streams.publisher import Publisher
 
 APPEND_CHUNK = 2000  # encoding a chunk holds the event loop: keep it short
@@ -152,6 +153,7 @@ class FeedIngest:
         self.hashes: dict[str, str] = {}
         self.keys: dict[str, str] = {}
         self.regions: dict[str, set[str]] = {}
+        self.encoder = BulkEncoder(publisher.codec)
 
     async def load_state(self, ids: Sequence[str] | None = None) -> None:
         """What the log says of this platform's records: all of them, or ``ids``."""
@@ -234,7 +236,7 @@ class FeedIngest:
     ) -> None:
         for i in range(0, len(events), APPEND_CHUNK):
             chunk = events[i : i + APPEND_CHUNK]
-            await self.publisher.publish_many(chunk)
+            await publish_bulk(self.publisher, chunk, self.encoder)
             summary.appended += len(chunk)
             if on_chunk:
                 on_chunk(len(chunk))
