@@ -23,6 +23,7 @@ from core.topics import AVAILABILITY
 from domain.catalog import PLATFORMS
 from projections.base import Envelope, PostgresOnly, RejectedEvent
 from projections.bulk import stage
+from projections.happened import happened_at_all
 
 _REGION = re.compile(r"^[A-Z]{2}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -84,6 +85,7 @@ class AvailabilityProjector(PostgresOnly):
         latest: dict[tuple[str, str], Envelope] = {}
         for e in batch:  # a record's events are in one partition, in order: the last wins
             latest[(e.payload["platform"], e.payload["platform_id"])] = e
+        times = happened_at_all(list(latest.values()))
         keys = list(latest)
         await conn.execute(
             "DELETE FROM availability a USING unnest(%s::text[], %s::text[]) AS u(p, i)"
@@ -91,10 +93,10 @@ class AvailabilityProjector(PostgresOnly):
             ([k[0] for k in keys], [k[1] for k in keys]),
         )
         rows = []
-        for (platform, pid), e in latest.items():
+        for ((platform, pid), e), at in zip(latest.items(), times, strict=True):
             if e.event_type != "AvailabilityChanged":
                 continue
-            p, at = e.payload, e.happened_at
+            p = e.payload
             # one row per region and offer type; a repeated pair keeps its last offer
             offers = {(o["region"], o["offer_type"]): o for o in p["offers"]}
             for (region, offer_type), o in offers.items():

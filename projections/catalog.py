@@ -27,6 +27,7 @@ from domain.catalog.canonical import EntityUnion, SourceRecord, merge
 from domain.identity.ratings import level, normalize_rating
 from projections.base import Envelope, Output, PostgresOnly, RejectedEvent, fetch_rows
 from projections.bulk import stage
+from projections.happened import happened_at_all
 
 _SOURCE_COLS = (
     "platform",
@@ -87,6 +88,9 @@ _CONTENT_TYPES = [
     "int4", "int4", "timestamptz", "text[]", "int4", "float4", "float4", "timestamptz", "text",
 ]  # fmt: skip
 EDITORIAL = "editorial"
+#: a source event as apply reads it: (platform, platform_id), cluster id, fields, the
+#: record, when it happened
+_Version = tuple[tuple[str, str], str, dict[str, Any], Envelope, datetime]
 
 
 def _source_row(e: Envelope) -> tuple[tuple[str, str], str, dict[str, Any]]:
@@ -181,20 +185,21 @@ class CatalogProjector(PostgresOnly):
         # Merges need every entity in view: one applier at a time, even when two
         # processes own different partitions (an ingest catching up beside `mgw up`).
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('mgw:projector:catalog'))")
-        versions: list[tuple[tuple[str, str], str, dict[str, Any], Envelope]] = []
-        for e in batch:
+        versions: list[_Version] = []
+        times = happened_at_all(batch)  # once per record: each env.happened_at parses
+        for e, at in zip(batch, times, strict=True):
             if e.event_type == "ContentMerged":
                 continue  # this projector emitted it, and applied it then
             ref, cluster, fields = _source_row(e)
-            versions.append((ref, cluster, fields, e))
+            versions.append((ref, cluster, fields, e, at))
         if not versions:
             return Output([], [])
         # Rows follow each record's last version; evidence comes from every version, so
         # where batch boundaries fall never changes what gets joined.
-        latest = {ref: (cluster, fields, e) for ref, cluster, fields, e in versions}
+        latest = {ref: (cluster, fields, at) for ref, cluster, fields, _, at in versions}
         first: dict[tuple[str, str], datetime] = {}
-        for ref, _, _, e in versions:
-            first.setdefault(ref, e.happened_at)  # first_seen must not depend on batching
+        for ref, _, _, _, at in versions:
+            first.setdefault(ref, at)  # first_seen must not depend on batching
         refs = list(latest)
         clusters = sorted(
             {v[1] for v in versions} | {v[2]["series_id"] for v in versions if v[2]["series_id"]}
@@ -214,7 +219,7 @@ class CatalogProjector(PostgresOnly):
                 (clusters,),
             )
         )
-        ids = {(s, v, f["kind"]) for _, _, f, _ in versions for s, v in _ext(f)}
+        ids = {(s, v, f["kind"]) for _, _, f, _, _ in versions for s, v in _ext(f)}
         imdb = sorted({(v, k) for s, v, k in ids if s == "imdb"})
         tmdb = sorted({(v, k) for s, v, k in ids if s == "tmdb"})
         linked = await fetch_rows(  # two index lookups: an OR across columns would scan
@@ -247,20 +252,20 @@ class CatalogProjector(PostgresOnly):
         for s_, v_, k_, cid in sorted(linked):
             by_id.setdefault((s_, v_, k_), cid)
         where: dict[tuple[str, str], str] = {ref: row[3] for ref, row in old.items()}
-        for ref, cluster, fields, env in versions:
+        for ref, cluster, fields, _, at in versions:
             node = canon.get(cluster, cluster)
             before = where.get(ref)
             if before is not None and before != node:  # one record seen in two entities
-                comp.union(node, before, f"record {ref[0]}:{ref[1]}", env.happened_at)
+                comp.union(node, before, f"record {ref[0]}:{ref[1]}", at)
             where[ref] = node
             for s_, v_ in _ext(fields):
                 key = (s_, v_, fields["kind"])
-                comp.union(by_id.setdefault(key, node), node, f"{s_} {v_}", env.happened_at)
+                comp.union(by_id.setdefault(key, node), node, f"{s_} {v_}", at)
         for s_, v_, k_, cid in sorted(linked):  # entities already sharing an id (defensive)
-            comp.union(by_id[(s_, v_, k_)], cid, f"{s_} {v_}", batch[-1].happened_at)
+            comp.union(by_id[(s_, v_, k_)], cid, f"{s_} {v_}", times[-1])
         await self._join_episodes(conn, versions, canon, nodes, comp)
         merged = {n: comp.find(n) for n in sorted(nodes) if comp.find(n) != n}
-        events = await self._merge(conn, merged, comp.reasons, batch)
+        events = await self._merge(conn, merged, comp.reasons, max(times))
         await self._write_sources(conn, latest, first, old, comp, canon)
         touched = sorted({comp.find(canon.get(c, c)) for c, _, _ in latest.values()})
         await self._write_content(conn, touched)
@@ -270,7 +275,7 @@ class CatalogProjector(PostgresOnly):
     async def _join_episodes(
         self,
         conn: AsyncConnection[Any],
-        versions: list[tuple[tuple[str, str], str, dict[str, Any], Envelope]],
+        versions: list[_Version],
         canon: dict[str, str],
         nodes: set[str],
         comp: EntityUnion,
@@ -280,18 +285,17 @@ class CatalogProjector(PostgresOnly):
         season and episode number are one too: that is evidence like a shared id."""
         series_of: dict[tuple[str, int, int], list[tuple[str, datetime]]] = {}
         targets: set[str] = set()
-        for _, cluster, f, env in versions:
+        for _, cluster, f, _, happened in versions:
             if f["kind"] != "episode" or not f["series_id"] or f["season"] is None:
                 continue
             if f["episode"] is None:
                 continue
-            series = comp.find(canon.get(f["series_id"], f["series_id"]))
+            sid: str = f["series_id"]
+            series = comp.find(canon.get(sid, sid))
             nodes.add(series)
             targets.add(series)
             node = canon.get(cluster, cluster)
-            series_of.setdefault((series, f["season"], f["episode"]), []).append(
-                (node, env.happened_at)
-            )
+            series_of.setdefault((series, f["season"], f["episode"]), []).append((node, happened))
         # series that were joined in this batch bring their existing episodes
         targets |= {comp.find(n) for n in nodes if comp.find(n) != n}
         if not targets:
@@ -304,7 +308,7 @@ class CatalogProjector(PostgresOnly):
             " WHERE s.content_id = ANY(%s) AND t.season IS NOT NULL AND t.episode IS NOT NULL",
             (members,),
         )
-        at = max(env.happened_at for *_, env in versions)
+        at = max(v[4] for v in versions)
         for series, season, episode, cid in sorted(rows):
             nodes.add(cid)
             series_of.setdefault((comp.find(series), season, episode), []).append((cid, at))
@@ -317,12 +321,11 @@ class CatalogProjector(PostgresOnly):
         conn: AsyncConnection[Any],
         merged: dict[str, str],
         reasons: dict[str, tuple[str, datetime]],
-        batch: Sequence[Envelope],
+        last: datetime,
     ) -> list[Event]:
         if not merged:
             return []
         losers, survivors = list(merged), [merged[m] for m in merged]
-        last = max(e.happened_at for e in batch)
         await conn.execute(
             "UPDATE platform_titles t SET content_id = u.s"
             " FROM unnest(%s::text[], %s::text[]) AS u(l, s) WHERE t.content_id = u.l",
@@ -361,14 +364,14 @@ class CatalogProjector(PostgresOnly):
     async def _write_sources(
         self,
         conn: AsyncConnection[Any],
-        latest: dict[tuple[str, str], tuple[str, dict[str, Any], Envelope]],
+        latest: dict[tuple[str, str], tuple[str, dict[str, Any], datetime]],
         first: dict[tuple[str, str], datetime],
         old: dict[tuple[str, str], tuple[Any, ...]],
         comp: EntityUnion,
         canon: dict[str, str],
     ) -> None:
         rows = []
-        for ref, (cluster, f, e) in latest.items():
+        for ref, (cluster, f, at) in latest.items():
             prev = old.get(ref)
             row = {
                 **f,
@@ -377,7 +380,7 @@ class CatalogProjector(PostgresOnly):
                 "cluster_id": cluster,
                 "content_id": comp.find(canon.get(cluster, cluster)),
                 "first_seen": prev[4] if prev is not None else first[ref],
-                "updated_at": e.happened_at,
+                "updated_at": at,
             }
             rows.append([row[name] for name in _SOURCE_COLS])
         await stage(conn, "platform_titles_batch", "platform_titles", _SOURCE_COLS,

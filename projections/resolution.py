@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -30,6 +31,7 @@ from domain.catalog import KINDS
 from domain.catalog.resolution import Member, block_key, match, title_variants
 from projections.base import Envelope, Output, PostgresOnly, RejectedEvent
 from projections.bulk import stage
+from projections.happened import happened_at_all
 
 _MEMBER_COLS = (
     "platform, platform_id, block_key, cluster_id, kind, titles, year, runtime_min,"
@@ -132,6 +134,7 @@ class ResolutionProjector(PostgresOnly):
         blocks, by_ref = await self._load(conn, batch)
         touched: dict[tuple[str, str], tuple[str, Member, str]] = {}
         events: list[Event] = []
+        times = happened_at_all(batch)
         for i, env in enumerate(batch):
             if i % 1000 == 999:
                 await asyncio.sleep(0)  # let the API in: `mgw up` serves from this loop
@@ -180,13 +183,14 @@ class ResolutionProjector(PostgresOnly):
             blocks.setdefault(key, _Block()).add(member)
             by_ref[ref] = (member, key)
             touched[ref] = (key, member, p["raw_hash"])
-            events.append(self._resolved(env, member, method, score, matched, series_id))
+            events.append(self._resolved(env, times[i], member, method, score, matched, series_id))
         await self._store(conn, touched)
         return Output(None, events)
 
     @staticmethod
     def _resolved(
         env: Envelope,
+        at: datetime,
         member: Member,
         method: str,
         score: float | None,
@@ -208,7 +212,7 @@ class ResolutionProjector(PostgresOnly):
             member.cluster_id,
             payload,
             event_id=derived_id(f"resolved:{env.topic}:{env.partition}:{env.offset}"),
-            occurred_at=env.happened_at,
+            occurred_at=at,
             producer="resolution",
         )
 

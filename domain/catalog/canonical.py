@@ -125,6 +125,10 @@ def _share(values: Sequence[Any], chosen: Any, same: Callable[[Any, Any], bool])
 def merge(records: Sequence[SourceRecord]) -> Canonical:
     if not records:
         raise ValueError("a canonical title needs at least one source record")
+    return _single(records[0]) if len(records) == 1 else _merge_many(records)
+
+
+def _merge_many(records: Sequence[SourceRecord]) -> Canonical:
     ordered = sorted(records, key=_rank)
     editorial = next((r for r in ordered if r.platform == "editorial"), None)
     title = editorial.title if editorial else _vote(ordered, lambda r: r.title)
@@ -134,7 +138,7 @@ def merge(records: Sequence[SourceRecord]) -> Canonical:
     first_pos = {g: i for i, g in reversed(list(enumerate(g for r in ordered for g in r.genres)))}
     genres = tuple(sorted(genre_counts, key=lambda g: (-genre_counts[g], first_pos[g])))
     imdb = _vote(ordered, lambda r: r.imdb_id)
-    canonical = Canonical(
+    fields: dict[str, Any] = dict(
         kind=_vote(ordered, lambda r: r.kind),
         title=title,
         original_title=_first(ordered, lambda r: r.original_title),
@@ -149,29 +153,57 @@ def merge(records: Sequence[SourceRecord]) -> Canonical:
         episode=_first(ordered, lambda r: r.episode),
         platforms=tuple(sorted({r.platform for r in ordered if r.platform != "editorial"})),
         source_count=len(ordered),
-        completeness=0.0,
-        agreement=1.0,
         first_seen=min(r.first_seen for r in ordered),
         updated_at=max(r.updated_at for r in ordered),
     )
-    return _with_scores(canonical, ordered)
+    return Canonical(
+        **fields,
+        completeness=_completeness(fields),
+        agreement=_agreement(fields, ordered),
+    )
 
 
-def _with_scores(c: Canonical, ordered: Sequence[SourceRecord]) -> Canonical:
-    from dataclasses import replace
+def _single(r: SourceRecord) -> Canonical:
+    """``merge([r])`` without the voting: one source is every field's only value, and
+    agreement needs two."""
+    genres = r.genres
+    if len(set(genres)) != len(genres):  # a repeated genre: the vote orders by count
+        genres = tuple(sorted(set(genres), key=lambda g: (-genres.count(g), genres.index(g))))
+    fields: dict[str, Any] = dict(
+        kind=r.kind,
+        title=r.title,
+        original_title=r.original_title,
+        year=r.year,
+        runtime_min=r.runtime_min,
+        genres=genres,
+        overview=r.overview,
+        imdb_id=r.imdb_id,
+        tmdb_id=r.tmdb_id,
+        series_id=r.series_id,
+        season=r.season,
+        episode=r.episode,
+        platforms=() if r.platform == "editorial" else (r.platform,),
+        source_count=1,
+        first_seen=r.first_seen,
+        updated_at=r.updated_at,
+    )
+    return Canonical(**fields, completeness=_completeness(fields), agreement=1.0)
 
-    values = {f: getattr(c, f) for f, _ in _COMPLETENESS}
-    completeness = sum(w for f, w in _COMPLETENESS if values[f] not in (None, (), ""))
-    main = title_variants(c.title)[:1]
+
+def _completeness(fields: dict[str, Any]) -> float:
+    return round(sum(w for f, w in _COMPLETENESS if fields[f] not in (None, (), "")), 4)
+
+
+def _agreement(c: dict[str, Any], ordered: Sequence[SourceRecord]) -> float:
+    main = title_variants(c["title"])[:1]
     shares = [
         _share([title_variants(r.title)[:1] for r in ordered], main, lambda a, b: a == b),
-        _share([r.year for r in ordered], c.year, lambda a, b: abs(a - b) <= 0),
-        _share([r.runtime_min for r in ordered], c.runtime_min, lambda a, b: abs(a - b) <= 5),
-        _share([r.imdb_id for r in ordered], c.imdb_id, lambda a, b: a == b),
+        _share([r.year for r in ordered], c["year"], lambda a, b: abs(a - b) <= 0),
+        _share([r.runtime_min for r in ordered], c["runtime_min"], lambda a, b: abs(a - b) <= 5),
+        _share([r.imdb_id for r in ordered], c["imdb_id"], lambda a, b: a == b),
     ]
     known = [s for s in shares if s is not None]
-    agreement = sum(known) / len(known) if known else 1.0
-    return replace(c, completeness=round(completeness, 4), agreement=round(agreement, 4))
+    return round(sum(known) / len(known) if known else 1.0, 4)
 
 
 class EntityUnion:
