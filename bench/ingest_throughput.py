@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.db import migrate  # noqa: E402
+from core.gc_tuning import tune_for_batches  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from domain.catalog.platforms import platform_module  # noqa: E402
 from mgw.platform import open_platform  # noqa: E402
@@ -94,6 +95,7 @@ async def catch_up(pf: Any, name: str, batch_size: int) -> int:
 
 async def bench_pipeline(settings: Settings, feeds: dict[str, Path]) -> dict[str, Any]:
     async with open_platform(settings, with_vectors=False) as pf:
+        tune_for_batches()  # as `mgw ingest` does
         t0 = time.perf_counter()
         summaries: list[IngestSummary] = []
         for platform, path in feeds.items():
@@ -189,6 +191,7 @@ def bench_pipelined(settings: Settings, feeds: dict[str, Path], logdir: Path) ->
 
         async def append() -> int:
             async with open_platform(settings, with_vectors=False) as pf:
+                tune_for_batches()  # as `mgw ingest` and `mgw up` do
                 n = 0
                 for platform, path in feeds.items():
                     n += (await ingest_files(pf.stores, pf.publisher, platform, [path])).read
@@ -214,6 +217,7 @@ def bench_pipelined(settings: Settings, feeds: dict[str, Path], logdir: Path) ->
 async def bench_naive(settings: Settings, feeds: dict[str, Path], sample: int) -> dict[str, Any]:
     """One append per event, one record per projector transaction."""
     async with open_platform(settings, with_vectors=False) as pf:
+        tune_for_batches()  # the same process settings as the pipelines it is compared with
         t0 = time.perf_counter()
         n = 0
         for platform, path in feeds.items():

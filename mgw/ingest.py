@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from core.gc_tuning import tune_for_batches
 from core.settings import Settings
 from domain.catalog import PLATFORMS, FeedError
 from domain.catalog.platforms import platform_module
@@ -100,6 +101,9 @@ async def run_ingest(
         print(f"mgw ingest: {exc.message}", file=sys.stderr)
         return 2
     async with open_platform(settings, with_vectors=False) as pf:
+        # many small dicts per record: the collector's passes cost ~14 % of an ingest
+        # (bench/ingest_throughput.py, scale 3), as in the workers
+        tune_for_batches()
         stores = pf.stores
         if True:
             await catch_up(pf, stores, ["resolution", "availability"], progress=progress)
