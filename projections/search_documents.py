@@ -162,20 +162,50 @@ SELECT c.content_id, c.kind, c.title, c.original_title, c.year, c.genres, c.over
 """
 
 
+#: the staging table's columns and binary COPY types: the documents' columns, and the
+#: three texts only the tsvector reads
+_STAGE_TYPES = {
+    "content_id": "text", "kind": "text", "title": "text", "title_norm": "text",
+    "original_title": "text", "year": "int4", "genres": "text[]", "people": "text[]",
+    "rating": "text", "imdb_id": "text", "tmdb_id": "text", "offer_keys": "text[]",
+    "platforms": "text[]", "quality": "float4", "popularity": "float4",
+    "first_seen": "timestamptz", "alt_titles": "text", "overview": "text", "keywords": "text",
+    "embed_text": "text", "text_hash": "text",
+}  # fmt: skip
+_STAGE_SQL = (
+    "CREATE TEMP TABLE IF NOT EXISTS search_docs_batch ("
+    + ", ".join(f"{c} {t.replace('int4', 'int').replace('float4', 'real')}"
+                for c, t in _STAGE_TYPES.items())
+    + ") ON COMMIT DELETE ROWS"
+)  # fmt: skip
+
+
 async def _upsert(conn: Any, docs: list[dict[str, Any]]) -> None:
+    """Binary COPY into a staging table, then one INSERT ... SELECT that builds the
+    tsvectors: the same rows as one INSERT per document (executemany), without psycopg
+    quoting every parameter and array element in Python (30 % of the search worker's
+    time in the pipelined ingest bench)."""
     cols = [c for c in _DOC_COLS if c not in ("alt_titles", "overview", "keywords")]
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            f"INSERT INTO search_docs ({', '.join(cols)}, tsv, indexed_at) VALUES ("
-            + ", ".join(f"%({c})s" for c in cols)
-            + ", setweight(to_tsvector('english', %(title)s), 'A')"
-            " || setweight(to_tsvector('english', coalesce(%(original_title)s, '') || ' '"
-            " || %(alt_titles)s), 'B')"
-            " || setweight(to_tsvector('english', %(overview)s || ' ' || %(keywords)s), 'C')"
-            " || setweight(to_tsvector('english', array_to_string(%(genres)s::text[], ' ')"
-            " || ' ' || array_to_string(%(people)s::text[], ' ')), 'D'), now())"
-            " ON CONFLICT (content_id) DO UPDATE SET "
-            + ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
-            + ", tsv = EXCLUDED.tsv, indexed_at = clock_timestamp(), payload_synced = FALSE",
-            docs,
-        )
+    staged = list(_STAGE_TYPES)
+    await conn.execute(_STAGE_SQL)
+    await conn.execute("DELETE FROM search_docs_batch")  # a retried batch reuses it
+    async with conn.cursor().copy(
+        f"COPY search_docs_batch ({', '.join(staged)}) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(list(_STAGE_TYPES.values()))
+        for d in docs:
+            await copy.write_row([d[c] for c in staged])
+    await conn.execute(
+        f"INSERT INTO search_docs ({', '.join(cols)}, tsv, indexed_at)"
+        f" SELECT {', '.join(cols)},"
+        " setweight(to_tsvector('english', title), 'A')"
+        " || setweight(to_tsvector('english', coalesce(original_title, '') || ' '"
+        " || alt_titles), 'B')"
+        " || setweight(to_tsvector('english', overview || ' ' || keywords), 'C')"
+        " || setweight(to_tsvector('english', array_to_string(genres, ' ')"
+        " || ' ' || array_to_string(people, ' ')), 'D'), now()"
+        " FROM search_docs_batch"
+        " ON CONFLICT (content_id) DO UPDATE SET "
+        + ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
+        + ", tsv = EXCLUDED.tsv, indexed_at = clock_timestamp(), payload_synced = FALSE"
+    )
