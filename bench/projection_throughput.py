@@ -42,6 +42,8 @@ from core.codec import default_codec  # noqa: E402
 from core.db import migrate, open_pool  # noqa: E402
 from core.events import Event  # noqa: E402
 from core.topics import PLAYBACK  # noqa: E402
+from core.gc_tuning import tune_for_batches  # noqa: E402
+from mgw.replay import REPLAY_BATCH_SIZE  # noqa: E402
 from mgw.worker import worker_argv  # noqa: E402
 from projections.base import Stores  # noqa: E402
 from projections.playback import PlaybackProjector  # noqa: E402
@@ -112,6 +114,7 @@ async def bench_embedded(
     for i in range(0, len(records), 20000):
         await log.append_batch(PLAYBACK.name, records[i : i + 20000])
     append_s = time.perf_counter() - t
+    tune_for_batches()  # as `mgw up`, workers and `mgw replay` do once started
     pool = open_pool(uri, max_size=4)
     await pool.open(wait=True)
     redis = aioredis.from_url(redis_url)
@@ -143,7 +146,7 @@ async def bench_embedded(
     replay = ProjectorLoop(
         ProjectionPipeline(PlaybackProjector(), stores, log, dead_letters=False, emit=False),
         log,
-        batch_size=batch_size,
+        batch_size=REPLAY_BATCH_SIZE,
         linger_ms=0,
     )
     t = time.perf_counter()

@@ -7,6 +7,7 @@ same source record always maps to the same id and a replay decides the same way.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 
@@ -20,8 +21,18 @@ def new_id() -> str:
     return str(uuid_utils.uuid7())
 
 
+_NAMESPACE_BYTES = MGW_NAMESPACE.bytes
+
+
 def derived_id(source_key: str) -> str:
-    return str(uuid.uuid5(MGW_NAMESPACE, source_key))
+    """``str(uuid.uuid5(MGW_NAMESPACE, source_key))``, built without the UUID object:
+    projectors derive one per emitted event, and the object cost about three quarters
+    of the time (tests/test_ids.py holds the two equal)."""
+    h = bytearray(hashlib.sha1(_NAMESPACE_BYTES + source_key.encode()).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def utcnow() -> datetime:

@@ -150,7 +150,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _logging("WARNING")
-    return asyncio.run(run_replay(settings, args.projector, progress=not args.no_progress))
+    size = args.replay_batch_size
+    if size is not None and size < 1:
+        print("--batch-size must be at least 1", file=sys.stderr)
+        return 2
+    return asyncio.run(
+        run_replay(settings, args.projector, progress=not args.no_progress, batch_size=size)
+    )
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
@@ -552,6 +558,14 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(replay)
     replay.add_argument("projector", help="catalog, resolution, availability or playback")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    replay.add_argument(
+        "--batch-size",
+        dest="replay_batch_size",
+        type=int,
+        default=None,
+        help="records folded per transaction (default 50000: a replay has no reader "
+        "waiting, and larger batches fold more events into each row)",
+    )
     replay.set_defaults(func=cmd_replay)
 
     rebuild = sub.add_parser(

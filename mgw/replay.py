@@ -15,7 +15,14 @@ from streams.processing import BatchResult, ProjectionPipeline
 from streams.runner import ProjectorLoop
 
 
-async def run_replay(settings: Settings, name: str, *, progress: bool = True) -> int:
+#: records per replay batch: nobody waits on a replay's read model, so batches may be large;
+#: a larger batch folds more of one key's events into one row (fewer rows to write)
+REPLAY_BATCH_SIZE = 50_000
+
+
+async def run_replay(
+    settings: Settings, name: str, *, progress: bool = True, batch_size: int | None = None
+) -> int:
     try:
         projector = by_name(name)
     except KeyError as exc:
@@ -30,7 +37,7 @@ async def run_replay(settings: Settings, name: str, *, progress: bool = True) ->
         loop = ProjectorLoop(
             ProjectionPipeline(projector, pf.stores, pf.log, dead_letters=False, emit=False),
             pf.log,
-            batch_size=settings.batch_size,
+            batch_size=batch_size or REPLAY_BATCH_SIZE,
             linger_ms=0,
         )
         tune_for_batches()

@@ -72,6 +72,7 @@ class Fetched:
     positions: dict[tuple[str, int], int]  # where the read started
     records: list[LogRecord]
     decoded: Decoded | None
+    after: dict[tuple[str, int], int]  # the positions past these records
 
 
 class ProjectorLoop:
@@ -122,7 +123,11 @@ class ProjectorLoop:
                 if p % self.shard[1] == self.shard[0]:
                     self.positions[(topic, p)] = marks.get((topic, p), 0)
 
-    async def _read(self, limit: int, positions: dict[tuple[str, int], int]) -> list[LogRecord]:
+    async def _read(
+        self, limit: int, positions: dict[tuple[str, int], int], after: dict[tuple[str, int], int]
+    ) -> list[LogRecord]:
+        """Up to ``limit`` records from ``positions`` on; ``after`` gets the position past
+        the last record read of each partition."""
         batch: list[LogRecord] = []
         parts = list(positions)
         if not parts:  # a shard with more processes than partitions owns nothing
@@ -132,18 +137,20 @@ class ProjectorLoop:
             if len(batch) >= limit:
                 break
             got = await self.log.read(tp[0], tp[1], positions[tp], limit - len(batch))
-            batch.extend(got)
+            if got:
+                batch.extend(got)
+                after[tp] = got[-1].offset + 1
         return batch
 
     async def _fetch(self, positions: dict[tuple[str, int], int]) -> Fetched:
-        batch = await self._read(self.batch_size, positions)
+        after = dict(positions)
+        batch = await self._read(self.batch_size, positions, after)
         if batch and len(batch) < self.batch_size and self.linger > 0:
             await asyncio.sleep(self.linger)
-            after = dict(positions)
-            after.update({(r.topic, r.partition): r.offset + 1 for r in batch})
-            batch.extend(await self._read(self.batch_size - len(batch), after))
+            batch.extend(await self._read(self.batch_size - len(batch), dict(after), after))
         # Decoding is CPU work: done here, it overlaps the previous batch's database waits.
-        return Fetched(dict(positions), batch, self.pipeline.decode(batch) if batch else None)
+        decoded = self.pipeline.decode(batch) if batch else None
+        return Fetched(dict(positions), batch, decoded, after)
 
     async def step(self) -> BatchResult | None:
         """Read and apply one batch; None when nothing was waiting.
@@ -158,10 +165,8 @@ class ProjectorLoop:
             fetched = await self._fetch(self.positions)
         if not fetched.records:
             return None
-        after = dict(self.positions)
-        after.update({(r.topic, r.partition): r.offset + 1 for r in fetched.records})
         if len(fetched.records) >= self.batch_size:  # more is likely waiting
-            self._prefetch = asyncio.ensure_future(self._fetch(after))
+            self._prefetch = asyncio.ensure_future(self._fetch(dict(fetched.after)))
         try:
             result = await self.pipeline.process(fetched.records, fetched.decoded)
         except BaseException:
