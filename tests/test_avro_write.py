@@ -6,6 +6,7 @@ import io
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import fastavro
 import pytest
@@ -57,13 +58,19 @@ def test_catalog_feed_events_encode_to_fastavros_bytes() -> None:
     assert stamps > 0  # the fixtures exercise timestamps
 
 
-def test_edge_values_encode_like_fastavro() -> None:
+def _resolved(**fields: Any) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """ContentResolved's schema, its compiled writer and a valid record with ``fields``."""
     schema = _schema("ContentResolved")
     w = compile_writer(schema)
     assert w is not None
-    base = {f["name"]: None for f in schema["fields"]}
-    base.update(content_id="c", method="title", platform="netflix", platform_id="n1",
-                raw_hash="h", kind="movie", title="Amélie — 天国", genres=[])  # fmt: skip
+    record: dict[str, Any] = {f["name"]: None for f in schema["fields"]}
+    record.update(content_id="c", method="title", raw_hash="h", kind="movie", genres=[])
+    record.update(fields)
+    return schema, w, record
+
+
+def test_edge_values_encode_like_fastavro() -> None:
+    schema, w, base = _resolved(platform="netflix", platform_id="n1", title="Amélie — 天国")
     cases = [
         {},
         {"score": 93.5, "year": -1, "runtime_min": 2**31 - 1, "genres": ("Drama", "Crime")},
@@ -102,12 +109,7 @@ def test_edge_values_encode_like_fastavro() -> None:
     ],
 )
 def test_values_fastavro_should_judge_are_refused(field: str, value: object) -> None:
-    schema = _schema("ContentResolved")
-    w = compile_writer(schema)
-    assert w is not None
-    record = {f["name"]: None for f in schema["fields"]}
-    record.update(content_id="c", method="title", platform="p", platform_id="i",
-                  raw_hash="h", kind="movie", title="t", genres=[])  # fmt: skip
+    _, w, record = _resolved(platform="p", platform_id="i", title="t")
     w(record)  # the base record is fine
     record[field] = value
     with pytest.raises(Unsupported):
