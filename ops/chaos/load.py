@@ -26,8 +26,10 @@ import aiohttp
 
 PASSWORD = "chaos-harness-passphrase-7"
 ADMIN_EMAIL = "chaos-admin@example.com"
-#: a position well inside the duration, so a title stays in continue-watching
-DURATION_S = 100_000.0
+#: positions climb from START_S in small steps, well inside DURATION_S: past the
+#: resume threshold (5 %) and short of "watched", so every title stays in continue-watching
+DURATION_S = 7_200.0
+START_S = 600.0
 #: the client gives up on a request after this long: a hang counts as an error
 REQUEST_TIMEOUT_S = 10.0
 
@@ -202,7 +204,9 @@ class Client:
                         if token:
                             user = User(email, token)
                             _, _, me = await self.call("me", "GET", "/v1/me", headers=user.headers)
-                            user.user_id = str((me or {}).get("user_id", ""))
+                            user.user_id = str(
+                                (me or {}).get("id") or (me or {}).get("user_id") or ""
+                            )
                             return user
                     await asyncio.sleep(0.5)
             raise RuntimeError(f"could not register {email}")
@@ -282,10 +286,8 @@ class Workload:
         # a handful of titles per user, each position higher than the last: the one
         # visible afterwards must be at least the highest acknowledged
         content = self.titles[(zlib.crc32(u.email.encode()) + rnd.randrange(4)) % len(self.titles)]
-        key = self.ledger.playback[(u.user_id, content)]
-        pos = float(len(key.attempted) * 10 + 10 + rnd.randrange(5))
-        if key.attempted and pos <= max(key.attempted):
-            pos = max(key.attempted) + 10
+        key = self.ledger.playback[(u.email, content)]
+        pos = max(key.attempted, default=START_S) + 5 + rnd.randrange(3)
         key.attempted.add(pos)
         body = {"content_id": content, "device_id": "chaos-device", "kind": "progress",
                 "position_s": pos, "duration_s": DURATION_S}  # fmt: skip
@@ -300,7 +302,7 @@ class Workload:
     async def _watch_add(self, u: User, rnd: random.Random) -> None:
         u.n += 1
         content = f"{self.titles[rnd.randrange(len(self.titles))]}"
-        key = self.ledger.watch[(u.user_id, content)]
+        key = self.ledger.watch[(u.email, content)]
         if key.add is not None:  # a title is added once: its expected state stays exact
             return
         key.add = "unknown"
@@ -321,7 +323,7 @@ class Workload:
         if not u.watch_acked:
             return
         content = u.watch_acked.pop(rnd.randrange(len(u.watch_acked)))
-        key = self.ledger.watch[(u.user_id, content)]
+        key = self.ledger.watch[(u.email, content)]
         key.remove = "unknown"
         status, headers, _ = await self.client.call(
             "watch_remove",
@@ -362,7 +364,7 @@ class Workload:
         token = await self.client.sign_in(u.email)
         if token:
             u.token = token
-            self.ledger.signins[u.user_id] += 1
+            self.ledger.signins[u.email] += 1
 
 
 def _words(titles: list[str]) -> list[str]:

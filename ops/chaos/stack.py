@@ -44,6 +44,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    _socket_dir: str = ""
 
     @property
     def base(self) -> str:
@@ -151,10 +152,12 @@ class Stack:
 
     # -- the embedded services --------------------------------------------------------
 
-    def _pg_ctl(self) -> str:
-        import pgserver
+    def _pg_ctl(self, *args: str) -> None:
+        # pgserver's own wrapper: as root it runs the server as its `pgserver` user
+        from pgserver._commands import pg_ctl
 
-        return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl")
+        user = "pgserver" if os.geteuid() == 0 else None
+        pg_ctl(list(args), pgdata=self.pgdata, user=user, timeout=60)
 
     def postgres_pid(self) -> int | None:
         pidfile = self.pgdata / "postmaster.pid"
@@ -166,31 +169,16 @@ class Stack:
 
     def stop_postgres(self) -> None:
         """A crash: no checkpoint, no goodbye to clients; WAL recovery on the next start."""
-        subprocess.run(
-            [self._pg_ctl(), "-D", str(self.pgdata), "stop", "-m", "immediate", "-w"],
-            check=True,
-            capture_output=True,
-        )
+        # postmaster.pid's fifth line: the socket directory, which pgserver moves out of
+        # a data dir whose path is too long for a socket name
+        lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        self._socket_dir = lines[4].strip() if len(lines) > 4 else str(self.pgdata)
+        self._pg_ctl("-w", "stop", "-m", "immediate")
 
     def start_postgres(self) -> None:
-        # the options the embedded server was started with (socket in its data dir, no TCP)
-        opts = f'-h "" -k {self.pgdata}'
-        subprocess.run(
-            [
-                self._pg_ctl(),
-                "-D",
-                str(self.pgdata),
-                "-o",
-                opts,
-                "-l",
-                str(self.data_dir / "postgres.log"),
-                "start",
-                "-w",
-            ],
-            check=True,
-            capture_output=True,
-            start_new_session=True,
-        )
+        # the options pgserver starts it with: a socket in its data dir, no TCP
+        self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}",
+                     "-l", str(self.pgdata / "log"), "start")  # fmt: skip
 
     def redis(self) -> tuple[psutil.Process, list[str]] | None:
         """The embedded redis-server and its command line (config file first)."""
@@ -242,11 +230,7 @@ class Stack:
             self.stop_redis()
         if self.postgres_pid() is not None:
             with suppress(Exception):
-                subprocess.run(
-                    [self._pg_ctl(), "-D", str(self.pgdata), "stop", "-m", "fast", "-w"],
-                    capture_output=True,
-                    timeout=60,
-                )
+                self._pg_ctl("-w", "stop", "-m", "fast")
 
 
 def _redis_config(p: psutil.Process) -> Path | None:

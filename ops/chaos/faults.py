@@ -1,0 +1,206 @@
+"""Fault scenarios: rounds of load with one fault at a random moment, then the checks.
+
+Each round: the mixed workload runs; at a random moment the fault hits (kill -9 of
+`mgw up` or of one projector process, a crash of PostgreSQL, a restart of Redis); the
+dependency comes back after ``--down`` seconds; the load runs on; then every write
+acknowledged so far must be visible, none twice, and after the last round the live
+projections must equal a fresh fold of the log.
+
+Counted during the fault window (from the fault until everything answers again):
+5xx other than 503, 503 without Retry-After, and requests left without an answer
+past the client's timeout. The recovery time is from the dependency's return to the
+first success of every route that failed meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ops.chaos.load import ADMIN_EMAIL, PASSWORD, Client, Recorder, Workload
+from ops.chaos.stack import Stack
+from ops.chaos.verify import check_acknowledged, compare_with_fresh_fold, wait_caught_up
+
+SCENARIOS = ("kill-up", "kill-worker", "restart-db", "restart-redis")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scenario", choices=(*SCENARIOS, "all"), help="which fault; all: each in turn")
+    p.add_argument("--rounds", type=int, default=10, help="faults per scenario (default 10)")
+    p.add_argument("--users", type=int, default=40, help="simulated users (default 40)")
+    p.add_argument("--titles", type=int, default=300, help="seed catalog size (default 300)")
+    p.add_argument(
+        "--seconds", type=float, default=12, help="load per round, fault inside it (default 12)"
+    )
+    p.add_argument(
+        "--down", type=float, default=3, help="seconds a dependency stays down (default 3)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: time)")
+    p.add_argument("--data-dir", type=Path, default=None, help="default: a temporary directory")
+    p.add_argument("--keep", action="store_true", help="keep the data directory")
+
+
+async def _fault(stack: Stack, scenario: str, down: float, rnd: random.Random) -> dict[str, Any]:
+    """Do the fault; returns when the dependency is back (its own recovery not included)."""
+    loop = asyncio.get_running_loop()
+    info: dict[str, Any] = {}
+    if scenario == "kill-up":
+        await loop.run_in_executor(None, stack.kill)
+        await asyncio.sleep(down)
+        info["restart_s"] = round(await loop.run_in_executor(None, stack.start), 2)
+    elif scenario == "kill-worker":
+        workers = stack.workers()
+        if not workers:
+            raise RuntimeError("kill-worker needs --projector-processes >= 2")
+        victim = rnd.choice(workers)
+        info["killed_pid"] = victim.pid
+        victim.send_signal(signal.SIGKILL)
+    elif scenario == "restart-db":
+        await loop.run_in_executor(None, stack.stop_postgres)
+        await asyncio.sleep(down)
+        await loop.run_in_executor(None, stack.start_postgres)
+    elif scenario == "restart-redis":
+        cmd = await loop.run_in_executor(None, stack.stop_redis)
+        await asyncio.sleep(down)
+        await loop.run_in_executor(None, stack.start_redis, cmd)
+    return info
+
+
+def _window(rec: Recorder, start: float, back: float) -> dict[str, Any]:
+    """What clients saw from the fault until every route that failed answered again."""
+    failed_routes = {r for t, r, ok in rec.timeline if t >= start and not ok}
+    recovery = 0.0
+    for route in failed_routes:
+        oks = [t for t, r, ok in rec.timeline if r == route and ok and t >= back]
+        recovery = max(recovery, (min(oks) - back) if oks else float("inf"))
+    end = back + recovery if recovery != float("inf") else float("inf")
+    during = [f for f in rec.failures if start <= f[0] <= end]
+    return {
+        "recovery_s": round(recovery, 2) if recovery != float("inf") else None,
+        "failed_routes": sorted(failed_routes),
+        "http_5xx_not_503": sum(1 for _, _, s, _ in during if s >= 500 and s != 503),
+        "http_503_without_retry_after": sum(1 for _, _, s, ra in during if s == 503 and not ra),
+        "http_503": sum(1 for _, _, s, _ in during if s == 503),
+        "no_answer": sum(1 for _, _, s, _ in during if s == 0),
+    }
+
+
+async def run_scenario(
+    stack: Stack, client: Client, wl: Workload, scenario: str, args: argparse.Namespace,
+    rnd: random.Random,
+) -> list[dict[str, Any]]:  # fmt: skip
+    rounds = []
+    for i in range(args.rounds):
+        rec = client.rec
+        load = asyncio.create_task(wl.run(args.seconds))
+        await asyncio.sleep(rnd.uniform(1, max(1.5, args.seconds / 3)))
+        start = time.monotonic() - rec.t0
+        info = await _fault(stack, scenario, args.down, rnd)
+        back = time.monotonic() - rec.t0
+        await load
+        caught = await wait_caught_up(client, timeout=180)
+        f = await check_acknowledged(client, wl.users, wl.ledger)
+        row = {
+            "scenario": scenario,
+            "round": i + 1,
+            "acked_writes": wl.ledger.acked_writes(),
+            **_window(rec, start, back),
+            **info,
+            "catch_up_s": round(caught, 2),
+            **f.as_dict(),
+        }
+        rounds.append(row)
+        print(
+            f"{scenario} round {i + 1}/{args.rounds}: lost {row['lost']}, duplicated "
+            f"{row['duplicated']}, 5xx(not 503) {row['http_5xx_not_503']}, recovery "
+            f"{row['recovery_s']} s",
+            flush=True,
+        )
+    return rounds
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    seed = args.seed if args.seed is not None else int(time.time())
+    rnd = random.Random(seed)
+    scenarios = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    tmp = None
+    if args.data_dir is None:
+        tmp = Path(tempfile.mkdtemp(prefix="mgw-chaos-"))
+    out: dict[str, Any] = {"seed": seed, "rounds": [], "scenarios": {}}
+    try:
+        for scenario in scenarios:
+            root = (args.data_dir or tmp) / scenario  # type: ignore[operator]
+            shutil.rmtree(root, ignore_errors=True)
+            stack = Stack(
+                root,
+                projector_processes=2 if scenario == "kill-worker" else 1,
+                env={"MGW_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
+                     "MGW_BOOTSTRAP_ADMIN_PASSWORD": PASSWORD},
+            )  # fmt: skip
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(None, stack.start)
+                client = Client(stack.base, Recorder())
+                try:
+                    titles = await client.seed_titles(args.titles)
+                    users = await client.sign_up(f"chaos-{scenario}", args.users)
+                    wl = Workload(client, users, titles, seed=seed)
+                    rows = await run_scenario(stack, client, wl, scenario, args, rnd)
+                    equal, digests = await loop.run_in_executor(
+                        None, compare_with_fresh_fold, stack
+                    )
+                finally:
+                    await client.close()
+            finally:
+                await loop.run_in_executor(None, stack.shutdown_services)
+            out["rounds"] += rows
+            out["scenarios"][scenario] = {
+                "rounds": len(rows),
+                "acked_writes": rows[-1]["acked_writes"] if rows else 0,
+                "lost": sum(r["lost"] for r in rows),
+                "duplicated": sum(r["duplicated"] for r in rows),
+                "foreign": sum(r["foreign"] for r in rows),
+                "http_5xx_not_503": sum(r["http_5xx_not_503"] for r in rows),
+                "http_503_without_retry_after": sum(
+                    r["http_503_without_retry_after"] for r in rows
+                ),
+                "no_answer": sum(r["no_answer"] for r in rows),
+                "recovery_s_max": max(
+                    (r["recovery_s"] if r["recovery_s"] is not None else float("inf")) for r in rows
+                ),
+                "digest_equal_fresh_fold": equal,
+                "digests": digests,
+            }
+    finally:
+        if tmp is not None and not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    s = out["scenarios"].values()
+    out["met"] = {
+        "lost_0": all(x["lost"] == 0 for x in s),
+        "duplicated_0": all(x["duplicated"] == 0 for x in s),
+        "non_503_5xx_0": all(x["http_5xx_not_503"] == 0 for x in s),
+        "recovery_le_10s": all(x["recovery_s_max"] <= 10 for x in s),
+        "digest_equal_fresh_fold": all(x["digest_equal_fresh_fold"] for x in s),
+    }
+    return out
+
+
+def main() -> int:
+    import json
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    result = asyncio.run(run(ap.parse_args()))
+    print(json.dumps(result))
+    return 0 if all(result["met"].values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
