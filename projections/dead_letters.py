@@ -21,6 +21,7 @@ resolved before it; nothing is deleted.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -113,20 +114,33 @@ class DeadLettersProjector(PostgresOnly):
                 )
 
 
-def _letter_row(e: Envelope) -> tuple[Any, ...]:
-    h = headers_dict(e.headers)
+#: the columns' ranges (int, bigint): a header number outside them reads as -1
+_INT4 = 2**31 - 1
+_INT8 = 2**63 - 1
+_NUMBER = re.compile(r"-?[0-9]+")
 
-    def number(name: str) -> int:
+
+def _letter_row(e: Envelope) -> tuple[Any, ...]:
+    """The row of one .dlq record, whatever its headers hold. Nothing here may fail: a
+    .dlq topic has no dead-letter topic of its own, so a row PostgreSQL refuses would
+    stop this projector for good. Text loses its NUL characters (PostgreSQL text cannot
+    hold them, and a projector's rejection may quote a payload that has one)."""
+    h = {k: v.replace("\x00", "\ufffd") for k, v in headers_dict(e.headers).items()}
+
+    def number(name: str, bound: int) -> int:
         raw = h.get(name, "")
-        return int(raw) if raw.lstrip("-").isdigit() else -1
+        if not _NUMBER.fullmatch(raw):  # isdigit() takes "²" and "--1", int() does not
+            return -1
+        n = int(raw)
+        return n if -bound - 1 <= n <= bound else -1
 
     original = [(k, v) for k, v in e.headers if not k.startswith("dlq_")]
     return (
         h.get("dlq_projector", "?"),
         h.get("dlq_topic", original_topic(e.topic)),
-        number("dlq_partition"),
+        number("dlq_partition", _INT4),
         # a copy without its original offset still gets a row of its own
-        number("dlq_offset") if "dlq_offset" in h else -1 - e.offset,
+        number("dlq_offset", _INT8) if "dlq_offset" in h else -1 - e.offset,
         e.topic,
         e.partition,
         e.offset,
