@@ -65,7 +65,13 @@ from streams.log import LogRecord, OutgoingRecord, partition_for
 TARGET = "100 % dead-lettered, lag returns to 0"
 DECODE_KINDS = ("not_avro", "unknown_fingerprint", "truncated", "trailing_bytes")
 DOMAIN_KINDS = ("domain", "foreign_type")
-DLQ_KINDS = ("headerless",)
+DLQ_KINDS = ("headerless", "forged_headers")
+#: poison that once stopped the dead letters read model for good (a NUL in the error
+#: text notifications writes when it rejects an unknown kind), on the topic it starts on
+CHAIN_KINDS = {"notifications": ("nul_in_error",)}
+#: what a forged dead-letter header names as the projector, and how the read model lists it
+FORGED_PROJECTOR = "chaos\x00forged"
+FORGED_LISTED_AS = "chaos\ufffdforged"
 #: valid events put on a topic that does not carry them (no user id, so a consumer that
 #: judges only the fields it knows cannot mistake them for its own)
 FOREIGN_TYPES = ("RankingProfileSet", "ExperimentSet")
@@ -84,6 +90,8 @@ class Poison:
     #: projectors that must dead-letter it (empty on a .dlq topic: listed, not forwarded)
     expect: tuple[str, ...]
     reason: str
+    #: on a .dlq topic: the projector the read model lists it under
+    listed_as: str = "?"
 
     @property
     def where(self) -> str:
@@ -100,6 +108,7 @@ class Recipe:
     record: OutgoingRecord
     expect: tuple[str, ...]
     reason: str
+    listed_as: str = "?"
 
 
 # -- making poison ----------------------------------------------------------------
@@ -167,9 +176,18 @@ class Maker:
         if not topic.event_types:
             return DLQ_KINDS
         domain = tuple(k for k in DOMAIN_KINDS if self._domain_event(topic, k) is not None)
-        return DECODE_KINDS + domain
+        # the chain kind first: with kinds turning over by topic index, that puts it in
+        # the first round, where the short run reaches it
+        return CHAIN_KINDS.get(topic.name, ()) + DECODE_KINDS + domain
 
-    def _domain_event(self, topic: TopicSpec, kind: str) -> tuple[str, dict[str, Any]] | None:
+    def _domain_event(
+        self, topic: TopicSpec, kind: str, key: bytes = b"k"
+    ) -> tuple[str, dict[str, Any]] | None:
+        if kind == "nul_in_error":
+            user = key.decode()
+            return "NotificationPreferencesSet", {
+                "user_id": user, "kinds": {"chaos\x00kind": True}, "digest": None,
+            }  # fmt: skip
         if kind == "foreign_type":
             for other in FOREIGN_TYPES:
                 if other in topic.event_types:
@@ -206,7 +224,20 @@ class Maker:
         marker = (("chaos_poison", kind.encode()),)
         if kind in DLQ_KINDS:
             value = b"\x00chaos poison in a dead-letter topic \xff" + self.rnd.randbytes(8)
-            return Recipe(kind, topic.name, partition, OutgoingRecord(key, value, marker), (), "")
+            headers: tuple[tuple[str, bytes], ...] = marker
+            listed_as = "?"
+            if kind == "forged_headers":
+                # numbers that fit no column and a NUL in the projector's name; the
+                # offset stays unique, so each one keeps a row of its own
+                headers += (
+                    ("dlq_projector", FORGED_PROJECTOR.encode()),
+                    ("dlq_partition", b"99999999999"),
+                    ("dlq_offset", str(self.n).encode()),
+                    ("dlq_error", b"forged \x00 by the chaos harness"),
+                )
+                listed_as = FORGED_LISTED_AS
+            record = OutgoingRecord(key, value, headers)
+            return Recipe(kind, topic.name, partition, record, (), "", listed_as)
         consumers = self._consumers(topic.name)
         if kind in DECODE_KINDS:
             value = self._undecodable(topic, kind)
@@ -221,7 +252,7 @@ class Maker:
                 kind, topic.name, partition, OutgoingRecord(key, value, headers), consumers,
                 "decode",
             )  # fmt: skip
-        found = self._domain_event(topic, kind)
+        found = self._domain_event(topic, kind, key)
         if found is None:
             raise ValueError(f"no {kind} poison for {topic.name}")
         event_type, payload = found
@@ -270,9 +301,10 @@ def schedule(topics: tuple[TopicSpec, ...], maker: Maker) -> Iterator[tuple[Topi
     kinds = {t.name: maker.kinds(t) for t in topics}
     r = 0
     while True:
-        for t in topics:
+        for i, t in enumerate(topics):
             ks = kinds[t.name]
-            yield t, ks[r % len(ks)], (r // len(ks) + r) % t.partitions
+            # kinds turn over across topics too, so the first round has every kind
+            yield t, ks[(r + i) % len(ks)], (r // len(ks) + r) % t.partitions
         r += 1
 
 
@@ -318,7 +350,9 @@ class Injector:
             for r, pos in zip(recipes, positions, strict=True):
                 assert pos.partition == r.partition, (r, pos)
                 self.injected.append(
-                    Poison(r.kind, topic, pos.partition, pos.offset, r.expect, r.reason)
+                    Poison(
+                        r.kind, topic, pos.partition, pos.offset, r.expect, r.reason, r.listed_as
+                    )  # fmt: skip
                 )
 
 
@@ -388,7 +422,7 @@ def verify(
         ok = True
         if not p.expect:  # poison in a .dlq topic: listed once, as it is
             row = listed.get((p.topic, p.partition, p.offset))
-            if row is None or row["projector"] != "?":
+            if row is None or row["projector"] != p.listed_as:
                 missing.append(f"{p.kind} {p.where} not listed in the read model")
                 ok = False
             done += ok
