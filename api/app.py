@@ -43,6 +43,8 @@ from api.errors import (
     encode_error_handler,
     http_exception_handler,
     problem_handler,
+    transient_exceptions,
+    transient_handler,
     unhandled_handler,
 )
 from api.http_cache import ConditionalGet
@@ -167,6 +169,7 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
             Problem: problem_handler,
             EncodeError: encode_error_handler,
             HTTPException: http_exception_handler,
+            **dict.fromkeys(transient_exceptions(), transient_handler),
             Exception: unhandled_handler,
         },
         lifespan=_with_mcp(mcp, lifespan),

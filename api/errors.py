@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -12,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from core.backoff import describe, is_transient
+
+log = logging.getLogger("mgw.api")
 
 PROBLEM = "application/problem+json"
 
@@ -82,15 +85,55 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
 RETRY_AFTER_S = 5
 
 
+def transient_exceptions() -> tuple[type[Exception], ...]:
+    """The exception classes ``core.backoff.is_transient`` can say yes to, for handlers
+    registered by class.
+
+    Registered by class, Starlette answers them in its inner exception middleware and the
+    request ends there. Left to the catch-all (``Exception``), the outer server-error
+    middleware answers and then re-raises, uvicorn logs a traceback and closes the
+    connection: under load, while Redis restarted, clients reusing those keep-alive
+    connections saw them reset instead of reading a 503 (the chaos harness found it,
+    docs/reliability.md)."""
+    import httpx
+    import psycopg
+    import redis.exceptions as redis_errors
+
+    from streams.log import LogError
+
+    return (
+        ConnectionError,
+        TimeoutError,
+        psycopg.OperationalError,
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        httpx.TransportError,
+        LogError,
+    )
+
+
+async def transient_handler(request: Request, exc: Exception) -> Response:
+    if is_transient(exc):
+        return _unavailable(request, exc)
+    # a LogError that says it is not transient: a bug or a misconfiguration, logged as
+    # the catch-all would (which this handler keeps from seeing it)
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Problem(500, "internal error; the request was not applied").response(request)
+
+
+def _unavailable(request: Request, exc: Exception) -> Response:
+    failure = describe(exc)
+    return Problem(
+        503,
+        f"{failure.subject} {failure.detail}; retry shortly",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    ).response(request)
+
+
 async def unhandled_handler(request: Request, exc: Exception) -> Response:
     if is_transient(exc):
         # a dependency down, restarting or saturated: the client may retry, and is told when
-        failure = describe(exc)
-        return Problem(
-            503,
-            f"{failure.subject} {failure.detail}; retry shortly",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        ).response(request)
+        return _unavailable(request, exc)
     return Problem(500, "internal error; the request was not applied").response(request)
 
 

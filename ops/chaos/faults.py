@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ops.chaos.load import ADMIN_EMAIL, PASSWORD, Client, Recorder, Workload
+from ops.chaos.load import ADMIN_EMAIL, PASSWORD, TIMED_OUT, Client, Recorder, Workload
 from ops.chaos.stack import Stack
 from ops.chaos.verify import check_acknowledged, compare_with_fresh_fold, wait_caught_up
 
@@ -88,7 +88,8 @@ def _window(rec: Recorder, start: float, back: float) -> dict[str, Any]:
         "http_5xx_not_503": sum(1 for _, _, s, _ in during if s >= 500 and s != 503),
         "http_503_without_retry_after": sum(1 for _, _, s, ra in during if s == 503 and not ra),
         "http_503": sum(1 for _, _, s, _ in during if s == 503),
-        "no_answer": sum(1 for _, _, s, _ in during if s == 0),
+        "refused": sum(1 for _, _, s, _ in during if s == 0),
+        "timed_out": sum(1 for _, _, s, _ in during if s == TIMED_OUT),
     }
 
 
@@ -171,7 +172,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "http_503_without_retry_after": sum(
                     r["http_503_without_retry_after"] for r in rows
                 ),
-                "no_answer": sum(r["no_answer"] for r in rows),
+                "refused": sum(r["refused"] for r in rows),
+                "timed_out": sum(r["timed_out"] for r in rows),
                 "recovery_s_max": max(
                     (r["recovery_s"] if r["recovery_s"] is not None else float("inf")) for r in rows
                 ),
@@ -186,6 +188,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "lost_0": all(x["lost"] == 0 for x in s),
         "duplicated_0": all(x["duplicated"] == 0 for x in s),
         "non_503_5xx_0": all(x["http_5xx_not_503"] == 0 for x in s),
+        "no_request_hangs": all(x["timed_out"] == 0 for x in s),
         "recovery_le_10s": all(x["recovery_s_max"] <= 10 for x in s),
         "digest_equal_fresh_fold": all(x["digest_equal_fresh_fold"] for x in s),
     }

@@ -33,6 +33,9 @@ START_S = 600.0
 #: the client gives up on a request after this long: a hang counts as an error
 REQUEST_TIMEOUT_S = 10.0
 
+#: the status recorded for a request with no answer within REQUEST_TIMEOUT_S
+TIMED_OUT = -1
+
 WRITE_ROUTES = ("playback", "watch_add", "watch_remove", "signin")
 
 
@@ -87,17 +90,19 @@ class Recorder:
     statuses: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
     #: (seconds since t0, route, status, has Retry-After); status 0 = no answer in time
     failures: list[tuple[float, str, int, bool]] = field(default_factory=list)
+    #: connection-level failures by route and kind (refused, disconnected, ...)
+    client_errors: Counter[str] = field(default_factory=Counter)
     #: (seconds since t0, route, ok) of every request, for recovery times
     timeline: list[tuple[float, str, bool]] = field(default_factory=list)
 
     def record(self, route: str, status: int, ms: float, retry_after: bool) -> None:
         now = time.monotonic() - self.t0
         self.statuses[route][status] += 1
-        if status:
+        if status > 0:
             self.latencies[route].append(ms)
         ok = 200 <= status < 300
         self.timeline.append((now, route, ok))
-        if status >= 500 or status == 0:
+        if status >= 500 or status <= 0:
             self.failures.append((now, route, status, retry_after))
 
     def summary(self) -> dict[str, Any]:
@@ -113,7 +118,12 @@ class Recorder:
             }
         total = sum(sum(c.values()) for c in self.statuses.values())
         errors = sum(v for c in self.statuses.values() for s, v in c.items() if s == 0 or s >= 500)
-        return {"requests": total, "errors": errors, "routes": routes}
+        return {
+            "requests": total,
+            "errors": errors,
+            "routes": routes,
+            "client_errors": dict(self.client_errors),
+        }
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -162,8 +172,9 @@ class Client:
     async def call(
         self, route: str, method: str, path: str, **kw: Any
     ) -> tuple[int, dict[str, str], Any]:
-        """(status, headers, JSON body or None); status 0 when no answer came in time
-        or the connection failed (the server was killed, or hung)."""
+        """(status, headers, JSON body or None); status 0 when the connection failed
+        (nothing listening: the server was killed), TIMED_OUT when no answer came within
+        REQUEST_TIMEOUT_S (a request left hanging)."""
         t = time.monotonic()
         try:
             async with self.session.request(method, path, **kw) as r:
@@ -173,7 +184,11 @@ class Client:
                 ms = (time.monotonic() - t) * 1000
                 self.rec.record(route, r.status, ms, "Retry-After" in r.headers)
                 return r.status, dict(r.headers), body
-        except (aiohttp.ClientError, TimeoutError):
+        except TimeoutError:
+            self.rec.record(route, TIMED_OUT, (time.monotonic() - t) * 1000, False)
+            return TIMED_OUT, {}, None
+        except aiohttp.ClientError as exc:
+            self.rec.client_errors[f"{route}: {type(exc).__name__}"] += 1
             self.rec.record(route, 0, (time.monotonic() - t) * 1000, False)
             return 0, {}, None
 
