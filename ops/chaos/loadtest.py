@@ -391,6 +391,12 @@ async def run_steps(
         step["server_cpu_pct"] = round(sum(srv.values()) / span * 100, 1)
         step["server_cpu_pct_by_process"] = {g: round(v / span * 100, 1) for g, v in srv.items()}
         step["machine_cpu_pct"] = round(machine, 1)
+        # what neither the server nor the generator used (other people's work on a
+        # shared machine, the kernel's loopback networking): large means noisy figures
+        cores = (psutil.cpu_count() or 1) * machine
+        step["other_cpu_pct"] = round(
+            max(0.0, cores - step["server_cpu_pct"] - step["client"]["cpu_pct"]), 1
+        )
         step["loadavg"] = [round(x, 2) for x in os.getloadavg()]
         step["lag_after"] = total_lag(await ready(stack.base))
         out.append(step)
