@@ -29,10 +29,22 @@ from ops.chaos.stack import Stack
 from ops.chaos.verify import check_acknowledged, compare_with_fresh_fold, wait_caught_up
 
 SCENARIOS = ("kill-up", "kill-worker", "restart-db", "restart-redis")
+#: the Kafka runtime adds the broker; its projectors run in `mgw worker` processes
+KAFKA_SCENARIOS = ("kill-up", "kill-worker", "restart-db", "restart-redis", "restart-broker")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scenario", choices=(*SCENARIOS, "all"), help="which fault; all: each in turn")
+    p.add_argument(
+        "scenario", choices=(*KAFKA_SCENARIOS, "all"), help="which fault; all: each in turn"
+    )
+    p.add_argument(
+        "--runtime",
+        choices=("embedded", "kafka"),
+        default="embedded",
+        help="embedded: the log in PostgreSQL, projectors in `mgw up` (kill-worker: in its "
+        "shard processes); kafka: a KRaft broker on loopback, projectors in `mgw worker` "
+        "processes (default embedded)",
+    )
     p.add_argument("--rounds", type=int, default=10, help="faults per scenario (default 10)")
     p.add_argument("--users", type=int, default=40, help="simulated users (default 40)")
     p.add_argument("--titles", type=int, default=300, help="seed catalog size (default 300)")
@@ -51,7 +63,11 @@ async def _fault(stack: Stack, scenario: str, down: float, rnd: random.Random) -
     """Do the fault; returns when the dependency is back (its own recovery not included)."""
     loop = asyncio.get_running_loop()
     info: dict[str, Any] = {}
-    if scenario == "kill-up":
+    if scenario == "restart-broker":
+        await loop.run_in_executor(None, stack.stop_broker)  # type: ignore[attr-defined]
+        await asyncio.sleep(down)
+        await loop.run_in_executor(None, stack.start_broker)  # type: ignore[attr-defined]
+    elif scenario == "kill-up":
         await loop.run_in_executor(None, stack.kill)
         await asyncio.sleep(down)
         info["restart_s"] = round(await loop.run_in_executor(None, stack.start), 2)
@@ -61,7 +77,9 @@ async def _fault(stack: Stack, scenario: str, down: float, rnd: random.Random) -
             raise RuntimeError("kill-worker needs --projector-processes >= 2")
         victim = rnd.choice(workers)
         info["killed_pid"] = victim.pid
+        before = {w.pid for w in workers}
         victim.send_signal(signal.SIGKILL)
+        info["respawn_s"] = round(await _respawned(stack, before, victim.pid), 2)
     elif scenario == "restart-db":
         await loop.run_in_executor(None, stack.stop_postgres)
         await asyncio.sleep(down)
@@ -71,6 +89,24 @@ async def _fault(stack: Stack, scenario: str, down: float, rnd: random.Random) -
         await asyncio.sleep(down)
         await loop.run_in_executor(None, stack.start_redis, cmd)
     return info
+
+
+async def _respawned(stack: Stack, before: set[int], victim: int, timeout: float = 60) -> float:
+    """Seconds until a new process has taken the killed one's place and /ready is 200."""
+    import httpx
+
+    t0 = time.monotonic()
+    async with httpx.AsyncClient(timeout=2) as http:
+        while time.monotonic() - t0 < timeout:
+            now = {w.pid for w in stack.workers()}
+            if victim not in now and len(now) >= len(before):
+                try:
+                    if (await http.get(f"{stack.base}/ready")).status_code == 200:
+                        return time.monotonic() - t0
+                except httpx.HTTPError:
+                    pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"no process replaced the killed worker within {timeout:.0f} s")
 
 
 def _window(rec: Recorder, start: float, back: float) -> dict[str, Any]:
@@ -130,21 +166,31 @@ async def run_scenario(
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     seed = args.seed if args.seed is not None else int(time.time())
     rnd = random.Random(seed)
-    scenarios = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    every = KAFKA_SCENARIOS if args.runtime == "kafka" else SCENARIOS
+    if args.scenario not in (*every, "all"):
+        raise SystemExit(f"mgw chaos: {args.scenario} needs --runtime kafka")
+    scenarios = every if args.scenario == "all" else (args.scenario,)
     tmp = None
     if args.data_dir is None:
         tmp = Path(tempfile.mkdtemp(prefix="mgw-chaos-"))
-    out: dict[str, Any] = {"seed": seed, "rounds": [], "scenarios": {}}
+    out: dict[str, Any] = {"seed": seed, "runtime": args.runtime, "rounds": [], "scenarios": {}}
     try:
         for scenario in scenarios:
             root = (args.data_dir or tmp) / scenario  # type: ignore[operator]
             shutil.rmtree(root, ignore_errors=True)
-            stack = Stack(
-                root,
-                projector_processes=2 if scenario == "kill-worker" else 1,
-                env={"MGW_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
-                     "MGW_BOOTSTRAP_ADMIN_PASSWORD": PASSWORD},
-            )  # fmt: skip
+            env = {
+                "MGW_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
+                "MGW_BOOTSTRAP_ADMIN_PASSWORD": PASSWORD,
+            }
+            stack: Stack
+            if args.runtime == "kafka":
+                from ops.chaos.kafka_stack import KafkaStack
+
+                stack = KafkaStack(root, env=env)
+            else:
+                stack = Stack(
+                    root, projector_processes=2 if scenario == "kill-worker" else 1, env=env
+                )
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(None, stack.start)
