@@ -112,6 +112,7 @@ def test_poison_on_every_topic_under_load_is_dead_lettered_and_lag_returns_to_ze
     assert result["poison_dead_lettered"] == result["injected_total"], result
     assert result["wrongly_dead_lettered"] == [], result
     assert result["unexpected_letters"] == [] and result["wrong_reason"] == [], result
+    assert result["mgw_dlq_list_agrees"] is True, result["mgw_dlq_list_agrees"]
     assert result["lag_to_zero_s"] is not None, result["lag_at_end"]
     assert result["stopped_projectors"] == {}, result["stopped_projectors"]
     assert result["errors"] == 0, result

@@ -466,6 +466,25 @@ def verify(
     }
 
 
+async def total_lag(http: httpx.AsyncClient, base: str) -> int | None:
+    try:
+        projectors = (await http.get(f"{base}/ready")).json().get("projectors") or {}
+    except (httpx.HTTPError, ValueError):
+        return None
+    lags = [v.get("lag") for v in projectors.values() if isinstance(v, dict)]
+    return sum(lags) if lags and None not in lags else None
+
+
+def cli_ids(stack: Stack, limit: int) -> set[str] | str:
+    """The ids `mgw dlq list` shows (every state, purged too), or why it failed: the
+    operator's view must agree with the read model."""
+    done = stack.mgw("dlq", "list", "--json", "--no-progress", "--state", "all",
+                     "--include-purged", "--limit", str(limit))  # fmt: skip
+    if done.returncode != 0:
+        return f"exit {done.returncode}: {done.stderr[-500:]}"
+    return {str(x["id"]) for x in json.loads(done.stdout)["items"]}
+
+
 async def wait_lag_zero(base: str, timeout: float) -> tuple[float | None, dict[str, Any]]:
     """Seconds until every projector's lag reads 0 in one /ready answer (None: not within
     ``timeout``), and the last projectors section seen."""
@@ -551,6 +570,8 @@ async def _scenario(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         samples: list[tuple[float, int]] = []
         t0 = time.monotonic()
 
+        lags: list[int] = []
+
         async def sample() -> None:
             while not stop.is_set():
                 samples.append((time.monotonic() - t0, work.ledger.acked_writes()))
@@ -559,6 +580,18 @@ async def _scenario(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                 except TimeoutError:
                     pass
 
+        async def sample_lag() -> None:
+            # the projectors' backlog while poison arrives: bounded, not growing
+            async with httpx.AsyncClient(timeout=10) as http:
+                while not stop.is_set():
+                    lag = await total_lag(http, stack.base)
+                    if lag is not None:
+                        lags.append(lag)
+                    try:
+                        await asyncio.wait_for(stop.wait(), 2.0)
+                    except TimeoutError:
+                        pass
+
         async def load() -> None:
             try:
                 await work.run(args.seconds)
@@ -566,13 +599,17 @@ async def _scenario(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                 samples.append((time.monotonic() - t0, work.ledger.acked_writes()))
                 stop.set()
 
-        await asyncio.gather(load(), sample(), inj.run(work.ledger.acked_writes, stop))
+        await asyncio.gather(
+            load(), sample(), sample_lag(), inj.run(work.ledger.acked_writes, stop)
+        )
         load_s = time.monotonic() - t0
         lag_s, ready = await wait_lag_zero(stack.base, args.lag_timeout)
         copies = [
             r for t in ALL_TOPICS if t.event_types for r in await read_all(log, t.dead_letter.name)
         ]
-        checked = verify(inj.injected, copies, await letters(conninfo))
+        rows = await letters(conninfo)
+        checked = verify(inj.injected, copies, rows)
+        shown = await asyncio.to_thread(cli_ids, stack, len(rows) + 100)
     finally:
         await client.close()
         await log.close()
@@ -584,6 +621,7 @@ async def _scenario(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     acked = work.ledger.acked_writes()
     n = len(inj.injected)
     pct = 100.0 * checked["poison_dead_lettered"] / n if n else 0.0
+    cli_agrees = isinstance(shown, set) and shown == {str(r["id"]) for r in rows}
     ok = (
         n > 0
         and all(injected[t.name] > 0 for t in ALL_TOPICS)
@@ -591,6 +629,7 @@ async def _scenario(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         and checked["wrongly_dead_lettered_count"] == 0
         and checked["unexpected_letters_count"] == 0
         and checked["wrong_reason_count"] == 0
+        and cli_agrees
         and lag_s is not None
         and summary["errors"] == 0
         and bool(flow)
@@ -613,6 +652,12 @@ async def _scenario(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         "injected_by_kind": dict(sorted(kinds.items())),
         "dead_lettered_pct": round(pct, 2),
         **checked,
+        "mgw_dlq_list_agrees": cli_agrees if isinstance(shown, set) else shown,
+        "lag_during": {
+            "samples": len(lags),
+            "max": max(lags, default=None),
+            "last": lags[-1] if lags else None,
+        },  # fmt: skip
         "lag_to_zero_s": round(lag_s, 1) if lag_s is not None else None,
         "lag_at_end": {
             k: v.get("lag") if isinstance(v, dict) else v
