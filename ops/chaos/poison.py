@@ -20,11 +20,17 @@ What each poison record must become (the exact expectation checked at the end):
   consuming projectors whose ``check`` refuses it. Followers that leave judging to the
   owner (search and notifications on the catalog topics, rate_limits on identity) let
   it pass; which ones refuse is computed here from the projectors' own ``check`` (pure)
-  when the record is made, and a record that no consumer refuses is not used;
+  when the record is made, and a record that no consumer refuses is not used. (So
+  ``activity`` gets no ``foreign_type``: interactions, its only reader, passes event
+  types it does not know and its apply ignores them, so they are never dead-lettered.)
+* ``nul_in_error`` (``notifications`` only): valid preferences naming a kind with a NUL
+  in it. notifications rejects it quoting the kind, so its dead letter's error holds a
+  NUL; that once stopped the dead letters read model for good;
 * a ``.dlq`` topic has no dead-letter topic of its own: its one reader (dead_letters)
-  reads it raw and lists whatever it finds. A headerless record there must show up in
-  the dead letters read model as a letter of projector ``?`` at that .dlq position, and
-  nowhere else.
+  reads it raw and lists whatever it finds. A ``headerless`` record there must show up
+  in the dead letters read model as a letter of projector ``?`` at that .dlq position,
+  and nowhere else; a ``forged_headers`` one (dead-letter headers with numbers that fit
+  no column and a NUL in the projector's name) likewise, under the projector it names.
 
 Every copy in the ``<topic>.dlq`` topics and every row of the read model must belong
 to an injected record: anything else is a good record that was dead-lettered.
@@ -280,13 +286,12 @@ class Maker:
         if kind == "not_avro":
             return self.rnd.choice((b"", b"{}", b'{"event": "json, not avro"}')) + b"\x00\xff"
         if kind == "unknown_fingerprint":
-            while True:
-                fp = self.rnd.randbytes(8)
-                if b"\xc3\x01" + fp not in {good[:10]}:
-                    try:
-                        self.codec.writer_of(b"\xc3\x01" + fp)
-                    except CodecError:
-                        return b"\xc3\x01" + fp + body
+            while True:  # 8 random bytes name a released schema once in 2**64 tries
+                fake = b"\xc3\x01" + self.rnd.randbytes(8)
+                try:
+                    self.codec.writer_of(fake)
+                except CodecError:
+                    return fake + body
         if kind == "truncated":
             # a body that ends early: even an event of one short field loses a byte
             return header + body[: max(0, len(body) // 2 - 1)] if len(body) > 1 else header
@@ -650,6 +655,8 @@ async def _scenario(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         "injected_vs_acked": round(n / acked, 4) if acked else None,
         "injected": {t.name: injected[t.name] for t in ALL_TOPICS},
         "injected_by_kind": dict(sorted(kinds.items())),
+        # who must dead-letter an undecodable record on each topic (one letter each)
+        "consumers": {t.name: Maker._consumers(t.name) for t in ALL_TOPICS if t.event_types},
         "dead_lettered_pct": round(pct, 2),
         **checked,
         "mgw_dlq_list_agrees": cli_agrees if isinstance(shown, set) else shown,
