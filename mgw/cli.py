@@ -894,6 +894,10 @@ def build_parser() -> argparse.ArgumentParser:
     cks.add_argument("--json", action="store_true", help='{"<projector>": "<hex>", ...}')
     cks.add_argument("--no-progress", action="store_true", help="no progress bar")
     cks.set_defaults(func=cmd_checksum)
+
+    from ops.chaos.cli import register as chaos
+
+    chaos(sub)
     return parser
 
 
