@@ -137,11 +137,14 @@ async def run_scenario(
     for i in range(args.rounds):
         rec = client.rec
         load = asyncio.create_task(wl.run(args.seconds))
-        await asyncio.sleep(rnd.uniform(1, max(1.5, args.seconds / 3)))
-        start = time.monotonic() - rec.t0
-        info = await _fault(stack, scenario, args.down, rnd)
-        back = time.monotonic() - rec.t0
-        await load
+        try:
+            await asyncio.sleep(rnd.uniform(1, max(1.5, args.seconds / 3)))
+            start = time.monotonic() - rec.t0
+            info = await _fault(stack, scenario, args.down, rnd)
+            back = time.monotonic() - rec.t0
+            await load
+        finally:
+            load.cancel()  # a fault that failed must not leave users writing into the void
         caught = await wait_caught_up(client, timeout=180)
         f = await check_acknowledged(client, wl.users, wl.ledger)
         row = {
@@ -153,6 +156,8 @@ async def run_scenario(
             "catch_up_s": round(caught, 2),
             **f.as_dict(),
         }
+        if "respawn_s" in info:  # a killed worker is back once its replacement reads
+            row["recovery_s"] = max(row["recovery_s"] or 0.0, info["respawn_s"])
         rounds.append(row)
         print(
             f"{scenario} round {i + 1}/{args.rounds}: lost {row['lost']}, duplicated "

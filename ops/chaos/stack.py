@@ -141,14 +141,19 @@ class Stack:
         self.proc = None
 
     def workers(self) -> list[psutil.Process]:
-        """The shard processes `mgw up --projector-processes N` runs (children of it)."""
+        """The shard processes `mgw up --projector-processes N` runs (children of it),
+        live ones only: a killed one stays a zombie until its parent reaps it."""
         if self.proc is None:
             return []
-        return [
-            p
-            for p in psutil.Process(self.proc.pid).children(recursive=True)
-            if "mgw" in " ".join(p.cmdline()) or "multiprocessing" in " ".join(p.cmdline())
-        ]
+        out = []
+        with suppress(psutil.Error):
+            for p in psutil.Process(self.proc.pid).children(recursive=True):
+                with suppress(psutil.Error):
+                    if p.status() != psutil.STATUS_ZOMBIE and (
+                        "mgw" in " ".join(p.cmdline()) or "multiprocessing" in " ".join(p.cmdline())
+                    ):
+                        out.append(p)
+        return out
 
     # -- the embedded services --------------------------------------------------------
 
