@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,7 +23,7 @@ from api.responses import Body, Page, respond
 from core.events import Event
 from core.ids import utcnow
 from domain.playback import EVENT_KINDS, check_position
-from projections.playback import continue_watching
+from projections.playback import continue_watching, continue_watching_from_table
 from projections.registry import by_name
 
 
@@ -96,6 +98,11 @@ class InProgress(Body):
 
 class ContinueWatching(Page):
     items: list[InProgress]
+    degraded: bool = Field(
+        default=False,
+        description="true while Redis is unreachable: the page was read from PostgreSQL "
+        "(same items and order; slower)",
+    )
 
 
 async def get_continue_watching(request: Request) -> Response:
@@ -110,9 +117,17 @@ async def get_continue_watching(request: Request) -> Response:
         [by_name("playback"), by_name("catalog")],
         c.settings.consistency_wait_s,
     )
-    items, nxt = await continue_watching(
-        c.stores.redis, c.stores.pg, user, limit=limit, before=before
-    )
+    degraded = False
+    try:
+        items, nxt = await continue_watching(
+            c.stores.redis, c.stores.pg, user, limit=limit, before=before
+        )
+    except (RedisConnectionError, RedisTimeoutError):
+        # Redis is a copy kept from playback_positions: serve the page from the table
+        degraded = True
+        items, nxt = await continue_watching_from_table(
+            c.stores.pg, user, limit=limit, before=before
+        )
     return respond(
         ContinueWatching,
         {
@@ -128,6 +143,7 @@ async def get_continue_watching(request: Request) -> Response:
                 for i in items
             ],
             "next_cursor": _encode_cursor(nxt) if nxt else None,
+            "degraded": degraded,
         },
     )
 

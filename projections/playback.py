@@ -404,6 +404,46 @@ async def continue_watching(
     return items, nxt
 
 
+async def continue_watching_from_table(
+    pg: AsyncConnectionPool,
+    user_id: str,
+    *,
+    limit: int = 20,
+    before: tuple[int, str] | None = None,
+) -> tuple[list[ContinueWatchingItem], tuple[int, str] | None]:
+    """The page ``continue_watching`` reads from Redis, read from the table Redis is
+    kept from, in the same order and with the same cursor: for while Redis is away.
+    Each of the user's positions is classified here (Redis holds only the ones in
+    progress), so it costs more per page; it is meant for an outage, not every read."""
+    async with pg.connection() as conn:
+        rules = (await rules_of(conn, {user_id})).get(user_id, DEFAULT_RULES)
+        cur = await conn.execute(
+            "SELECT * FROM (SELECT p.content_id, c.title, p.position_s, p.duration_s,"
+            " (extract(epoch FROM p.updated_at) * 1000)::bigint AS ms"
+            " FROM playback_positions p LEFT JOIN content c USING (content_id)"
+            " WHERE p.user_id = %s) t"
+            " WHERE %s::bigint IS NULL OR t.ms < %s OR (t.ms = %s AND t.content_id < %s)"
+            " ORDER BY t.ms DESC, t.content_id DESC",
+            (user_id, *((before[0], before[0], before[0], before[1]) if before else (None,) * 4)),
+        )
+        items: list[ContinueWatchingItem] = []
+        more = False
+        async for cid, title, pos, dur, ms in cur:
+            state = classify(pos, dur, rules.min_resume_pct, rules.watched_pct)
+            if state is not ProgressState.IN_PROGRESS:
+                continue
+            if len(items) == limit:
+                more = True
+                break
+            items.append(
+                ContinueWatchingItem(
+                    cid, title, pos, dur, progress_ratio(pos, dur), from_millis(ms)
+                )
+            )
+    nxt = (to_millis(items[-1].updated_at), items[-1].content_id) if more and items else None
+    return items, nxt
+
+
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
