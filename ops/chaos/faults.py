@@ -19,6 +19,7 @@ import asyncio
 import random
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -114,7 +115,10 @@ def _window(rec: Recorder, start: float, back: float) -> dict[str, Any]:
     failed_routes = {r for t, r, ok in rec.timeline if t >= start and not ok}
     recovery = 0.0
     for route in failed_routes:
-        oks = [t for t, r, ok in rec.timeline if r == route and ok and t >= back]
+        after = [(t, ok) for t, r, ok in rec.timeline if r == route and t >= back]
+        if not after:  # not tried again this round (a rare action): nothing to time
+            continue
+        oks = [t for t, ok in after if ok]
         recovery = max(recovery, (min(oks) - back) if oks else float("inf"))
     end = back + recovery if recovery != float("inf") else float("inf")
     during = [f for f in rec.failures if start <= f[0] <= end]
@@ -163,6 +167,7 @@ async def run_scenario(
             f"{scenario} round {i + 1}/{args.rounds}: lost {row['lost']}, duplicated "
             f"{row['duplicated']}, 5xx(not 503) {row['http_5xx_not_503']}, recovery "
             f"{row['recovery_s']} s",
+            file=sys.stderr,
             flush=True,
         )
     return rounds
