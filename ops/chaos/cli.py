@@ -9,6 +9,8 @@ import argparse
 import asyncio
 import importlib
 import json
+import signal
+import sys
 from typing import Any
 
 #: what to run -> (module, one line for --help); named here, not imported, so `mgw --help`
@@ -52,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
             if action.dest == "scenario":
                 action.help = argparse.SUPPRESS
     opts = parser.parse_args(argv)
+    # stopped from outside (a CI timeout, kill): unwind, so the stacks' finally blocks
+    # stop the PostgreSQL and Redis daemons they started instead of orphaning them
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = asyncio.run(module.run(opts))
     print(json.dumps(result), flush=True)
     met = result.get("met", {})
