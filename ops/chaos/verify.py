@@ -38,6 +38,7 @@ class Findings:
             "duplicated": len(self.duplicated),
             "foreign": len(self.foreign),
             "digest_equal": self.digest_equal,
+            "digests": self.digests,
             "examples": (self.lost + self.duplicated + self.foreign)[:5],
         }
 
