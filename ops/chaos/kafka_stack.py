@@ -21,10 +21,12 @@ again the way systemd's ``Restart=always`` or a Deployment's controller would.
 * `kill()` is SIGKILL to `mgw up`'s process group only: the workers are separate units
   and keep running, as they would when the API's pod or host dies. `start()` then
   starts `mgw up` again and leaves running workers alone.
-* `workers()` are the worker processes alive now; the supervisor replaces one that
-  exits (whatever the reason: kill -9, a crash on a lost broker) after a short delay
-  that grows while it keeps dying (``RestartSec`` with backoff); every restart is in
-  `restarts` and on stderr.
+* `workers()` are the worker processes alive now of the projectors the chaos load keeps
+  busy (`targets`: those reading what it appends), so kill-worker lands mid-batch
+  rather than on an idle worker; `all_workers()` are all of them. The supervisor
+  replaces any one that exits (whatever the reason: kill -9, a crash on a lost broker)
+  after a short delay that grows while it keeps dying (``RestartSec`` with backoff);
+  every restart is in `restarts` and on stderr.
 
 `/ready` of `mgw up` computes each projector's lag from the log's end offsets against
 the watermarks the workers commit in PostgreSQL (api/health.py), so "lag 0" there
@@ -54,6 +56,9 @@ KAFKA_SH = REPO / "ops" / "kafka" / "kafka.sh"
 
 #: projectors run in more than one process (the ones the chaos load writes to most)
 DEFAULT_SCALE = {"playback": 2, "library": 2}
+#: what the chaos load (ops/chaos/load.py) appends to: progress, watchlist changes,
+#: sign-ins, searches; the projectors reading these are the ones busy with batches
+BUSY_TOPICS = ("playback.events", "library.events", "identity.accounts", "discovery.searches")
 
 
 @dataclass
@@ -81,6 +86,9 @@ class KafkaStack(Stack):
     worker_runtime: str = "faust"
     #: projectors to run (default: every one in projections/registry.py)
     projectors: tuple[str, ...] = ()
+    #: the projectors whose workers `workers()` offers to kill-worker (default: those
+    #: reading BUSY_TOPICS, so the kill lands mid-batch rather than on an idle worker)
+    targets: tuple[str, ...] = ()
     kafka_port: int = field(default_factory=free_port)
     controller_port: int = field(default_factory=free_port)
     units: list[Unit] = field(default_factory=list)
@@ -99,10 +107,16 @@ class KafkaStack(Stack):
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "MGW_RUN_PROJECTORS": "false",
         }
-        if not self.projectors:
-            from projections.registry import PROJECTORS
+        from projections.registry import PROJECTORS
 
+        if not self.projectors:
             self.projectors = tuple(p.name for p in PROJECTORS)
+        if not self.targets:
+            self.targets = tuple(
+                p.name
+                for p in PROJECTORS
+                if p.name in self.projectors and set(p.topics) & set(BUSY_TOPICS)
+            )
 
     @property
     def bootstrap(self) -> str:
@@ -316,10 +330,17 @@ class KafkaStack(Stack):
         return time.monotonic() - t0
 
     def workers(self) -> list[psutil.Process]:
-        """The `mgw worker` processes alive now (one per unit, once restarted)."""
+        """The `mgw worker` processes of the `targets` alive now: what kill-worker picks
+        from (every worker: `all_workers()`)."""
+        return self.all_workers(self.targets)
+
+    def all_workers(self, projectors: tuple[str, ...] | None = None) -> list[psutil.Process]:
+        """Every `mgw worker` process alive now (one per unit), or those of `projectors`."""
         out = []
         with self._lock:
             for u in self.units:
+                if projectors is not None and u.projector not in projectors:
+                    continue
                 if u.proc is not None and u.proc.poll() is None:
                     with suppress(psutil.Error):
                         out.append(psutil.Process(u.proc.pid))
@@ -350,7 +371,7 @@ class KafkaStack(Stack):
 
     def processes(self) -> dict[str, list[psutil.Process]]:
         out = super().processes()
-        out["workers"] = self.workers()
+        out["workers"] = self.all_workers()
         pid = self.broker_pid()
         out["kafka"] = []
         if pid is not None:
