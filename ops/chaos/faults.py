@@ -55,12 +55,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--down", type=float, default=3, help="seconds a dependency stays down (default 3)"
     )
+    p.add_argument(
+        "--hard",
+        action="store_true",
+        help="restart-redis: SIGKILL instead of a clean stop (loses what its append-only "
+        "file had not yet written to disk: up to a second)",
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed (default: time)")
     p.add_argument("--data-dir", type=Path, default=None, help="default: a temporary directory")
     p.add_argument("--keep", action="store_true", help="keep the data directory")
 
 
-async def _fault(stack: Stack, scenario: str, down: float, rnd: random.Random) -> dict[str, Any]:
+async def _fault(
+    stack: Stack, scenario: str, down: float, rnd: random.Random, hard: bool = False
+) -> dict[str, Any]:
     """Do the fault; returns when the dependency is back (its own recovery not included)."""
     loop = asyncio.get_running_loop()
     info: dict[str, Any] = {}
@@ -86,7 +94,7 @@ async def _fault(stack: Stack, scenario: str, down: float, rnd: random.Random) -
         await asyncio.sleep(down)
         await loop.run_in_executor(None, stack.start_postgres)
     elif scenario == "restart-redis":
-        cmd = await loop.run_in_executor(None, stack.stop_redis)
+        cmd = await loop.run_in_executor(None, stack.stop_redis, hard)
         await asyncio.sleep(down)
         await loop.run_in_executor(None, stack.start_redis, cmd)
     return info
@@ -144,7 +152,7 @@ async def run_scenario(
         try:
             await asyncio.sleep(rnd.uniform(1, max(1.5, args.seconds / 3)))
             start = time.monotonic() - rec.t0
-            info = await _fault(stack, scenario, args.down, rnd)
+            info = await _fault(stack, scenario, args.down, rnd, args.hard)
             back = time.monotonic() - rec.t0
             await load
         finally:
