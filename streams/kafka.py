@@ -31,6 +31,9 @@ from streams.log import (
     partition_for,
 )
 
+#: how long an append waits for the broker's acknowledgement before it fails
+DELIVERY_TIMEOUT_MS = 5000
+
 
 def producer_config(bootstrap: str) -> dict[str, Any]:
     return {
@@ -41,6 +44,14 @@ def producer_config(bootstrap: str) -> dict[str, Any]:
         "batch.num.messages": 10000,
         "compression.type": "lz4",
         "client.id": "mgw-producer",
+        # An append the broker has not acknowledged within this long fails (retriable:
+        # the API answers 503 with Retry-After, a projector retries its batch) instead of
+        # waiting out librdkafka's default of 300 s: with the broker down, every write
+        # request hung past any client's timeout (found by `mgw chaos restart-broker`).
+        # Like PostgreSQL's pool timeout, five seconds; the outcome of a write that timed
+        # out is unknown to its caller, as with any lost answer (the library's
+        # Idempotency-Key makes its retry safe).
+        "message.timeout.ms": DELIVERY_TIMEOUT_MS,
     }
 
 
