@@ -54,7 +54,7 @@ async def test_load_steps(tmp_path: Path) -> None:
     for step in result["steps"]:
         assert step["requests"] > 0 and step["throughput_rps"] > 0
         assert step["errors"] == 0 and step["error_rate"] == 0
-        assert step["client_errors"] == 0, step["routes"]
+        assert step["http_4xx"] == 0, step["routes"]
         assert 0 < step["p50_ms"] <= step["p95_ms"] <= step["p99_ms"] <= step["max_ms"]
         assert "playback" in step["routes"], step["routes"]
         assert set(step["routes"]) <= set(load.MIX), step["routes"]
@@ -94,7 +94,7 @@ async def test_soak_samples(tmp_path: Path) -> None:
     json.dumps(result)
 
     assert result["errors"] == 0, result["load"]["routes"]
-    assert result["load"]["client_errors"] == 0, result["load"]["routes"]
+    assert result["load"]["http_4xx"] == 0, result["load"]["routes"]
     samples = result["samples"]
     # one at the start, every 10 s of the minute, and one as the load stops
     assert len(samples) >= 6, [s["t_s"] for s in samples]

@@ -151,8 +151,17 @@ class PgCounter:
     )
 
     def __init__(self, pgdata: Path) -> None:
-        self.conninfo = f"host={pgdata} dbname=postgres user=postgres"
+        self.pgdata = pgdata
         self.conn: psycopg.Connection[Any] | None = None
+
+    @property
+    def conninfo(self) -> str:
+        # postmaster.pid's fifth line is the socket directory: pgserver puts the socket
+        # elsewhere when the data dir's path is too long for a socket name
+        host = str(self.pgdata)
+        with suppress(OSError, IndexError):
+            host = (self.pgdata / "postmaster.pid").read_text().splitlines()[4].strip() or host
+        return f"host={host} dbname=postgres user=postgres"
 
     def count(self) -> dict[str, int | None]:
         try:
