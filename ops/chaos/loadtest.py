@@ -121,18 +121,26 @@ def data_dir_for(args: argparse.Namespace, prefix: str) -> tuple[Path, bool]:
     return Path(tempfile.mkdtemp(prefix=prefix)), not args.keep
 
 
-async def ready(base: str, session: aiohttp.ClientSession | None = None) -> dict[str, Any]:
-    """GET /ready's body (also when it answers 503); {} when there is no answer."""
+async def ready_status(
+    base: str, session: aiohttp.ClientSession | None = None
+) -> tuple[int, dict[str, Any]]:
+    """GET /ready: (HTTP status, body), also when it answers 503; (0, {}) without an
+    answer within 10 s."""
     own = session is None
     s = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
     try:
         async with s.get(f"{base}/ready") as r:
-            return dict(await r.json(content_type=None) or {})
+            return r.status, dict(await r.json(content_type=None) or {})
     except (aiohttp.ClientError, TimeoutError, ValueError):
-        return {}
+        return 0, {}
     finally:
         if own:
             await s.close()
+
+
+async def ready(base: str, session: aiohttp.ClientSession | None = None) -> dict[str, Any]:
+    """GET /ready's body (also when it answers 503); {} when there is no answer."""
+    return (await ready_status(base, session))[1]
 
 
 def total_lag(body: dict[str, Any]) -> int | None:
@@ -258,6 +266,8 @@ async def run_share(
         "latencies": dict(rec.latencies),
         "statuses": {r: dict(c) for r, c in rec.statuses.items()},
         "users": users,
+        # a 503 must say when to come back (Retry-After); any other 5xx is a bug
+        "bad_5xx": sum(1 for _, _, st, ra in rec.failures if st >= 500 and not (st == 503 and ra)),
         "cpu_s": time.process_time() - cpu0,
         "wall_s": wall,
         "pid": os.getpid(),
@@ -386,6 +396,7 @@ async def run_steps(
         lat, st = merge(shares)
         step = {"users": n, "seconds": round(wall, 1), "offered_rps": round(n / think_s, 1)}
         step.update(figures(lat, st, wall))
+        step["http_5xx_not_503_retry_after"] = sum(sh["bad_5xx"] for sh in shares)
         per_proc = [sh["cpu_s"] / wall * 100 for sh in shares] if pool is not None else []
         client_cpu = parent_cpu + (sum(sh["cpu_s"] for sh in shares) if pool is not None else 0)
         step["client"] = {

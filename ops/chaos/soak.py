@@ -6,7 +6,7 @@ the system holds meanwhile, sampled every ``--sample-s`` seconds:
   PSS, which shares them out, is recorded beside it), Redis;
 - open file descriptors of `mgw up` (the process itself, and with its children);
 - PostgreSQL client connections (pg_stat_activity, the sampler's own excluded);
-- projector lag from GET /ready (records appended and not yet applied).
+- projector lag: records appended and not yet applied (below).
 
 Growth compares the first sample after warm-up (``--warmup`` of the run, default the
 first 20 %) with the last sample under load. The targets, each a boolean in the
@@ -18,7 +18,16 @@ result:
 - ``db_connections``: flat, the last count <= the warm-up count + 2 (the pools are
   bounded; a connection opened per request or never returned only grows);
 - ``lag``: bounded, no sample after warm-up above ``--max-lag`` records, and the lag
-  back to 0 within 60 s of the load stopping.
+  back to 0 within 60 s of the load stopping. The lag is read from the tables /ready
+  reads (log heads, watermarks) over the sampler's own connection, because under load
+  /ready's lag check can run out of time (how often it did is reported, with its
+  HTTP status: what a load balancer's probe would have seen);
+- ``private_memory``: as ``rss`` on USS: the RSS of PostgreSQL backends grows as each
+  touches more of the shared buffer pool, which is bounded (shared_buffers), not a
+  leak; USS is what a process holds alone.
+
+After the load, a last sample checks that the sockets and database connections the
+load held are given back (``after_load``).
 
     python -m ops.chaos.soak --minutes 30 --users 100
 """
@@ -97,14 +106,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # -- sampling ---------------------------------------------------------------------------
 
 
-def _memory(p: psutil.Process) -> tuple[int, int]:
-    """(RSS, PSS) in bytes; PSS is RSS where smaps cannot be read."""
+def _memory(p: psutil.Process) -> tuple[int, int, int]:
+    """(RSS, PSS, USS) in bytes; RSS for all three where smaps cannot be read."""
     try:
         m = p.memory_full_info()
-        return m.rss, getattr(m, "pss", m.rss)
+        return m.rss, getattr(m, "pss", m.rss), getattr(m, "uss", m.rss)
     except psutil.AccessDenied:
         rss = p.memory_info().rss
-        return rss, rss
+        return rss, rss, rss
+
+
+def _mb(n: int) -> float:
+    return round(n / 2**20, 1)
 
 
 def _mb(n: int) -> float:
@@ -114,16 +127,12 @@ def _mb(n: int) -> float:
 def memory_by_group(stack: Stack) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for group, procs in stack.processes().items():
-        rss = pss = n = 0
+        rss = pss = uss = n = 0
         for p in procs:
             with suppress(psutil.Error):
-                r, s = _memory(p)
-                rss, pss, n = rss + r, pss + s, n + 1
-        out[group] = {
-            "processes": n,
-            "rss_mb": round(rss / 2**20, 1),
-            "pss_mb": round(pss / 2**20, 1),
-        }
+                r, s, u = _memory(p)
+                rss, pss, uss, n = rss + r, pss + s, uss + u, n + 1
+        out[group] = {"processes": n, "rss_mb": _mb(rss), "pss_mb": _mb(pss), "uss_mb": _mb(uss)}
     return out
 
 
@@ -175,6 +184,31 @@ class PgCounter:
             self.close()
             return {"client": None, "all": None}
 
+    def lag(self) -> int | None:
+        """Projector lag read from the tables /ready reads (log heads, watermarks): the
+        same figure, also while the API is too busy to answer /ready in time."""
+        from projections.registry import PROJECTORS
+
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+            heads = self.conn.execute("SELECT topic, partition, next_offset FROM log_heads")
+            ends = {(t, p): o for t, p, o in heads.fetchall()}
+            cur = self.conn.execute(
+                "SELECT projector, topic, partition, next_offset FROM projection_watermarks"
+            )
+            marks = {(n, t, p): o for n, t, p, o in cur.fetchall()}
+        except psycopg.Error as exc:
+            print(f"lag: {exc}", file=sys.stderr)
+            self.close()
+            return None
+        return sum(
+            max(0, end - marks.get((proj.name, topic, p), 0))
+            for proj in PROJECTORS
+            for (topic, p), end in ends.items()
+            if topic in proj.topics
+        )
+
     def close(self) -> None:
         if self.conn is not None:
             with suppress(psycopg.Error):
@@ -185,7 +219,9 @@ class PgCounter:
 async def sample(
     stack: Stack, pg: PgCounter, session: aiohttp.ClientSession, t0: float
 ) -> dict[str, Any]:
-    body = await loadtest.ready(stack.base, session)
+    t = time.monotonic()
+    http, body = await loadtest.ready_status(stack.base, session)
+    ready_ms = (time.monotonic() - t) * 1000
     projectors = body.get("projectors")
     lags = (
         {k: v.get("lag") for k, v in projectors.items() if isinstance(v, dict)}
@@ -193,18 +229,35 @@ async def sample(
         else {}
     )
     # psutil reads /proc and smaps: cheap, but not free with dozens of backends
-    memory, fd, conns = await asyncio.gather(
-        asyncio.to_thread(memory_by_group, stack),
-        asyncio.to_thread(fds, stack),
-        asyncio.to_thread(pg.count),
+    memory, fd = await asyncio.gather(
+        asyncio.to_thread(memory_by_group, stack), asyncio.to_thread(fds, stack)
     )
+    # one connection: its queries one after the other
+    conns = await asyncio.to_thread(pg.count)
+    lag_sql = await asyncio.to_thread(pg.lag)
     return {
         "t_s": round(time.monotonic() - t0, 1),
         "memory": memory,
         "fds": fd,
         "db_connections": conns,
         "ready": body.get("status"),
-        "lag": loadtest.total_lag(body),
+        "ready_http": http,
+        "ready_ms": round(ready_ms, 1),
+        # why the lag or a dependency is unknown: under load this is the evidence
+        "ready_errors": {
+            **{
+                f"dependency {k}": v.get("error")
+                for k, v in (body.get("dependencies") or {}).items()
+                if isinstance(v, dict) and v.get("status") != "up"
+            },
+            **(
+                {"projectors": projectors["error"]}
+                if isinstance(projectors, dict) and "error" in projectors
+                else {}
+            ),
+        },
+        "lag": lag_sql,
+        "ready_lag": loadtest.total_lag(body),
         "lag_by_projector": lags,
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
@@ -227,6 +280,7 @@ def verdict(
     rss_growth_pct: float,
     max_lag: int,
     drained: bool,
+    after_load: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Growth from the first sample at or after warm-up to the last sample under load,
     and pass/fail against each target (module docstring)."""
@@ -243,10 +297,11 @@ def verdict(
             "max_mb": max(s["memory"].get(g, {}).get("rss_mb", 0.0) for s in after),
             "growth_pct": _growth_pct(b.get("rss_mb"), e["rss_mb"]),
             "pss_growth_pct": _growth_pct(b.get("pss_mb"), e["pss_mb"]),
+            "uss_growth_pct": _growth_pct(b.get("uss_mb"), e["uss_mb"]),
         }
-    rss_ok = all(
-        r["growth_pct"] is not None and r["growth_pct"] < rss_growth_pct for r in rss.values()
-    )
+
+    def under(key: str) -> bool:
+        return all(r[key] is not None and r[key] < rss_growth_pct for r in rss.values())
 
     def flat(key: str, sub: str, slack: int, rel: float = 0.0) -> dict[str, Any]:
         w, e = base[key][sub], last[key][sub]
@@ -277,6 +332,30 @@ def verdict(
     lag["bounded"] = (
         bool(known) and lag["max"] <= max_lag and drained and not lag["unknown_samples"]
     )
+    # with the clients gone, the sockets and connections the load held are given back:
+    # compared with the first sample, taken as the first users start
+    released = None
+    if after_load is not None:
+        first = samples[0]
+        f0, f1 = first["fds"]["mgw_up"], after_load["fds"]["mgw_up"]
+        c0, c1 = first["db_connections"]["client"], after_load["db_connections"]["client"]
+        released = {
+            "fds_start": f0,
+            "fds_after": f1,
+            "db_connections_start": c0,
+            "db_connections_after": c1,
+            "released": None not in (f0, f1, c0, c1)
+            and f1 <= f0 + max(FD_SLACK[0], int(f0 * FD_SLACK[1]))
+            and c1 <= c0 + DB_CONNECTION_SLACK,
+        }
+    # not a soak target, but what a load balancer's probe would have seen
+    ready = {
+        "samples": len(samples),
+        "not_200": sum(1 for s in samples if s.get("ready_http") != 200),
+        "lag_unknown": sum(1 for s in samples if s.get("ready_lag") is None),
+        "max_ms": max((s.get("ready_ms", 0.0) for s in samples), default=None),
+        "errors": sorted({e for s in samples for e in s.get("ready_errors", {}).values() if e}),
+    }
     return {
         "baseline_t_s": base["t_s"],
         "last_t_s": last["t_s"],
@@ -285,8 +364,13 @@ def verdict(
         "fds_with_children": fd_all,
         "db_connections": conns,
         "lag": lag,
+        "after_load": released,
+        "ready_under_load": ready,
         "pass": {
-            "rss": rss_ok,
+            "rss": under("growth_pct"),
+            # RSS of PostgreSQL backends grows as each touches more of the shared buffer
+            # pool (bounded by shared_buffers, not a leak); USS is each process's own
+            "private_memory": under("uss_growth_pct"),
             "fds": fd["flat"] and fd_all["flat"],
             "db_connections": conns["flat"],
             "lag": lag["bounded"],
@@ -367,9 +451,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             with suppress(asyncio.CancelledError):
                 await sampler
         wall = time.monotonic() - t0
-        # the last sample under load: the workload has just stopped, nothing drained yet
+        # once the clients have gone: what the load held should be given back (sockets,
+        # connections), and what it appended applied
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            samples.append(await sample(stack, pg, session, t0))
+            after_load = await sample(stack, pg, session, t0)
         drained, drain_s = await drain(stack.base)
         final_lag = loadtest.total_lag(await loadtest.ready(stack.base))
         lat, st = loadtest.merge(shares)
@@ -395,6 +480,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "setup": timings,
             "load": {
                 **{k: v for k, v in figures.items() if k != "routes"},
+                "http_5xx_not_503_retry_after": sum(sh["bad_5xx"] for sh in shares),
                 "seconds": round(wall, 1),
                 "client_cpu_pct": round(client_cpu / wall * 100, 1),
                 "routes": figures["routes"],
@@ -409,8 +495,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 rss_growth_pct=args.rss_growth_pct,
                 max_lag=args.max_lag,
                 drained=drained,
+                after_load=after_load,
             ),
             "samples": samples,
+            "after_load": after_load,
             "data_dir": None if remove else str(data_dir),
         }
     finally:
