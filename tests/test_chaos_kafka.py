@@ -13,13 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 
 from ops.chaos import faults
-
-
-class RequestsHung(AssertionError):
-    """Requests left without an answer past the client's timeout during the fault."""
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
@@ -63,18 +58,13 @@ async def test_kill_worker_mid_batch(tmp_path: Path) -> None:
     assert all(r["respawn_s"] >= 0 for r in rounds)
 
 
-@pytest.mark.xfail(
-    raises=RequestsHung,
-    strict=True,
-    reason="KafkaLog.append waits out librdkafka's message.timeout.ms (300 s) while the "
-    "broker is down: API writes hang past the client's timeout instead of answering 503",
-)
 async def test_restart_broker_under_load(tmp_path: Path) -> None:
     """The broker stopped and started under load: writes meanwhile answer 503 with
     Retry-After, none acknowledged is lost, the workers resume."""
     # down for as long as the clients' timeout (load.REQUEST_TIMEOUT_S): a write waiting
     # for the broker instead of answering shows as a hang whatever the machine's speed;
     # the rounds last until the load has run a while on the restarted broker
+    # (found this way: appends waited out librdkafka's 300 s, so writes hung; then, with
+    # a 5 s delivery timeout, its error was not transient and writes answered 500)
     s, _ = await _run("restart-broker", tmp_path, "--seconds", "30", "--down", "10")
-    if s["timed_out"]:
-        raise RequestsHung(f"{s['timed_out']} requests had no answer within the timeout")
+    assert s["timed_out"] == 0
