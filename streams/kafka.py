@@ -35,6 +35,19 @@ from streams.log import (
 DELIVERY_TIMEOUT_MS = 5000
 
 
+#: delivery errors that mean "the broker could not be reached in time", which librdkafka
+#: does not flag retriable (it has given up on the message itself): the append failed
+#: for now, so the API answers 503 and a projector retries its batch
+_UNREACHABLE = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+    }
+)
+
+
 def producer_config(bootstrap: str) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap,
@@ -194,7 +207,8 @@ class KafkaLog:
         def deliver(fut: asyncio.Future[Position]) -> Any:
             def cb(err: KafkaError | None, msg: Any) -> None:
                 if err is not None:
-                    exc: Exception = (TransientLogError if err.retriable() else LogError)(
+                    transient = err.retriable() or err.code() in _UNREACHABLE
+                    exc: Exception = (TransientLogError if transient else LogError)(
                         f"append to {topic} failed: {err}"
                     )
                     loop.call_soon_threadsafe(_set_exc, fut, exc)
