@@ -331,7 +331,10 @@ class ShardSupervisor:
 
     async def _supervise(self) -> None:
         while True:
-            await asyncio.sleep(2)
+            # poll() is one waitpid(WNOHANG): checking often costs nothing, and every
+            # second waited here is a second the shard's partitions stand still
+            # (`mgw chaos kill-worker` measures the respawn)
+            await asyncio.sleep(0.25)
             for i, child in enumerate(self.children):
                 if child.poll() is not None:
                     log.warning(
