@@ -26,8 +26,8 @@ result:
   touches more of the shared buffer pool, which is bounded (shared_buffers), not a
   leak; USS is what a process holds alone.
 
-After the load, a last sample checks that the sockets and database connections the
-load held are given back (``after_load``).
+After the load, a last sample checks that the sockets the load held are given back
+(``after_load``).
 
     python -m ops.chaos.soak --minutes 30 --users 100
 """
@@ -332,8 +332,8 @@ def verdict(
     lag["bounded"] = (
         bool(known) and lag["max"] <= max_lag and drained and not lag["unknown_samples"]
     )
-    # with the clients gone, the sockets and connections the load held are given back:
-    # compared with the first sample, taken as the first users start
+    # with the clients gone, the sockets the load held are given back: compared with
+    # the first sample, taken as the first users start
     released = None
     if after_load is not None:
         first = samples[0]
@@ -344,9 +344,9 @@ def verdict(
             "fds_after": f1,
             "db_connections_start": c0,
             "db_connections_after": c1,
-            "released": None not in (f0, f1, c0, c1)
-            and f1 <= f0 + max(FD_SLACK[0], int(f0 * FD_SLACK[1]))
-            and c1 <= c0 + DB_CONNECTION_SLACK,
+            # the pools keep connections they opened under load until max_idle: those
+            # are bounded by the flat check above, not expected back here
+            "released": None not in (f0, f1) and f1 <= f0 + max(FD_SLACK[0], int(f0 * FD_SLACK[1])),
         }
     # not a soak target, but what a load balancer's probe would have seen
     ready = {
