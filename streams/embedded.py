@@ -40,9 +40,11 @@ LISTEN_BACKOFF = Backoff(first=0.1, cap=5.0)
 class EmbeddedLog:
     backend = "embedded"
 
-    def __init__(self, conninfo: str, *, pool_size: int = 4, timeout: float = 30.0) -> None:
-        """``timeout``: how long a call waits for a connection (the database away) before
-        it fails with a ``TransientLogError``."""
+    def __init__(self, conninfo: str, *, pool_size: int = 4, timeout: float = 5.0) -> None:
+        """``timeout``: how long a call waits for a connection (the database away, or
+        every connection busy) before it fails with a ``TransientLogError``. Five seconds,
+        as the stores' pool (core/db.py): an API write answers 503 with Retry-After then;
+        at 30 s, under load, writes waited past every client's timeout (`mgw chaos load`)."""
         self._conninfo = conninfo
         self._pool = AsyncConnectionPool(
             conninfo,
