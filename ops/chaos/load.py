@@ -117,7 +117,7 @@ class Recorder:
                 "statuses": {str(k): v for k, v in sorted(self.statuses[route].items())},
             }
         total = sum(sum(c.values()) for c in self.statuses.values())
-        errors = sum(v for c in self.statuses.values() for s, v in c.items() if s == 0 or s >= 500)
+        errors = sum(v for c in self.statuses.values() for s, v in c.items() if s <= 0 or s >= 500)
         return {
             "requests": total,
             "errors": errors,
