@@ -15,7 +15,7 @@ import pytest
 def test_no_acknowledged_write_is_lost_or_applied_twice(scenario: str, tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "mgw.cli", "chaos", scenario, "--rounds", "2", "--users", "10",
-         "--titles", "60", "--seconds", "6", "--down", "2", "--seed", "7",
+         "--titles", "60", "--seconds", "6", "--down", "2", "--after", "3", "--seed", "7",
          "--data-dir", str(tmp_path / "chaos")],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

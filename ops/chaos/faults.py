@@ -56,6 +56,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--down", type=float, default=3, help="seconds a dependency stays down (default 3)"
     )
     p.add_argument(
+        "--after",
+        type=float,
+        default=10,
+        help="seconds of load at least after the dependency is back (default 10)",
+    )
+    p.add_argument(
         "--hard",
         action="store_true",
         help="restart-redis: SIGKILL instead of a clean stop (loses what its append-only "
@@ -148,12 +154,19 @@ async def run_scenario(
     rounds = []
     for i in range(args.rounds):
         rec = client.rec
-        load = asyncio.create_task(wl.run(args.seconds))
+        stop = asyncio.Event()
+        load = asyncio.create_task(wl.run(float("inf"), stop))
         try:
+            began = time.monotonic()
             await asyncio.sleep(rnd.uniform(1, max(1.5, args.seconds / 3)))
             start = time.monotonic() - rec.t0
             info = await _fault(stack, scenario, args.down, rnd, args.hard)
             back = time.monotonic() - rec.t0
+            # the rest of the round, and never less than --after once the dependency is
+            # back: a recovery needs requests after the return to be seen at all
+            rest = args.seconds - (time.monotonic() - began)
+            await asyncio.sleep(max(rest, args.after))
+            stop.set()
             await load
         finally:
             load.cancel()  # a fault that failed must not leave users writing into the void
