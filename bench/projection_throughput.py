@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 from core.codec import default_codec  # noqa: E402
 from core.db import migrate, open_pool  # noqa: E402
 from core.events import Event  # noqa: E402
-from core.topics import PLAYBACK  # noqa: E402
 from core.gc_tuning import tune_for_batches  # noqa: E402
+from core.topics import PLAYBACK  # noqa: E402
 from mgw.replay import REPLAY_BATCH_SIZE  # noqa: E402
 from mgw.worker import worker_argv  # noqa: E402
 from projections.base import Stores  # noqa: E402

@@ -14,7 +14,6 @@ from projections.registry import by_name
 from streams.processing import BatchResult, ProjectionPipeline
 from streams.runner import ProjectorLoop
 
-
 #: records per replay batch: nobody waits on a replay's read model, so batches may be large;
 #: a larger batch folds more of one key's events into one row (fewer rows to write)
 REPLAY_BATCH_SIZE = 50_000
