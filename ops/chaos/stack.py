@@ -155,6 +155,15 @@ class Stack:
                         out.append(p)
         return out
 
+    def shards_ready(self) -> bool | None:
+        """Whether every shard process has begun reading (the marks `mgw up`'s supervisor
+        clears when it starts one and the shard sets once it reads); None without shards."""
+        marks = self.data_dir / "run"
+        if self.projector_processes < 2 or not marks.is_dir():
+            return None
+        ready = len(list(marks.glob("shard-*.ready")))
+        return ready > 0 and ready >= len(self.workers())
+
     # -- the embedded services --------------------------------------------------------
 
     def _pg_ctl(self, *args: str) -> None:
