@@ -59,5 +59,18 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = asyncio.run(module.run(opts))
     print(json.dumps(result), flush=True)
-    met = result.get("met", {})
-    return 0 if all(met.values()) else 1
+    return 0 if passed(result) else 1
+
+
+def passed(result: dict[str, Any]) -> bool:
+    """Every target met, in whichever shape the run reports them: ``met`` (the fault
+    rounds), ``pass`` (poison: one verdict) or errors and ``growth.pass`` (the soak).
+    The load curve has no pass or fail: it is a measurement."""
+    if isinstance(result.get("met"), dict):
+        return all(result["met"].values())
+    if isinstance(result.get("pass"), bool):
+        return bool(result["pass"])
+    growth = result.get("growth")
+    if isinstance(growth, dict) and isinstance(growth.get("pass"), dict):
+        return result.get("errors", 0) == 0 and all(growth["pass"].values())
+    return True
