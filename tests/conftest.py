@@ -87,6 +87,8 @@ def _stop_outright(pid: int) -> None:
     client (it may be shared), and connections tests leave behind count as clients."""
     import psutil
 
+    if not pid:  # psutil.Process(None) would be this very process
+        return
     try:
         proc = psutil.Process(pid)
         proc.terminate()
