@@ -67,11 +67,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="mean think time between a user's requests (default 1: ~1 request/s per user)",
     )
     p.add_argument("--titles", type=int, default=500, help="titles seeded into the catalog")
+    add_stack_arguments(p, in_process="in this process")
+
+
+def add_stack_arguments(p: argparse.ArgumentParser, *, in_process: str) -> None:
+    """The options the load test and the soak share: where the load runs, and the stack."""
     p.add_argument(
         "--client-processes",
         type=int,
         default=1,
-        help="load generator processes (0: in this process)",
+        help=f"load generator processes (0: {in_process})",
     )
     p.add_argument(
         "--projector-processes", type=int, default=1, help="`mgw up --projector-processes`"

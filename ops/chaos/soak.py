@@ -82,25 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-lag", type=int, default=5000, help="most projector lag (records) after warm-up"
     )
-    p.add_argument(
-        "--client-processes",
-        type=int,
-        default=1,
-        help="load generator processes (0: in this process, beside the sampler)",
-    )
-    p.add_argument(
-        "--projector-processes", type=int, default=1, help="`mgw up --projector-processes`"
-    )
-    p.add_argument(
-        "--signup-parallel", type=int, default=8, help="registrations in flight while setting up"
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="data directory of the stack (default: a temporary one, removed at the end)",
-    )
-    p.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    loadtest.add_stack_arguments(p, in_process="in this process, beside the sampler")
 
 
 # -- sampling ---------------------------------------------------------------------------
