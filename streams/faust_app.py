@@ -117,6 +117,9 @@ def make_app(
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
+        # Faust's default state dir is "<app id>-data" in the working directory: one empty
+        # tree per projector wherever a worker was started. It belongs with the rest.
+        datadir=str(settings.data_dir / "faust" / app_id(projector.name)),
         web_enabled=False,
         topic_disable_leader=True,
         topic_allow_declare=False,  # topics come from core/topics.py specs, created by admin
