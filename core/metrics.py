@@ -35,6 +35,11 @@ DEAD_LETTERS = Counter(
     "Records sent to a dead-letter topic",
     ["projector", "topic", "reason"],
 )
+LOG_GROUP_RECORDS = Histogram(
+    "mgw_log_group_commit_records",
+    "Records committed together by one group commit of the embedded log",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096),
+)
 CONSISTENCY_WAITS = Histogram(
     "mgw_consistency_wait_seconds",
     "Time a query waited for its consistency token",

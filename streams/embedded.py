@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -17,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.backoff import Backoff, Retry
 from core.events import LazyHeaders, pack_headers
+from core.metrics import LOG_GROUP_RECORDS as GROUP_RECORDS
 from core.topics import ALL_TOPICS, TopicSpec
 from streams.log import (
     LogError,
@@ -35,6 +37,49 @@ _COPY_IN_TYPES = ["text", "int4", "int8", "bytea", "bytea", "bytea", "timestampt
 log = logging.getLogger("mgw.log.embedded")
 #: between reconnection attempts of the listener: 0.1 s doubling up to 5 s, full jitter
 LISTEN_BACKOFF = Backoff(first=0.1, cap=5.0)
+#: the largest record the log takes (key, value and headers), Kafka's default
+#: (``message.max.bytes``), so a record that fits one backend fits the other
+MAX_RECORD_BYTES = 1_048_588
+#: a group commit takes waiting appends up to this many bytes (one append larger than
+#: this goes alone): it bounds one transaction's size and the memory it holds
+MAX_GROUP_BYTES = 8 * 1024 * 1024
+#: one round trip for a whole group (ops/migrations/021_log_append.sql); binary
+#: parameters, so values go as they are instead of as hex text
+_APPEND = "SELECT log_append(%b, %b::int4[], %b, %b, %b)"
+
+
+@dataclass(slots=True)
+class _Append:
+    """One caller's records waiting for a group commit, and where its answer goes."""
+
+    records: Sequence[OutgoingRecord]
+    parts: list[int]
+    done: asyncio.Future[list[int]]
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = sum(len(r.key) + len(r.value) for r in self.records)
+
+
+def check_record(r: OutgoingRecord, i: int) -> None:
+    """Refuse a record the log cannot take before it joins a group, so it fails its own
+    caller only, with what is wrong with it."""
+    if not isinstance(r.key, bytes):
+        raise LogError(f"record {i}: the key must be bytes, not {type(r.key).__name__}")
+    if not isinstance(r.value, bytes):
+        raise LogError(f"record {i}: the value must be bytes, not {type(r.value).__name__}")
+    size = len(r.key) + len(r.value) + sum(len(k) + len(v) for k, v in r.headers)
+    if size > MAX_RECORD_BYTES:
+        raise LogError(
+            f"record {i} is {size:,} bytes; the log takes records of at most "
+            f"{MAX_RECORD_BYTES:,} bytes (key, value and headers)"
+        )
+
+
+def _fail(req: _Append, exc: Exception) -> None:
+    if not req.done.done():
+        req.done.set_exception(exc)
+        req.done.exception()  # retrieved: a caller that went away leaves no warning
 
 
 class EmbeddedLog:
@@ -63,6 +108,9 @@ class EmbeddedLog:
         self._changed = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        # the group commit: appends waiting per topic, and the task committing them
+        self._pending: defaultdict[str, deque[_Append]] = defaultdict(deque)
+        self._flushers: dict[str, asyncio.Task[None]] = {}
 
     async def open(self) -> EmbeddedLog:
         await self._pool.open(wait=True)
@@ -72,6 +120,12 @@ class EmbeddedLog:
         return self
 
     async def close(self) -> None:
+        # appends in flight commit or fail first; nothing waits on a closed pool
+        flushers = list(self._flushers.values())
+        if flushers:
+            await asyncio.wait(flushers, timeout=10)
+        for task in self._flushers.values():
+            task.cancel()
         if self._listener:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -116,53 +170,96 @@ class EmbeddedLog:
         return (await self.append_batch(topic, (record,)))[0]
 
     async def append_batch(self, topic: str, records: Sequence[OutgoingRecord]) -> list[Position]:
+        """Append ``records``; durable when it returns. Concurrent calls for one topic
+        are committed together (group commit, docs/log.md): each caller's positions come
+        back once the transaction holding its records has committed, never before."""
+        if not records:
+            return []
         n = self.partitions(topic)
-        by_partition: dict[int, list[int]] = defaultdict(list)
+        parts: list[int] = []
         seen: dict[bytes, int] = {}  # a batch is often one key (a device's sync batch)
         for i, r in enumerate(records):
+            check_record(r, i)
             part = seen.get(r.key)
             if part is None:
                 part = seen[r.key] = partition_for(r.key, n)
-            by_partition[part].append(i)
-        positions: list[Position | None] = [None] * len(records)
+            parts.append(part)
+        req = _Append(records, parts, asyncio.get_running_loop().create_future())
+        self._pending[topic].append(req)
+        if topic not in self._flushers:
+            self._flushers[topic] = asyncio.create_task(
+                self._flush(topic), name=f"mgw-log-append-{topic}"
+            )
+        # A cancelled caller leaves the group it is in alone: its records are committed
+        # with their neighbours, as a write whose answer was lost would be.
+        offsets = await asyncio.shield(req.done)
+        return [Position(topic, p, o) for p, o in zip(parts, offsets, strict=True)]
+
+    async def _flush(self, topic: str) -> None:
+        """The group committer of one topic: while appends are waiting, take as many as
+        fit in one group and commit them; a lone append is committed at once (no
+        linger), and groups form by themselves while a commit is in flight."""
+        queue = self._pending[topic]
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                # Partitions in a fixed order, so two batch appenders never deadlock.
-                for p in sorted(by_partition):
-                    idx = by_partition[p]
-                    # The classic sequence-gap trap: if offsets came from a sequence,
-                    # writer A could take 7, writer B take 8 and commit first; a reader
-                    # at 7 sees 8, moves on, and never sees 7 when A commits. Taking the
-                    # offset from the head row *locks* that row until commit, so appends
-                    # to one partition are serialized and commit in offset order: a
-                    # reader can never observe a later offset before an earlier one.
-                    row = await (
-                        await conn.execute(
-                            "UPDATE log_heads SET next_offset = next_offset + %s"
-                            " WHERE topic = %s AND partition = %s RETURNING next_offset",
-                            (len(idx), topic, p),
-                        )
-                    ).fetchone()
-                    if row is None:
-                        raise LogError(f"topic {topic!r} partition {p} has no head row")
-                    base = row[0] - len(idx)
-                    async with conn.cursor().copy(
-                        'COPY log_records (topic, partition, "offset", key, value, headers)'
-                        " FROM STDIN"
-                    ) as copy:
-                        for j, i in enumerate(idx):
-                            r = records[i]
-                            await copy.write_row(
-                                (topic, p, base + j, r.key, r.value, pack_headers(r.headers))
-                            )
-                            positions[i] = Position(topic, p, base + j)
-                    # Delivered on commit, in commit order.
-                    await conn.execute(
-                        "SELECT pg_notify(%s, %s)", (CHANNEL, f"{p}:{row[0]}:{topic}")
-                    )
+            while queue:
+                group: list[_Append] = []
+                size = 0
+                while queue and (not group or size + queue[0].size <= MAX_GROUP_BYTES):
+                    req = queue.popleft()
+                    group.append(req)
+                    size += req.size
+                await self._commit_group(topic, group)
+        finally:
+            del self._flushers[topic]
+            # cancelled (the log is closing): nothing committed answers "closed"
+            while queue:
+                _fail(queue.popleft(), TransientLogError(f"the log closed before {topic}"))
+
+    async def _commit_group(self, topic: str, group: list[_Append]) -> None:
+        try:
+            offsets = await self._append_group(topic, group)
         except psycopg.OperationalError as exc:  # connection lost, server away: retry
-            raise TransientLogError(f"append to {topic} failed: {exc}") from exc
-        return positions  # type: ignore[return-value]
+            for req in group:
+                _fail(req, TransientLogError(f"append to {topic} failed: {exc}"))
+            return
+        except psycopg.Error as exc:
+            if len(group) > 1:
+                # One record the database refuses fails its own caller, not the group:
+                # nothing was committed, so each caller goes again alone, in order.
+                for req in group:
+                    await self._commit_group(topic, [req])
+                return
+            _fail(group[0], LogError(f"append to {topic} failed: {exc}"))
+            return
+        except BaseException as exc:
+            for req in group:
+                _fail(req, TransientLogError(f"append to {topic} was interrupted: {exc!r}"))
+            raise
+        GROUP_RECORDS.observe(len(offsets))
+        i = 0
+        for req in group:
+            k = len(req.records)
+            if not req.done.done():
+                req.done.set_result(offsets[i : i + k])
+            i += k
+
+    async def _append_group(self, topic: str, group: list[_Append]) -> list[int]:
+        parts: list[int] = []
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        headers: list[bytes] = []
+        for req in group:
+            parts.extend(req.parts)
+            for r in req.records:
+                keys.append(r.key)
+                values.append(r.value)
+                headers.append(pack_headers(r.headers))
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_APPEND, (topic, parts, keys, values, headers))
+            row = await cur.fetchone()
+        assert row is not None
+        offsets: list[int] = row[0]
+        return offsets
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int
