@@ -94,9 +94,11 @@ async def drive(
             user = users[i % len(users)]
             headers = {**user.headers, "Content-Type": "application/json"}
             device, content = f"dev-{i}", f"title-{i % 97}"
-            pos = 60.0
+            n = 0
             while (now := time.monotonic()) < t_end:
-                pos += 10.0
+                # a position that moves on and stays inside the title's duration
+                n += 1
+                pos = 60.0 + (n * 10) % 7000
                 body = json.dumps(
                     {
                         "content_id": content,

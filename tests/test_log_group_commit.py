@@ -96,7 +96,9 @@ async def test_a_failing_record_fails_its_own_caller_only(db_uri: str) -> None:
     broken = _key_in(3, 4, "broken-")
     good = [_key_in(p, 4, f"good{p}-") for p in (0, 1, 2)]
     try:
-        calls = [log.append(topic, OutgoingRecord(good[i % 3], f"ok{i}".encode())) for i in range(30)]
+        calls = [
+            log.append(topic, OutgoingRecord(good[i % 3], f"ok{i}".encode())) for i in range(30)
+        ]
         calls.insert(5, log.append(topic, OutgoingRecord(b"big", b"x" * (MAX_RECORD_BYTES + 1))))
         calls.insert(10, log.append(topic, OutgoingRecord("text", b"v")))  # type: ignore[arg-type]
         calls.insert(15, log.append(topic, OutgoingRecord(broken, b"nowhere")))
