@@ -69,6 +69,7 @@ from api.mcp import McpEndpoint
 from api.mcp import routes as mcp_routes
 from api.openapi import openapi_document
 from api.ratelimit import RateLimitHeaders
+from api.routing import IndexedRouter
 from api.tracing import Traced
 from core.codec import EncodeError
 from core.settings import Settings
@@ -155,7 +156,8 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
     routes += mcp_routes(mcp)
     routes.append(Route("/openapi.json", openapi_document, methods=["GET"]))
     routes += docs_page.routes
-    return Starlette(
+    both = _with_mcp(mcp, lifespan)
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(Traced),
@@ -172,8 +174,11 @@ def build_app(settings: Settings, *, lifespan: Any = None) -> Starlette:
             **dict.fromkeys(transient_exceptions(), transient_handler),
             Exception: unhandled_handler,
         },
-        lifespan=_with_mcp(mcp, lifespan),
+        lifespan=both,
     )
+    # the same routes and lifespan, found through an index (api/routing.py)
+    app.router = IndexedRouter(routes, lifespan=both)
+    return app
 
 
 def _with_mcp(mcp: McpEndpoint, lifespan: Any) -> Any:

@@ -17,6 +17,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from core.backoff import Backoff, Retry
+from core.db import check_if_idle
 from core.events import LazyHeaders, pack_headers
 from core.metrics import LOG_GROUP_RECORDS as GROUP_RECORDS
 from core.topics import ALL_TOPICS, TopicSpec
@@ -99,13 +100,15 @@ class EmbeddedLog:
             open=False,
             name="mgw-log",
             kwargs={"autocommit": True},
-            check=AsyncConnectionPool.check_connection,  # see core/db.py
+            check=check_if_idle,  # see core/db.py
         )
         self._specs: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
         self._heads: dict[tuple[str, int], int] = {}
-        # Replaced on every notification; waiters hold the one current when they looked.
-        # (An Event, not a Condition: Condition.wait under wait_for is not cancel-safe in 3.11.)
-        self._changed = asyncio.Event()
+        # One per partition somebody waits on, set and dropped when that partition's head
+        # moves: a commit wakes the readers of its partitions only (one Event for all
+        # woke every projector of every topic on every commit: 5 % of a busy API
+        # process). (Events, not a Condition: Condition.wait is not cancel-safe in 3.11.)
+        self._changed: dict[tuple[str, int], asyncio.Event] = {}
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         # the group commit: appends waiting per topic, and the task committing them
@@ -381,26 +384,36 @@ class EmbeddedLog:
         key = (topic, partition)
         if self._heads.get(key, 0) > offset:
             return True
-        # The listener is running, so any commit after this query is seen as a notify.
-        changed = self._changed
-        heads = await self.end_offsets(topic)
-        for p, o in heads.items():
-            self._heads[(topic, p)] = max(self._heads.get((topic, p), 0), o)
+        # Taken before looking, so a commit seen after the look still wakes us.
+        changed = self._changed.setdefault(key, asyncio.Event())
+        if key not in self._heads or not self._listening.is_set():
+            # Not heard of since the listener (re)connected: ask once; from then on every
+            # commit to it arrives as a notification. Without a listener: every time.
+            for p, o in (await self.end_offsets(topic)).items():
+                self._heads[(topic, p)] = max(self._heads.get((topic, p), 0), o)
         deadline = asyncio.get_running_loop().time() + timeout
         while self._heads.get(key, 0) <= offset:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return False
             try:
-                await asyncio.wait_for(changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
             except TimeoutError:
                 return False
-            changed = self._changed
+            changed = self._changed.setdefault(key, asyncio.Event())
         return True
 
-    def _wake(self) -> None:
-        woken, self._changed = self._changed, asyncio.Event()
-        woken.set()
+    def _wake(self, key: tuple[str, int] | None = None) -> None:
+        """Wake the waiters of one partition, or of all (the listener was lost)."""
+        if key is None:
+            woken = list(self._changed.values())
+            self._changed.clear()
+        else:
+            one = self._changed.pop(key, None)
+            woken = [one] if one is not None else []
+        for event in woken:
+            event.set()
 
     async def _listen(self) -> None:
         # A lost listener only delays wake-ups (waiters re-read the heads after their
@@ -421,18 +434,22 @@ class EmbeddedLog:
                     self._conninfo, autocommit=True
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    # heads read while nobody listened may have moved unheard: forget them
+                    self._heads.clear()
                     self._listening.set()
+                    self._wake()
                     retry.succeeded()
                     async for note in conn.notifies():
                         p, head, topic = note.payload.split(":", 2)
                         k = (topic, int(p))
                         if int(head) > self._heads.get(k, 0):
                             self._heads[k] = int(head)
-                        self._wake()
+                            self._wake(k)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # Waiters re-read heads after a timeout, so nothing is lost meanwhile.
+                # Until it is back, waiters read the heads on every call (polling).
+                self._listening.clear()
                 self._heads.clear()
                 self._wake()
                 delay = retry.failed(exc)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
 
 from core import tracing
 from core.codec import AvroCodec, default_codec
@@ -10,6 +12,12 @@ from core.events import Event
 from core.metrics import EVENTS_APPENDED
 from core.topics import topic_for
 from streams.log import EventLog, OutgoingRecord, Position
+
+
+@lru_cache(maxsize=512)
+def _appended(topic: str, event_type: str) -> Any:
+    """The counter's child for one (topic, type): labels() validates and locks per call."""
+    return EVENTS_APPENDED.labels(topic, event_type)
 
 
 class Publisher:
@@ -27,7 +35,7 @@ class Publisher:
     async def publish(self, event: Event) -> Position:
         topic = topic_for(event.event_type).name
         pos = await self.log.append(topic, self.to_record(event))
-        EVENTS_APPENDED.labels(topic, event.event_type).inc()
+        _appended(topic, event.event_type).inc()
         return pos
 
     async def publish_many(self, events: Sequence[Event]) -> list[Position]:
@@ -40,5 +48,5 @@ class Publisher:
             positions = await self.log.append_batch(topic, [self.to_record(events[i]) for i in idx])
             for i, pos in zip(idx, positions, strict=True):
                 out[i] = pos
-                EVENTS_APPENDED.labels(topic, events[i].event_type).inc()
+                _appended(topic, events[i].event_type).inc()
         return out  # type: ignore[return-value]
