@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import select
 import time
 import weakref
 from pathlib import Path
@@ -106,21 +107,35 @@ def migrate(
     return applied_now
 
 
-#: a connection handed out this recently is known to be alive: not checked again
+#: a connection handed out this recently is known to be alive, unless the server has
+#: said something on it since (see check_if_idle)
 CHECK_AFTER_IDLE_S = 1.0
 _handed_out: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
 
+def _has_news(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection's socket has something to read: a pooled connection is
+    sent nothing between queries unless the server is ending it (an administrator's
+    terminate, a shutdown: an error message and EOF) or is gone (EOF, reset)."""
+    try:
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    except (OSError, psycopg.Error):
+        return True
+
+
 async def check_if_idle(conn: psycopg.AsyncConnection[Any]) -> None:
-    """A pool's ``check``: ask the server whether a connection is alive only when it has
-    sat in the pool for a while. After a database restart the pool would otherwise hand
-    out dead connections, once each, and every caller would fail once; but a check on
-    every checkout is a round trip per checkout (about 1 % of a busy API process and
-    one more wait before each group commit), and a connection that was in use a moment
-    ago is no likelier to be dead than one in use now."""
+    """A pool's ``check``. After a database restart the pool would otherwise hand out
+    dead connections, once each, and every caller would fail once; but asking the
+    server on every checkout is a round trip per checkout (about 1 % of a busy API
+    process, and one more wait before each group commit of the log). So the server is
+    asked only about a connection that sat in the pool for over a second, or whose
+    socket has something to read (which a live idle connection never has); one used a
+    moment ago with a quiet socket is handed out as it is."""
     now = time.monotonic()
     last = _handed_out.get(conn)
-    if last is None or now - last > CHECK_AFTER_IDLE_S:
+    if last is None or now - last > CHECK_AFTER_IDLE_S or _has_news(conn):
         await AsyncConnectionPool.check_connection(conn)
     _handed_out[conn] = now
 
