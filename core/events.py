@@ -40,15 +40,25 @@ class Event:
         return tuple(hs)
 
 
+_COUNT = struct.Struct("<H").pack
+_LENGTHS = struct.Struct("<HI").pack
+#: header names, encoded: a handful of them on every record of every append
+_NAMES: dict[str, bytes] = {}
+
+
 def pack_headers(headers: Sequence[tuple[str, bytes]]) -> bytes:
     """Headers as one compact blob (u16 count, then u16-length key, u32-length value)."""
-    parts = [struct.pack("<H", len(headers))]
+    out = bytearray(_COUNT(len(headers)))
     for k, v in headers:
-        kb = k.encode()
-        parts.append(struct.pack("<HI", len(kb), len(v)))
-        parts.append(kb)
-        parts.append(bytes(v))
-    return b"".join(parts)
+        kb = _NAMES.get(k)
+        if kb is None:
+            kb = k.encode()
+            if len(_NAMES) < 256:
+                _NAMES[k] = kb
+        out += _LENGTHS(len(kb), len(v))
+        out += kb
+        out += v
+    return bytes(out)
 
 
 def unpack_headers(blob: bytes) -> Headers:

@@ -10,8 +10,9 @@ import contextlib
 import logging
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -44,6 +45,9 @@ MAX_RECORD_BYTES = 1_048_588
 #: a group commit takes waiting appends up to this many bytes (one append larger than
 #: this goes alone): it bounds one transaction's size and the memory it holds
 MAX_GROUP_BYTES = 8 * 1024 * 1024
+#: a group of more records than this goes in by COPY (_append_copy), a smaller one by
+#: log_append: one round trip, where COPY takes several, but per record COPY is cheaper
+COPY_ABOVE = 256
 #: one round trip for a whole group (ops/migrations/021_log_append.sql); binary
 #: parameters, so values go as they are instead of as hex text
 _APPEND = "SELECT log_append(%b, %b::int4[], %b, %b, %b)"
@@ -55,26 +59,69 @@ class _Append:
 
     records: Sequence[OutgoingRecord]
     parts: list[int]
+    #: each record's headers, packed (core.events.pack_headers) as they are stored
+    headers: list[bytes]
+    size: int
     done: asyncio.Future[list[int]]
-    size: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.size = sum(len(r.key) + len(r.value) for r in self.records)
 
 
-def check_record(r: OutgoingRecord, i: int) -> None:
-    """Refuse a record the log cannot take before it joins a group, so it fails its own
-    caller only, with what is wrong with it."""
+def _refuse(r: OutgoingRecord, i: int, size: int) -> LogError:
+    """Why the log cannot take a record: it fails its own caller only, before it joins
+    a group."""
     if not isinstance(r.key, bytes):
-        raise LogError(f"record {i}: the key must be bytes, not {type(r.key).__name__}")
+        return LogError(f"record {i}: the key must be bytes, not {type(r.key).__name__}")
     if not isinstance(r.value, bytes):
-        raise LogError(f"record {i}: the value must be bytes, not {type(r.value).__name__}")
-    size = len(r.key) + len(r.value) + sum(len(k) + len(v) for k, v in r.headers)
-    if size > MAX_RECORD_BYTES:
-        raise LogError(
-            f"record {i} is {size:,} bytes; the log takes records of at most "
-            f"{MAX_RECORD_BYTES:,} bytes (key, value and headers)"
-        )
+        return LogError(f"record {i}: the value must be bytes, not {type(r.value).__name__}")
+    return LogError(
+        f"record {i} is {size:,} bytes; the log takes records of at most "
+        f"{MAX_RECORD_BYTES:,} bytes (key, value and headers)"
+    )
+
+
+async def _append_copy(
+    conn: psycopg.AsyncConnection[Any],
+    topic: str,
+    parts: list[int],
+    records: Sequence[OutgoingRecord],
+    headers: list[bytes] | None,
+) -> list[int]:
+    """A large group: COPY per partition in one transaction, the head rows locked in
+    partition order as log_append does. COPY streams rows the server parses as they come;
+    for thousands of records it is faster than binding them as arrays (100k records of
+    120 bytes in groups of 5,000: 106k/s, against 77k/s through log_append)."""
+    by_partition: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(parts):
+        by_partition[p].append(i)
+    offsets = [0] * len(records)
+    async with conn.transaction():
+        for p in sorted(by_partition):
+            idx = by_partition[p]
+            row = await (
+                await conn.execute(
+                    "UPDATE log_heads SET next_offset = next_offset + %s"
+                    " WHERE topic = %s AND partition = %s RETURNING next_offset",
+                    (len(idx), topic, p),
+                )
+            ).fetchone()
+            if row is None:
+                raise LogError(f"topic {topic} partition {p} has no head row")
+            base = row[0] - len(idx)
+            async with conn.cursor().copy(
+                'COPY log_records (topic, partition, "offset", key, value, headers) FROM STDIN'
+            ) as copy:
+                for j, i in enumerate(idx):
+                    r = records[i]
+                    if headers is not None:
+                        packed = headers[i]
+                    else:  # packed here, so Python packs while the server parses
+                        packed = pack_headers(r.headers)
+                        size = len(r.key) + len(r.value) + len(packed)
+                        if size > MAX_RECORD_BYTES:
+                            raise _refuse(r, i, size)  # rolls the transaction back
+                    await copy.write_row((topic, p, base + j, r.key, r.value, packed))
+                    offsets[i] = base + j
+            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{p}:{row[0]}:{topic}"))
+    return offsets
 
 
 def _fail(req: _Append, exc: Exception) -> None:
@@ -179,15 +226,33 @@ class EmbeddedLog:
         if not records:
             return []
         n = self.partitions(topic)
+        bulk = len(records) > COPY_ABOVE
         parts: list[int] = []
+        headers: list[bytes] = []
+        total = 0
         seen: dict[bytes, int] = {}  # a batch is often one key (a device's sync batch)
         for i, r in enumerate(records):
-            check_record(r, i)
-            part = seen.get(r.key)
+            key, value = r.key, r.value
+            if not isinstance(key, bytes) or not isinstance(value, bytes):
+                raise _refuse(r, i, 0)
+            size = len(key) + len(value)
+            if not bulk:  # a bulk append packs its headers as it streams them (_append_copy)
+                packed = pack_headers(r.headers)
+                size += len(packed)
+                headers.append(packed)
+            if size > MAX_RECORD_BYTES:
+                raise _refuse(r, i, size)
+            total += size
+            part = seen.get(key)
             if part is None:
-                part = seen[r.key] = partition_for(r.key, n)
+                part = seen[key] = partition_for(key, n)
             parts.append(part)
-        req = _Append(records, parts, asyncio.get_running_loop().create_future())
+        if bulk:
+            # A bulk append (ingest, restore) is a group by itself, committed here: the
+            # caller is one, so a record refused midway fails only it, as it should.
+            offsets = await self._append_bulk(topic, parts, records)
+            return [Position(topic, p, o) for p, o in zip(parts, offsets, strict=True)]
+        req = _Append(records, parts, headers, total, asyncio.get_running_loop().create_future())
         self._pending[topic].append(req)
         if topic not in self._flushers:
             self._flushers[topic] = asyncio.create_task(
@@ -225,14 +290,21 @@ class EmbeddedLog:
             for req in group:
                 _fail(req, TransientLogError(f"append to {topic} failed: {exc}"))
             return
-        except psycopg.Error as exc:
+        except (psycopg.Error, LogError) as exc:
+            if isinstance(exc, TransientLogError):
+                for req in group:
+                    _fail(req, exc)
+                return
             if len(group) > 1:
                 # One record the database refuses fails its own caller, not the group:
                 # nothing was committed, so each caller goes again alone, in order.
                 for req in group:
                     await self._commit_group(topic, [req])
                 return
-            _fail(group[0], LogError(f"append to {topic} failed: {exc}"))
+            _fail(
+                group[0],
+                exc if isinstance(exc, LogError) else LogError(f"append to {topic} failed: {exc}"),
+            )
             return
         except BaseException as exc:
             for req in group:
@@ -246,19 +318,30 @@ class EmbeddedLog:
                 req.done.set_result(offsets[i : i + k])
             i += k
 
+    async def _append_bulk(
+        self, topic: str, parts: list[int], records: Sequence[OutgoingRecord]
+    ) -> list[int]:
+        try:
+            async with self._pool.connection() as conn:
+                offsets = await _append_copy(conn, topic, parts, records, None)
+        except psycopg.OperationalError as exc:  # connection lost, server away: retry
+            raise TransientLogError(f"append to {topic} failed: {exc}") from exc
+        except psycopg.Error as exc:
+            raise LogError(f"append to {topic} failed: {exc}") from exc
+        GROUP_RECORDS.observe(len(offsets))
+        return offsets
+
     async def _append_group(self, topic: str, group: list[_Append]) -> list[int]:
-        parts: list[int] = []
-        keys: list[bytes] = []
-        values: list[bytes] = []
-        headers: list[bytes] = []
-        for req in group:
-            parts.extend(req.parts)
-            for r in req.records:
-                keys.append(r.key)
-                values.append(r.value)
-                headers.append(pack_headers(r.headers))
+        parts = [p for req in group for p in req.parts]
+        records = [r for req in group for r in req.records]
+        headers = [h for req in group for h in req.headers]
         async with self._pool.connection() as conn:
-            cur = await conn.execute(_APPEND, (topic, parts, keys, values, headers))
+            if len(records) > COPY_ABOVE:
+                return await _append_copy(conn, topic, parts, records, headers)
+            cur = await conn.execute(
+                _APPEND,
+                (topic, parts, [r.key for r in records], [r.value for r in records], headers),
+            )
             row = await cur.fetchone()
         assert row is not None
         offsets: list[int] = row[0]

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from core.topics import TopicSpec
-from streams.embedded import MAX_RECORD_BYTES, EmbeddedLog
+from streams.embedded import COPY_ABOVE, MAX_RECORD_BYTES, EmbeddedLog
 from streams.log import LogError, OutgoingRecord, Position, partition_for
 from tests.conftest import unique_topic
 
@@ -84,20 +84,22 @@ async def test_64_appenders_to_one_partition_share_commits_and_stay_dense(db_uri
         await log.close()
 
 
-async def test_a_failing_record_fails_its_own_caller_only(db_uri: str) -> None:
+@pytest.mark.parametrize("good", [30, COPY_ABOVE + 30], ids=["log_append", "copy"])
+async def test_a_failing_record_fails_its_own_caller_only(db_uri: str, good: int) -> None:
     """In one group: a record too large, a key that is not bytes, and a record for a
     partition the database refuses (its head row is gone). Each of those callers gets a
-    LogError saying what is wrong; every other caller's records are committed."""
+    LogError saying what is wrong; every other caller's records are committed. Small
+    groups go in through log_append, large ones by COPY: both are held to it."""
     log = await EmbeddedLog(db_uri).open()
     topic = unique_topic("isolate")
     await log.ensure_topics([TopicSpec(topic, 4)])
     with psycopg.connect(db_uri, autocommit=True) as conn:
         conn.execute("DELETE FROM log_heads WHERE topic = %s AND partition = 3", (topic,))
     broken = _key_in(3, 4, "broken-")
-    good = [_key_in(p, 4, f"good{p}-") for p in (0, 1, 2)]
+    keys = [_key_in(p, 4, f"good{p}-") for p in (0, 1, 2)]
     try:
         calls = [
-            log.append(topic, OutgoingRecord(good[i % 3], f"ok{i}".encode())) for i in range(30)
+            log.append(topic, OutgoingRecord(keys[i % 3], f"ok{i}".encode())) for i in range(good)
         ]
         calls.insert(5, log.append(topic, OutgoingRecord(b"big", b"x" * (MAX_RECORD_BYTES + 1))))
         calls.insert(10, log.append(topic, OutgoingRecord("text", b"v")))  # type: ignore[arg-type]
@@ -110,10 +112,10 @@ async def test_a_failing_record_fails_its_own_caller_only(db_uri: str) -> None:
         assert "key must be bytes" in str(errors[10])
         assert "partition 3 has no head row" in str(errors[15])
         ends = await log.end_offsets(topic)
-        assert sum(ends.values()) == 30
+        assert sum(ends.values()) == good
         for p in (0, 1, 2):
-            values = [r.value for r in await log.read(topic, p, 0, 100)]
-            assert values == [f"ok{i}".encode() for i in range(30) if i % 3 == p]
+            values = [r.value for r in await log.read(topic, p, 0, good)]
+            assert values == [f"ok{i}".encode() for i in range(good) if i % 3 == p]
     finally:
         await log.close()
 
@@ -213,5 +215,27 @@ async def test_a_lone_append_commits_by_itself(db_uri: str, n: int) -> None:
             pos = await log.append(topic, OutgoingRecord(b"k", f"v{i}".encode()))
             assert _groups() - before == 1
             assert pos.offset == i
+    finally:
+        await log.close()
+
+
+async def test_a_bulk_append_with_one_record_too_large_appends_nothing(db_uri: str) -> None:
+    """A bulk append (more than COPY_ABOVE records) streams its records by COPY and
+    measures each one's headers on the way: one too large fails the call whole, and
+    none of its records is left behind."""
+    log = await EmbeddedLog(db_uri).open()
+    topic = unique_topic("bulk")
+    await log.ensure_topics([TopicSpec(topic, 2)])
+    records = [OutgoingRecord(f"k{i}".encode(), b"v", (("n", b"1"),)) for i in range(400)]
+    records[350] = OutgoingRecord(b"k", b"v", (("huge", b"h" * MAX_RECORD_BYTES),))
+    try:
+        with pytest.raises(LogError, match="record 350 is"):
+            await log.append_batch(topic, records)
+        assert sum((await log.end_offsets(topic)).values()) == 0
+        ok = await log.append_batch(topic, records[:350])
+        assert sorted(p.offset for p in ok if p.partition == 0) == list(
+            range(sum(1 for p in ok if p.partition == 0))
+        )
+        assert sum((await log.end_offsets(topic)).values()) == 350
     finally:
         await log.close()
