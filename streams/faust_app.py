@@ -111,6 +111,8 @@ def make_app(
     import faust
 
     projector = by_name(projector_name)
+    datadir = settings.data_dir / "faust" / app_id(projector.name)
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only its own folder in it
     app = faust.App(
         app_id(projector.name),
         broker=f"kafka://{settings.kafka_bootstrap_servers}",
@@ -119,7 +121,7 @@ def make_app(
         store="memory://",
         # Faust's default state dir is "<app id>-data" in the working directory: one empty
         # tree per projector wherever a worker was started. It belongs with the rest.
-        datadir=str(settings.data_dir / "faust" / app_id(projector.name)),
+        datadir=str(datadir),
         web_enabled=False,
         topic_disable_leader=True,
         topic_allow_declare=False,  # topics come from core/topics.py specs, created by admin

@@ -19,7 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    NewTopic,
+    OffsetSpec,
+)
 
 from core.topics import ALL_TOPICS, TopicSpec
 from streams.log import (
@@ -33,6 +37,12 @@ from streams.log import (
 
 #: how long an append waits for the broker's acknowledgement before it fails
 DELIVERY_TIMEOUT_MS = 5000
+#: how often the end offsets of the partitions someone waits on are asked for, while
+#: anyone waits (appends by this process are seen at once, without asking)
+WATCH_INTERVAL_S = 0.02
+#: for this long after the broker said where a partition ends, a read from there is
+#: answered "nothing yet" without asking (KafkaLog.read)
+FRESH_S = 0.1
 
 
 #: delivery errors that mean "the broker could not be reached in time", which librdkafka
@@ -92,6 +102,16 @@ class KafkaLog:
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mgw-kafka")
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        # The end offset of each partition as last known (this process's own deliveries,
+        # and the watcher's answers), the waiters of each, and the task asking the broker
+        # for the ends of every partition waited on, in one request, while anyone waits.
+        # (Each waiter asking for its own partition every 10-200 ms was hundreds of
+        # requests a second from the in-process runner of `mgw up`.)
+        self._heads: dict[tuple[str, int], int] = {}
+        #: when the broker last told us a partition's end (monotonic seconds)
+        self._confirmed: dict[tuple[str, int], float] = {}
+        self._changed: dict[tuple[str, int], asyncio.Event] = {}
+        self._watcher: asyncio.Task[None] | None = None
 
     async def open(self) -> KafkaLog:
         self._producer = Producer(producer_config(self.bootstrap))
@@ -119,6 +139,8 @@ class KafkaLog:
         }
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         loop = asyncio.get_running_loop()
         if self._producer is not None:
             await loop.run_in_executor(self._pool, self._producer.flush, 10)
@@ -214,7 +236,7 @@ class KafkaLog:
                     loop.call_soon_threadsafe(_set_exc, fut, exc)
                 else:
                     pos = Position(msg.topic(), msg.partition(), msg.offset())
-                    loop.call_soon_threadsafe(_set_result, fut, pos)
+                    loop.call_soon_threadsafe(self._delivered, fut, pos)
 
             return cb
 
@@ -240,6 +262,15 @@ class KafkaLog:
         self, topic: str, partition: int, offset: int, max_records: int
     ) -> list[LogRecord]:
         key = (topic, partition)
+        if (
+            self._heads.get(key, offset + 1) <= offset
+            and time.monotonic() - self._confirmed.get(key, -FRESH_S) < FRESH_S
+        ):
+            # The broker said a moment ago that nothing is there: answer as a consume()
+            # that found nothing would, without a thread and without waiting out its
+            # timeout (the runner reads every partition of a topic in turn); a caller
+            # that then waits is woken when the end moves (wait).
+            return []
         lock = self._reader_locks.setdefault(key, asyncio.Lock())
         async with lock:
             records: list[LogRecord] = await self._run(
@@ -276,7 +307,9 @@ class KafkaLog:
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         n = self.partitions(topic)
-        return dict(await self._run(self._end_offsets_sync, topic, n))
+        ends = dict(await self._run(self._end_offsets_sync, topic, n))
+        self._confirm({(topic, p): e for p, e in ends.items()})
+        return ends
 
     def _end_offsets_sync(self, topic: str, n: int) -> list[tuple[int, int]]:
         return [(p, self._high_watermark(topic, p)) for p in range(n)]
@@ -297,18 +330,61 @@ class KafkaLog:
                 time.sleep(0.05)
 
     async def wait(self, topic: str, partition: int, offset: int, timeout: float) -> bool:
-        assert self._meta is not None
-        deadline = asyncio.get_running_loop().time() + timeout
-        delay = 0.01
-        while True:
-            high = await self._run(self._high_watermark, topic, partition)
-            if high > offset:
-                return True
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                return False
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.2)
+        key = (topic, partition)
+        if self._heads.get(key, 0) > offset:
+            return True
+        changed = self._changed.setdefault(key, asyncio.Event())
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch(), name="mgw-kafka-watch")
+        try:
+            async with asyncio.timeout(timeout):
+                while self._heads.get(key, 0) <= offset:
+                    await changed.wait()
+                    changed = self._changed.setdefault(key, asyncio.Event())
+        except TimeoutError:
+            return False
+        return True
+
+    def _advance(self, key: tuple[str, int], head: int) -> None:
+        if head > self._heads.get(key, 0):
+            self._heads[key] = head
+            woken = self._changed.pop(key, None)
+            if woken is not None:
+                woken.set()
+
+    def _confirm(self, ends: dict[tuple[str, int], int]) -> None:
+        now = time.monotonic()
+        for key, head in ends.items():
+            self._confirmed[key] = now
+            self._advance(key, head)
+
+    def _delivered(self, fut: asyncio.Future[Position], pos: Position) -> None:
+        self._advance((pos.topic, pos.partition), pos.offset + 1)
+        if not fut.done():
+            fut.set_result(pos)
+
+    async def _watch(self) -> None:
+        """While anyone waits: the end offsets of every partition waited on, in one
+        ListOffsets request, every WATCH_INTERVAL_S; appends by other processes are seen
+        this way (this process's own as they are delivered)."""
+        while self._changed:
+            keys = list(self._changed)
+            try:
+                ends = await self._run(self._list_ends, keys)
+            except Exception:  # noqa: BLE001 - waiters time out and ask again
+                ends = {}
+            self._confirm(ends)
+            await asyncio.sleep(WATCH_INTERVAL_S)
+
+    def _list_ends(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        assert self._admin is not None
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        asked = {TopicPartition(t, p): latest for t, p in keys}
+        out: dict[tuple[str, int], int] = {}
+        for tp, fut in self._admin.list_offsets(asked, request_timeout=5).items():
+            with contextlib.suppress(KafkaException):
+                out[(tp.topic, tp.partition)] = int(fut.result().offset)
+        return out
 
 
 _LEADER_MOVING = {
@@ -316,11 +392,6 @@ _LEADER_MOVING = {
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
 }
-
-
-def _set_result(fut: asyncio.Future[Position], pos: Position) -> None:
-    if not fut.done():
-        fut.set_result(pos)
 
 
 def _set_exc(fut: asyncio.Future[Position], exc: Exception) -> None:
