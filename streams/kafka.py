@@ -14,6 +14,7 @@ import contextlib
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -111,6 +112,7 @@ class KafkaLog:
         #: when the broker last told us a partition's end (monotonic seconds)
         self._confirmed: dict[tuple[str, int], float] = {}
         self._changed: dict[tuple[str, int], asyncio.Event] = {}
+        self._waiting: Counter[tuple[str, int]] = Counter()
         self._watcher: asyncio.Task[None] | None = None
 
     async def open(self) -> KafkaLog:
@@ -334,6 +336,7 @@ class KafkaLog:
         if self._heads.get(key, 0) > offset:
             return True
         changed = self._changed.setdefault(key, asyncio.Event())
+        self._waiting[key] += 1
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch(), name="mgw-kafka-watch")
         try:
@@ -343,6 +346,10 @@ class KafkaLog:
                     changed = self._changed.setdefault(key, asyncio.Event())
         except TimeoutError:
             return False
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
         return True
 
     def _advance(self, key: tuple[str, int], head: int) -> None:
@@ -367,8 +374,8 @@ class KafkaLog:
         """While anyone waits: the end offsets of every partition waited on, in one
         ListOffsets request, every WATCH_INTERVAL_S; appends by other processes are seen
         this way (this process's own as they are delivered)."""
-        while self._changed:
-            keys = list(self._changed)
+        while self._waiting:
+            keys = list(self._waiting)
             try:
                 ends = await self._run(self._list_ends, keys)
             except Exception:  # noqa: BLE001 - waiters time out and ask again
