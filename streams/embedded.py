@@ -23,12 +23,14 @@ from core.events import LazyHeaders, pack_headers
 from core.metrics import LOG_GROUP_RECORDS as GROUP_RECORDS
 from core.topics import ALL_TOPICS, TopicSpec
 from streams.log import (
+    MAX_RECORD_BYTES,
     LogError,
     LogRecord,
     OutgoingRecord,
     Position,
     TransientLogError,
     partition_for,
+    too_large,
 )
 
 CHANNEL = "mgw_log"
@@ -39,9 +41,6 @@ _COPY_IN_TYPES = ["text", "int4", "int8", "bytea", "bytea", "bytea", "timestampt
 log = logging.getLogger("mgw.log.embedded")
 #: between reconnection attempts of the listener: 0.1 s doubling up to 5 s, full jitter
 LISTEN_BACKOFF = Backoff(first=0.1, cap=5.0)
-#: the largest record the log takes (key, value and headers), Kafka's default
-#: (``message.max.bytes``), so a record that fits one backend fits the other
-MAX_RECORD_BYTES = 1_048_588
 #: a group commit takes waiting appends up to this many bytes (one append larger than
 #: this goes alone): it bounds one transaction's size and the memory it holds
 MAX_GROUP_BYTES = 8 * 1024 * 1024
@@ -72,10 +71,7 @@ def _refuse(r: OutgoingRecord, i: int, size: int) -> LogError:
         return LogError(f"record {i}: the key must be bytes, not {type(r.key).__name__}")
     if not isinstance(r.value, bytes):
         return LogError(f"record {i}: the value must be bytes, not {type(r.value).__name__}")
-    return LogError(
-        f"record {i} is {size:,} bytes; the log takes records of at most "
-        f"{MAX_RECORD_BYTES:,} bytes (key, value and headers)"
-    )
+    return too_large(i, size)
 
 
 async def _append_copy(

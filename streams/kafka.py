@@ -14,7 +14,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,12 +28,15 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from core.topics import ALL_TOPICS, TopicSpec
 from streams.log import (
+    MAX_RECORD_BYTES,
     LogError,
     LogRecord,
     OutgoingRecord,
     Position,
     TransientLogError,
     partition_for,
+    record_size,
+    too_large,
 )
 
 #: how long an append waits for the broker's acknowledgement before it fails
@@ -103,6 +106,9 @@ class KafkaLog:
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mgw-kafka")
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        # deliveries reported on the polling thread, answered on the event loop (_drain)
+        self._done: deque[tuple[asyncio.Future[Position], Position | Exception]] = deque()
+        self._draining = False
         # The end offset of each partition as last known (this process's own deliveries,
         # and the watcher's answers), the waiters of each, and the task asking the broker
         # for the ends of every partition waited on, in one request, while anyone waits.
@@ -224,21 +230,29 @@ class KafkaLog:
 
     async def append_batch(self, topic: str, records: Sequence[OutgoingRecord]) -> list[Position]:
         assert self._producer is not None
+        for i, r in enumerate(records):  # refused before any is sent: nothing half-done
+            if (size := record_size(r)) > MAX_RECORD_BYTES:
+                raise too_large(i, size)
         loop = asyncio.get_running_loop()
         n = self.partitions(topic)
         futures: list[asyncio.Future[Position]] = []
+        done = self._done
 
         def deliver(fut: asyncio.Future[Position]) -> Any:
+            # Runs on the polling thread: the answer is queued, and the event loop is
+            # woken once for everything queued until it drains (not once per record).
             def cb(err: KafkaError | None, msg: Any) -> None:
                 if err is not None:
                     transient = err.retriable() or err.code() in _UNREACHABLE
                     exc: Exception = (TransientLogError if transient else LogError)(
                         f"append to {topic} failed: {err}"
                     )
-                    loop.call_soon_threadsafe(_set_exc, fut, exc)
+                    done.append((fut, exc))
                 else:
-                    pos = Position(msg.topic(), msg.partition(), msg.offset())
-                    loop.call_soon_threadsafe(self._delivered, fut, pos)
+                    done.append((fut, Position(msg.topic(), msg.partition(), msg.offset())))
+                if not self._draining:
+                    self._draining = True
+                    loop.call_soon_threadsafe(self._drain)
 
             return cb
 
@@ -259,6 +273,17 @@ class KafkaLog:
                 except BufferError:  # local queue full: let deliveries drain
                     await asyncio.sleep(0.01)
         return list(await asyncio.gather(*futures))
+
+    def _drain(self) -> None:
+        """On the event loop: answer every delivery queued so far."""
+        self._draining = False  # first: a delivery queued from here on schedules another
+        done = self._done
+        while done:
+            fut, result = done.popleft()
+            if isinstance(result, Position):
+                self._delivered(fut, result)
+            elif not fut.done():
+                fut.set_exception(result)
 
     async def read(
         self, topic: str, partition: int, offset: int, max_records: int
@@ -399,8 +424,3 @@ _LEADER_MOVING = {
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
 }
-
-
-def _set_exc(fut: asyncio.Future[Position], exc: Exception) -> None:
-    if not fut.done():
-        fut.set_exception(exc)

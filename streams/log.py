@@ -24,6 +24,21 @@ from aiokafka.partitioner import murmur2  # pure function, Java-compatible
 from core.events import Headers
 from core.topics import TopicSpec
 
+#: the largest record a log takes (key, value and headers): Kafka's default
+#: ``message.max.bytes``, so a record that fits one backend fits the other
+MAX_RECORD_BYTES = 1_048_588
+
+
+def record_size(r: OutgoingRecord) -> int:
+    return len(r.key) + len(r.value) + sum(len(k) + len(v) for k, v in r.headers)
+
+
+def too_large(i: int, size: int) -> LogError:
+    return LogError(
+        f"record {i} is {size:,} bytes; the log takes records of at most "
+        f"{MAX_RECORD_BYTES:,} bytes (key, value and headers)"
+    )
+
 
 class LogError(Exception):
     """A log backend failed; ``transient`` failures may be retried."""

@@ -81,6 +81,24 @@ async def test_reads_are_ordered_per_partition_in_batches(log: EventLog) -> None
     assert [m.offset for m in mid][:1] == [first.offset + 2] and len(mid) <= 3
 
 
+async def test_a_record_too_large_fails_its_own_append_only(log: EventLog) -> None:
+    """Appended side by side with others: the record over the limit fails its own call
+    with a LogError that gives its size and the limit; the others are all appended."""
+    from streams.log import MAX_RECORD_BYTES, LogError
+
+    topic = await _topic(log, partitions=2)
+    big = OutgoingRecord(b"big", b"x" * MAX_RECORD_BYTES, (("h", b"12345678901234"),))
+    calls = [log.append(topic, rec(f"k{i}", i)) for i in range(20)]
+    calls.insert(7, log.append(topic, big))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results[7], LogError)
+    assert f"{MAX_RECORD_BYTES:,} bytes" in str(results[7])
+    good = [r for i, r in enumerate(results) if i != 7]
+    assert all(isinstance(p, Position) for p in good)
+    values = {r.value for p in range(2) for r in await read_all(log, topic, p)}
+    assert values == {f"v{i}".encode() for i in range(20)}
+
+
 async def test_same_key_same_partition_in_append_order(log: EventLog) -> None:
     topic = await _topic(log)
     positions = [await log.append(topic, rec("one-key", i)) for i in range(10)]
