@@ -14,13 +14,20 @@ One PostgreSQL and one Redis (embedded) serve the whole run. On them:
 
 For each concurrency, ``--clients`` clients (one asyncio process, aiohttp, one request at
 a time each) POST /v1/playback/events for ``--warmup`` seconds unrecorded, then
-``--seconds`` recorded: the floor first, then each runtime. Clients are spread over
+``--seconds`` recorded: the floor first, then the runtime. Clients are spread over
 ``--users`` signed-in users (several devices per user, as households are) and each
 report moves its device's position on. Every 202 is an acknowledged, durable write.
-Then one idle client sends reports one after another: the append latency when alone.
+Before the loads, one idle client sends reports one after another to each: the latency
+of a write when alone.
 
-The last line is one JSON object: writes/s, p50, p99 and errors per runtime and
-concurrency, and each one's ratio to the floor's writes/s at the same concurrency.
+Each runtime's loads are compared with the floor measured just before them with that
+runtime's services up (an idle broker takes CPU too): ``ratio_to_floor``. The first
+floor of the run (embedded's, with no broker yet) gives ``ratio_to_first_floor``.
+The CPU each part used in the recorded window is given in cores: the client, the server
+under test, PostgreSQL, Redis and the broker.
+
+The last line is one JSON object: per runtime, the floor's and mgw's writes/s, p50, p99,
+errors and CPU per concurrency, the ratios, and the idle client's latencies.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import psutil
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +74,34 @@ def create_db(admin_uri: str, name: str) -> str:
     return uri
 
 
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by each part: this client, the server under test (its
+    process tree), PostgreSQL, Redis and the Kafka broker."""
+    out = {"client": 0.0, "server": 0.0, "postgres": 0.0, "redis": 0.0, "kafka": 0.0}
+    server: set[int] = set()
+    with suppress(psutil.Error):
+        root = psutil.Process(server_pid)
+        server = {root.pid, *(c.pid for c in root.children(recursive=True))}
+    for proc in psutil.process_iter(["name", "pid"]):
+        with suppress(psutil.Error):
+            name = proc.info["name"] or ""
+            if proc.pid == os.getpid():
+                part = "client"
+            elif proc.pid in server:
+                part = "server"
+            elif name == "postgres":
+                part = "postgres"
+            elif name == "redis-server":
+                part = "redis"
+            elif name == "java":
+                part = "kafka"
+            else:
+                continue
+            t = proc.cpu_times()
+            out[part] += t.user + t.system
+    return out
+
+
 def pct(xs: list[float], q: float) -> float:
     if not xs:
         return 0.0
@@ -74,10 +110,10 @@ def pct(xs: list[float], q: float) -> float:
 
 
 async def drive(
-    base: str, users: list[User], clients: int, seconds: float, warmup: float
+    base: str, users: list[User], clients: int, seconds: float, warmup: float, server_pid: int
 ) -> dict[str, Any]:
     """``clients`` loops, each one request at a time; only the window after the warm-up
-    counts."""
+    counts (and the CPU each part used in it, in cores)."""
     lat: list[float] = []
     errors: dict[str, int] = {}
     ok = 0
@@ -126,7 +162,14 @@ async def drive(
                 else:
                     errors[str(status)] = errors.get(str(status), 0) + 1
 
-        await asyncio.gather(*(loop(i) for i in range(clients)))
+        async def cpu_window() -> dict[str, float]:
+            await asyncio.sleep(max(0.0, t_rec - time.monotonic()))
+            before = cpu_seconds(server_pid)
+            await asyncio.sleep(max(0.0, t_end - time.monotonic()))
+            after = cpu_seconds(server_pid)
+            return {k: round((after[k] - before[k]) / seconds, 2) for k in after}
+
+        cpu, *_ = await asyncio.gather(cpu_window(), *(loop(i) for i in range(clients)))
     return {
         "clients": clients,
         "writes_per_s": round(ok / seconds, 1),
@@ -134,6 +177,7 @@ async def drive(
         "p99_ms": round(pct(lat, 99), 1),
         "errors": sum(errors.values()),
         "error_kinds": errors,
+        "cpu_cores": cpu,
     }
 
 
@@ -231,8 +275,7 @@ def main() -> int:
         floor, floor_base = start_floor(floor_dsn, work)
         stack.callback(floor.kill)
 
-        results: dict[str, dict[int, dict[str, Any]]] = {"floor": {}}
-        idles: dict[str, dict[str, float]] = {}
+        quiet_floor: dict[int, dict[str, Any]] = {}
         for runtime in runtimes:
             env = {
                 "DATABASE_URL": create_db(pg.uri, f"bench_{runtime}"),
@@ -247,31 +290,36 @@ def main() -> int:
             say(f"{runtime}: starting mgw up")
             app = Stack(work / runtime, env=env)
             app.start()
+            assert app.proc is not None
+            part: dict[str, Any] = {"floor": {}, "mgw": {}}
             try:
                 users = asyncio.run(sign_up(app.base, args.users))
-                if "floor" not in idles:
-                    idles["floor"] = asyncio.run(idle(floor_base, users[0], args.idle))
-                idles[runtime] = asyncio.run(idle(app.base, users[0], args.idle))
-                say(f"idle: floor {idles['floor']}, {runtime} {idles[runtime]}")
-                results[runtime] = {}
+                part["idle"] = {
+                    "floor": asyncio.run(idle(floor_base, users[0], args.idle)),
+                    "mgw": asyncio.run(idle(app.base, users[0], args.idle)),
+                }
+                say(f"{runtime} idle: {part['idle']}")
                 for c in concurrency:
-                    if c not in results["floor"]:
-                        results["floor"][c] = asyncio.run(
-                            drive(floor_base, users, c, args.seconds, args.warmup)
-                        )
-                        say(f"floor {c}: {results['floor'][c]}")
-                    r = asyncio.run(drive(app.base, users, c, args.seconds, args.warmup))
-                    r["ratio_to_floor"] = round(
-                        r["writes_per_s"] / max(results["floor"][c]["writes_per_s"], 1e-9), 3
+                    # the floor under the same conditions: this runtime's services up
+                    floor_r = asyncio.run(
+                        drive(floor_base, users, c, args.seconds, args.warmup, floor.pid)
                     )
-                    results[runtime][c] = r
-                    say(f"{runtime} {c}: {r}")
+                    quiet_floor.setdefault(c, floor_r)
+                    r = asyncio.run(
+                        drive(app.base, users, c, args.seconds, args.warmup, app.proc.pid)
+                    )
+                    r["ratio_to_floor"] = round(r["writes_per_s"] / floor_r["writes_per_s"], 3)
+                    r["ratio_to_first_floor"] = round(
+                        r["writes_per_s"] / quiet_floor[c]["writes_per_s"], 3
+                    )
+                    part["floor"][str(c)] = floor_r
+                    part["mgw"][str(c)] = r
+                    say(f"{runtime} {c}: floor {floor_r}")
+                    say(f"{runtime} {c}: mgw {r}")
             finally:
                 app.stop()
-        out["idle"] = idles
+            out[runtime] = part
         out["load_avg_1m"] = round(os.getloadavg()[0], 2)
-        for name, per in results.items():
-            out[name] = {str(c): r for c, r in per.items()}
     print(json.dumps(out))
     return 0
 
