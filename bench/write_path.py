@@ -102,6 +102,28 @@ def cpu_seconds(server_pid: int) -> dict[str, float]:
     return out
 
 
+def applied(dsn: str) -> int:
+    """Playback reports folded into the playback projection so far."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT coalesce(sum(event_count), 0) FROM playback_positions")
+        return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def catch_up(dsn: str, before: int, acked: int, timeout: float = 300) -> dict[str, Any]:
+    """How much of what was acknowledged the projection held when the load stopped, and
+    how long it took to hold all of it."""
+    t0 = time.monotonic()
+    at_end = applied(dsn) - before
+    now = at_end
+    while now < acked and time.monotonic() - t0 < timeout:
+        time.sleep(0.2)
+        now = applied(dsn) - before
+    return {
+        "applied_when_load_stopped": round(at_end / max(acked, 1), 3),
+        "catch_up_s": round(time.monotonic() - t0, 1) if now >= acked else None,
+    }
+
+
 def pct(xs: list[float], q: float) -> float:
     if not xs:
         return 0.0
@@ -117,6 +139,7 @@ async def drive(
     lat: list[float] = []
     errors: dict[str, int] = {}
     ok = 0
+    acked = 0  # every 202, warm-up included
     t_start = time.monotonic()
     t_rec = t_start + warmup
     t_end = t_rec + seconds
@@ -126,7 +149,7 @@ async def drive(
     ) as session:
 
         async def loop(i: int) -> None:
-            nonlocal ok
+            nonlocal ok, acked
             user = users[i % len(users)]
             headers = {**user.headers, "Content-Type": "application/json"}
             device, content = f"dev-{i}", f"title-{i % 97}"
@@ -154,6 +177,8 @@ async def drive(
                     status = 0
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 done = time.monotonic()
+                if status == 202:
+                    acked += 1
                 if now < t_rec or done > t_end:
                     continue
                 if status == 202:
@@ -178,6 +203,7 @@ async def drive(
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "cpu_cores": cpu,
+        "acked_total": acked,
     }
 
 
@@ -305,9 +331,11 @@ def main() -> int:
                         drive(floor_base, users, c, args.seconds, args.warmup, floor.pid)
                     )
                     quiet_floor.setdefault(c, floor_r)
+                    before = applied(env["DATABASE_URL"])
                     r = asyncio.run(
                         drive(app.base, users, c, args.seconds, args.warmup, app.proc.pid)
                     )
+                    r.update(catch_up(env["DATABASE_URL"], before, r["acked_total"]))
                     r["ratio_to_floor"] = round(r["writes_per_s"] / floor_r["writes_per_s"], 3)
                     r["ratio_to_first_floor"] = round(
                         r["writes_per_s"] / quiet_floor[c]["writes_per_s"], 3
