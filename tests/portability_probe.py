@@ -257,6 +257,33 @@ def check_hiredis() -> dict[str, Any]:
 
 
 @check
+def check_httptools() -> dict[str, Any]:
+    # uvicorn parses every request with it (llhttp, C) when it is installed
+    import httptools
+
+    seen: dict[str, Any] = {"body": b""}
+
+    class Sink:
+        def on_url(self, url: bytes) -> None:
+            seen["url"] = url
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            seen[name.decode().lower()] = value
+
+        def on_body(self, body: bytes) -> None:
+            seen["body"] += body
+
+    parser = httptools.HttpRequestParser(Sink())
+    parser.feed_data(
+        b"POST /v1/playback/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 13\r\n\r\n" + b'{"kind":"go"}'
+    )
+    assert seen["url"] == b"/v1/playback/events" and seen["body"] == b'{"kind":"go"}'
+    assert parser.get_method() == b"POST" and parser.should_keep_alive()
+    return {"version": httptools.__version__}
+
+
+@check
 def check_uuid_utils() -> dict[str, Any]:
     import uuid
 
