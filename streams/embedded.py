@@ -217,7 +217,7 @@ class EmbeddedLog:
 
     async def append_batch(self, topic: str, records: Sequence[OutgoingRecord]) -> list[Position]:
         """Append ``records``; durable when it returns. Concurrent calls for one topic
-        are committed together (group commit, docs/log.md): each caller's positions come
+        are committed together (group commit, docs/design.md): each caller's positions come
         back once the transaction holding its records has committed, never before."""
         if not records:
             return []

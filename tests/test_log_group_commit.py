@@ -1,4 +1,4 @@
-"""The embedded log's group commit (streams/embedded.py, docs/log.md): concurrent
+"""The embedded log's group commit (streams/embedded.py, docs/design.md): concurrent
 appends share a transaction, and each still means what a lone append means."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
--- The embedded log's append, in one statement (streams/embedded.py, docs/log.md).
+-- The embedded log's append, in one statement (streams/embedded.py, docs/design.md).
 --
 -- A group of records for one topic goes in with one call, in autocommit: the call is
 -- its own transaction, so a group costs one round trip and one commit, where it cost
