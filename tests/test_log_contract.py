@@ -121,6 +121,34 @@ async def test_wait_wakes_on_append_and_times_out(log: EventLog) -> None:
     assert ends == {0: ends[0]} and ends[0] >= 1
 
 
+async def test_wait_wakes_on_an_append_by_another_client(
+    log: EventLog, request: pytest.FixtureRequest, db_uri: str
+) -> None:
+    """The waiter's own log appends nothing: it learns of the record from the backend
+    (a notification, the broker's end offsets), and a read then returns it."""
+    backend = request.node.callspec.params["log"]
+    bootstrap = request.getfixturevalue("kafka") if backend == "kafka" else None
+    topic = await _topic(log, partitions=2)
+    other = await _open(backend, db_uri, bootstrap)
+    try:
+        await other.ensure_topics([TopicSpec(topic, 2)])
+        first = await other.append(topic, rec("k", 0))
+        p = first.partition
+        assert [r.value for r in await read_all(log, topic, p)] == [b"v0"]
+        waiter = asyncio.create_task(log.wait(topic, p, first.offset + 1, 10))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        second = await other.append(topic, rec("k", 1))
+        assert await waiter is True
+        got: list = []  # type: ignore[type-arg]
+        for _ in range(50):  # a consumer may need a fetch before it has the record
+            if got := await log.read(topic, p, second.offset, 10):
+                break
+        assert [r.value for r in got][:1] == [b"v1"]
+    finally:
+        await other.close()
+
+
 async def test_end_offsets_count_appends(log: EventLog) -> None:
     topic = await _topic(log, partitions=2)
     before = await log.end_offsets(topic)
