@@ -52,7 +52,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.db import migrate  # noqa: E402
+from projection_throughput import create_db  # noqa: E402  (bench/ is the script's dir)
+
 from mgw import embedded  # noqa: E402
 from ops.chaos.load import Client, Recorder, User  # noqa: E402
 from ops.chaos.stack import Stack, free_port  # noqa: E402
@@ -62,16 +63,6 @@ PATH = "/v1/playback/events"
 
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def create_db(admin_uri: str, name: str) -> str:
-    with psycopg.connect(admin_uri, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"CREATE DATABASE {name}")
-    base, _, query = admin_uri.partition("?")
-    uri = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    migrate(uri)
-    return uri
 
 
 def cpu_seconds(server_pid: int) -> dict[str, float]:

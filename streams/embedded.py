@@ -287,10 +287,6 @@ class EmbeddedLog:
                 _fail(req, TransientLogError(f"append to {topic} failed: {exc}"))
             return
         except (psycopg.Error, LogError) as exc:
-            if isinstance(exc, TransientLogError):
-                for req in group:
-                    _fail(req, exc)
-                return
             if len(group) > 1:
                 # One record the database refuses fails its own caller, not the group:
                 # nothing was committed, so each caller goes again alone, in order.
