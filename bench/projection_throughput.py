@@ -43,7 +43,7 @@ from core.db import migrate, open_pool  # noqa: E402
 from core.events import Event  # noqa: E402
 from core.gc_tuning import tune_for_batches  # noqa: E402
 from core.topics import PLAYBACK  # noqa: E402
-from mgw.replay import REPLAY_BATCH_SIZE  # noqa: E402
+from mgw.replay import replay, replay_processes, start_workers  # noqa: E402
 from mgw.worker import worker_argv  # noqa: E402
 from projections.base import Stores  # noqa: E402
 from projections.playback import PlaybackProjector  # noqa: E402
@@ -138,30 +138,33 @@ async def bench_embedded(
         profiler.disable()
         profiler.dump_stats(prof)
     # `mgw replay playback`: the projection cleared and rebuilt from the whole log, as the
-    # command runs it (no dead-letter topic, no emitted events)
+    # command runs it (no dead-letter topic, no emitted events; one process per core over
+    # disjoint partitions), and the same in one process for comparison
+    from core.settings import Settings
     from projections import maintenance
 
     stores = Stores(pg=pool, redis=redis)
-    await maintenance.clear(stores, PlaybackProjector())
-    replay = ProjectorLoop(
-        ProjectionPipeline(PlaybackProjector(), stores, log, dead_letters=False, emit=False),
-        log,
-        batch_size=REPLAY_BATCH_SIZE,
-        linger_ms=0,
-    )
-    t = time.perf_counter()
-    replayed = await replay.catch_up()
-    replay_s = time.perf_counter() - t
+    settings = Settings(database_url=uri, redis_url=redis_url)
+    replays: dict[int, float] = {}
+    start_workers()  # as `mgw replay` does before its clock starts
+    for processes in sorted({1, replay_processes(settings, PlaybackProjector(), log, None)}):
+        await maintenance.clear(stores, PlaybackProjector())
+        t = time.perf_counter()
+        replayed = await replay(settings, PlaybackProjector(), stores, log, processes=processes)
+        replays[processes] = time.perf_counter() - t
+        assert replayed == len(records), (processes, replayed, len(records))
     await redis.aclose()
     await pool.close()
     await log.close()
     assert applied == len(records), (applied, len(records))
-    assert replayed == len(records), (replayed, len(records))
+    n = max(replays)
     return {
         "append_eps": len(records) / append_s,
         "eps": len(records) / project_s,
         "seconds": project_s,
-        "replay_eps": len(records) / replay_s,
+        "replay_eps": len(records) / replays[n],
+        "replay_processes": n,
+        "replay_one_process_eps": len(records) / replays[1],
     }
 
 
@@ -346,7 +349,8 @@ def main() -> None:
         )
         print(
             f"embedded: {emb['eps']:,.0f} events/s (append {emb['append_eps']:,.0f}/s,"
-            f" replay {emb['replay_eps']:,.0f}/s)",
+            f" replay {emb['replay_eps']:,.0f}/s with {emb['replay_processes']} processes,"
+            f" {emb['replay_one_process_eps']:,.0f}/s with one)",
             file=sys.stderr,
         )
         sharded_uri = create_db(pg.uri, "bench_sharded")
@@ -428,6 +432,8 @@ def main() -> None:
         else None,
         "embedded_append_eps": round(emb["append_eps"]),
         "replay_eps": round(emb["replay_eps"]),
+        "replay_processes": emb["replay_processes"],
+        "replay_one_process_eps": round(emb["replay_one_process_eps"]),
         "kafka_append_eps": round(kafka["append_eps"]) if kafka else None,
         "kafka_workers": args.kafka_workers,
         "batch_size": args.batch_size,

@@ -154,8 +154,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if size is not None and size < 1:
         print("--batch-size must be at least 1", file=sys.stderr)
         return 2
+    if args.processes is not None and args.processes < 1:
+        print("--processes must be at least 1", file=sys.stderr)
+        return 2
     return asyncio.run(
-        run_replay(settings, args.projector, progress=not args.no_progress, batch_size=size)
+        run_replay(
+            settings,
+            args.projector,
+            progress=not args.no_progress,
+            batch_size=size,
+            processes=args.processes,
+        )
     )
 
 
@@ -565,6 +574,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="records folded per transaction (default 50000: a replay has no reader "
         "waiting, and larger batches fold more events into each row)",
+    )
+    replay.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="processes replaying a projector whose topics have several partitions, each "
+        "over its share of them (default: one per core, at most one per partition; the "
+        "embedded log only, a projector holding the embedded vector store always uses one)",
     )
     replay.set_defaults(func=cmd_replay)
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -264,9 +265,25 @@ def test_up_demo_serves_then_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         assert proc.wait(30) == 0
 
 
-@pytest.mark.parametrize("projector", ["playback", "catalog"])
+async def _continue_watching(redis: Any) -> dict[str, Any]:
+    """Every continue-watching key in Redis with what it holds."""
+    out: dict[str, Any] = {}
+    async for key in redis.scan_iter(match="mgw:cw:*", count=1000):
+        kind = (await redis.type(key)).decode()
+        if kind == "zset":
+            out[key.decode()] = await redis.zrange(key, 0, -1, withscores=True)
+        elif kind == "hash":
+            out[key.decode()] = await redis.hgetall(key)
+        else:
+            out[key.decode()] = kind
+    return out
+
+
+@pytest.mark.parametrize(
+    ("projector", "processes"), [("playback", 1), ("playback", 2), ("catalog", None)]
+)
 async def test_replay_rebuilds_an_identical_projection(
-    projector: str, settings: Settings, stores: Stores, tmp_path: Path
+    projector: str, processes: int | None, settings: Settings, stores: Stores, tmp_path: Path
 ) -> None:
     log = await EmbeddedLog(settings.database_url or "").open()
     pub = Publisher(log)
@@ -279,6 +296,8 @@ async def test_replay_rebuilds_an_identical_projection(
     await ProjectorLoop(ProjectionPipeline(proj, no_qdrant, log), log, linger_ms=0).catch_up()
     await log.close()
     before = await maintenance.checksum(stores, proj)
+    side_before = await _continue_watching(stores.redis)
+    assert (projector != "playback") or side_before  # the plays left titles in progress
 
     out = tmp_path / "replay.log"
     env = {
@@ -287,11 +306,16 @@ async def test_replay_rebuilds_an_identical_projection(
         "MGW_DATA_DIR": str(settings.data_dir),
         "KAFKA_BOOTSTRAP_SERVERS": "",
     }
-    proc = _mgw("replay", projector, "--no-progress", env=env, out=out)
+    extra = ["--processes", str(processes)] if processes else []
+    proc = _mgw("replay", projector, "--no-progress", *extra, env=env, out=out)
     assert proc.wait(120) == 0, out.read_text()
     text = out.read_text()
     assert f"checksum before {before} after {before}: identical" in text, text
     assert await maintenance.checksum(stores, proj) == before
+    # one process per share of the partitions when asked for several; the side store is
+    # rebuilt to the same state either way
+    assert (f"by {processes} processes" in text) == (processes == 2), text
+    assert await _continue_watching(stores.redis) == side_before
     m = re.search(r"replayed \w+: (\d+) records applied", text)
     assert m and int(m.group(1)) == (50 if projector == "catalog" else 3000)
 
