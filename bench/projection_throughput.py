@@ -48,8 +48,7 @@ from mgw.worker import worker_argv  # noqa: E402
 from projections.base import Stores  # noqa: E402
 from projections.playback import PlaybackProjector  # noqa: E402
 from streams.log import OutgoingRecord  # noqa: E402
-from streams.processing import ProjectionPipeline  # noqa: E402
-from streams.runner import ProjectorLoop  # noqa: E402
+from streams.runner import EmbeddedRunner  # noqa: E402
 
 
 def make_records(n: int, users: int, seed: int = 11) -> list[OutgoingRecord]:
@@ -119,31 +118,39 @@ async def bench_embedded(
     await pool.open(wait=True)
     redis = aioredis.from_url(redis_url)
     await redis.flushdb()
-    loop = ProjectorLoop(
-        ProjectionPipeline(PlaybackProjector(), Stores(pg=pool, redis=redis), log),
-        log,
-        batch_size=batch_size,
-        linger_ms=0,
-    )
-    prof = os.environ.get("BENCH_PROFILE")
-    if prof:
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-    t = time.perf_counter()
-    applied = await loop.catch_up()
-    project_s = time.perf_counter() - t
-    if prof:
-        profiler.disable()
-        profiler.dump_stats(prof)
-    # `mgw replay playback`: the projection cleared and rebuilt from the whole log, as the
-    # command runs it (no dead-letter topic, no emitted events; one process per core over
-    # disjoint partitions), and the same in one process for comparison
     from core.settings import Settings
     from projections import maintenance
 
     stores = Stores(pg=pool, redis=redis)
+    lanes = Settings.from_env().projector_lanes  # what `mgw up` runs (MGW_PROJECTOR_LANES)
+    runs: dict[int, float] = {}
+    prof = os.environ.get("BENCH_PROFILE")
+    for n in sorted({1, lanes}):  # one lane first, for comparison
+        await maintenance.clear(stores, PlaybackProjector())
+        runner = EmbeddedRunner(
+            log,
+            stores,
+            [PlaybackProjector()],
+            batch_size=batch_size,
+            linger_ms=0,
+            lanes={"playback": n},
+        )
+        if prof and n == lanes:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        t = time.perf_counter()
+        applied = await runner.catch_up()
+        runs[n] = time.perf_counter() - t
+        if prof and n == lanes:
+            profiler.disable()
+            profiler.dump_stats(prof)
+        assert applied == len(records), (n, applied, len(records))
+    project_s = runs[lanes]
+    # `mgw replay playback`: the projection cleared and rebuilt from the whole log, as the
+    # command runs it (no dead-letter topic, no emitted events; one process per core over
+    # disjoint partitions), and the same in one process for comparison
     settings = Settings(database_url=uri, redis_url=redis_url)
     replays: dict[int, float] = {}
     start_workers()  # as `mgw replay` does before its clock starts
@@ -156,12 +163,13 @@ async def bench_embedded(
     await redis.aclose()
     await pool.close()
     await log.close()
-    assert applied == len(records), (applied, len(records))
     n = max(replays)
     return {
         "append_eps": len(records) / append_s,
         "eps": len(records) / project_s,
         "seconds": project_s,
+        "lanes": lanes,
+        "one_lane_eps": len(records) / runs[1],
         "replay_eps": len(records) / replays[n],
         "replay_processes": n,
         "replay_one_process_eps": len(records) / replays[1],
@@ -348,7 +356,8 @@ def main() -> None:
             )
         )
         print(
-            f"embedded: {emb['eps']:,.0f} events/s (append {emb['append_eps']:,.0f}/s,"
+            f"embedded: {emb['eps']:,.0f} events/s with {emb['lanes']} lanes"
+            f" ({emb['one_lane_eps']:,.0f}/s with one; append {emb['append_eps']:,.0f}/s,"
             f" replay {emb['replay_eps']:,.0f}/s with {emb['replay_processes']} processes,"
             f" {emb['replay_one_process_eps']:,.0f}/s with one)",
             file=sys.stderr,
@@ -430,6 +439,8 @@ def main() -> None:
         "kafka_confluent_vs_naive": round(confluent["eps"] / naive["eps"], 1)
         if confluent
         else None,
+        "embedded_lanes": emb["lanes"],
+        "embedded_one_lane_eps": round(emb["one_lane_eps"]),
         "embedded_append_eps": round(emb["append_eps"]),
         "replay_eps": round(emb["replay_eps"]),
         "replay_processes": emb["replay_processes"],

@@ -190,6 +190,9 @@ class Settings:
     run_projectors: bool = True
     #: processes sharing each shardable projector under `mgw up` (embedded log only)
     projector_processes: int = 1
+    #: loops sharing each shardable projector's partitions inside one process (embedded
+    #: log only): while one waits on PostgreSQL the other folds (MGW_PROJECTOR_LANES)
+    projector_lanes: int = 4
     #: how often a streaming device beats (three missed end its session), and how many
     #: streams an account runs at once unless an admin set its own limit
     heartbeat_s: float = 30.0
@@ -289,6 +292,7 @@ class Settings:
             mcp_timeout_s=r.number("MGW_MCP_TIMEOUT_S", 10.0),
             run_projectors=r.flag("MGW_RUN_PROJECTORS", True),
             projector_processes=r.integer("MGW_PROJECTOR_PROCESSES", 1, minimum=1),
+            projector_lanes=r.integer("MGW_PROJECTOR_LANES", 4, minimum=1),
             heartbeat_s=r.number("MGW_HEARTBEAT_S", 30.0),
             max_streams=r.integer("MGW_MAX_STREAMS", 4, minimum=1),
             tombstone_days=r.number("MGW_TOMBSTONE_DAYS", 90.0),

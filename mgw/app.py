@@ -26,7 +26,7 @@ from core.mail import mailer_from_settings
 from core.settings import Settings
 from domain.realtime import CLOSE_GOING_AWAY
 from mgw.platform import open_platform, search_engine, start_background, stop_background
-from mgw.worker import ShardSupervisor, shardable
+from mgw.worker import ShardSupervisor, lanes, shardable
 from projections.recs_engine import RecsEngine
 from projections.registry import PROJECTORS
 from streams.runner import EmbeddedRunner
@@ -48,7 +48,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_platform(settings, with_vectors=with_vectors, pool_size=16) as pf:
+        # a connection per lane beyond the first, so catching-up lanes never queue the API
+        laned = lanes(settings) if run_projectors else {}
+        pool_size = 16 + sum(n - 1 for n in laned.values())
+        async with open_platform(settings, with_vectors=with_vectors, pool_size=pool_size) as pf:
             context = AppContext(settings, pf.log, pf.stores, pf.publisher, where=pf.where)
             pf.stores.mailer = mailer if mailer is not None else mailer_from_settings(settings)
             context.identity = await IdentityServices.open(
@@ -72,6 +75,7 @@ def create_app(
                         batch_size=settings.batch_size,
                         linger_ms=settings.batch_linger_ms,
                         shards={p.name: (0, n) for p in sharded},
+                        lanes=laned,
                     )
                     await runner.prepare()
                     if sharded:

@@ -169,8 +169,8 @@ def run_up(settings: Settings, *, demo: bool = False) -> int:
         log.info(
             "%-8s %d projectors in-process (%s)",
             "runner",
-            len(c.runner.loops) if c.runner else 0,
-            ", ".join(loop.name for loop in c.runner.loops) if c.runner else "-",
+            len(c.runner.projectors) if c.runner else 0,
+            ", ".join(p.name for p in c.runner.projectors) if c.runner else "-",
         )
         for where in where_mail:
             log.info("%-8s %s", "mail", where)

@@ -280,6 +280,26 @@ def shardable(settings: Settings, projectors: Sequence[Projector]) -> list[Proje
     ]
 
 
+def lanes(settings: Settings) -> dict[str, int]:
+    """Loops per shardable projector inside one `mgw up` process (MGW_PROJECTOR_LANES),
+    at most one per partition. None when the projectors run in several processes
+    (``projector_processes`` > 1): the processes fill the cores already."""
+    if settings.projector_processes > 1 or settings.projector_lanes < 2:
+        return {}
+    from core.topics import spec
+
+    def partitions(topic: str) -> int:
+        try:
+            return spec(topic).partitions
+        except KeyError:  # a topic made at run time (tests): the runner caps it
+            return settings.projector_lanes
+
+    return {
+        p.name: min(settings.projector_lanes, max(partitions(t) for t in p.topics))
+        for p in shardable(settings, PROJECTORS)
+    }
+
+
 #: where a shard process marks that it has begun reading (set by its supervisor)
 READY_ENV = "MGW_READY_FILE"
 

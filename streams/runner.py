@@ -30,8 +30,9 @@ from streams.processing import BatchResult, Decoded, ProjectionPipeline, load_wa
 log = logging.getLogger("mgw.runner")
 ProgressHook = Callable[[BatchResult], None]
 #: (index, count): a loop owns the partitions p with p % count == index. Shards of one
-#: projector run in separate processes to use more cores; each partition has one owner,
-#: and the checkpoint lock keeps even a misconfigured overlap from applying twice.
+#: projector run in separate processes to use more cores, or as lanes in one process
+#: (EmbeddedRunner); each partition has one owner, and the checkpoint lock keeps even a
+#: misconfigured overlap from applying twice.
 Shard = tuple[int, int]
 #: between failed batches: 0.2 s doubling up to 10 s, with full jitter
 BACKOFF = Backoff(first=0.2, cap=10.0)
@@ -67,6 +68,34 @@ async def oldest_age(log_: EventLog, topic: str, behind: Iterable[tuple[int, int
     return max(0.0, time.time() - min(stamps) / 1000)
 
 
+def lane_shards(shard: Shard, lanes: int) -> list[Shard]:
+    """Split a shard into ``lanes`` shards that together own exactly its partitions:
+    p % (n * lanes) == i + n * j for some lane j  <=>  p % n == i."""
+    i, n = shard
+    return [(i + n * j, n * lanes) for j in range(lanes)]
+
+
+class LagBoard:
+    """The lag gauges of one projector in one process. Each loop (lane) knows only its
+    own partitions; the gauges show the lanes' lag summed and the oldest of their ages."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lag: dict[tuple[str, int], int] = {}
+        self._age: dict[tuple[str, int], float] = {}
+
+    def report(self, topic: str, lane: int, lag: int, age: float | None) -> None:
+        self._lag[(topic, lane)] = lag
+        PROJECTOR_LAG.labels(self.name, topic).set(
+            sum(v for (t, _), v in self._lag.items() if t == topic)
+        )
+        if age is not None:
+            self._age[(topic, lane)] = age
+            PROJECTOR_LAG_SECONDS.labels(self.name, topic).set(
+                max(v for (t, _), v in self._age.items() if t == topic)
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class Fetched:
     positions: dict[tuple[str, int], int]  # where the read started
@@ -85,12 +114,15 @@ class ProjectorLoop:
         linger_ms: int = 10,
         shard: Shard = (0, 1),
         outages: Outages | None = None,
+        lag_board: LagBoard | None = None,
     ) -> None:
         """``outages`` is shared by the loops of one runner, so a database that goes away
-        is reported once, not once per projector."""
+        is reported once, not once per projector; ``lag_board`` by the lanes of one
+        projector, so its lag gauges add theirs up."""
         self.pipeline = pipeline
         self.log = log_
         self.shard = shard
+        self.lag_board = lag_board or LagBoard(pipeline.name)
         #: the failures in a row of ``run``, and how long it waits before the next try
         self.retry = Retry(
             f"projector {pipeline.name}",
@@ -182,17 +214,16 @@ class ProjectorLoop:
             self._prefetch = None
 
     async def lag(self) -> dict[str, int]:
+        """Records behind the log's end per topic, over this loop's own partitions (a
+        shard's or lane's others are not its lag)."""
         out: dict[str, int] = {}
+        mine = self.positions
         for topic in self.pipeline.projector.topics:
             ends = await self.log.end_offsets(topic)
-            out[topic] = sum(max(0, e - self.positions.get((topic, p), 0)) for p, e in ends.items())
-            PROJECTOR_LAG.labels(self.name, topic).set(out[topic])
-            # in seconds: over this loop's own partitions (a shard's others are not its lag)
-            mine = self.positions
             behind = [(p, mine[(topic, p)]) for p, e in ends.items() if e > mine.get((topic, p), e)]
+            out[topic] = sum(ends[p] - at for p, at in behind)
             age = await oldest_age(self.log, topic, behind)
-            if age is not None:
-                PROJECTOR_LAG_SECONDS.labels(self.name, topic).set(age)
+            self.lag_board.report(topic, self.shard[0], out[topic], age)
         return out
 
     async def run(self, stop: asyncio.Event, *, idle_wait: float = 1.0) -> None:
@@ -258,19 +289,32 @@ class EmbeddedRunner:
         batch_size: int = 5000,
         linger_ms: int = 10,
         shards: dict[str, Shard] | None = None,
+        lanes: dict[str, int] | None = None,
     ) -> None:
+        """``lanes``: loops that share a projector's partitions in this process (default
+        one). A loop alternates Python work (read, decode, fold) with waits on PostgreSQL;
+        with two lanes one folds while the other waits, and one process keeps its core busy
+        (bench/projection_throughput.py)."""
         self.outages = Outages(log)
-        self.loops = [
-            ProjectorLoop(
-                ProjectionPipeline(p, stores, log_),
-                log_,
-                batch_size=batch_size,
-                linger_ms=linger_ms,
-                shard=(shards or {}).get(p.name, (0, 1)),
-                outages=self.outages,
-            )
-            for p in projectors
-        ]
+        self.loops: list[ProjectorLoop] = []
+        for p in projectors:
+            shard = (shards or {}).get(p.name, (0, 1))
+            n = (lanes or {}).get(p.name, 1)
+            if n > 1:
+                n = max(1, min(n, _owned(log_, p, shard)))
+            board = LagBoard(p.name)
+            for lane in lane_shards(shard, n):
+                self.loops.append(
+                    ProjectorLoop(
+                        ProjectionPipeline(p, stores, log_),
+                        log_,
+                        batch_size=batch_size,
+                        linger_ms=linger_ms,
+                        shard=lane,
+                        outages=self.outages,
+                        lag_board=board,
+                    )
+                )
         self.stores = stores
         self.projectors = projectors
 
@@ -285,6 +329,11 @@ class EmbeddedRunner:
             for loop in self.loops
             if loop.failure is not None
         }
+
+    async def catch_up(self) -> int:
+        """Apply everything in the log now (every loop at once); the records applied."""
+        await self.prepare()
+        return sum(await asyncio.gather(*(loop.catch_up() for loop in self.loops)))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set. A loop that stops for good does not stop the others."""
@@ -301,3 +350,10 @@ class EmbeddedRunner:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _owned(log_: EventLog, projector: Projector, shard: Shard) -> int:
+    """The most partitions ``shard`` owns of any of the projector's topics: more lanes
+    than that would own nothing."""
+    i, n = shard
+    return max(sum(1 for p in range(log_.partitions(t)) if p % n == i) for t in projector.topics)

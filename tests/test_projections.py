@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.codec import default_codec
 from core.events import headers_dict
@@ -25,7 +27,7 @@ from streams.embedded import EmbeddedLog
 from streams.log import OutgoingRecord
 from streams.processing import ProjectionPipeline
 from streams.publisher import Publisher
-from streams.runner import ProjectorLoop
+from streams.runner import EmbeddedRunner, ProjectorLoop, lane_shards
 from tests.helpers import content, play
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,13 +250,14 @@ async def test_catalog_writes_rows_and_the_search_projector_follows(
     await vectors.close()
 
 
-def _spawn(db_uri: str, redis_url: str, log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(db_uri: str, redis_url: str, log_path: Path, lanes: int = 1) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "tests.runner_process", db_uri, redis_url, "200", "playback"],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=err,
+            env={**os.environ, "RUNNER_LANES": str(lanes)},
         )
 
 
@@ -268,8 +271,9 @@ async def _applied_through(stores: Stores) -> int:
     return int(row[0]) if row else 0
 
 
+@pytest.mark.parametrize("lanes", [1, 4])
 async def test_killed_runner_loses_and_duplicates_nothing(
-    elog: EmbeddedLog, stores: Stores, db_uri: str, redis_url: str, tmp_path: Path
+    lanes: int, elog: EmbeddedLog, stores: Stores, db_uri: str, redis_url: str, tmp_path: Path
 ) -> None:
     errors = tmp_path / "runner.log"
     rng = random.Random(3)
@@ -287,7 +291,7 @@ async def test_killed_runner_loses_and_duplicates_nothing(
         await pub.publish_many(events[i : i + 5000])
     total = len(events)
 
-    proc = _spawn(db_uri, redis_url, errors)
+    proc = _spawn(db_uri, redis_url, errors, lanes)
     deadline = time.monotonic() + 120
     while await _applied_through(stores) < total // 4:
         assert proc.poll() is None, errors.read_text()
@@ -298,7 +302,7 @@ async def test_killed_runner_loses_and_duplicates_nothing(
     partial = await _applied_through(stores)
     assert 0 < partial < total
 
-    proc = _spawn(db_uri, redis_url, errors)
+    proc = _spawn(db_uri, redis_url, errors, lanes)
     while await _applied_through(stores) < total:
         assert proc.poll() is None, errors.read_text()
         assert time.monotonic() < deadline + 120
@@ -353,6 +357,62 @@ async def test_shards_split_the_partitions_and_apply_everything_once(
     assert set().union(*owned) == {(PLAYBACK.name, p) for p in range(PLAYBACK.partitions)}
     assert sum(len(o) for o in owned) == PLAYBACK.partitions  # disjoint
     assert await _count(stores) == (400, 400)
+
+
+@given(
+    i=st.integers(min_value=0, max_value=7),
+    extra=st.integers(min_value=0, max_value=7),
+    lanes=st.integers(min_value=1, max_value=6),
+)
+def test_lanes_split_a_shard_into_disjoint_parts_that_cover_it(
+    i: int, extra: int, lanes: int
+) -> None:
+    n = i + 1 + extra  # any shard i/n
+    parts = range(64)
+    mine = {p for p in parts if p % n == i}
+    split = lane_shards((i, n), lanes)
+    owned = [{p for p in parts if p % m == j} for j, m in split]
+    assert set().union(*owned) == mine
+    assert sum(len(o) for o in owned) == len(mine)  # each partition in one lane only
+
+
+async def test_lanes_in_one_process_apply_everything_once_and_add_up_their_lag(
+    elog: EmbeddedLog, stores: Stores
+) -> None:
+    from prometheus_client import REGISTRY
+
+    rng = random.Random(5)
+    events = [
+        play(f"u{rng.randrange(60)}", f"c{rng.randrange(8)}", float(rng.randrange(6000)), seconds=i)
+        for i in range(3000)
+    ]
+    await Publisher(elog).publish_many(events)
+    runner = EmbeddedRunner(elog, stores, [PlaybackProjector()], linger_ms=0, batch_size=300,
+                            lanes={"playback": 4})  # fmt: skip
+    assert len(runner.loops) == 4
+    for loop in runner.loops:
+        await loop.load_positions()
+    owned = [set(loop.positions) for loop in runner.loops]
+    assert set().union(*owned) == {(PLAYBACK.name, p) for p in range(PLAYBACK.partitions)}
+    assert sum(len(o) for o in owned) == PLAYBACK.partitions
+    # each lane counts only its own partitions; the gauge shows their sum
+    lags = [(await loop.lag())[PLAYBACK.name] for loop in runner.loops]
+    assert all(lags) and sum(lags) == len(events)
+    gauge = {"projector": "playback", "topic": PLAYBACK.name}
+    assert REGISTRY.get_sample_value("mgw_projector_lag_records", gauge) == len(events)
+
+    assert await runner.catch_up() == len(events)
+    for loop in runner.loops:
+        await loop.lag()
+    assert REGISTRY.get_sample_value("mgw_projector_lag_records", gauge) == 0
+    # the same state as one straight fold of the events in log order
+    expected = {(e.key, e.payload["content_id"]): e.payload["position_s"] for e in events}
+    async with stores.pg.connection() as conn:
+        rows = await (
+            await conn.execute("SELECT user_id, content_id, position_s FROM playback_positions")
+        ).fetchall()
+    assert {(u, c): pos for u, c, pos in rows} == expected
+    assert await _count(stores) == (len(expected), len(events))
 
 
 async def test_runner_survives_lost_database_connections(
