@@ -30,7 +30,7 @@ from typing import Any
 from core.settings import Settings
 from projections.registry import by_name
 from streams.log import LogRecord
-from streams.processing import ProjectionPipeline, apply_until_done
+from streams.processing import Decoded, ProjectionPipeline, apply_until_done
 
 log = logging.getLogger("mgw.faust")
 
@@ -80,27 +80,44 @@ def from_consumer_records(fetched: Any, active: Any) -> list[LogRecord]:
 async def batch_drain(
     consumer: Any,
     fetcher: Any,
-    apply: Callable[[list[LogRecord]], Awaitable[None]],
+    apply: Callable[[list[LogRecord], Decoded | None], Awaitable[None]],
+    decode: Callable[[list[LogRecord]], Awaitable[Decoded | None]] | None = None,
 ) -> None:
     """Faust's consumer drain loop, a fetch at a time: ``apply`` lands the batch (its
     PostgreSQL transaction holds the checkpoint), then the next offsets are committed.
     Faust's own commits find nothing acked and commit nothing, so no offset is ever
-    committed ahead of what the projection holds."""
+    committed ahead of what the projection holds.
+
+    While one batch is in its transaction the next is fetched and ``decode``d (Python
+    work, overlapping PostgreSQL's part on the other core); it is applied only once the
+    one before has landed and its offsets are committed."""
+    inflight: asyncio.Future[None] | None = None
+    landing: dict[Any, int] = {}
     while not (consumer.should_stop or fetcher.should_stop):
         fetched, active = await consumer._wait_next_records(1.0)
-        if not fetched or consumer.should_stop:
+        records = from_consumer_records(fetched, active) if fetched else []
+        decoded = await decode(records) if records and decode is not None else None
+        if inflight is not None:
+            await _land(consumer, inflight, landing)
+            inflight = None
+        if not records or consumer.should_stop:
             continue
-        records = from_consumer_records(fetched, active)
-        if not records:
-            continue
-        await apply(records)
-        nxt: dict[Any, int] = {}
+        inflight = asyncio.ensure_future(apply(records, decoded))
+        landing = {}
         for tp, batch in fetched.items():
             if batch and (active is None or tp in active):
-                nxt[tp] = batch[-1].offset + 1
-        # A commit refused because the group rebalanced meanwhile loses nothing: the
-        # new owner reads these records again and the checkpoint skips them.
-        await consumer._commit(nxt)
+                landing[tp] = batch[-1].offset + 1
+    if inflight is not None:
+        await _land(consumer, inflight, landing)
+
+
+async def _land(consumer: Any, inflight: asyncio.Future[None], nxt: dict[Any, int]) -> None:
+    """Wait for a batch's transaction, then commit its next offsets. (Cancelled meanwhile,
+    the batch still lands: ``apply`` shields it, and its offsets stay uncommitted.) A
+    commit refused because the group rebalanced loses nothing: the new owner reads these
+    records again and the checkpoint skips them."""
+    await inflight
+    await consumer._commit(nxt)
 
 
 def make_app(
@@ -143,10 +160,12 @@ def make_app(
         opened: ProjectionPipeline = state["pipeline"]
         return opened
 
-    async def apply_batch(records: list[LogRecord]) -> None:
+    async def apply_batch(records: list[LogRecord], decoded: Decoded | None = None) -> None:
         # A shutdown or rebalance cancels the drain loop: the batch in flight lands first
         # (its offsets are then left uncommitted, and the checkpoint covers the redo).
-        work = asyncio.ensure_future(apply_until_done(pipeline, records, projector_name))
+        work = asyncio.ensure_future(
+            apply_until_done(pipeline, records, projector_name, decoded=decoded)
+        )
         state["inflight"] = work
         try:
             await asyncio.shield(work)
@@ -156,8 +175,14 @@ def make_app(
 
     consumer: Any = app.consumer
 
+    async def decode(records: list[LogRecord]) -> Decoded | None:
+        try:
+            return (await pipeline()).decode(records)
+        except Exception:  # the stores not open yet: the apply decodes, and retries
+            return None
+
     async def drain(fetcher: Any) -> None:
-        await batch_drain(consumer, fetcher, apply_batch)
+        await batch_drain(consumer, fetcher, apply_batch, decode)
 
     consumer._drain_messages = drain  # the Fetcher service runs this loop
 

@@ -103,9 +103,14 @@ class GroupWorker:
         return out
 
     async def run(self, pipeline: ProjectionPipeline) -> None:
+        """Batch after batch, each committed to Kafka once its transaction has landed.
+        While one batch is in its transaction the next is fetched and decoded: decoding
+        is Python work, and PostgreSQL's part of the batch runs on the other core."""
         loop = asyncio.get_running_loop()
         self.consumer.subscribe(list(self.projector.topics), on_assign=self._on_assign)
         pending = loop.run_in_executor(self._pool, self._consume)
+        inflight: asyncio.Future[None] | None = None
+        landing: list[LogRecord] = []
         try:
             while True:
                 records = await pending
@@ -113,19 +118,36 @@ class GroupWorker:
                     break  # not applied, not committed: the next owner starts here
                 # librdkafka fetches the next batch while this one is applied
                 pending = loop.run_in_executor(self._pool, self._consume)
+                decoded = pipeline.decode(records) if records else None
+                if inflight is not None:
+                    await inflight
+                    self._commit(landing)
+                    inflight = None
                 if not records:
                     continue
-                await apply_until_done(_ready(pipeline), records, self.group)
-                offsets: dict[tuple[str, int], int] = {}
-                for r in records:
-                    offsets[(r.topic, r.partition)] = r.offset + 1
-                self.consumer.commit(
-                    offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                    asynchronous=True,
+                inflight = asyncio.ensure_future(
+                    apply_until_done(_ready(pipeline), records, self.group, decoded=decoded)
                 )
+                landing = records
+            if inflight is not None:  # stopping: the batch in flight lands and commits
+                await inflight
+                self._commit(landing)
+                inflight = None
         finally:
+            if inflight is not None and not inflight.done():
+                inflight.cancel()  # rolled back: redelivered to the next owner
+                await asyncio.gather(inflight, return_exceptions=True)
             await loop.run_in_executor(self._pool, self.consumer.close)
             self._pool.shutdown(wait=False)
+
+    def _commit(self, records: list[LogRecord]) -> None:
+        offsets: dict[tuple[str, int], int] = {}
+        for r in records:
+            offsets[(r.topic, r.partition)] = r.offset + 1
+        self.consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+            asynchronous=True,
+        )
 
     def stop(self) -> None:
         self._stop.set()

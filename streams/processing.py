@@ -384,10 +384,12 @@ async def apply_until_done(
     name: str,
     *,
     give_up_after: int | None = None,
+    decoded: Decoded | None = None,
 ) -> None:
     """Apply a batch, retrying until it lands: a runtime never drops a batch. The
     checkpoint makes a partly applied retry harmless, and poison records never get here
-    (the pipeline dead-letters them).
+    (the pipeline dead-letters them). ``decoded``: the batch already decoded (decoding
+    is pure, so every attempt may reuse it).
 
     Transient failures (the database away) are retried for as long as it takes, logged
     when they start and when they end. A failure that is not transient is logged with
@@ -400,7 +402,7 @@ async def apply_until_done(
     async def once() -> None:
         p = await pipeline()
         retry.postgres = getattr(p.stores.pg, "conninfo", None)
-        await p.process(records)
+        await p.process(records, decoded)
 
     await retry.call(once)
 
