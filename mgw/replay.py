@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.forkserver
 import os
 import time
@@ -120,12 +121,7 @@ async def replay(
     the same events)."""
     tune_for_batches()
     if processes <= 1:
-        loop = ProjectorLoop(
-            ProjectionPipeline(projector, stores, log_, dead_letters=False, emit=False),
-            log_,
-            batch_size=batch_size,
-            linger_ms=0,
-        )
+        loop = _loop(projector, stores, log_, batch_size, (0, 1))
         done = 0
 
         def advance(result: BatchResult) -> None:
@@ -135,17 +131,20 @@ async def replay(
                 progress(done)
 
         return await loop.catch_up(advance)
-    return await _replay_sharded(settings, projector, stores, batch_size, processes, progress)
+    return await _replay_sharded(settings, projector, stores, log_, batch_size, processes, progress)
 
 
 async def _replay_sharded(
     settings: Settings,
     projector: Projector,
     stores: Stores,
+    log_: Any,
     batch_size: int,
     n: int,
     progress: Progress | None,
 ) -> int:
+    """Shard 0 here, on this process's connections (it starts at once); the others in
+    processes of their own, started first."""
     ctx = _workers()
     results = ctx.SimpleQueue()
     procs = [
@@ -154,21 +153,30 @@ async def _replay_sharded(
             args=(settings, projector.name, (i, n), batch_size, results),
             name=f"replay-{projector.name}-{i}",
         )
-        for i in range(n)
+        for i in range(1, n)
     ]
     for p in procs:
         p.start()
     try:
-        while any(p.is_alive() for p in procs):
-            await asyncio.sleep(0.2)
+        here = asyncio.ensure_future(_loop(projector, stores, log_, batch_size, (0, n)).catch_up())
+        while not here.done():
+            await asyncio.wait({here}, timeout=0.5)
             if progress is not None:
                 progress(await _done(stores, projector.name))
+        applied = here.result()
+        sentinels = [p.sentinel for p in procs]
+        while any(p.is_alive() for p in procs):
+            # woken the moment a shard exits, not at the next tick of a poll
+            await asyncio.to_thread(multiprocessing.connection.wait, sentinels, 0.5)
+            if progress is not None:
+                progress(await _done(stores, projector.name))
+        for p in procs:
+            p.join()
         failed = [p.name for p in procs if p.exitcode != 0]
         if failed:
             raise RuntimeError(f"replay shards failed: {', '.join(failed)} (see their log)")
         if progress is not None:
             progress(await _done(stores, projector.name))
-        applied = 0
         for _ in procs:
             applied += int(results.get())
         return applied
@@ -177,6 +185,18 @@ async def _replay_sharded(
             if p.is_alive():
                 p.terminate()
             p.join(10)
+
+
+def _loop(
+    projector: Projector, stores: Stores, log_: Any, batch_size: int, shard: Shard
+) -> ProjectorLoop:
+    return ProjectorLoop(
+        ProjectionPipeline(projector, stores, log_, dead_letters=False, emit=False),
+        log_,
+        batch_size=batch_size,
+        linger_ms=0,
+        shard=shard,
+    )
 
 
 async def _done(stores: Stores, name: str) -> int:
@@ -219,14 +239,7 @@ async def _replay_shard(settings: Settings, name: str, shard: Shard, batch_size:
     try:
         tune_for_batches()
         stores = Stores(pg=pool, redis=redis, settings=settings)
-        loop = ProjectorLoop(
-            ProjectionPipeline(projector, stores, log_, dead_letters=False, emit=False),
-            log_,
-            batch_size=batch_size,
-            linger_ms=0,
-            shard=shard,
-        )
-        return await loop.catch_up()
+        return await _loop(projector, stores, log_, batch_size, shard).catch_up()
     finally:
         await redis.aclose()
         await pool.close()
