@@ -93,6 +93,11 @@ class SearchProjector:
 
     name = "search"
     topics = (CATALOG.name, RESOLUTION.name, AVAILABILITY.name)
+    #: read undecoded: the documents are built from the catalog's tables, and a batch is
+    #: only positions to wait for (upstream_covers). Decoding every offer and observation
+    #: again was 29 % of this worker's CPU during an ingest (docs/catalog.md); a record
+    #: that does not decode is the upstream projectors' dead letter, not a second one here.
+    raw_topics = frozenset(topics)
     tables = ("search_docs",)
     side_stores = ("vectors",)
     #: one process holds the embedded vector store; documents are one queue anyway
