@@ -74,17 +74,32 @@ def _read(kind: str, var: str, ind: str) -> list[str]:
             f"{ind}if {var} > 1: raise ValueError('boolean byte')",
             f"{ind}{var} = {var} == 1",
         ]
-    if kind in ("int", "long", "timestamp"):
+    if kind in ("long", "timestamp"):
+        # a long is usually several bytes (a millisecond timestamp is six): the continuation
+        # is read inline, not by a call to _tail (0.13 of a 4 µs message)
+        lines = [
+            f"{ind}{var} = b[p]; p += 1",
+            f"{ind}if {var} & 0x80:",
+            f"{ind}    {var} &= 0x7F; s = 7",
+            f"{ind}    while True:",
+            f"{ind}        x = b[p]; p += 1; {var} |= (x & 0x7F) << s",
+            f"{ind}        if not x & 0x80: break",
+            f"{ind}        s += 7",
+            f"{ind}        if s > 63: raise ValueError('varint longer than 10 bytes')",
+            f"{ind}{var} = ({var} >> 1) ^ -({var} & 1)",
+        ]
+        if kind == "timestamp":
+            lines.append(f"{ind}{var} = _fromts({var} / 1000, _UTC)")
+        return lines
+    if kind == "int":
         lines = _varint(var, ind) + [f"{ind}{var} = ({var} >> 1) ^ -({var} & 1)"]
         if kind == "timestamp":
             lines.append(f"{ind}{var} = _fromts({var} / 1000, _UTC)")
         return lines
     if kind in ("float", "double"):
+        # no bounds check: unpack_from raises on a buffer too short
         size, unpack = (4, "_f") if kind == "float" else (8, "_d")
-        return [
-            f"{ind}if p + {size} > len(b): raise ValueError('truncated')",
-            f"{ind}{var} = {unpack}(b, p)[0]; p += {size}",
-        ]
+        return [f"{ind}{var} = {unpack}(b, p)[0]; p += {size}"]
     # string or bytes: a zigzag length that must be even (non-negative)
     convert = ".decode()" if kind == "string" else ""
     return _varint("n", ind) + [

@@ -96,6 +96,8 @@ class ProjectionPipeline:
             return self._decode_mixed(records, raw)
         good: list[Envelope] = []
         bad: list[DeadLetter] = []
+        new = tuple.__new__  # an Envelope without the NamedTuple's Python-level __new__
+        check = self.projector.check
         for r, item in zip(
             records, self.codec.decode_many([r.value for r in records]), strict=True
         ):
@@ -103,18 +105,21 @@ class ProjectionPipeline:
                 bad.append(DeadLetter(r, "decode", f"{type(item).__name__}: {item}"))
                 continue
             event_type, payload = item
-            env = Envelope(
-                r.topic,
-                r.partition,
-                r.offset,
-                (r.key or b"").decode("utf-8", "replace"),
-                event_type,
-                payload,
-                r.headers,
-                r.timestamp_ms,
+            env: Envelope = new(
+                Envelope,
+                (
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    (r.key or b"").decode("utf-8", "replace"),
+                    event_type,
+                    payload,
+                    r.headers,
+                    r.timestamp_ms,
+                ),
             )
             try:
-                self.projector.check(env)
+                check(env)
             except RejectedEvent as exc:
                 bad.append(DeadLetter(r, "rejected", str(exc)))
                 continue
