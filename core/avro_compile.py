@@ -1,18 +1,18 @@
-"""Record decoders compiled from flat Avro schemas, for the decode hot path.
+"""Record decoders compiled from Avro schemas, for the decode hot path.
 
 fastavro's reader is generic: for every field of every message it looks the field's
 type up in the parsed schema and dispatches on it, and ``schemaless_reader`` re-checks
 its arguments on each call. For the playback events that was about 5 µs of the 7.6 µs
-a message cost to decode (bench/projection_throughput.py, cProfile). A record whose
-fields are all primitives, unions of primitives or timestamp-millis longs (61 of the
-83 released schemas) compiles instead to one straight-line Python function: about
-half the time, the dict built directly.
+a message cost to decode (bench/projection_throughput.py, cProfile). A record compiles
+instead to one Python function that reads its fields in order and builds the dicts
+directly: about half the time. Primitives, timestamp-millis longs, unions, nested
+records, enums, arrays and maps compile (the catalog's events have all of them).
 
 The compiled reader is stricter than fastavro, never laxer: a negative length, an
 unknown union branch or a boolean byte other than 0 or 1 raises, and the caller then
 decodes the message with fastavro, whose answer (a record or a precise error) stands.
-Schemas with anything else (arrays, maps, nested records, enums, other logical types)
-get no compiled reader and stay with fastavro.
+Schemas with anything else (references to named types, fixed, other logical types) get
+no compiled reader and stay with fastavro.
 """
 
 from __future__ import annotations
@@ -110,39 +110,100 @@ def _read(kind: str, var: str, ind: str) -> list[str]:
     ]
 
 
+class _Compiler:
+    """Lines of Python that read one value of a schema type, nested types included."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.scope: dict[str, Any] = {}
+
+    def fresh(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    def value(self, t: Any, var: str, ind: str) -> list[str] | None:
+        if isinstance(t, list):  # a union: the branch index, then that branch's value
+            lines = _varint("u", ind) + [f"{ind}u = (u >> 1) ^ -(u & 1)"]
+            for j, branch in enumerate(t):
+                body = self.value(branch, var, ind + "    ")
+                if body is None:
+                    return None
+                lines.append(f"{ind}{'if' if j == 0 else 'elif'} u == {j}:")
+                lines += body
+            lines.append(f"{ind}else: raise ValueError('union branch')")
+            return lines
+        kind = _kind(t)
+        if kind is not None:
+            return _read(kind, var, ind)
+        if not isinstance(t, dict) or "logicalType" in t:
+            return None  # a named type's reference, or a logical type fastavro converts
+        typ = t.get("type")
+        if isinstance(typ, dict | list):
+            return self.value(typ, var, ind)
+        if typ == "record":
+            return self.record(t, var, ind)
+        if typ == "enum":
+            symbols = self.fresh("_sym")
+            self.scope[symbols] = tuple(t["symbols"])
+            return _read("int", "e", ind) + [
+                f"{ind}if e < 0: raise ValueError('enum index')",
+                f"{ind}{var} = {symbols}[e]",  # past the end: IndexError
+            ]
+        if typ in ("array", "map"):
+            return self.blocks(t, var, ind)
+        return None
+
+    def blocks(self, t: dict[str, Any], var: str, ind: str) -> list[str] | None:
+        """An array or a map: blocks of items, each block's count first (negative: its
+        size in bytes follows), until a count of 0."""
+        is_map = t["type"] == "map"
+        count, item, key = self.fresh("c"), self.fresh("i"), self.fresh("k")
+        body = self.value(t["values"] if is_map else t["items"], item, ind + "        ")
+        if body is None:
+            return None
+        loop = ind + "    "
+        lines = [f"{ind}{var} = {'{}' if is_map else '[]'}", f"{ind}while True:"]
+        lines += _read("long", count, loop)
+        lines += [f"{loop}if {count} == 0: break", f"{loop}if {count} < 0:"]
+        lines += [f"{loop}    {count} = -{count}"] + _read("long", "z", loop + "    ")
+        lines.append(f"{loop}for _ in range({count}):")
+        if is_map:
+            lines += _read("string", key, loop + "    ")
+        lines += body
+        add = f"{var}[{key}] = {item}" if is_map else f"{var}.append({item})"
+        lines.append(f"{loop}    {add}")
+        return lines
+
+    def record(self, t: dict[str, Any], var: str, ind: str) -> list[str] | None:
+        lines: list[str] = []
+        fields = []
+        for field in t["fields"]:
+            v = self.fresh("f")
+            body = self.value(field["type"], v, ind)
+            if body is None:
+                return None
+            lines += body
+            fields.append(f"{json.dumps(field['name'])}: {v}")
+        lines.append(f"{ind}{var} = {{{', '.join(fields)}}}")
+        return lines
+
+
 def compile_reader(schema: dict[str, Any]) -> Reader | None:
-    """A decoder for a flat record schema (its JSON form), or None."""
+    """A decoder for a record schema (its JSON form), or None."""
     if schema.get("type") != "record":
         return None
-    lines = ["def read(b, p):"]
-    names: list[str] = []
-    for i, field in enumerate(schema["fields"]):
-        var = f"v{i}"
-        names.append(field["name"])
-        t = field["type"]
-        if isinstance(t, list):
-            kinds = [_kind(x) for x in t]
-            if not kinds or any(k is None for k in kinds):
-                return None
-            lines += _varint("u", "    ")
-            lines.append("    u = (u >> 1) ^ -(u & 1)")
-            for j, k in enumerate(kinds):
-                lines.append(f"    {'if' if j == 0 else 'elif'} u == {j}:")
-                lines += _read(str(k), var, "        ")
-            lines.append("    else: raise ValueError('union branch')")
-        else:
-            kind = _kind(t)
-            if kind is None:
-                return None
-            lines += _read(kind, var, "    ")
-    record = ", ".join(f"{json.dumps(n)}: v{i}" for i, n in enumerate(names))
-    lines.append(f"    return {{{record}}}, p")
+    compiler = _Compiler()
+    body = compiler.record(schema, "r", "    ")
+    if body is None:
+        return None
+    lines = ["def read(b, p):", *body, "    return r, p"]
     scope: dict[str, Any] = {
         "_tail": _tail,
         "_d": struct.Struct("<d").unpack_from,
         "_f": struct.Struct("<f").unpack_from,
         "_fromts": datetime.fromtimestamp,
         "_UTC": UTC,
+        **compiler.scope,
     }
     exec(compile("\n".join(lines), f"<avro reader {schema.get('name')}>", "exec"), scope)
     reader: Reader = scope["read"]
