@@ -4,8 +4,9 @@
 
 Starts `mgw up --demo` on a fresh data dir (embedded PostgreSQL and Redis), waits until
 the demo feeds are ingested and every projector has caught up (/ready), and reads the
-process's peak resident set (VmHWM) and current one (VmRSS). The baseline, in the same run: `mgw up` on another fresh data
-dir, with nothing loaded, read the same way once ready. The last line is one JSON object.
+process's peak resident set (VmHWM) and current one (VmRSS). The baseline, in the same
+run: `mgw up` on another fresh data dir, with nothing loaded, read the same way once
+ready. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def _ready(base: str) -> bool:
 
 def measure(demo: bool, timeout: float = 600.0) -> dict[str, Any]:
     """Start `mgw up` (with ``--demo`` or not), wait until it is ready and caught up, read
-    its memory, stop it. The embedded PostgreSQL and Redis are processes of their own and
-not counted."""
+        its memory, stop it. The embedded PostgreSQL and Redis are processes of their own and
+    not counted."""
     work = Path(tempfile.mkdtemp(prefix="mgw-bench-mem-"))
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
