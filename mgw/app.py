@@ -48,9 +48,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # a connection per lane beyond the first, so catching-up lanes never queue the API
+        # a connection per lane slot (streams/runner.py: the extra lanes of all projectors
+        # share lanes - 1 of them), so catching-up lanes never queue the API
         laned = lanes(settings) if run_projectors else {}
-        pool_size = 16 + sum(n - 1 for n in laned.values())
+        pool_size = 16 + max(laned.values(), default=1) - 1
         async with open_platform(settings, with_vectors=with_vectors, pool_size=pool_size) as pf:
             context = AppContext(settings, pf.log, pf.stores, pf.publisher, where=pf.where)
             pf.stores.mailer = mailer if mailer is not None else mailer_from_settings(settings)

@@ -115,6 +115,7 @@ class ProjectorLoop:
         shard: Shard = (0, 1),
         outages: Outages | None = None,
         lag_board: LagBoard | None = None,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         """``outages`` is shared by the loops of one runner, so a database that goes away
         is reported once, not once per projector; ``lag_board`` by the lanes of one
@@ -123,6 +124,8 @@ class ProjectorLoop:
         self.log = log_
         self.shard = shard
         self.lag_board = lag_board or LagBoard(pipeline.name)
+        #: an extra lane applies a batch only holding one of these (EmbeddedRunner)
+        self.slots = slots
         #: the failures in a row of ``run``, and how long it waits before the next try
         self.retry = Retry(
             f"projector {pipeline.name}",
@@ -200,7 +203,11 @@ class ProjectorLoop:
         if len(fetched.records) >= self.batch_size:  # more is likely waiting
             self._prefetch = asyncio.ensure_future(self._fetch(dict(fetched.after)))
         try:
-            result = await self.pipeline.process(fetched.records, fetched.decoded)
+            if self.slots is None:
+                result = await self.pipeline.process(fetched.records, fetched.decoded)
+            else:
+                async with self.slots:
+                    result = await self.pipeline.process(fetched.records, fetched.decoded)
         except BaseException:
             self.cancel_prefetch()
             raise
@@ -297,13 +304,20 @@ class EmbeddedRunner:
         (bench/projection_throughput.py)."""
         self.outages = Outages(log)
         self.loops: list[ProjectorLoop] = []
+        # Every projector's first lane applies freely; the extra lanes of all projectors
+        # share lanes - 1 slots, so lanes add at most that many transactions to the
+        # process at once. One projector catching up alone gets all its lanes; ten catching
+        # up together (a demo load) do not multiply the transactions competing for the
+        # cores and the pool, which made each last longer until the pool timed out.
+        extra = max((lanes or {}).values(), default=1) - 1
+        self.slots = asyncio.Semaphore(extra) if extra > 0 else None
         for p in projectors:
             shard = (shards or {}).get(p.name, (0, 1))
             n = (lanes or {}).get(p.name, 1)
             if n > 1:
                 n = max(1, min(n, _owned(log_, p, shard)))
             board = LagBoard(p.name)
-            for lane in lane_shards(shard, n):
+            for j, lane in enumerate(lane_shards(shard, n)):
                 self.loops.append(
                     ProjectorLoop(
                         ProjectionPipeline(p, stores, log_),
@@ -313,6 +327,7 @@ class EmbeddedRunner:
                         shard=lane,
                         outages=self.outages,
                         lag_board=board,
+                        slots=self.slots if j > 0 else None,
                     )
                 )
         self.stores = stores
