@@ -139,6 +139,24 @@ def test_compiled_reader_equals_fastavro(version: Any, data: st.DataObject) -> N
     assert record == _fastavro(version, body)
 
 
+def _damage_and_compare(version: Any, good: bytes, cut: int, flip: int, byte: int) -> None:
+    """Cut ``good`` short (cut < 30) or overwrite one byte; the compiled reader then raises,
+    ends elsewhere, or reads exactly what fastavro reads."""
+    read = reader_for(version.path)
+    assert read is not None
+    damaged = bytearray(good[: max(0, len(good) - cut)] if cut < 30 else good)
+    if damaged and cut >= 30:
+        damaged[flip % len(damaged)] = byte
+    body = bytes(damaged)
+    try:
+        record, end = read(body, 0)
+    except Exception:
+        return
+    if end != len(body):
+        return
+    assert record == _fastavro(version, body)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     position=st.floats(allow_nan=False, allow_infinity=False),
@@ -152,24 +170,12 @@ def test_a_damaged_message_is_never_read_differently(
     """Cut or altered bytes: the compiled reader raises, ends elsewhere, or reads what
     fastavro reads; never a record that fastavro would refuse or read otherwise."""
     version = CODEC.current("PlaybackProgressed")
-    read = reader_for(version.path)
-    assert read is not None
     good = CODEC.encode(
         "PlaybackProgressed",
         {"user_id": "u1", "content_id": "c1", "device_id": "tv", "position_s": position,
          "duration_s": 7200.0, "occurred_at": datetime(2026, 1, 2, tzinfo=UTC)},
     )[HEADER_LEN:]  # fmt: skip
-    damaged = bytearray(good[: max(0, len(good) - cut)] if cut < 30 else good)
-    if damaged and cut >= 30:
-        damaged[flip % len(damaged)] = byte
-    body = bytes(damaged)
-    try:
-        record, end = read(body, 0)
-    except Exception:
-        return
-    if end != len(body):
-        return
-    assert record == _fastavro(version, body)
+    _damage_and_compare(version, good, cut, flip, byte)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -179,22 +185,9 @@ def test_a_damaged_nested_message_is_never_read_differently(
 ) -> None:
     """The same for the catalog's nested events: offers in an array, enums, unions."""
     version = CODEC.current("AvailabilityChanged")
-    read = reader_for(version.path)
-    assert read is not None
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, version.parsed, data.draw(_payloads(version)))
-    good = buf.getvalue()
-    damaged = bytearray(good[: max(0, len(good) - cut)] if cut < 30 else good)
-    if damaged and cut >= 30:
-        damaged[flip % len(damaged)] = byte
-    body = bytes(damaged)
-    try:
-        record, end = read(body, 0)
-    except Exception:
-        return
-    if end != len(body):
-        return
-    assert record == _fastavro(version, body)
+    _damage_and_compare(version, buf.getvalue(), cut, flip, byte)
 
 
 def test_decode_many_takes_the_compiled_path_and_still_pins_bad_records() -> None:
